@@ -1,0 +1,319 @@
+/* arjit: a compiler for autoregressive generative models.
+ *
+ * One header, ggml-style: the IR (dimensions, types, values, nodes, graphs,
+ * modules), the op table, the parser/printer/verifier, tensors and the
+ * reference interpreter. Later stages (autodiff, fusion, codegen, runtime)
+ * add their own sections below.
+ *
+ * A model is a module: named dims, parameters and functions (`fn loglik`,
+ * `fn sample`, ...). A function is a graph in SSA form: leaf values (inputs
+ * and the module parameters it uses) and nodes, each an op applied to
+ * earlier values, producing one or more values. docs/ir.md is the language.
+ */
+#ifndef ARJIT_H
+#define ARJIT_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AJ_MAX_RANK 6     /* most axes a tensor has */
+#define AJ_MAX_ATTRS 6    /* most attributes an op has */
+#define AJ_MAX_DIMS 64    /* most named dims in a module (a bit each in aj_dim.syms) */
+
+/* ---------------------------------------------------------------- errors */
+
+/* The first error found, in compiler style:
+ *   file:line:col: error: message
+ *       the offending line
+ *       ^                                                                */
+typedef struct {
+    int set;             /* 0 while no error */
+    char file[256];
+    int line, col;       /* 1-based; 0 when not tied to a place */
+    char msg[512];
+    char text[256];      /* the source line, for the caret */
+} aj_diag;
+
+/* Record an error (first one wins; later calls are ignored). Returns -1. */
+int aj_error(aj_diag *d, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Copy line `d->line` of `src` into d->text (when d has a place). */
+void aj_diag_source(aj_diag *d, const char *file, const char *src, size_t len);
+/* Print `d` as above to `f`. */
+void aj_diag_print(const aj_diag *d, FILE *f);
+
+/* ---------------------------------------------------------------- dims */
+
+/* A dimension: coef * (product of the named dims in `syms`) + off.
+ * `syms` has bit k set for module dim k. A constant has syms == 0.
+ * This covers what graph files write: 784, D, B*T, T+1, 2*H, H*W-1. */
+typedef struct {
+    int64_t coef;
+    uint64_t syms;
+    int64_t off;
+} aj_dim;
+
+aj_dim aj_dim_const(int64_t v);
+aj_dim aj_dim_sym(int k);
+int aj_dim_is_const(aj_dim d);
+int aj_dim_eq(aj_dim a, aj_dim b);
+/* Arithmetic; return 0 on success, -1 when the result is not of the form
+ * above (e.g. (T+1)*B, T*T). */
+int aj_dim_add(aj_dim a, aj_dim b, aj_dim *out);
+int aj_dim_sub(aj_dim a, aj_dim b, aj_dim *out);
+int aj_dim_mul(aj_dim a, aj_dim b, aj_dim *out);
+
+/* ---------------------------------------------------------------- types */
+
+typedef enum { AJ_F32, AJ_I32 } aj_dtype;
+
+typedef struct {
+    aj_dtype dtype;
+    int rank;
+    aj_dim dim[AJ_MAX_RANK];
+} aj_type;
+
+/* Same dtype, rank and dims. */
+int aj_type_eq(const aj_type *a, const aj_type *b);
+
+/* ---------------------------------------------------------------- ops */
+
+enum { AJ_EW = 1, AJ_RAND = 2, AJ_NODIFF = 4 };
+
+typedef enum {
+#define AJ_OP(id, name, min_in, max_in, nout, flags, attrs, shape) AJ_OP_##id,
+#include "../ir/ops.def"
+#undef AJ_OP
+    AJ_OP_COUNT
+} aj_op;
+
+typedef enum {
+    AJ_ATTR_INT, AJ_ATTR_FLOAT, AJ_ATTR_DIM, AJ_ATTR_SHAPE, AJ_ATTR_INTS, AJ_ATTR_WORD
+} aj_attr_kind;
+
+/* One attribute of an op, parsed from its spec string in ops.def. */
+typedef struct {
+    char name[16];
+    aj_attr_kind kind;
+    int required;
+    const char *words[12];   /* AJ_ATTR_WORD: the allowed words */
+    int nwords;
+    const char *dflt;        /* default as written in the spec, or NULL */
+} aj_attr_spec;
+
+typedef struct aj_node aj_node;
+typedef struct aj_module aj_module;
+
+/* An op's shape rule: given its inputs' types (already inferred), check them
+ * and write the result types. On error, return -1 and say why with
+ * aj_error(d, ...); set *bad_input to the index of the input at fault
+ * (or -1 to blame the op itself), so the caret points at it. */
+typedef int (*aj_shape_fn)(const aj_module *m, const aj_node *n, const aj_type *in,
+                           aj_type *out, int *bad_input, aj_diag *d);
+
+typedef struct {
+    const char *name;
+    int min_in, max_in, nout;
+    int flags;
+    const char *attr_src;         /* spec string from ops.def */
+    aj_shape_fn shape;
+    aj_attr_spec attr[AJ_MAX_ATTRS];
+    int nattr;
+} aj_op_def;
+
+/* The table, indexed by aj_op. */
+const aj_op_def *aj_op_info(aj_op op);
+/* AJ_OP_COUNT when `name` is no op. */
+aj_op aj_op_lookup(const char *name);
+
+/* ---------------------------------------------------------------- graphs */
+
+typedef struct {
+    aj_attr_kind kind;
+    int64_t i;               /* INT; WORD: index into the spec's words */
+    double f;                /* FLOAT */
+    int n;                   /* SHAPE, INTS: length */
+    int64_t ints[AJ_MAX_RANK];
+    aj_dim dims[AJ_MAX_RANK]; /* SHAPE: the dims; DIM: dims[0] */
+} aj_attr;
+
+typedef enum {
+    AJ_VAL_NODE,     /* result `idx` of node `node` */
+    AJ_VAL_INPUT,    /* function argument number `idx` */
+    AJ_VAL_PARAM,    /* module parameter number `idx` */
+    AJ_VAL_CARRY,    /* recurrence body: carried state number `idx` */
+    AJ_VAL_SLICE,    /* recurrence body: per-step slice number `idx` */
+    AJ_VAL_USE       /* recurrence body: invariant input number `idx` */
+} aj_val_kind;
+
+typedef struct {
+    char *name;
+    aj_val_kind kind;
+    int node, idx;
+    aj_type type;            /* inferred by aj_module_infer */
+    int line, col;           /* where it is defined */
+} aj_value;
+
+typedef struct aj_graph aj_graph;
+
+/* The structure of a recurrence node. Its inputs are, in order: the initial
+ * value of each carry, the sequence of each slice, the outer value of each
+ * use. Its results are: the final value of each carry, then each stacked
+ * output. The body's leaves are the carries, slices and uses in that order
+ * (kinds AJ_VAL_CARRY/SLICE/USE); its results are the next value of each
+ * carry, then each value to stack. Step t (t = 0..steps-1, or steps-1..0
+ * when reversed) sees slice s as seq_s indexed at slice_axis[s] = t, and
+ * writes stacked output k at stack_axis[k] = t. */
+typedef struct {
+    int ncarry, nslice, nuse, nstack;
+    int slice_axis[64];
+    int stack_axis[64];
+    int res_line[128], res_col[128]; /* where each `next` / `stack` is written */
+    aj_graph *body;
+} aj_recur;
+
+struct aj_node {
+    aj_op op;
+    int nin, nout;
+    int *in;                 /* value ids, in the graph that holds the node */
+    int *in_col;             /* column of each argument in the source (0 if none) */
+    int *out;                /* value ids */
+    aj_attr attr[AJ_MAX_ATTRS]; /* in the order of the op's spec, defaults filled */
+    aj_recur *rec;           /* AJ_OP_RECURRENCE only */
+    int line, col;           /* where the op is written */
+};
+
+struct aj_graph {
+    char *name;
+    aj_value *val; int nval, capval;
+    aj_node *node; int nnode, capnode;
+    int *leaf; int nleaf;    /* leaf value ids: fn inputs, or body carries/slices/uses */
+    int *result; int nresult;/* result value ids */
+    int line, col;           /* where the fn / block starts */
+    int end_line;
+};
+
+typedef enum { AJ_INIT_ZEROS, AJ_INIT_ONES, AJ_INIT_NORMAL, AJ_INIT_UNIFORM, AJ_INIT_XAVIER } aj_init_kind;
+
+typedef struct {
+    char *name;
+    aj_type type;            /* as declared: dims over all module dims */
+    aj_init_kind init;
+    double a, b;             /* normal(std=a); uniform(a, b) */
+    int line, col;
+} aj_param;
+
+/* Dimension bindings: a value per module dim, -1 where unbound. */
+typedef struct { int64_t v[AJ_MAX_DIMS]; } aj_bind;
+
+typedef struct {
+    char *name;
+    int has_value;           /* `dim D = 784` has one; `dim B` is bound at run time */
+    int64_t value;
+    int line, col;
+} aj_dimdef;
+
+struct aj_module {
+    char *path;
+    char *src; size_t srclen;   /* the source text, for diagnostics */
+    aj_dimdef dim[AJ_MAX_DIMS]; int ndim;
+    aj_param *param; int nparam;
+    aj_graph **fn; int nfn;
+    /* declared argument types of each fn, parallel to fn[i]->leaf */
+    aj_type **fn_arg_type;
+    /* the binding of the last aj_module_infer: value types are under it */
+    aj_bind bind;
+};
+
+/* Node/attribute access by the names in the op's spec. */
+int64_t aj_attr_int(const aj_node *n, const char *name);
+double aj_attr_float(const aj_node *n, const char *name);
+aj_dim aj_attr_dim(const aj_node *n, const char *name);
+const aj_attr *aj_attr_get(const aj_node *n, const char *name);
+/* A DIM attribute under the module's current binding (m->bind); -1 when
+ * it is still symbolic. */
+int64_t aj_attr_dim_value(const aj_module *m, const aj_node *n, const char *name);
+/* The word an AJ_ATTR_WORD attribute holds. */
+const char *aj_attr_word(const aj_node *n, const char *name);
+
+/* Building graphs (the parser and the compiler passes use these). */
+aj_graph *aj_graph_new(const char *name);
+void aj_graph_free(aj_graph *g);
+int aj_graph_add_value(aj_graph *g, const char *name, aj_val_kind kind, int node, int idx);
+/* Adds a node with default attributes and `nout` fresh result values named
+ * `names[i]` (NULL: a fresh name); returns the node index. */
+int aj_graph_add_node(aj_graph *g, aj_op op, const int *in, int nin, int nout,
+                      const char *const *names);
+/* Set attributes from their default text (fills every non-required one). */
+void aj_node_set_defaults(aj_node *n);
+/* The value id named `name`, or -1. */
+int aj_graph_find(const aj_graph *g, const char *name);
+
+/* ---------------------------------------------------------------- modules */
+
+/* Parse a graph file (path "-" reads standard input). NULL and *d set on error. */
+aj_module *aj_parse_file(const char *path, aj_diag *d);
+aj_module *aj_parse_string(const char *src, size_t len, const char *path, aj_diag *d);
+void aj_module_free(aj_module *m);
+
+
+/* The dims with a declared value bound to it, the others free. */
+void aj_bind_defaults(const aj_module *m, aj_bind *b);
+/* Apply "D=8,H=5" overrides; error names the dim. */
+int aj_bind_parse(const aj_module *m, aj_bind *b, const char *spec, aj_diag *d);
+int aj_dim_index(const aj_module *m, const char *name);
+/* Substitute the bound dims of `b` into d. */
+aj_dim aj_dim_bind(aj_dim d, const aj_bind *b);
+
+/* Verify every function and infer every value's type under binding `b`
+ * (bound dims are substituted; free ones stay symbolic). Returns 0 or -1. */
+int aj_module_infer(aj_module *m, const aj_bind *b, aj_diag *d);
+
+/* The function named `name`, or NULL. */
+aj_graph *aj_module_fn(const aj_module *m, const char *name);
+int aj_module_param_index(const aj_module *m, const char *name);
+
+/* Canonical text; parses back to the same module. */
+void aj_module_print(const aj_module *m, FILE *f);
+/* Print a dim / a type in graph-file syntax into buf. */
+void aj_dim_str(const aj_module *m, aj_dim d, char *buf, size_t n);
+void aj_type_str(const aj_module *m, const aj_type *t, char *buf, size_t n);
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef struct {
+    aj_dtype dtype;
+    int rank;
+    int64_t shape[AJ_MAX_RANK];
+    void *data;              /* float* or int32_t*, row-major, contiguous */
+} aj_tensor;
+
+int64_t aj_tensor_numel(const aj_tensor *t);
+/* Allocate zeroed data for a tensor of this (concrete) type; NULL on overflow. */
+aj_tensor aj_tensor_new(aj_dtype dt, int rank, const int64_t *shape);
+aj_tensor aj_tensor_of_type(const aj_type *t);   /* type must be all-constant */
+void aj_tensor_free(aj_tensor *t);
+
+/* Initialise module parameter `i` (shape under `b`) from its initialiser
+ * with a seeded generator. */
+aj_tensor aj_param_init(const aj_module *m, int i, const aj_bind *b, uint64_t seed);
+
+/* ---------------------------------------------------------------- interpreter */
+
+/* Run function `fn` of `m` with every dim bound in `b` (aj_module_infer must
+ * have run with the same binding). params[i] is module parameter i (entries
+ * the fn does not use may be empty); inputs[i] is fn argument i. The fn's
+ * results are allocated into results[0..nresult-1] (caller frees).
+ * `seed` drives the sampling ops. Returns 0, or -1 with d set. */
+int aj_interp_run(const aj_module *m, const aj_graph *fn, const aj_tensor *params,
+                  const aj_tensor *inputs, aj_tensor *results, uint64_t seed, aj_diag *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,139 @@
+/* Graphs and modules: building, finding, freeing; dimension bindings. */
+#include "arjit.h"
+#include <stdlib.h>
+#include <string.h>
+
+static void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fprintf(stderr, "arjit: out of memory\n");
+        exit(1);
+    }
+    return q;
+}
+
+static char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    return memcpy(xrealloc(NULL, n), s, n);
+}
+
+aj_graph *aj_graph_new(const char *name) {
+    aj_graph *g = xrealloc(NULL, sizeof *g);
+    memset(g, 0, sizeof *g);
+    g->name = xstrdup(name ? name : "");
+    return g;
+}
+
+void aj_graph_free(aj_graph *g) {
+    if (!g) return;
+    for (int i = 0; i < g->nval; i++) free(g->val[i].name);
+    for (int i = 0; i < g->nnode; i++) {
+        aj_node *n = &g->node[i];
+        free(n->in), free(n->in_col), free(n->out);
+        if (n->rec) aj_graph_free(n->rec->body), free(n->rec);
+    }
+    free(g->val), free(g->node), free(g->leaf), free(g->result), free(g->name);
+    free(g);
+}
+
+int aj_graph_add_value(aj_graph *g, const char *name, aj_val_kind kind, int node, int idx) {
+    if (g->nval == g->capval) {
+        g->capval = g->capval ? 2 * g->capval : 16;
+        g->val = xrealloc(g->val, (size_t)g->capval * sizeof *g->val);
+    }
+    aj_value *v = &g->val[g->nval];
+    memset(v, 0, sizeof *v);
+    char tmp[32];
+    if (!name) snprintf(tmp, sizeof tmp, "_%d", g->nval), name = tmp;   /* fresh name */
+    v->name = xstrdup(name);
+    v->kind = kind, v->node = node, v->idx = idx;
+    return g->nval++;
+}
+
+int aj_graph_add_node(aj_graph *g, aj_op op, const int *in, int nin, int nout,
+                      const char *const *names) {
+    if (g->nnode == g->capnode) {
+        g->capnode = g->capnode ? 2 * g->capnode : 16;
+        g->node = xrealloc(g->node, (size_t)g->capnode * sizeof *g->node);
+    }
+    int id = g->nnode++;
+    aj_node *n = &g->node[id];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->nin = nin;
+    n->nout = nout;
+    n->in = xrealloc(NULL, (size_t)nin * sizeof(int));
+    n->in_col = xrealloc(NULL, (size_t)nin * sizeof(int));
+    if (nin) memcpy(n->in, in, (size_t)nin * sizeof(int));
+    memset(n->in_col, 0, (size_t)nin * sizeof(int));
+    n->out = xrealloc(NULL, (size_t)nout * sizeof(int));
+    aj_node_set_defaults(n);
+    for (int k = 0; k < nout; k++) {
+        int v = aj_graph_add_value(g, names ? names[k] : NULL, AJ_VAL_NODE, id, k);
+        g->node[id].out[k] = v;   /* g->node is stable here: values live elsewhere */
+    }
+    return id;
+}
+
+int aj_graph_find(const aj_graph *g, const char *name) {
+    for (int i = g->nval - 1; i >= 0; i--)
+        if (!strcmp(g->val[i].name, name)) return i;
+    return -1;
+}
+
+aj_graph *aj_module_fn(const aj_module *m, const char *name) {
+    for (int i = 0; i < m->nfn; i++)
+        if (!strcmp(m->fn[i]->name, name)) return m->fn[i];
+    return NULL;
+}
+
+int aj_module_param_index(const aj_module *m, const char *name) {
+    for (int i = 0; i < m->nparam; i++)
+        if (!strcmp(m->param[i].name, name)) return i;
+    return -1;
+}
+
+int aj_dim_index(const aj_module *m, const char *name) {
+    for (int i = 0; i < m->ndim; i++)
+        if (!strcmp(m->dim[i].name, name)) return i;
+    return -1;
+}
+
+void aj_module_free(aj_module *m) {
+    if (!m) return;
+    for (int i = 0; i < m->ndim; i++) free(m->dim[i].name);
+    for (int i = 0; i < m->nparam; i++) free(m->param[i].name);
+    for (int i = 0; i < m->nfn; i++) aj_graph_free(m->fn[i]), free(m->fn_arg_type[i]);
+    free(m->param), free(m->fn), free(m->fn_arg_type), free(m->path), free(m->src);
+    free(m);
+}
+
+void aj_bind_defaults(const aj_module *m, aj_bind *b) {
+    for (int k = 0; k < AJ_MAX_DIMS; k++)
+        b->v[k] = k < m->ndim && m->dim[k].has_value ? m->dim[k].value : -1;
+}
+
+/* "D=8,H=5": each name must be a dim of the module and each value a
+ * non-negative integer. */
+int aj_bind_parse(const aj_module *m, aj_bind *b, const char *spec, aj_diag *d) {
+    const char *s = spec;
+    while (*s) {
+        const char *name = s;
+        while (*s && *s != '=' && *s != ',') s++;
+        char nm[64];
+        size_t len = (size_t)(s - name);
+        if (*s != '=' || len == 0 || len >= sizeof nm)
+            return aj_error(d, 0, 0, "--dims: expected NAME=VALUE in '%s'", spec);
+        memcpy(nm, name, len);
+        nm[len] = 0;
+        int k = aj_dim_index(m, nm);
+        if (k < 0) return aj_error(d, 0, 0, "--dims: the model has no dim '%s'", nm);
+        char *end;
+        long long v = strtoll(++s, &end, 10);
+        if (end == s || v < 0 || v > (1ll << 40) || (*end && *end != ','))
+            return aj_error(d, 0, 0, "--dims: bad value for %s (want a non-negative integer)", nm);
+        b->v[k] = v;
+        s = *end ? end + 1 : end;
+    }
+    return 0;
+}
