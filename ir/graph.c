@@ -44,7 +44,12 @@ int aj_graph_add_value(aj_graph *g, const char *name, aj_val_kind kind, int node
     aj_value *v = &g->val[g->nval];
     memset(v, 0, sizeof *v);
     char tmp[32];
-    if (!name) snprintf(tmp, sizeof tmp, "_%d", g->nval), name = tmp;   /* fresh name */
+    if (!name) {   /* a fresh name: _N, N counting up past any taken */
+        int k = g->nval;
+        do snprintf(tmp, sizeof tmp, "_%d", k++);
+        while (aj_graph_find(g, tmp) >= 0);
+        name = tmp;
+    }
     v->name = xstrdup(name);
     v->kind = kind, v->node = node, v->idx = idx;
     return g->nval++;
