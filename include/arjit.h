@@ -253,6 +253,14 @@ int aj_graph_add_node(aj_graph *g, aj_op op, const int *in, int nin, int nout,
 void aj_node_set_defaults(aj_node *n);
 /* The value id named `name`, or -1. */
 int aj_graph_find(const aj_graph *g, const char *name);
+/* Deep copies (bodies included); value and node ids are kept. */
+aj_graph *aj_graph_clone(const aj_graph *g);
+aj_recur *aj_recur_clone(const aj_recur *r);
+/* Rename value v to `base`, or base_2, base_3, ... if that is taken. */
+void aj_value_rename(aj_graph *g, int v, const char *base);
+/* Verify node `id` of g (its inputs already typed) and type its results,
+ * under the module's binding. */
+int aj_graph_infer_node(const aj_module *m, aj_graph *g, int id, aj_diag *d);
 
 /* ---------------------------------------------------------------- modules */
 
@@ -274,6 +282,8 @@ aj_dim aj_dim_bind(aj_dim d, const aj_bind *b);
  * (bound dims are substituted; free ones stay symbolic). Returns 0 or -1. */
 int aj_module_infer(aj_module *m, const aj_bind *b, aj_diag *d);
 
+/* Append fn g (taking ownership) with the declared types of its arguments. */
+void aj_module_add_fn(aj_module *m, aj_graph *g, const aj_type *arg_types);
 /* The function named `name`, or NULL. */
 aj_graph *aj_module_fn(const aj_module *m, const char *name);
 int aj_module_param_index(const aj_module *m, const char *name);
@@ -312,6 +322,16 @@ aj_tensor aj_param_init(const aj_module *m, int i, const aj_bind *b, uint64_t se
  * `seed` drives the sampling ops. Returns 0, or -1 with d set. */
 int aj_interp_run(const aj_module *m, const aj_graph *fn, const aj_tensor *params,
                   const aj_tensor *inputs, aj_tensor *results, uint64_t seed, aj_diag *d);
+
+/* ---------------------------------------------------------------- autodiff */
+
+/* Add fn `grad_<fn>` to m: grad_<fn>(args of fn) -> loss, d_P for each
+ * parameter P the fn uses (module order). loss = -mean(first result) for
+ * fn loglik (the mean NLL), mean(first result) otherwise. m must be inferred
+ * (aj_module_infer) first; B/T may stay symbolic. NULL and d set on error. */
+aj_graph *aj_autodiff(aj_module *m, const char *fn, aj_diag *d);
+/* Whether op has a gradient rule (or needs none: constants, sampling). */
+int aj_has_gradient(aj_op op);
 
 #ifdef __cplusplus
 }

@@ -142,3 +142,55 @@ int aj_bind_parse(const aj_module *m, aj_bind *b, const char *spec, aj_diag *d) 
     }
     return 0;
 }
+
+static int *dup_ints(const int *a, int n) {
+    int *r = xrealloc(NULL, (size_t)n * sizeof(int));
+    if (n) memcpy(r, a, (size_t)n * sizeof(int));
+    return r;
+}
+
+aj_recur *aj_recur_clone(const aj_recur *r) {
+    aj_recur *c = xrealloc(NULL, sizeof *c);
+    *c = *r;
+    c->body = aj_graph_clone(r->body);
+    return c;
+}
+
+aj_graph *aj_graph_clone(const aj_graph *g) {
+    aj_graph *c = aj_graph_new(g->name);
+    c->nval = c->capval = g->nval;
+    c->val = xrealloc(NULL, (size_t)g->nval * sizeof *c->val);
+    for (int i = 0; i < g->nval; i++) c->val[i] = g->val[i], c->val[i].name = xstrdup(g->val[i].name);
+    c->nnode = c->capnode = g->nnode;
+    c->node = xrealloc(NULL, (size_t)g->nnode * sizeof *c->node);
+    for (int i = 0; i < g->nnode; i++) {
+        const aj_node *n = &g->node[i];
+        aj_node *m = &c->node[i];
+        *m = *n;
+        m->in = dup_ints(n->in, n->nin);
+        m->in_col = dup_ints(n->in_col, n->nin);
+        m->out = dup_ints(n->out, n->nout);
+        m->rec = n->rec ? aj_recur_clone(n->rec) : NULL;
+    }
+    c->leaf = dup_ints(g->leaf, g->nleaf), c->nleaf = g->nleaf;
+    c->result = dup_ints(g->result, g->nresult), c->nresult = g->nresult;
+    c->line = g->line, c->col = g->col, c->end_line = g->end_line;
+    return c;
+}
+
+void aj_value_rename(aj_graph *g, int v, const char *base) {
+    char name[96];
+    snprintf(name, sizeof name, "%s", base);
+    for (int k = 2; aj_graph_find(g, name) >= 0 && aj_graph_find(g, name) != v; k++)
+        snprintf(name, sizeof name, "%s_%d", base, k);
+    free(g->val[v].name);
+    g->val[v].name = xstrdup(name);
+}
+
+void aj_module_add_fn(aj_module *m, aj_graph *g, const aj_type *arg_types) {
+    m->fn = xrealloc(m->fn, sizeof *m->fn * (size_t)(m->nfn + 1));
+    m->fn_arg_type = xrealloc(m->fn_arg_type, sizeof *m->fn_arg_type * (size_t)(m->nfn + 1));
+    m->fn_arg_type[m->nfn] = xrealloc(NULL, sizeof(aj_type) * (size_t)(g->nleaf ? g->nleaf : 1));
+    if (g->nleaf) memcpy(m->fn_arg_type[m->nfn], arg_types, sizeof(aj_type) * (size_t)g->nleaf);
+    m->fn[m->nfn++] = g;
+}

@@ -91,7 +91,7 @@ int aj_shape_recurrence(const aj_module *m, const aj_node *n, const aj_type *in,
     return 0;
 }
 
-static int infer_node(const aj_module *m, aj_graph *g, int id, aj_diag *d) {
+int aj_graph_infer_node(const aj_module *m, aj_graph *g, int id, aj_diag *d) {
     aj_node *n = &g->node[id];
     const aj_op_def *def = aj_op_info(n->op);
     if (!def) return aj_error(d, n->line, n->col, "node %d has no valid op", id);
@@ -135,7 +135,7 @@ static int infer_graph(const aj_module *m, aj_graph *g, aj_diag *d) {
         v->type = bind_type(&m->param[v->idx].type, &m->bind);
     }
     for (int i = 0; i < g->nnode; i++)
-        if (infer_node(m, g, i, d)) return -1;
+        if (aj_graph_infer_node(m, g, i, d)) return -1;
     for (int i = 0; i < g->nresult; i++)
         if (g->result[i] < 0 || g->result[i] >= g->nval) return aj_error(d, g->line, 1, "%s: result %d is undefined", g->name, i);
     return 0;

@@ -1,0 +1,891 @@
+/* Reverse-mode automatic differentiation, graph -> graph.
+ *
+ * aj_autodiff copies a fn, appends its loss, and sweeps its nodes backwards.
+ * Each op's vector-Jacobian product (VJP) is a function below that emits
+ * ordinary IR nodes computing the input adjoints from the output adjoints,
+ * so the gradient graph prints, parses back and runs on every engine.
+ *
+ * Adjoints accumulate with add when a value is used several times. Only
+ * values that depend on a parameter ("needs") get adjoints, so gradients
+ * nobody asked for (data inputs, masks) are never built.
+ *
+ * A recurrence is differentiated as a reverse recurrence (backpropagation
+ * through time): the forward recurrence also stacks its carry at the start
+ * of every step, and the backward body recomputes that one step from the
+ * kept carry and differentiates it, carrying the carry's adjoint backwards
+ * and summing the adjoints of invariant inputs. */
+#include "arjit.h"
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    aj_module *m;
+    aj_graph *g;         /* the graph nodes are emitted into */
+    aj_diag *d;
+    const char *needs;   /* needs[v]: value v of g depends on a parameter (during the sweep) */
+} ad;
+
+typedef int (*vjp_fn)(ad *c, int node, const int *dy, int *dx);
+
+static int backprop(ad *c, int nfwd, int *adj, const char *needs);
+
+/* ------------------------------------------------------------------ emitting */
+
+static aj_type ty(ad *c, int v) { return c->g->val[v].type; }
+
+/* A node of `op` on inputs `in` with default attributes, not yet typed.
+ * Returns its index, or -1 if an input is -1 (an earlier failure). */
+static int node_new(ad *c, aj_op op, const int *in, int nin) {
+    for (int i = 0; i < nin; i++)
+        if (in[i] < 0) return -1;
+    return aj_graph_add_node(c->g, op, in, nin, 1, NULL);
+}
+
+static aj_attr *attr(ad *c, int node, const char *name) { return (aj_attr *)aj_attr_get(&c->g->node[node], name); }
+
+/* Type the node and return its (first) result. */
+static int node_done(ad *c, int node) {
+    if (node < 0 || aj_graph_infer_node(c->m, c->g, node, c->d)) return -1;
+    return c->g->node[node].out[0];
+}
+
+static int op1(ad *c, aj_op op, int x) { return node_done(c, node_new(c, op, &x, 1)); }
+static int op2(ad *c, aj_op op, int x, int y) {
+    int in[2] = {x, y};
+    return node_done(c, node_new(c, op, in, 2));
+}
+static int op3(ad *c, aj_op op, int x, int y, int z) {
+    int in[3] = {x, y, z};
+    return node_done(c, node_new(c, op, in, 3));
+}
+
+static int constant(ad *c, double v, const aj_type *shape) {
+    int n = node_new(c, AJ_OP_CONSTANT, NULL, 0);
+    attr(c, n, "value")->f = v;
+    if (shape) {
+        aj_attr *s = attr(c, n, "shape");
+        s->n = shape->rank;
+        memcpy(s->dims, shape->dim, sizeof(aj_dim) * (size_t)shape->rank);
+    }
+    return node_done(c, n);
+}
+static int scalar(ad *c, double v) { return constant(c, v, NULL); }
+
+/* op(x, attr=shape of t): reshape / broadcast to the dims of t */
+static int to_shape(ad *c, aj_op op, int x, const aj_type *t) {
+    int n = node_new(c, op, &x, 1);
+    if (n < 0) return -1;
+    aj_attr *s = attr(c, n, "shape");
+    s->n = t->rank;
+    memcpy(s->dims, t->dim, sizeof(aj_dim) * (size_t)t->rank);
+    return node_done(c, n);
+}
+
+/* sum or another reduction over `axes` */
+static int reduce(ad *c, aj_op op, int x, const int *axes, int naxes, int keepdims) {
+    int n = node_new(c, op, &x, 1);
+    if (n < 0) return -1;
+    aj_attr *a = attr(c, n, "axis");
+    a->n = naxes;
+    for (int i = 0; i < naxes; i++) a->ints[i] = axes[i];
+    attr(c, n, "keepdims")->i = keepdims;
+    return node_done(c, n);
+}
+
+static int with_int(ad *c, aj_op op, int x, const char *name, int64_t v) {
+    int n = node_new(c, op, &x, 1);
+    if (n < 0) return -1;
+    attr(c, n, name)->i = v;
+    return node_done(c, n);
+}
+
+static int is_one(aj_dim d) { return aj_dim_is_const(d) && d.off == 1; }
+
+/* Sum a broadcast adjoint v back to type t: over the leading axes t lacks
+ * and the axes where t has size 1 (numpy broadcasting in reverse). */
+static int reduce_to(ad *c, int v, const aj_type *t) {
+    if (v < 0) return -1;
+    aj_type vt = ty(c, v);
+    if (aj_type_eq(&vt, t)) return v;
+    int axes[AJ_MAX_RANK], n = 0, lead = vt.rank - t->rank;
+    for (int i = 0; i < vt.rank; i++)
+        if (i < lead || (is_one(t->dim[i - lead]) && !is_one(vt.dim[i]))) axes[n++] = i;
+    int s = n ? reduce(c, AJ_OP_SUM, v, axes, n, 1) : v;
+    return to_shape(c, AJ_OP_RESHAPE, s, t);
+}
+
+/* A reduction's adjoint dy, brought back to x's shape: reinsert the reduced
+ * axes as size 1 (unless keepdims) and broadcast. */
+static int unreduce(ad *c, const aj_node *n, int dy, const aj_type *xt) {
+    const aj_attr *ax = aj_attr_get(n, "axis");
+    aj_type kt = *xt;
+    for (int i = 0; i < xt->rank; i++) {
+        int reduced = ax->n == 0;
+        for (int k = 0; k < ax->n; k++) reduced |= (ax->ints[k] < 0 ? ax->ints[k] + xt->rank : ax->ints[k]) == i;
+        if (reduced) kt.dim[i] = aj_dim_const(1);
+    }
+    return to_shape(c, AJ_OP_BROADCAST, to_shape(c, AJ_OP_RESHAPE, dy, &kt), xt);
+}
+
+/* ------------------------------------------------------------------ VJP rules */
+
+#define NODE aj_node n = c->g->node[node]
+#define X(i) (n.in[i])
+#define Y (n.out[0])
+
+static int vjp_neg(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op1(c, AJ_OP_NEG, dy[0]); (void)n; return 0; }
+/* d exp(x) = exp(x) */
+static int vjp_exp(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op2(c, AJ_OP_MUL, dy[0], Y); return 0; }
+/* d log(x) = 1/x */
+static int vjp_log(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op2(c, AJ_OP_DIV, dy[0], X(0)); return 0; }
+/* d tanh(x) = 1 - tanh(x)^2 */
+static int vjp_tanh(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    dx[0] = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, Y)));
+    return 0;
+}
+/* d sigmoid(x) = s (1 - s) */
+static int vjp_sigmoid(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    dx[0] = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_MUL, Y, op2(c, AJ_OP_SUB, scalar(c, 1), Y)));
+    return 0;
+}
+/* d relu(x) = [x > 0] */
+static int vjp_relu(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op2(c, AJ_OP_MUL, dy[0], op1(c, AJ_OP_STEP, X(0))); return 0; }
+/* d softplus(x) = sigmoid(x) */
+static int vjp_softplus(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op2(c, AJ_OP_MUL, dy[0], op1(c, AJ_OP_SIGMOID, X(0))); return 0; }
+/* d sqrt(x) = 1 / (2 sqrt(x)) */
+static int vjp_sqrt(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    dx[0] = op2(c, AJ_OP_DIV, dy[0], op2(c, AJ_OP_MUL, Y, scalar(c, 2)));
+    return 0;
+}
+/* d x^2 = 2x */
+static int vjp_square(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    dx[0] = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_MUL, X(0), scalar(c, 2)));
+    return 0;
+}
+/* gelu(x) = x/2 (1 + tanh(u)), u = k (x + a x^3), k = sqrt(2/pi), a = 0.044715:
+ * d gelu = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 a x^2) with t = tanh(u) */
+static int vjp_gelu(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    const double k = 0.7978845608028654, a = 0.044715;
+    int x = X(0), x2 = op1(c, AJ_OP_SQUARE, x);
+    int u = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, x, op2(c, AJ_OP_ADD, op2(c, AJ_OP_MUL, x2, scalar(c, a)), scalar(c, 1))), scalar(c, k));
+    int t = op1(c, AJ_OP_TANH, u);
+    int left = op2(c, AJ_OP_MUL, op2(c, AJ_OP_ADD, t, scalar(c, 1)), scalar(c, 0.5));
+    int sech2 = op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, t));
+    int du = op2(c, AJ_OP_MUL, op2(c, AJ_OP_ADD, op2(c, AJ_OP_MUL, x2, scalar(c, 3 * a)), scalar(c, 1)), scalar(c, k));
+    int right = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, x, scalar(c, 0.5)), sech2), du);
+    dx[0] = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_ADD, left, right));
+    return 0;
+}
+
+static int vjp_add(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type a = ty(c, X(0)), b = ty(c, X(1));
+    dx[0] = reduce_to(c, dy[0], &a);
+    dx[1] = reduce_to(c, dy[0], &b);
+    return 0;
+}
+static int vjp_sub(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type a = ty(c, X(0)), b = ty(c, X(1));
+    dx[0] = reduce_to(c, dy[0], &a);
+    dx[1] = reduce_to(c, op1(c, AJ_OP_NEG, dy[0]), &b);
+    return 0;
+}
+static int vjp_mul(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type a = ty(c, X(0)), b = ty(c, X(1));
+    dx[0] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], X(1)), &a);
+    dx[1] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], X(0)), &b);
+    return 0;
+}
+/* z = x / y: dz/dx = 1/y, dz/dy = -z/y */
+static int vjp_div(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type a = ty(c, X(0)), b = ty(c, X(1));
+    int g = op2(c, AJ_OP_DIV, dy[0], X(1));
+    dx[0] = reduce_to(c, g, &a);
+    dx[1] = reduce_to(c, op1(c, AJ_OP_NEG, op2(c, AJ_OP_MUL, g, Y)), &b);
+    return 0;
+}
+/* z = max(x, y): the adjoint goes to x where x >= y, else to y */
+static int vjp_maximum(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type a = ty(c, X(0)), b = ty(c, X(1));
+    int lt = op1(c, AJ_OP_STEP, op2(c, AJ_OP_SUB, X(1), X(0)));   /* [x < y] */
+    int to_y = op2(c, AJ_OP_MUL, dy[0], lt);
+    dx[0] = reduce_to(c, op2(c, AJ_OP_SUB, dy[0], to_y), &a);
+    dx[1] = reduce_to(c, to_y, &b);
+    return 0;
+}
+
+static int vjp_sum(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0));
+    dx[0] = unreduce(c, &n, dy[0], &xt);
+    return 0;
+}
+/* the same reduction as node n (its axes and keepdims) applied to x */
+static int reduce_like(ad *c, const aj_node *n, aj_op op, int x) {
+    const aj_attr *ax = aj_attr_get(n, "axis");
+    int axes[AJ_MAX_RANK];
+    for (int i = 0; i < ax->n; i++) axes[i] = (int)ax->ints[i];
+    return reduce(c, op, x, axes, ax->n, (int)aj_attr_int(n, "keepdims"));
+}
+
+/* mean = sum / N. N may be symbolic (the batch), so the graph computes it:
+ * the same reduction of a tensor of ones. */
+static int vjp_mean(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0));
+    int count = reduce_like(c, &n, AJ_OP_SUM, constant(c, 1, &xt));
+    dx[0] = unreduce(c, &n, op2(c, AJ_OP_DIV, dy[0], count), &xt);
+    return 0;
+}
+/* d max = [x == max]: square(x - max) > 0 exactly where x differs */
+static int vjp_max(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0));
+    int ybig = unreduce(c, &n, Y, &xt);
+    int differs = op1(c, AJ_OP_STEP, op1(c, AJ_OP_SQUARE, op2(c, AJ_OP_SUB, X(0), ybig)));
+    int is_max = op2(c, AJ_OP_SUB, scalar(c, 1), differs);
+    dx[0] = op2(c, AJ_OP_MUL, unreduce(c, &n, dy[0], &xt), is_max);
+    return 0;
+}
+/* d logsumexp = softmax: exp(x - lse) */
+static int vjp_logsumexp(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0));
+    int p = op1(c, AJ_OP_EXP, op2(c, AJ_OP_SUB, X(0), unreduce(c, &n, Y, &xt)));
+    dx[0] = op2(c, AJ_OP_MUL, unreduce(c, &n, dy[0], &xt), p);
+    return 0;
+}
+
+/* C = op(A) op(B): dA = dC op(B)^T (transposed back if ta), likewise dB;
+ * batch axes that were broadcast are summed away. */
+static int matmul_t(ad *c, int a, int b, int ta, int tb) {
+    int in[2] = {a, b};
+    int n = node_new(c, AJ_OP_MATMUL, in, 2);
+    if (n < 0) return -1;
+    attr(c, n, "ta")->i = ta;
+    attr(c, n, "tb")->i = tb;
+    return node_done(c, n);
+}
+static int vjp_matmul(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    int ta = (int)aj_attr_int(&n, "ta"), tb = (int)aj_attr_int(&n, "tb");
+    aj_type at = ty(c, X(0)), bt = ty(c, X(1));
+    int a = X(0), b = X(1), g = dy[0];
+    /* a is [M,K] (or [K,M] if ta), b is [K,N] (or [N,K] if tb), g is [M,N] */
+    int da = ta ? matmul_t(c, b, g, tb, 1) : matmul_t(c, g, b, 0, !tb);
+    int db = tb ? matmul_t(c, g, a, 1, ta) : matmul_t(c, a, g, !ta, 0);
+    dx[0] = reduce_to(c, da, &at);
+    dx[1] = reduce_to(c, db, &bt);
+    return 0;
+}
+
+/* y = softmax(x): dx = y (dy - sum(dy y)) */
+static int vjp_softmax(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    int axis = (int)aj_attr_int(&n, "axis");
+    int dot = reduce(c, AJ_OP_SUM, op2(c, AJ_OP_MUL, dy[0], Y), &axis, 1, 1);
+    dx[0] = op2(c, AJ_OP_MUL, Y, op2(c, AJ_OP_SUB, dy[0], dot));
+    return 0;
+}
+/* y = log_softmax(x): dx = dy - exp(y) sum(dy) */
+static int vjp_log_softmax(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    int axis = (int)aj_attr_int(&n, "axis");
+    int total = reduce(c, AJ_OP_SUM, dy[0], &axis, 1, 1);
+    dx[0] = op2(c, AJ_OP_SUB, dy[0], op2(c, AJ_OP_MUL, op1(c, AJ_OP_EXP, Y), total));
+    return 0;
+}
+
+static int vjp_reshape(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0));
+    dx[0] = to_shape(c, AJ_OP_RESHAPE, dy[0], &xt);
+    return 0;
+}
+static int vjp_broadcast(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0));
+    dx[0] = reduce_to(c, dy[0], &xt);
+    return 0;
+}
+#define vjp_unsqueeze vjp_reshape
+/* the inverse permutation */
+static int vjp_transpose(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    const aj_attr *p = aj_attr_get(&n, "perm");
+    int t = node_new(c, AJ_OP_TRANSPOSE, dy, 1);
+    if (t < 0) return 0;
+    aj_attr *q = attr(c, t, "perm");
+    q->n = p->n;
+    for (int i = 0; i < p->n; i++) q->ints[p->ints[i] < 0 ? p->ints[i] + p->n : p->ints[i]] = i;
+    dx[0] = node_done(c, t);
+    return 0;
+}
+/* y = x[start:end] along axis: dx is dy padded back with zeros */
+static int vjp_slice(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0));
+    int axis = (int)aj_attr_int(&n, "axis");
+    if (axis < 0) axis += xt.rank;
+    aj_dim start = aj_dim_bind(aj_attr_dim(&n, "start"), &c->m->bind);
+    aj_dim end = aj_dim_bind(aj_attr_dim(&n, "end"), &c->m->bind), after;
+    if (aj_dim_sub(xt.dim[axis], end, &after) || !aj_dim_is_const(start) || !aj_dim_is_const(after))
+        return aj_error(c->d, n.line, n.col, "slice: the gradient needs constant padding sizes");
+    int p = node_new(c, AJ_OP_PAD, dy, 1);
+    if (p < 0) return 0;
+    attr(c, p, "axis")->i = axis;
+    attr(c, p, "before")->i = start.off;
+    attr(c, p, "after")->i = after.off;
+    dx[0] = node_done(c, p);
+    return 0;
+}
+static int slice_of(ad *c, int x, int axis, aj_dim start, aj_dim end) {
+    int s = node_new(c, AJ_OP_SLICE, &x, 1);
+    if (s < 0) return -1;
+    attr(c, s, "axis")->i = axis;
+    attr(c, s, "start")->dims[0] = start, attr(c, s, "start")->n = 1;
+    attr(c, s, "end")->dims[0] = end, attr(c, s, "end")->n = 1;
+    return node_done(c, s);
+}
+/* y = pad(x): dx = the middle of dy */
+static int vjp_pad(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0));
+    int axis = (int)aj_attr_int(&n, "axis");
+    if (axis < 0) axis += xt.rank;
+    aj_dim start = aj_dim_const(aj_attr_int(&n, "before")), end;
+    if (aj_dim_add(start, xt.dim[axis], &end)) return aj_error(c->d, n.line, n.col, "pad: size too complex");
+    dx[0] = slice_of(c, dy[0], axis, start, end);
+    return 0;
+}
+/* concat: each input's adjoint is its stretch of dy */
+static int vjp_concat(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    int rank = ty(c, X(0)).rank, axis = (int)aj_attr_int(&n, "axis");
+    if (axis < 0) axis += rank;
+    aj_dim at = aj_dim_const(0);
+    for (int i = 0; i < n.nin; i++) {
+        aj_dim end;
+        if (aj_dim_add(at, ty(c, X(i)).dim[axis], &end)) return aj_error(c->d, n.line, n.col, "concat: size too complex");
+        dx[i] = slice_of(c, dy[0], axis, at, end);
+        at = end;
+    }
+    return 0;
+}
+/* The product of dims [from, to) of t, or -1 if it is not of aj_dim's form. */
+static int dims_product(const aj_type *t, int from, int to, aj_dim *out) {
+    *out = aj_dim_const(1);
+    for (int i = from; i < to; i++)
+        if (aj_dim_mul(*out, t->dim[i], out)) return -1;
+    return 0;
+}
+
+/* y = gather(table [V, E..], idx [S..]): each row of dtable sums the dy
+ * rows that read it: dtable = one_hot(idx)^T dy, with S.. and E.. flattened */
+static int vjp_gather(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type tt = ty(c, X(0)), it = ty(c, X(1));
+    aj_type flat_oh = {AJ_F32, 2, {{0}}}, flat_dy = {AJ_F32, 2, {{0}}};
+    if (dims_product(&it, 0, it.rank, &flat_oh.dim[0]) || dims_product(&tt, 1, tt.rank, &flat_dy.dim[1]))
+        return aj_error(c->d, n.line, n.col, "gather: the gradient needs a simpler shape");
+    flat_oh.dim[1] = tt.dim[0];
+    flat_dy.dim[0] = flat_oh.dim[0];
+    int oh = node_new(c, AJ_OP_ONE_HOT, &n.in[1], 1);
+    if (oh < 0) return 0;
+    attr(c, oh, "n")->dims[0] = tt.dim[0], attr(c, oh, "n")->n = 1;
+    int onehot = to_shape(c, AJ_OP_RESHAPE, node_done(c, oh), &flat_oh);
+    int g = matmul_t(c, onehot, to_shape(c, AJ_OP_RESHAPE, dy[0], &flat_dy), 1, 0);
+    dx[0] = to_shape(c, AJ_OP_RESHAPE, g, &tt);
+    return 0;
+}
+/* shift by k: the adjoint shifts back by -k */
+static int vjp_shift(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    int s = node_new(c, AJ_OP_SHIFT, dy, 1);
+    if (s < 0) return 0;
+    attr(c, s, "axis")->i = aj_attr_int(&n, "axis");
+    attr(c, s, "by")->i = -aj_attr_int(&n, "by");
+    dx[0] = node_done(c, s);
+    return 0;
+}
+static int vjp_skew(ad *c, int node, const int *dy, int *dx) { (void)node; dx[0] = op1(c, AJ_OP_UNSKEW, dy[0]); return 0; }
+static int vjp_unskew(ad *c, int node, const int *dy, int *dx) { (void)node; dx[0] = op1(c, AJ_OP_SKEW, dy[0]); return 0; }
+
+/* y = (x - mu) r g + b with r = 1/sqrt(var + eps) over the last axis:
+ * xh = (x - mu) r, dxh = dy g,
+ * dx = r (dxh - mean(dxh) - xh mean(dxh xh)), dg = sum dy xh, db = sum dy */
+static int vjp_layer_norm(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0)), gt = ty(c, X(1)), bt = ty(c, X(2));
+    int last = xt.rank - 1;
+    int mu = reduce(c, AJ_OP_MEAN, X(0), &last, 1, 1);
+    int xc = op2(c, AJ_OP_SUB, X(0), mu);
+    int var = reduce(c, AJ_OP_MEAN, op1(c, AJ_OP_SQUARE, xc), &last, 1, 1);
+    int r = op2(c, AJ_OP_DIV, scalar(c, 1), op1(c, AJ_OP_SQRT, op2(c, AJ_OP_ADD, var, scalar(c, aj_attr_float(&n, "eps")))));
+    int xh = op2(c, AJ_OP_MUL, xc, r);
+    int dxh = op2(c, AJ_OP_MUL, dy[0], X(1));
+    int m1 = reduce(c, AJ_OP_MEAN, dxh, &last, 1, 1);
+    int m2 = reduce(c, AJ_OP_MEAN, op2(c, AJ_OP_MUL, dxh, xh), &last, 1, 1);
+    dx[0] = op2(c, AJ_OP_MUL, r, op2(c, AJ_OP_SUB, op2(c, AJ_OP_SUB, dxh, m1), op2(c, AJ_OP_MUL, xh, m2)));
+    dx[1] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], xh), &gt);
+    dx[2] = reduce_to(c, dy[0], &bt);
+    return 0;
+}
+
+/* l = softplus(z) - x z: dz = sigmoid(z) - x, dx = -z */
+static int vjp_bernoulli_nll(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type zt = ty(c, X(0)), xt = ty(c, X(1));
+    dx[0] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, op1(c, AJ_OP_SIGMOID, X(0)), X(1))), &zt);
+    dx[1] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op1(c, AJ_OP_NEG, X(0))), &xt);
+    return 0;
+}
+/* l = logsumexp(z) - z[t]: dz = softmax(z) - one_hot(t) */
+static int vjp_categorical_nll(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type zt = ty(c, X(0));
+    int oh = node_new(c, AJ_OP_ONE_HOT, &n.in[1], 1);
+    if (oh < 0) return 0;
+    attr(c, oh, "n")->dims[0] = zt.dim[zt.rank - 1], attr(c, oh, "n")->n = 1;
+    int diff = op2(c, AJ_OP_SUB, op1(c, AJ_OP_SOFTMAX, X(0)), node_done(c, oh));
+    dx[0] = op2(c, AJ_OP_MUL, with_int(c, AJ_OP_UNSQUEEZE, dy[0], "axis", -1), diff);
+    return 0;
+}
+/* l = log sqrt(2 pi) + s + z^2/2 with z = (x - mu) e^-s:
+ * dx = z e^-s, dmu = -z e^-s, ds = 1 - z^2 */
+static int vjp_gaussian_nll(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0)), mt = ty(c, X(1)), st = ty(c, X(2));
+    int inv = op1(c, AJ_OP_EXP, op1(c, AJ_OP_NEG, X(2)));
+    int z = op2(c, AJ_OP_MUL, op2(c, AJ_OP_SUB, X(0), X(1)), inv);
+    int gx = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_MUL, z, inv));
+    dx[0] = reduce_to(c, gx, &xt);
+    dx[1] = reduce_to(c, op1(c, AJ_OP_NEG, gx), &mt);
+    dx[2] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, z))), &st);
+    return 0;
+}
+/* l = -logsumexp_k(log pi_k - g_k), g_k the Gaussian NLL of x under k.
+ * With responsibilities r = softmax_k(log pi_k - g_k) and z_k, w_k = e^-s_k:
+ * dlogit = pi - r, dmu_k = -r_k z_k w_k, ds_k = r_k (1 - z_k^2),
+ * dx = sum_k r_k z_k w_k */
+static int vjp_mog_nll(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    aj_type xt = ty(c, X(0));
+    int last = ty(c, X(1)).rank - 1;
+    int d1 = with_int(c, AJ_OP_UNSQUEEZE, dy[0], "axis", -1);
+    int xk = with_int(c, AJ_OP_UNSQUEEZE, X(0), "axis", -1);
+    int w = op1(c, AJ_OP_EXP, op1(c, AJ_OP_NEG, X(3)));
+    int z = op2(c, AJ_OP_MUL, op2(c, AJ_OP_SUB, xk, X(2)), w);
+    int logpi = op1(c, AJ_OP_LOG_SOFTMAX, X(1));
+    int r = op1(c, AJ_OP_SOFTMAX, op2(c, AJ_OP_SUB, logpi, op3(c, AJ_OP_GAUSSIAN_NLL, xk, X(2), X(3))));
+    int rzw = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, r, z), w);
+    aj_type t1 = ty(c, X(1)), t2 = ty(c, X(2)), t3 = ty(c, X(3));
+    dx[0] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], reduce(c, AJ_OP_SUM, rzw, &last, 1, 0)), &xt);
+    dx[1] = reduce_to(c, op2(c, AJ_OP_MUL, d1, op2(c, AJ_OP_SUB, op1(c, AJ_OP_EXP, logpi), r)), &t1);
+    dx[2] = reduce_to(c, op1(c, AJ_OP_NEG, op2(c, AJ_OP_MUL, d1, rzw)), &t2);
+    dx[3] = reduce_to(c, op2(c, AJ_OP_MUL, d1, op2(c, AJ_OP_MUL, r, op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, z)))), &t3);
+    return 0;
+}
+
+/* [.., T, E] -> [.., heads, T, E/heads] and back, for the attention rule */
+static int split_heads(ad *c, int x, int heads) {
+    aj_type t = ty(c, x), s = t;
+    int r = t.rank;
+    if (r + 1 > AJ_MAX_RANK || !aj_dim_is_const(t.dim[r - 1])) return aj_error(c->d, 0, 0, "attention: shape too complex for the gradient");
+    s.rank = r + 1;
+    s.dim[r - 1] = aj_dim_const(heads);
+    s.dim[r] = aj_dim_const(t.dim[r - 1].off / heads);
+    int tr = node_new(c, AJ_OP_TRANSPOSE, (int[]){to_shape(c, AJ_OP_RESHAPE, x, &s)}, 1);
+    if (tr < 0) return -1;
+    aj_attr *p = attr(c, tr, "perm");
+    p->n = r + 1;
+    for (int i = 0; i <= r; i++) p->ints[i] = i;
+    p->ints[r - 2] = r - 1, p->ints[r - 1] = r - 2;
+    return node_done(c, tr);
+}
+static int merge_heads(ad *c, int x, const aj_type *like) {
+    int r = ty(c, x).rank;
+    int tr = node_new(c, AJ_OP_TRANSPOSE, &x, 1);
+    if (tr < 0) return -1;
+    aj_attr *p = attr(c, tr, "perm");
+    p->n = r;
+    for (int i = 0; i < r; i++) p->ints[i] = i;
+    p->ints[r - 3] = r - 2, p->ints[r - 2] = r - 3;
+    return to_shape(c, AJ_OP_RESHAPE, node_done(c, tr), like);
+}
+
+/* O = softmax(Q K^T s + M) V per head, s = 1/sqrt(E/heads), M the causal mask:
+ * dV = P^T dO, dP = dO V^T, dS = P (dP - sum(dP P)) s, dQ = dS K, dK = dS^T Q.
+ * The scores are recomputed here from Q and K. */
+static int vjp_attention(ad *c, int node, const int *dy, int *dx) {
+    NODE;
+    int heads = (int)aj_attr_int(&n, "heads");
+    aj_type qt = ty(c, X(0)), kt = ty(c, X(1)), vt = ty(c, X(2));
+    double scale = 1.0 / __builtin_sqrt((double)(qt.dim[qt.rank - 1].off / heads));
+    int q = split_heads(c, X(0), heads), k = split_heads(c, X(1), heads), v = split_heads(c, X(2), heads);
+    int g = split_heads(c, dy[0], heads);
+    int s = op2(c, AJ_OP_MUL, matmul_t(c, q, k, 0, 1), scalar(c, scale));
+    if (aj_attr_int(&n, "causal")) {
+        int m = node_new(c, AJ_OP_MASK, NULL, 0);
+        if (m < 0) return 0;
+        attr(c, m, "kind")->i = 0;   /* lower: key j <= query i */
+        aj_attr *sh = attr(c, m, "shape");
+        sh->n = 2, sh->dims[0] = qt.dim[qt.rank - 2], sh->dims[1] = kt.dim[kt.rank - 2];
+        int blocked = op2(c, AJ_OP_MUL, op2(c, AJ_OP_SUB, node_done(c, m), scalar(c, 1)), scalar(c, 1e9));
+        s = op2(c, AJ_OP_ADD, s, blocked);
+    }
+    int p = op1(c, AJ_OP_SOFTMAX, s);
+    int dv = matmul_t(c, p, g, 1, 0);
+    int dp = matmul_t(c, g, v, 0, 1);
+    int last = -1;
+    int dot = reduce(c, AJ_OP_SUM, op2(c, AJ_OP_MUL, dp, p), &last, 1, 1);
+    int ds = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, p, op2(c, AJ_OP_SUB, dp, dot)), scalar(c, scale));
+    dx[0] = merge_heads(c, matmul_t(c, ds, k, 0, 0), &qt);
+    dx[1] = merge_heads(c, matmul_t(c, ds, q, 1, 0), &kt);
+    dx[2] = merge_heads(c, dv, &vt);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ recurrence */
+
+/* Which values of g depend on a leaf marked in `needs` (forward propagation;
+ * ops without gradients stop it). */
+static void propagate_needs(const aj_graph *g, char *needs) {
+    for (int i = 0; i < g->nnode; i++) {
+        const aj_node *n = &g->node[i];
+        if (aj_op_info(n->op)->flags & (AJ_NODIFF | AJ_RAND)) continue;
+        int any = 0;
+        for (int k = 0; k < n->nin; k++) any |= needs[n->in[k]];
+        for (int k = 0; k < n->nout; k++) needs[n->out[k]] = (char)any;
+    }
+}
+
+/* Carry k needs an adjoint if its initial value does, or if its next value
+ * depends on anything that does: a fixpoint over the body. */
+static void body_needs(const aj_recur *r, const char *in_needs, char *needs) {
+    const aj_graph *b = r->body;
+    char carry[64];
+    for (int k = 0; k < r->ncarry; k++) carry[k] = in_needs[k];
+    for (int changed = 1; changed;) {
+        memset(needs, 0, (size_t)b->nval);
+        for (int k = 0; k < b->nleaf; k++) needs[b->leaf[k]] = k < r->ncarry ? carry[k] : in_needs[k];
+        propagate_needs(b, needs);
+        changed = 0;
+        for (int k = 0; k < r->ncarry; k++)
+            if (needs[b->result[k]] && !carry[k]) carry[k] = 1, changed = 1;
+    }
+}
+
+static int add_leaf(aj_graph *b, const char *name, aj_val_kind kind, int idx, aj_type t) {
+    int v = aj_graph_add_value(b, NULL, kind, -1, idx);
+    aj_value_rename(b, v, name);
+    b->val[v].type = t;
+    return v;
+}
+
+/* Copy the nodes of `src` into c->g, reading src value v as map[v]; map
+ * gains the copies' results. Names are kept where free. */
+static int copy_nodes(ad *c, const aj_graph *src, int *map) {
+    for (int i = 0; i < src->nnode; i++) {
+        const aj_node *n = &src->node[i];
+        int in[64];
+        for (int k = 0; k < n->nin; k++) in[k] = map[n->in[k]];
+        int id = aj_graph_add_node(c->g, n->op, in, n->nin, n->nout, NULL);
+        aj_node *m = &c->g->node[id];
+        memcpy(m->attr, n->attr, sizeof m->attr);
+        m->line = n->line, m->col = n->col;
+        if (n->rec) m->rec = aj_recur_clone(n->rec);
+        for (int k = 0; k < n->nout; k++) {
+            map[n->out[k]] = m->out[k];
+            aj_value_rename(c->g, m->out[k], src->val[n->out[k]].name);
+            c->g->val[m->out[k]].line = src->val[n->out[k]].line;
+        }
+        if (aj_graph_infer_node(c->m, c->g, id, c->d)) return -1;
+    }
+    return 0;
+}
+
+/* The recurrence's VJP: a reverse recurrence over the same steps.
+ * Forward:  (c, s_t, u) -> (c', y_t)   for t in order
+ * Backward: carries dc (the adjoint of c) and du (summed adjoints of u);
+ *           slices the kept carries h_t, the s_t and the adjoints dy_t;
+ *           recomputes step t from h_t, differentiates it, and stacks ds_t. */
+static int vjp_recurrence(ad *c, int node, const int *dy, int *dx) {
+    aj_graph *g = c->g;
+    aj_recur *r = g->node[node].rec;
+    const int C = r->ncarry, S = r->nslice, U = r->nuse, K = r->nstack;
+    aj_node n = g->node[node];
+    if (K + C > 64) return aj_error(c->d, n.line, n.col, "recurrence: too many outputs to differentiate");
+    char in_needs[192], *bneeds = calloc((size_t)r->body->nval + 1, 1);
+    for (int i = 0; i < n.nin; i++) in_needs[i] = c->needs[n.in[i]];
+    body_needs(r, in_needs, bneeds);
+
+    /* 1. the forward recurrence also stacks each carry as step t starts */
+    aj_graph *fb = r->body;
+    int hist[64];
+    aj_node *fn = &g->node[node];
+    fn->out = realloc(fn->out, sizeof(int) * (size_t)(fn->nout + C));
+    for (int k = 0; k < C; k++) {
+        fb->result = realloc(fb->result, sizeof(int) * (size_t)(fb->nresult + 1));
+        fb->result[fb->nresult++] = fb->leaf[k];
+        r->stack_axis[r->nstack] = 0;
+        r->res_line[C + r->nstack] = 0, r->res_col[C + r->nstack] = 0;
+        r->nstack++;
+        int v = aj_graph_add_value(g, NULL, AJ_VAL_NODE, node, fn->nout);
+        char nm[96];
+        snprintf(nm, sizeof nm, "%s_hist", fb->val[fb->leaf[k]].name);
+        aj_value_rename(g, v, nm);
+        fn = &g->node[node];
+        fn->out[fn->nout++] = v;
+        hist[k] = v;
+    }
+    if (aj_graph_infer_node(c->m, g, node, c->d)) return free(bneeds), -1;
+
+    /* 2. the backward body's leaves */
+    aj_graph *bb = aj_graph_new("body");
+    aj_recur *br = calloc(1, sizeof *br);
+    int ins[192], nin = 0, dc[64], du[64], nu = 0, map_size = fb->nval;
+    int *map = malloc(sizeof(int) * (size_t)map_size);
+    int rc = -1;
+    for (int k = 0; k < C; k++) {   /* carries: dc */
+        char nm[96];
+        snprintf(nm, sizeof nm, "d_%s", fb->val[fb->leaf[k]].name);
+        dc[k] = add_leaf(bb, nm, AJ_VAL_CARRY, k, ty(c, n.in[k]));
+        aj_type t = ty(c, n.in[k]);
+        ins[nin++] = dy[k] >= 0 ? dy[k] : constant(c, 0, &t);
+    }
+    int use_acc[64];
+    for (int u = 0; u < U; u++) {   /* carries: du, for uses that need adjoints */
+        use_acc[u] = -1;
+        if (!bneeds[fb->leaf[C + S + u]]) continue;
+        char nm[96];
+        snprintf(nm, sizeof nm, "d_%s", fb->val[fb->leaf[C + S + u]].name);
+        aj_type t = ty(c, n.in[C + S + u]);
+        use_acc[u] = nu;
+        du[nu] = add_leaf(bb, nm, AJ_VAL_CARRY, C + nu, t);
+        ins[nin++] = constant(c, 0, &t);
+        nu++;
+    }
+    int ns = 0;
+    for (int k = 0; k < C; k++) {   /* slices: the kept carries */
+        map[fb->leaf[k]] = add_leaf(bb, fb->val[fb->leaf[k]].name, AJ_VAL_SLICE, ns, fb->val[fb->leaf[k]].type);
+        br->slice_axis[ns++] = 0;
+        ins[nin++] = hist[k];
+    }
+    for (int s = 0; s < S; s++) {   /* slices: the forward's own */
+        map[fb->leaf[C + s]] = add_leaf(bb, fb->val[fb->leaf[C + s]].name, AJ_VAL_SLICE, ns, fb->val[fb->leaf[C + s]].type);
+        br->slice_axis[ns++] = r->slice_axis[s];
+        ins[nin++] = n.in[C + s];
+    }
+    int dys[64];
+    for (int j = 0; j < K; j++) {   /* slices: adjoints of the stacked outputs */
+        dys[j] = -1;
+        if (dy[C + j] < 0) continue;
+        char nm[96];
+        snprintf(nm, sizeof nm, "d_%s", fb->val[fb->result[C + j]].name);
+        dys[j] = add_leaf(bb, nm, AJ_VAL_SLICE, ns, fb->val[fb->result[C + j]].type);
+        br->slice_axis[ns++] = r->stack_axis[j];
+        ins[nin++] = dy[C + j];
+    }
+    for (int u = 0; u < U; u++) {   /* uses */
+        map[fb->leaf[C + S + u]] = add_leaf(bb, fb->val[fb->leaf[C + S + u]].name, AJ_VAL_USE, u, fb->val[fb->leaf[C + S + u]].type);
+        ins[nin++] = n.in[C + S + u];
+    }
+    if (nin > 64) {
+        aj_error(c->d, n.line, n.col, "recurrence: its gradient needs more than 64 inputs");
+        goto out;
+    }
+    for (int i = 0; i < nin; i++)
+        if (ins[i] < 0) goto out;
+    bb->nleaf = nin;
+    bb->leaf = malloc(sizeof(int) * (size_t)nin);
+    for (int i = 0; i < nin; i++) bb->leaf[i] = i;   /* leaves were added first, in order */
+
+    /* 3. recompute step t, then differentiate it */
+    ad inner = {c->m, bb, c->d, NULL};
+    if (copy_nodes(&inner, fb, map)) goto out;
+    int nfwd = bb->nnode, nval = bb->nval;
+    int *adj = malloc(sizeof(int) * (size_t)nval);
+    char *needs = calloc((size_t)nval, 1);
+    for (int i = 0; i < nval; i++) adj[i] = -1;
+    for (int i = 0; i < fb->nval; i++) needs[map[i]] = bneeds[i];   /* map covers every body value now */
+    for (int k = 0; k < C + K; k++) {   /* seeds: dc for each next, dy_t for each stacked */
+        int seed = k < C ? dc[k] : dys[k - C], v = map[fb->result[k]];
+        if (seed >= 0) adj[v] = adj[v] < 0 ? seed : op2(&inner, AJ_OP_ADD, adj[v], seed);
+    }
+    if (backprop(&inner, nfwd, adj, needs)) goto out2;
+
+    /* 4. results: next dc, next du, stacked ds */
+    int nres = 0, res[192];
+    for (int k = 0; k < C; k++) {
+        int a = adj[map[fb->leaf[k]]];
+        aj_type t = ty(c, n.in[k]);
+        res[nres++] = a >= 0 ? a : constant(&inner, 0, &t);
+    }
+    for (int u = 0; u < U; u++) {
+        if (use_acc[u] < 0) continue;
+        int a = adj[map[fb->leaf[C + S + u]]];
+        res[nres++] = a >= 0 ? op2(&inner, AJ_OP_ADD, du[use_acc[u]], a) : du[use_acc[u]];
+    }
+    int nstk = 0, stacked_of[64];
+    for (int s = 0; s < S; s++) {
+        stacked_of[s] = -1;
+        if (!bneeds[fb->leaf[C + s]]) continue;
+        int a = adj[map[fb->leaf[C + s]]];
+        res[nres++] = a >= 0 ? a : constant(&inner, 0, &fb->val[fb->leaf[C + s]].type);
+        br->stack_axis[nstk] = r->slice_axis[s];
+        stacked_of[s] = nstk++;
+    }
+    for (int i = 0; i < nres; i++)
+        if (res[i] < 0) goto out2;
+    bb->nresult = nres;
+    bb->result = malloc(sizeof(int) * (size_t)nres);
+    memcpy(bb->result, res, sizeof(int) * (size_t)nres);
+    br->ncarry = C + nu, br->nslice = ns, br->nuse = U, br->nstack = nstk;
+    br->body = bb;
+
+    /* 5. the reverse recurrence in the outer graph */
+    int id = aj_graph_add_node(g, AJ_OP_RECURRENCE, ins, nin, C + nu + nstk, NULL);
+    aj_node *bn = &g->node[id];
+    memcpy(bn->attr, n.attr, sizeof bn->attr);
+    ((aj_attr *)aj_attr_get(bn, "reverse"))->i = !aj_attr_int(&n, "reverse");
+    bn->rec = br;
+    bn->line = n.line, bn->col = n.col;
+    bb = NULL, br = NULL;
+    if (aj_graph_infer_node(c->m, g, id, c->d)) goto out2;
+    const int *outs = g->node[id].out;
+    for (int k = 0; k < C; k++) dx[k] = outs[k];
+    for (int u = 0; u < U; u++)
+        if (use_acc[u] >= 0) dx[C + S + u] = outs[C + use_acc[u]];
+    for (int s = 0; s < S; s++)
+        if (stacked_of[s] >= 0) dx[C + s] = outs[C + nu + stacked_of[s]];
+    rc = 0;
+out2:
+    free(adj), free(needs);
+out:
+    free(map), free(bneeds);
+    if (br) free(br);
+    aj_graph_free(bb);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ the sweep */
+
+static const vjp_fn vjp[AJ_OP_COUNT] = {
+    [AJ_OP_NEG] = vjp_neg, [AJ_OP_EXP] = vjp_exp, [AJ_OP_LOG] = vjp_log, [AJ_OP_TANH] = vjp_tanh,
+    [AJ_OP_SIGMOID] = vjp_sigmoid, [AJ_OP_RELU] = vjp_relu, [AJ_OP_SOFTPLUS] = vjp_softplus,
+    [AJ_OP_SQRT] = vjp_sqrt, [AJ_OP_SQUARE] = vjp_square, [AJ_OP_GELU] = vjp_gelu,
+    [AJ_OP_ADD] = vjp_add, [AJ_OP_SUB] = vjp_sub, [AJ_OP_MUL] = vjp_mul, [AJ_OP_DIV] = vjp_div,
+    [AJ_OP_MAXIMUM] = vjp_maximum,
+    [AJ_OP_SUM] = vjp_sum, [AJ_OP_MEAN] = vjp_mean, [AJ_OP_MAX] = vjp_max, [AJ_OP_LOGSUMEXP] = vjp_logsumexp,
+    [AJ_OP_MATMUL] = vjp_matmul, [AJ_OP_SOFTMAX] = vjp_softmax, [AJ_OP_LOG_SOFTMAX] = vjp_log_softmax,
+    [AJ_OP_RECURRENCE] = vjp_recurrence, [AJ_OP_ATTENTION] = vjp_attention,
+    [AJ_OP_RESHAPE] = vjp_reshape, [AJ_OP_TRANSPOSE] = vjp_transpose, [AJ_OP_SLICE] = vjp_slice,
+    [AJ_OP_CONCAT] = vjp_concat, [AJ_OP_BROADCAST] = vjp_broadcast, [AJ_OP_UNSQUEEZE] = vjp_unsqueeze,
+    [AJ_OP_GATHER] = vjp_gather, [AJ_OP_SHIFT] = vjp_shift, [AJ_OP_PAD] = vjp_pad,
+    [AJ_OP_SKEW] = vjp_skew, [AJ_OP_UNSKEW] = vjp_unskew, [AJ_OP_LAYER_NORM] = vjp_layer_norm,
+    [AJ_OP_BERNOULLI_NLL] = vjp_bernoulli_nll, [AJ_OP_CATEGORICAL_NLL] = vjp_categorical_nll,
+    [AJ_OP_GAUSSIAN_NLL] = vjp_gaussian_nll, [AJ_OP_MOG_NLL] = vjp_mog_nll,
+};
+
+int aj_has_gradient(aj_op op) {
+    return (aj_op_info(op)->flags & (AJ_NODIFF | AJ_RAND)) || vjp[op] != NULL;
+}
+
+/* Nodes [0, nfwd) of c->g from last to first: each node whose results have
+ * adjoints adds its VJP to the adjoints of the inputs that need them. */
+static int backprop(ad *c, int nfwd, int *adj, const char *needs) {
+    c->needs = needs;
+    for (int i = nfwd - 1; i >= 0; i--) {
+        aj_node n = c->g->node[i];
+        int dy[192], dx[64], any = 0, want = 0;
+        for (int k = 0; k < n.nout; k++) any |= (dy[k] = adj[n.out[k]]) >= 0;
+        for (int k = 0; k < n.nin; k++) want |= needs[n.in[k]];
+        if (!any || !want || (aj_op_info(n.op)->flags & (AJ_NODIFF | AJ_RAND))) continue;
+        if (!vjp[n.op])
+            return aj_error(c->d, n.line, n.col, "%s has no gradient rule yet", aj_op_info(n.op)->name);
+        for (int k = 0; k < n.nin; k++) dx[k] = -1;
+        if (vjp[n.op](c, i, dy, dx) || c->d->set) return -1;
+        for (int k = 0; k < n.nin; k++) {
+            int v = c->g->node[i].in[k];
+            if (dx[k] < 0 || !needs[v]) continue;
+            adj[v] = adj[v] < 0 ? dx[k] : op2(c, AJ_OP_ADD, adj[v], dx[k]);
+            if (adj[v] < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+aj_graph *aj_autodiff(aj_module *m, const char *fn_name, aj_diag *d) {
+    aj_graph *src = aj_module_fn(m, fn_name);
+    if (!src) return aj_error(d, 0, 0, "the model has no fn '%s'", fn_name), NULL;
+    if (src->nresult < 1) return aj_error(d, src->line, 1, "fn '%s' has no result to differentiate", fn_name), NULL;
+    char name[96];
+    snprintf(name, sizeof name, "grad_%s", fn_name);
+    if (aj_module_fn(m, name)) return aj_error(d, 0, 0, "the model already has a fn '%s'", name), NULL;
+    aj_graph *g = aj_graph_clone(src);
+    free(g->name);
+    g->name = strdup(name);
+    ad c = {m, g, d, NULL};
+
+    /* the loss: the mean NLL for a log-likelihood, else the mean result */
+    int r0 = g->result[0];
+    if (g->val[r0].type.dtype != AJ_F32) {
+        aj_graph_free(g);
+        return aj_error(d, src->line, 1, "fn '%s': its first result must be f32 to differentiate", fn_name), NULL;
+    }
+    int loss = op1(&c, AJ_OP_MEAN, r0);
+    if (!strcmp(fn_name, "loglik")) loss = op1(&c, AJ_OP_NEG, loss);
+    if (loss < 0) return aj_graph_free(g), NULL;
+    aj_value_rename(g, loss, "loss");
+
+    int nfwd = g->nnode, nval = g->nval, rc = -1;
+    int *adj = malloc(sizeof(int) * (size_t)nval);
+    char *needs = calloc((size_t)nval, 1);
+    for (int i = 0; i < nval; i++) {
+        adj[i] = -1;
+        needs[i] = g->val[i].kind == AJ_VAL_PARAM;
+    }
+    propagate_needs(g, needs);
+    adj[loss] = scalar(&c, 1);
+    if (backprop(&c, nfwd, adj, needs)) goto out;
+
+    /* results: loss, then d_P for every parameter the fn uses, in module order */
+    int *res = malloc(sizeof(int) * (size_t)(m->nparam + 1)), nres = 0;
+    res[nres++] = loss;
+    for (int p = 0; p < m->nparam; p++)
+        for (int v = 0; v < nval; v++) {
+            if (g->val[v].kind != AJ_VAL_PARAM || g->val[v].idx != p) continue;
+            aj_type t = g->val[v].type;
+            int a = adj[v] >= 0 ? adj[v] : constant(&c, 0, &t);
+            if (a < 0) {
+                free(res);
+                goto out;
+            }
+            snprintf(name, sizeof name, "d_%s", m->param[p].name);
+            if (g->val[a].kind == AJ_VAL_NODE && g->val[a].name[0] == '_') aj_value_rename(g, a, name);
+            res[nres++] = a;
+        }
+    free(g->result);
+    g->result = res, g->nresult = nres;
+    int src_index = 0;
+    while (m->fn[src_index] != src) src_index++;
+    aj_module_add_fn(m, g, m->fn_arg_type[src_index]);
+    rc = 0;
+out:
+    free(adj), free(needs);
+    if (rc) {
+        aj_graph_free(g);
+        return NULL;
+    }
+    return g;
+}
