@@ -1,0 +1,26 @@
+/* The reference interpreter's internals that tests and other engines use. */
+#ifndef ARJIT_RUNTIME_INTERP_H
+#define ARJIT_RUNTIME_INTERP_H
+
+#include "arjit.h"
+
+/* Run node `node` of graph g (verified by aj_module_infer, all dims bound) on
+ * input tensors in[0..nin-1] (borrowed, matching the input value types) and
+ * allocate its results into out[0..nout-1] (caller frees). Sampling draws use
+ * `seed` as a top-level node would (no enclosing recurrence steps).
+ * Returns 0, or -1 with d set and nothing allocated. */
+int aj_interp_node(const aj_module *m, const aj_graph *g, int node, const aj_tensor *in, aj_tensor *out,
+                   uint64_t seed, aj_diag *d);
+
+/* The mask kinds of the `mask` op, in ops.def's order. */
+typedef enum {
+    AJ_MASK_LOWER, AJ_MASK_STRICT_LOWER, AJ_MASK_UPPER, AJ_MASK_STRICT_UPPER,
+    AJ_MASK_MADE_IN, AJ_MASK_MADE_HIDDEN, AJ_MASK_MADE_OUT, AJ_MASK_CONV_A, AJ_MASK_CONV_B
+} aj_mask_kind;
+
+/* Fill out[] (shape [R, C], or [Co, Ci, kh, kw] for the conv kinds) with the
+ * 0/1 mask of `kind`; nvars is the MADE variable count n. Later stages use
+ * it to fold masks into kernels. */
+void aj_mask_fill(aj_mask_kind kind, int64_t nvars, const int64_t *shape, float *out);
+
+#endif
