@@ -467,7 +467,8 @@ static int k_conv1d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
                 for (int64_t ci = 0; ci < Ci; ci++)
                     for (int64_t i = 0; i < K; i++) {
                         int64_t tt = t + i - pad;
-                        if (tt >= 0 && tt < T) s += (double)fdata(w)[(o * Ci + ci) * K + i] * fdata(x)[(b * Ci + ci) * T + tt];
+                        if (tt >= 0 && tt < T)
+                            s += (double)fdata(w)[(o * Ci + ci) * K + i] * fdata(x)[(b * Ci + ci) * T + tt];
                     }
                 fdata(out)[(b * Co + o) * T + t] = (float)s;
             }
@@ -590,7 +591,8 @@ static int k_gather(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
         if (ix < 0 || ix >= V)
             return fail(c, n, "index %lld at position %lld is out of range for a table of %lld rows",
                         (long long)ix, (long long)s, (long long)V);
-        if (row) memcpy((uint32_t *)out->data + s * row, (const uint32_t *)table->data + ix * row, (size_t)row * 4);
+        if (row)
+            memcpy((uint32_t *)out->data + s * row, (const uint32_t *)table->data + ix * row, (size_t)row * 4);
     }
     return 0;
 }
@@ -662,7 +664,8 @@ static int k_mog_nll(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *
     for (int64_t s = 0, S = aj_tensor_numel(out); s < S; s++) {
         const float *pi = fdata(&in[1]) + s * K, *mu = fdata(&in[2]) + s * K, *ls = fdata(&in[3]) + s * K;
         double lse_pi = row_lse(pi, K, 1);
-        for (int64_t k = 0; k < K; k++) term[k] = (float)(pi[k] - lse_pi - gauss_nll(fdata(&in[0])[s], mu[k], ls[k]));
+        for (int64_t k = 0; k < K; k++)
+            term[k] = (float)(pi[k] - lse_pi - gauss_nll(fdata(&in[0])[s], mu[k], ls[k]));
         fdata(out)[s] = (float)-row_lse(term, K, 1);
     }
     free(term);
@@ -675,7 +678,8 @@ static int k_categorical(ictx *c, const aj_node *n, const aj_tensor *in, aj_tens
     uint64_t key = node_key(c, n);
     double inv_temp = 1 / aj_attr_float(n, "temperature");
     if (K == 0 && R > 0) return fail(c, n, "cannot sample from 0 categories");
-    for (int64_t r = 0; r < R; r++) idata(out)[r] = (int32_t)pick(fdata(&in[0]) + r * K, K, inv_temp, aj_rng_u01(key, (uint64_t)r));
+    for (int64_t r = 0; r < R; r++)
+        idata(out)[r] = (int32_t)pick(fdata(&in[0]) + r * K, K, inv_temp, aj_rng_u01(key, (uint64_t)r));
     return 0;
 }
 
@@ -728,7 +732,8 @@ static const interp_fn kernels[AJ_OP_COUNT] = {
 static int check_tables(aj_diag *d) {
     for (int op = 0; op < AJ_OP_COUNT; op++)
         if (!kernels[op] || (kernels[op] == k_elementwise && !ew_ops[op]))
-            return aj_error(d, 0, 0, "internal error: op %s has no interpreter kernel", aj_op_info((aj_op)op)->name);
+            return aj_error(d, 0, 0, "internal error: op %s has no interpreter kernel",
+                            aj_op_info((aj_op)op)->name);
     return 0;
 }
 
@@ -843,13 +848,17 @@ static int k_recurrence(ictx *c, const aj_node *n, const aj_tensor *in, aj_tenso
     int nc = rec->ncarry, ns = rec->nslice, nleaf = nc + ns + rec->nuse, own = 0, rc = -1;
     int64_t steps = aj_attr_dim_value(c->m, n, "steps");
     int reverse = aj_attr_int(n, "reverse") != 0;
-    aj_tensor leaf[192], res[128];
     if (steps < 0) return fail(c, n, "steps is not bound");
     if (c->depth == MAX_DEPTH) return fail(c, n, "recurrences nested deeper than %d", MAX_DEPTH);
+    /* leaf: the body's carries, slices, uses; res: its results */
+    aj_tensor *leaf = calloc((size_t)(nleaf + body->nresult) + 1, sizeof *leaf), *res = leaf + nleaf;
     int *last = plan_last_use(body);
-    if (!last) return fail(c, n, "out of memory");
-    memcpy(leaf, in, sizeof(aj_tensor) * (size_t)nleaf);   /* carries start at their inputs */
-    for (int s = 0; s < ns; s++) leaf[nc + s].data = NULL;
+    if (!leaf || !last) {
+        fail(c, n, "out of memory");
+        goto done;
+    }
+    memcpy(leaf, in, sizeof(aj_tensor) * (size_t)nc);                        /* carries start at their inputs */
+    memcpy(leaf + nc + ns, in + nc + ns, sizeof(aj_tensor) * (size_t)rec->nuse); /* uses are borrowed */
     for (int s = 0; s < ns; s++) {
         leaf[nc + s] = aj_tensor_of_type(&body->val[body->leaf[nc + s]].type);
         if (!leaf[nc + s].data) {
@@ -884,9 +893,11 @@ static int k_recurrence(ictx *c, const aj_node *n, const aj_tensor *in, aj_tenso
     }
     rc = 0;
 done:
-    if (own) free_all(leaf, nc);
-    for (int s = 0; s < ns; s++) aj_tensor_free(&leaf[nc + s]);
-    free(last);
+    if (leaf) {
+        if (own) free_all(leaf, nc);
+        free_all(leaf + nc, ns);
+    }
+    free(leaf), free(last);
     return rc;
 }
 
@@ -895,7 +906,8 @@ static int check_arg(ictx *c, const aj_value *v, const aj_tensor *t, const char 
     char want[192], got[192];
     aj_type_str(c->m, &v->type, want, sizeof want);
     if (!type_is_const(&v->type))
-        return aj_error(c->d, v->line, v->col, "%s '%s' is %s: bind every dim before running", what, v->name, want);
+        return aj_error(c->d, v->line, v->col, "%s '%s' is %s: bind every dim before running", what, v->name,
+                        want);
     int ok = t->data && t->dtype == v->type.dtype && t->rank == v->type.rank;
     for (int i = 0; ok && i < t->rank; i++) ok = aj_dim_eq(v->type.dim[i], aj_dim_const(t->shape[i]));
     if (ok) return 0;
