@@ -19,8 +19,8 @@ typedef enum {
 } aj_mask_kind;
 
 /* Fill out[] (shape [R, C], or [Co, Ci, kh, kw] for the conv kinds) with the
- * 0/1 mask of `kind`; nvars is the MADE variable count n. Later stages use
- * it to fold masks into kernels. */
+ * 0/1 mask of `kind`; nvars is the MADE variable count n. The one definition
+ * of the masks, for every engine that needs them as constants. */
 void aj_mask_fill(aj_mask_kind kind, int64_t nvars, const int64_t *shape, float *out);
 
 #endif
