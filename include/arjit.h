@@ -333,6 +333,22 @@ aj_graph *aj_autodiff(aj_module *m, const char *fn, aj_diag *d);
 /* Whether op has a gradient rule (or needs none: constants, sampling). */
 int aj_has_gradient(aj_op op);
 
+/* One parameter's gradient check: the worst relative error between the
+ * gradient of grad_<fn> and central differences of the loss, over `probes`
+ * of its entries (all of them when it has at most max_probes). */
+typedef struct {
+    char name[64];
+    int64_t numel;
+    int probes;
+    double max_rel_err;
+    double worst_analytic, worst_numeric;
+} aj_gradcheck_result;
+
+/* Check every parameter fn uses (m inferred with every dim bound; builds
+ * grad_<fn> if missing). out needs room for m->nparam entries. */
+int aj_gradcheck(aj_module *m, const char *fn, uint64_t seed, int max_probes, double eps,
+                 aj_gradcheck_result *out, int *nout, aj_diag *d);
+
 #ifdef __cplusplus
 }
 #endif

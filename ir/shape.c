@@ -131,7 +131,7 @@ static int bcast(const aj_dim *a, int ra, const aj_dim *b, int rb, aj_dim *out, 
 /* Unary elementwise ops, softmax/log_softmax and shift: the type passes
  * through. Only shift also moves i32 data; an `axis` must exist. */
 AJ_SHAPE_RULE(shape_same) {
-    int ax;
+    int ax = 0;
     if (n->op != AJ_OP_SHIFT && want_dtype(m, n, in, 0, AJ_F32, bad_input, d)) return -1;
     if ((n->op == AJ_OP_SOFTMAX || n->op == AJ_OP_LOG_SOFTMAX || n->op == AJ_OP_SHIFT) &&
         get_axis(m, n, &in[0], aj_attr_int(n, "axis"), in[0].rank, &ax, bad_input, d))
@@ -146,7 +146,7 @@ AJ_SHAPE_RULE(shape_broadcast) {
     aj_type acc = in[0];
     for (int i = 1; i < n->nin; i++) {
         aj_type prev = acc;
-        int ax;
+        int ax = 0;
         if (bcast(prev.dim, prev.rank, in[i].dim, in[i].rank, acc.dim, &acc.rank, &ax)) {
             char s0[TS], s1[TS], s2[TS], s3[TS];
             return fail(n, i, bad_input, d, "cannot broadcast %s with %s (axis %d: %s vs %s)",
@@ -166,12 +166,12 @@ AJ_SHAPE_RULE(shape_constant) {
 /* sum/mean/max/logsumexp over `axis` (all when empty), keepdims 0/1. */
 AJ_SHAPE_RULE(shape_reduce) {
     const aj_attr *axes = aj_attr_get(n, "axis");
-    int keep, red[AJ_MAX_RANK] = {0};
+    int keep = 0, red[AJ_MAX_RANK] = {0};
     if (want_dtype(m, n, in, 0, AJ_F32, bad_input, d) || want_flag(n, "keepdims", &keep, bad_input, d))
         return -1;
     for (int i = 0; i < in[0].rank; i++) red[i] = axes->n == 0;
     for (int i = 0; i < axes->n; i++) {
-        int ax;
+        int ax = 0;
         if (get_axis(m, n, &in[0], axes->ints[i], in[0].rank, &ax, bad_input, d)) return -1;
         if (red[ax]) return fail(n, -1, bad_input, d, "axis %d is listed twice", ax);
         red[ax] = 1;
@@ -190,7 +190,7 @@ AJ_SHAPE_RULE(shape_reduce) {
 /* a [..., M, K] (ta: [..., K, M]) times b [..., K, N] (tb: [..., N, K]),
  * batch dims broadcast: [..., M, N]. */
 AJ_SHAPE_RULE(shape_matmul) {
-    int ta, tb, r, ax;
+    int ta = 0, tb = 0, r = 0, ax = 0;
     char s0[TS], s1[TS], s2[TS], s3[TS];
     if (want_f32_all(m, n, in, bad_input, d) || want_rank(m, n, in, 0, 2, AJ_MAX_RANK, bad_input, d) ||
         want_rank(m, n, in, 1, 2, AJ_MAX_RANK, bad_input, d) || want_flag(n, "ta", &ta, bad_input, d) ||
@@ -251,7 +251,7 @@ AJ_SHAPE_RULE(shape_mask) {
 AJ_SHAPE_RULE(shape_attention) {
     static const char *const name[3] = {"q", "k", "v"};
     char s0[TS], s1[TS];
-    int causal;
+    int causal = 0;
     if (want_f32_all(m, n, in, bad_input, d) || want_flag(n, "causal", &causal, bad_input, d)) return -1;
     for (int i = 0; i < 3; i++)
         if (want_rank(m, n, in, i, 2, AJ_MAX_RANK, bad_input, d)) return -1;
@@ -373,7 +373,7 @@ AJ_SHAPE_RULE(shape_transpose) {
                     tstr(m, &in[0], s), in[0].rank);
     out[0] = in[0];
     for (int i = 0; i < perm->n; i++) {
-        int ax;
+        int ax = 0;
         if (get_axis(m, n, &in[0], perm->ints[i], in[0].rank, &ax, bad_input, d)) return -1;
         if (seen[ax]) return fail(n, -1, bad_input, d, "perm lists axis %d twice", ax);
         seen[ax] = 1;
@@ -384,7 +384,7 @@ AJ_SHAPE_RULE(shape_transpose) {
 
 /* slice: 0 <= start <= end <= size along axis; the result has end - start. */
 AJ_SHAPE_RULE(shape_slice) {
-    int ax;
+    int ax = 0;
     int64_t v;
     char s0[TS], s1[TS], s2[TS];
     if (get_axis(m, n, &in[0], aj_attr_int(n, "axis"), in[0].rank, &ax, bad_input, d)) return -1;
@@ -406,7 +406,7 @@ AJ_SHAPE_RULE(shape_slice) {
 
 /* concat along axis: same dtype, rank and dims except along axis. */
 AJ_SHAPE_RULE(shape_concat) {
-    int ax;
+    int ax = 0;
     char s0[TS], s1[TS];
     if (get_axis(m, n, &in[0], aj_attr_int(n, "axis"), in[0].rank, &ax, bad_input, d)) return -1;
     out[0] = in[0];
@@ -440,7 +440,7 @@ AJ_SHAPE_RULE(shape_broadcast_to) {
 
 /* unsqueeze: a size-1 axis inserted at axis in [-(r+1), r]. */
 AJ_SHAPE_RULE(shape_unsqueeze) {
-    int ax, r = in[0].rank;
+    int ax = 0, r = in[0].rank;
     char s[TS];
     if (r == AJ_MAX_RANK)
         return fail(n, 0, bad_input, d, "%s already has the most axes (%d)", tstr(m, &in[0], s), AJ_MAX_RANK);
@@ -482,7 +482,7 @@ AJ_SHAPE_RULE(shape_one_hot) {
 
 /* pad: `before` and `after` (>= 0) elements of `value` along axis. */
 AJ_SHAPE_RULE(shape_pad) {
-    int ax;
+    int ax = 0;
     int64_t before = aj_attr_int(n, "before"), after = aj_attr_int(n, "after");
     if (get_axis(m, n, &in[0], aj_attr_int(n, "axis"), in[0].rank, &ax, bad_input, d)) return -1;
     if (before < 0 || after < 0)
