@@ -132,6 +132,8 @@ static int unreduce(ad *c, const aj_node *n, int dy, const aj_type *xt) {
 #define NODE aj_node n = c->g->node[node]
 #define X(i) (n.in[i])
 #define Y (n.out[0])
+/* whether input i wants an adjoint (rules skip the others) */
+#define WANT(i) (c->needs[n.in[i]])
 
 static int vjp_neg(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op1(c, AJ_OP_NEG, dy[0]); (void)n; return 0; }
 /* d exp(x) = exp(x) */
@@ -185,22 +187,22 @@ static int vjp_gelu(ad *c, int node, const int *dy, int *dx) {
 static int vjp_add(ad *c, int node, const int *dy, int *dx) {
     NODE;
     aj_type a = ty(c, X(0)), b = ty(c, X(1));
-    dx[0] = reduce_to(c, dy[0], &a);
-    dx[1] = reduce_to(c, dy[0], &b);
+    dx[0] = WANT(0) ? reduce_to(c, dy[0], &a) : -1;
+    dx[1] = WANT(1) ? reduce_to(c, dy[0], &b) : -1;
     return 0;
 }
 static int vjp_sub(ad *c, int node, const int *dy, int *dx) {
     NODE;
     aj_type a = ty(c, X(0)), b = ty(c, X(1));
-    dx[0] = reduce_to(c, dy[0], &a);
-    dx[1] = reduce_to(c, op1(c, AJ_OP_NEG, dy[0]), &b);
+    dx[0] = WANT(0) ? reduce_to(c, dy[0], &a) : -1;
+    dx[1] = WANT(1) ? reduce_to(c, op1(c, AJ_OP_NEG, dy[0]), &b) : -1;
     return 0;
 }
 static int vjp_mul(ad *c, int node, const int *dy, int *dx) {
     NODE;
     aj_type a = ty(c, X(0)), b = ty(c, X(1));
-    dx[0] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], X(1)), &a);
-    dx[1] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], X(0)), &b);
+    dx[0] = WANT(0) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], X(1)), &a) : -1;
+    dx[1] = WANT(1) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], X(0)), &b) : -1;
     return 0;
 }
 /* z = x / y: dz/dx = 1/y, dz/dy = -z/y */
@@ -208,8 +210,8 @@ static int vjp_div(ad *c, int node, const int *dy, int *dx) {
     NODE;
     aj_type a = ty(c, X(0)), b = ty(c, X(1));
     int g = op2(c, AJ_OP_DIV, dy[0], X(1));
-    dx[0] = reduce_to(c, g, &a);
-    dx[1] = reduce_to(c, op1(c, AJ_OP_NEG, op2(c, AJ_OP_MUL, g, Y)), &b);
+    dx[0] = WANT(0) ? reduce_to(c, g, &a) : -1;
+    dx[1] = WANT(1) ? reduce_to(c, op1(c, AJ_OP_NEG, op2(c, AJ_OP_MUL, g, Y)), &b) : -1;
     return 0;
 }
 /* z = max(x, y): the adjoint goes to x where x >= y, else to y */
@@ -218,8 +220,8 @@ static int vjp_maximum(ad *c, int node, const int *dy, int *dx) {
     aj_type a = ty(c, X(0)), b = ty(c, X(1));
     int lt = op1(c, AJ_OP_STEP, op2(c, AJ_OP_SUB, X(1), X(0)));   /* [x < y] */
     int to_y = op2(c, AJ_OP_MUL, dy[0], lt);
-    dx[0] = reduce_to(c, op2(c, AJ_OP_SUB, dy[0], to_y), &a);
-    dx[1] = reduce_to(c, to_y, &b);
+    dx[0] = WANT(0) ? reduce_to(c, op2(c, AJ_OP_SUB, dy[0], to_y), &a) : -1;
+    dx[1] = WANT(1) ? reduce_to(c, to_y, &b) : -1;
     return 0;
 }
 
@@ -281,10 +283,8 @@ static int vjp_matmul(ad *c, int node, const int *dy, int *dx) {
     aj_type at = ty(c, X(0)), bt = ty(c, X(1));
     int a = X(0), b = X(1), g = dy[0];
     /* a is [M,K] (or [K,M] if ta), b is [K,N] (or [N,K] if tb), g is [M,N] */
-    int da = ta ? matmul_t(c, b, g, tb, 1) : matmul_t(c, g, b, 0, !tb);
-    int db = tb ? matmul_t(c, g, a, 1, ta) : matmul_t(c, a, g, !ta, 0);
-    dx[0] = reduce_to(c, da, &at);
-    dx[1] = reduce_to(c, db, &bt);
+    if (WANT(0)) dx[0] = reduce_to(c, ta ? matmul_t(c, b, g, tb, 1) : matmul_t(c, g, b, 0, !tb), &at);
+    if (WANT(1)) dx[1] = reduce_to(c, tb ? matmul_t(c, g, a, 1, ta) : matmul_t(c, a, g, !ta, 0), &bt);
     return 0;
 }
 
@@ -435,9 +435,9 @@ static int vjp_layer_norm(ad *c, int node, const int *dy, int *dx) {
     int dxh = op2(c, AJ_OP_MUL, dy[0], X(1));
     int m1 = reduce(c, AJ_OP_MEAN, dxh, &last, 1, 1);
     int m2 = reduce(c, AJ_OP_MEAN, op2(c, AJ_OP_MUL, dxh, xh), &last, 1, 1);
-    dx[0] = op2(c, AJ_OP_MUL, r, op2(c, AJ_OP_SUB, op2(c, AJ_OP_SUB, dxh, m1), op2(c, AJ_OP_MUL, xh, m2)));
-    dx[1] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], xh), &gt);
-    dx[2] = reduce_to(c, dy[0], &bt);
+    dx[0] = WANT(0) ? op2(c, AJ_OP_MUL, r, op2(c, AJ_OP_SUB, op2(c, AJ_OP_SUB, dxh, m1), op2(c, AJ_OP_MUL, xh, m2))) : -1;
+    dx[1] = WANT(1) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], xh), &gt) : -1;
+    dx[2] = WANT(2) ? reduce_to(c, dy[0], &bt) : -1;
     return 0;
 }
 
@@ -445,8 +445,8 @@ static int vjp_layer_norm(ad *c, int node, const int *dy, int *dx) {
 static int vjp_bernoulli_nll(ad *c, int node, const int *dy, int *dx) {
     NODE;
     aj_type zt = ty(c, X(0)), xt = ty(c, X(1));
-    dx[0] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, op1(c, AJ_OP_SIGMOID, X(0)), X(1))), &zt);
-    dx[1] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op1(c, AJ_OP_NEG, X(0))), &xt);
+    dx[0] = WANT(0) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, op1(c, AJ_OP_SIGMOID, X(0)), X(1))), &zt) : -1;
+    dx[1] = WANT(1) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op1(c, AJ_OP_NEG, X(0))), &xt) : -1;
     return 0;
 }
 /* l = logsumexp(z) - z[t]: dz = softmax(z) - one_hot(t) */
@@ -468,9 +468,9 @@ static int vjp_gaussian_nll(ad *c, int node, const int *dy, int *dx) {
     int inv = op1(c, AJ_OP_EXP, op1(c, AJ_OP_NEG, X(2)));
     int z = op2(c, AJ_OP_MUL, op2(c, AJ_OP_SUB, X(0), X(1)), inv);
     int gx = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_MUL, z, inv));
-    dx[0] = reduce_to(c, gx, &xt);
-    dx[1] = reduce_to(c, op1(c, AJ_OP_NEG, gx), &mt);
-    dx[2] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, z))), &st);
+    dx[0] = WANT(0) ? reduce_to(c, gx, &xt) : -1;
+    dx[1] = WANT(1) ? reduce_to(c, op1(c, AJ_OP_NEG, gx), &mt) : -1;
+    dx[2] = WANT(2) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, z))), &st) : -1;
     return 0;
 }
 /* l = -logsumexp_k(log pi_k - g_k), g_k the Gaussian NLL of x under k.
@@ -489,10 +489,10 @@ static int vjp_mog_nll(ad *c, int node, const int *dy, int *dx) {
     int r = op1(c, AJ_OP_SOFTMAX, op2(c, AJ_OP_SUB, logpi, op3(c, AJ_OP_GAUSSIAN_NLL, xk, X(2), X(3))));
     int rzw = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, r, z), w);
     aj_type t1 = ty(c, X(1)), t2 = ty(c, X(2)), t3 = ty(c, X(3));
-    dx[0] = reduce_to(c, op2(c, AJ_OP_MUL, dy[0], reduce(c, AJ_OP_SUM, rzw, &last, 1, 0)), &xt);
-    dx[1] = reduce_to(c, op2(c, AJ_OP_MUL, d1, op2(c, AJ_OP_SUB, op1(c, AJ_OP_EXP, logpi), r)), &t1);
-    dx[2] = reduce_to(c, op1(c, AJ_OP_NEG, op2(c, AJ_OP_MUL, d1, rzw)), &t2);
-    dx[3] = reduce_to(c, op2(c, AJ_OP_MUL, d1, op2(c, AJ_OP_MUL, r, op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, z)))), &t3);
+    dx[0] = WANT(0) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], reduce(c, AJ_OP_SUM, rzw, &last, 1, 0)), &xt) : -1;
+    dx[1] = WANT(1) ? reduce_to(c, op2(c, AJ_OP_MUL, d1, op2(c, AJ_OP_SUB, op1(c, AJ_OP_EXP, logpi), r)), &t1) : -1;
+    dx[2] = WANT(2) ? reduce_to(c, op1(c, AJ_OP_NEG, op2(c, AJ_OP_MUL, d1, rzw)), &t2) : -1;
+    dx[3] = WANT(3) ? reduce_to(c, op2(c, AJ_OP_MUL, d1, op2(c, AJ_OP_MUL, r, op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, z)))), &t3) : -1;
     return 0;
 }
 
@@ -549,9 +549,9 @@ static int vjp_attention(ad *c, int node, const int *dy, int *dx) {
     int last = -1;
     int dot = reduce(c, AJ_OP_SUM, op2(c, AJ_OP_MUL, dp, p), &last, 1, 1);
     int ds = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, p, op2(c, AJ_OP_SUB, dp, dot)), scalar(c, scale));
-    dx[0] = merge_heads(c, matmul_t(c, ds, k, 0, 0), &qt);
-    dx[1] = merge_heads(c, matmul_t(c, ds, q, 1, 0), &kt);
-    dx[2] = merge_heads(c, dv, &vt);
+    dx[0] = WANT(0) ? merge_heads(c, matmul_t(c, ds, k, 0, 0), &qt) : -1;
+    dx[1] = WANT(1) ? merge_heads(c, matmul_t(c, ds, q, 1, 0), &kt) : -1;
+    dx[2] = WANT(2) ? merge_heads(c, dv, &vt) : -1;
     return 0;
 }
 
