@@ -15,117 +15,13 @@
  * kept carry and differentiates it, carrying the carry's adjoint backwards
  * and summing the adjoints of invariant inputs. */
 #include "arjit.h"
+#include "compiler/emit.h"
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    aj_module *m;
-    aj_graph *g;         /* the graph nodes are emitted into */
-    aj_diag *d;
-    const char *needs;   /* needs[v]: value v of g depends on a parameter (during the sweep) */
-} ad;
+typedef int (*vjp_fn)(aj_emit *c, int node, const int *dy, int *dx);
 
-typedef int (*vjp_fn)(ad *c, int node, const int *dy, int *dx);
-
-static int backprop(ad *c, int nfwd, int *adj, const char *needs);
-
-/* ------------------------------------------------------------------ emitting */
-
-static aj_type ty(ad *c, int v) { return c->g->val[v].type; }
-
-/* A node of `op` on inputs `in` with default attributes, not yet typed.
- * Returns its index, or -1 if an input is -1 (an earlier failure). */
-static int node_new(ad *c, aj_op op, const int *in, int nin) {
-    for (int i = 0; i < nin; i++)
-        if (in[i] < 0) return -1;
-    return aj_graph_add_node(c->g, op, in, nin, 1, NULL);
-}
-
-static aj_attr *attr(ad *c, int node, const char *name) { return (aj_attr *)aj_attr_get(&c->g->node[node], name); }
-
-/* Type the node and return its (first) result. */
-static int node_done(ad *c, int node) {
-    if (node < 0 || aj_graph_infer_node(c->m, c->g, node, c->d)) return -1;
-    return c->g->node[node].out[0];
-}
-
-static int op1(ad *c, aj_op op, int x) { return node_done(c, node_new(c, op, &x, 1)); }
-static int op2(ad *c, aj_op op, int x, int y) {
-    int in[2] = {x, y};
-    return node_done(c, node_new(c, op, in, 2));
-}
-static int op3(ad *c, aj_op op, int x, int y, int z) {
-    int in[3] = {x, y, z};
-    return node_done(c, node_new(c, op, in, 3));
-}
-
-static int constant(ad *c, double v, const aj_type *shape) {
-    int n = node_new(c, AJ_OP_CONSTANT, NULL, 0);
-    attr(c, n, "value")->f = v;
-    if (shape) {
-        aj_attr *s = attr(c, n, "shape");
-        s->n = shape->rank;
-        memcpy(s->dims, shape->dim, sizeof(aj_dim) * (size_t)shape->rank);
-    }
-    return node_done(c, n);
-}
-static int scalar(ad *c, double v) { return constant(c, v, NULL); }
-
-/* op(x, attr=shape of t): reshape / broadcast to the dims of t */
-static int to_shape(ad *c, aj_op op, int x, const aj_type *t) {
-    int n = node_new(c, op, &x, 1);
-    if (n < 0) return -1;
-    aj_attr *s = attr(c, n, "shape");
-    s->n = t->rank;
-    memcpy(s->dims, t->dim, sizeof(aj_dim) * (size_t)t->rank);
-    return node_done(c, n);
-}
-
-/* sum or another reduction over `axes` */
-static int reduce(ad *c, aj_op op, int x, const int *axes, int naxes, int keepdims) {
-    int n = node_new(c, op, &x, 1);
-    if (n < 0) return -1;
-    aj_attr *a = attr(c, n, "axis");
-    a->n = naxes;
-    for (int i = 0; i < naxes; i++) a->ints[i] = axes[i];
-    attr(c, n, "keepdims")->i = keepdims;
-    return node_done(c, n);
-}
-
-static int with_int(ad *c, aj_op op, int x, const char *name, int64_t v) {
-    int n = node_new(c, op, &x, 1);
-    if (n < 0) return -1;
-    attr(c, n, name)->i = v;
-    return node_done(c, n);
-}
-
-static int is_one(aj_dim d) { return aj_dim_is_const(d) && d.off == 1; }
-
-/* Sum a broadcast adjoint v back to type t: over the leading axes t lacks
- * and the axes where t has size 1 (numpy broadcasting in reverse). */
-static int reduce_to(ad *c, int v, const aj_type *t) {
-    if (v < 0) return -1;
-    aj_type vt = ty(c, v);
-    if (aj_type_eq(&vt, t)) return v;
-    int axes[AJ_MAX_RANK], n = 0, lead = vt.rank - t->rank;
-    for (int i = 0; i < vt.rank; i++)
-        if (i < lead || (is_one(t->dim[i - lead]) && !is_one(vt.dim[i]))) axes[n++] = i;
-    int s = n ? reduce(c, AJ_OP_SUM, v, axes, n, 1) : v;
-    return to_shape(c, AJ_OP_RESHAPE, s, t);
-}
-
-/* A reduction's adjoint dy, brought back to x's shape: reinsert the reduced
- * axes as size 1 (unless keepdims) and broadcast. */
-static int unreduce(ad *c, const aj_node *n, int dy, const aj_type *xt) {
-    const aj_attr *ax = aj_attr_get(n, "axis");
-    aj_type kt = *xt;
-    for (int i = 0; i < xt->rank; i++) {
-        int reduced = ax->n == 0;
-        for (int k = 0; k < ax->n; k++) reduced |= (ax->ints[k] < 0 ? ax->ints[k] + xt->rank : ax->ints[k]) == i;
-        if (reduced) kt.dim[i] = aj_dim_const(1);
-    }
-    return to_shape(c, AJ_OP_BROADCAST, to_shape(c, AJ_OP_RESHAPE, dy, &kt), xt);
-}
+static int backprop(aj_emit *c, int nfwd, int *adj, const char *needs);
 
 /* ------------------------------------------------------------------ VJP rules */
 
@@ -135,231 +31,231 @@ static int unreduce(ad *c, const aj_node *n, int dy, const aj_type *xt) {
 /* whether input i wants an adjoint (rules skip the others) */
 #define WANT(i) (c->needs[n.in[i]])
 
-static int vjp_neg(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op1(c, AJ_OP_NEG, dy[0]); (void)n; return 0; }
+static int vjp_neg(aj_emit *c, int node, const int *dy, int *dx) { NODE; dx[0] = em_op1(c, AJ_OP_NEG, dy[0]); (void)n; return 0; }
 /* d exp(x) = exp(x) */
-static int vjp_exp(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op2(c, AJ_OP_MUL, dy[0], Y); return 0; }
+static int vjp_exp(aj_emit *c, int node, const int *dy, int *dx) { NODE; dx[0] = em_op2(c, AJ_OP_MUL, dy[0], Y); return 0; }
 /* d log(x) = 1/x */
-static int vjp_log(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op2(c, AJ_OP_DIV, dy[0], X(0)); return 0; }
+static int vjp_log(aj_emit *c, int node, const int *dy, int *dx) { NODE; dx[0] = em_op2(c, AJ_OP_DIV, dy[0], X(0)); return 0; }
 /* d tanh(x) = 1 - tanh(x)^2 */
-static int vjp_tanh(ad *c, int node, const int *dy, int *dx) {
+static int vjp_tanh(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    dx[0] = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, Y)));
+    dx[0] = em_op2(c, AJ_OP_MUL, dy[0], em_op2(c, AJ_OP_SUB, em_scalar(c, 1), em_op1(c, AJ_OP_SQUARE, Y)));
     return 0;
 }
 /* d sigmoid(x) = s (1 - s) */
-static int vjp_sigmoid(ad *c, int node, const int *dy, int *dx) {
+static int vjp_sigmoid(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    dx[0] = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_MUL, Y, op2(c, AJ_OP_SUB, scalar(c, 1), Y)));
+    dx[0] = em_op2(c, AJ_OP_MUL, dy[0], em_op2(c, AJ_OP_MUL, Y, em_op2(c, AJ_OP_SUB, em_scalar(c, 1), Y)));
     return 0;
 }
 /* d relu(x) = [x > 0] */
-static int vjp_relu(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op2(c, AJ_OP_MUL, dy[0], op1(c, AJ_OP_STEP, X(0))); return 0; }
+static int vjp_relu(aj_emit *c, int node, const int *dy, int *dx) { NODE; dx[0] = em_op2(c, AJ_OP_MUL, dy[0], em_op1(c, AJ_OP_STEP, X(0))); return 0; }
 /* d softplus(x) = sigmoid(x) */
-static int vjp_softplus(ad *c, int node, const int *dy, int *dx) { NODE; dx[0] = op2(c, AJ_OP_MUL, dy[0], op1(c, AJ_OP_SIGMOID, X(0))); return 0; }
+static int vjp_softplus(aj_emit *c, int node, const int *dy, int *dx) { NODE; dx[0] = em_op2(c, AJ_OP_MUL, dy[0], em_op1(c, AJ_OP_SIGMOID, X(0))); return 0; }
 /* d sqrt(x) = 1 / (2 sqrt(x)) */
-static int vjp_sqrt(ad *c, int node, const int *dy, int *dx) {
+static int vjp_sqrt(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    dx[0] = op2(c, AJ_OP_DIV, dy[0], op2(c, AJ_OP_MUL, Y, scalar(c, 2)));
+    dx[0] = em_op2(c, AJ_OP_DIV, dy[0], em_op2(c, AJ_OP_MUL, Y, em_scalar(c, 2)));
     return 0;
 }
 /* d x^2 = 2x */
-static int vjp_square(ad *c, int node, const int *dy, int *dx) {
+static int vjp_square(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    dx[0] = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_MUL, X(0), scalar(c, 2)));
+    dx[0] = em_op2(c, AJ_OP_MUL, dy[0], em_op2(c, AJ_OP_MUL, X(0), em_scalar(c, 2)));
     return 0;
 }
 /* gelu(x) = x/2 (1 + tanh(u)), u = k (x + a x^3), k = sqrt(2/pi), a = 0.044715:
  * d gelu = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 a x^2) with t = tanh(u) */
-static int vjp_gelu(ad *c, int node, const int *dy, int *dx) {
+static int vjp_gelu(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
     const double k = 0.7978845608028654, a = 0.044715;
-    int x = X(0), x2 = op1(c, AJ_OP_SQUARE, x);
-    int u = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, x, op2(c, AJ_OP_ADD, op2(c, AJ_OP_MUL, x2, scalar(c, a)), scalar(c, 1))), scalar(c, k));
-    int t = op1(c, AJ_OP_TANH, u);
-    int left = op2(c, AJ_OP_MUL, op2(c, AJ_OP_ADD, t, scalar(c, 1)), scalar(c, 0.5));
-    int sech2 = op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, t));
-    int du = op2(c, AJ_OP_MUL, op2(c, AJ_OP_ADD, op2(c, AJ_OP_MUL, x2, scalar(c, 3 * a)), scalar(c, 1)), scalar(c, k));
-    int right = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, x, scalar(c, 0.5)), sech2), du);
-    dx[0] = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_ADD, left, right));
+    int x = X(0), x2 = em_op1(c, AJ_OP_SQUARE, x);
+    int u = em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_MUL, x, em_op2(c, AJ_OP_ADD, em_op2(c, AJ_OP_MUL, x2, em_scalar(c, a)), em_scalar(c, 1))), em_scalar(c, k));
+    int t = em_op1(c, AJ_OP_TANH, u);
+    int left = em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_ADD, t, em_scalar(c, 1)), em_scalar(c, 0.5));
+    int sech2 = em_op2(c, AJ_OP_SUB, em_scalar(c, 1), em_op1(c, AJ_OP_SQUARE, t));
+    int du = em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_ADD, em_op2(c, AJ_OP_MUL, x2, em_scalar(c, 3 * a)), em_scalar(c, 1)), em_scalar(c, k));
+    int right = em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_MUL, x, em_scalar(c, 0.5)), sech2), du);
+    dx[0] = em_op2(c, AJ_OP_MUL, dy[0], em_op2(c, AJ_OP_ADD, left, right));
     return 0;
 }
 
-static int vjp_add(ad *c, int node, const int *dy, int *dx) {
+static int vjp_add(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type a = ty(c, X(0)), b = ty(c, X(1));
-    dx[0] = WANT(0) ? reduce_to(c, dy[0], &a) : -1;
-    dx[1] = WANT(1) ? reduce_to(c, dy[0], &b) : -1;
+    aj_type a = em_ty(c, X(0)), b = em_ty(c, X(1));
+    dx[0] = WANT(0) ? em_reduce_to(c, dy[0], &a) : -1;
+    dx[1] = WANT(1) ? em_reduce_to(c, dy[0], &b) : -1;
     return 0;
 }
-static int vjp_sub(ad *c, int node, const int *dy, int *dx) {
+static int vjp_sub(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type a = ty(c, X(0)), b = ty(c, X(1));
-    dx[0] = WANT(0) ? reduce_to(c, dy[0], &a) : -1;
-    dx[1] = WANT(1) ? reduce_to(c, op1(c, AJ_OP_NEG, dy[0]), &b) : -1;
+    aj_type a = em_ty(c, X(0)), b = em_ty(c, X(1));
+    dx[0] = WANT(0) ? em_reduce_to(c, dy[0], &a) : -1;
+    dx[1] = WANT(1) ? em_reduce_to(c, em_op1(c, AJ_OP_NEG, dy[0]), &b) : -1;
     return 0;
 }
-static int vjp_mul(ad *c, int node, const int *dy, int *dx) {
+static int vjp_mul(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type a = ty(c, X(0)), b = ty(c, X(1));
-    dx[0] = WANT(0) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], X(1)), &a) : -1;
-    dx[1] = WANT(1) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], X(0)), &b) : -1;
+    aj_type a = em_ty(c, X(0)), b = em_ty(c, X(1));
+    dx[0] = WANT(0) ? em_reduce_to(c, em_op2(c, AJ_OP_MUL, dy[0], X(1)), &a) : -1;
+    dx[1] = WANT(1) ? em_reduce_to(c, em_op2(c, AJ_OP_MUL, dy[0], X(0)), &b) : -1;
     return 0;
 }
 /* z = x / y: dz/dx = 1/y, dz/dy = -z/y */
-static int vjp_div(ad *c, int node, const int *dy, int *dx) {
+static int vjp_div(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type a = ty(c, X(0)), b = ty(c, X(1));
-    int g = op2(c, AJ_OP_DIV, dy[0], X(1));
-    dx[0] = WANT(0) ? reduce_to(c, g, &a) : -1;
-    dx[1] = WANT(1) ? reduce_to(c, op1(c, AJ_OP_NEG, op2(c, AJ_OP_MUL, g, Y)), &b) : -1;
+    aj_type a = em_ty(c, X(0)), b = em_ty(c, X(1));
+    int g = em_op2(c, AJ_OP_DIV, dy[0], X(1));
+    dx[0] = WANT(0) ? em_reduce_to(c, g, &a) : -1;
+    dx[1] = WANT(1) ? em_reduce_to(c, em_op1(c, AJ_OP_NEG, em_op2(c, AJ_OP_MUL, g, Y)), &b) : -1;
     return 0;
 }
 /* z = max(x, y): the adjoint goes to x where x >= y, else to y */
-static int vjp_maximum(ad *c, int node, const int *dy, int *dx) {
+static int vjp_maximum(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type a = ty(c, X(0)), b = ty(c, X(1));
-    int lt = op1(c, AJ_OP_STEP, op2(c, AJ_OP_SUB, X(1), X(0)));   /* [x < y] */
-    int to_y = op2(c, AJ_OP_MUL, dy[0], lt);
-    dx[0] = WANT(0) ? reduce_to(c, op2(c, AJ_OP_SUB, dy[0], to_y), &a) : -1;
-    dx[1] = WANT(1) ? reduce_to(c, to_y, &b) : -1;
+    aj_type a = em_ty(c, X(0)), b = em_ty(c, X(1));
+    int lt = em_op1(c, AJ_OP_STEP, em_op2(c, AJ_OP_SUB, X(1), X(0)));   /* [x < y] */
+    int to_y = em_op2(c, AJ_OP_MUL, dy[0], lt);
+    dx[0] = WANT(0) ? em_reduce_to(c, em_op2(c, AJ_OP_SUB, dy[0], to_y), &a) : -1;
+    dx[1] = WANT(1) ? em_reduce_to(c, to_y, &b) : -1;
     return 0;
 }
 
-static int vjp_sum(ad *c, int node, const int *dy, int *dx) {
+static int vjp_sum(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0));
-    dx[0] = unreduce(c, &n, dy[0], &xt);
+    aj_type xt = em_ty(c, X(0));
+    dx[0] = em_unreduce(c, &n, dy[0], &xt);
     return 0;
 }
 /* the same reduction as node n (its axes and keepdims) applied to x */
-static int reduce_like(ad *c, const aj_node *n, aj_op op, int x) {
+static int reduce_like(aj_emit *c, const aj_node *n, aj_op op, int x) {
     const aj_attr *ax = aj_attr_get(n, "axis");
     int axes[AJ_MAX_RANK];
     for (int i = 0; i < ax->n; i++) axes[i] = (int)ax->ints[i];
-    return reduce(c, op, x, axes, ax->n, (int)aj_attr_int(n, "keepdims"));
+    return em_reduce(c, op, x, axes, ax->n, (int)aj_attr_int(n, "keepdims"));
 }
 
 /* mean = sum / N. N may be symbolic (the batch), so the graph computes it:
  * the same reduction of a tensor of ones. */
-static int vjp_mean(ad *c, int node, const int *dy, int *dx) {
+static int vjp_mean(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0));
-    int count = reduce_like(c, &n, AJ_OP_SUM, constant(c, 1, &xt));
-    dx[0] = unreduce(c, &n, op2(c, AJ_OP_DIV, dy[0], count), &xt);
+    aj_type xt = em_ty(c, X(0));
+    int count = reduce_like(c, &n, AJ_OP_SUM, em_constant(c, 1, &xt));
+    dx[0] = em_unreduce(c, &n, em_op2(c, AJ_OP_DIV, dy[0], count), &xt);
     return 0;
 }
 /* d max = [x == max]: square(x - max) > 0 exactly where x differs */
-static int vjp_max(ad *c, int node, const int *dy, int *dx) {
+static int vjp_max(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0));
-    int ybig = unreduce(c, &n, Y, &xt);
-    int differs = op1(c, AJ_OP_STEP, op1(c, AJ_OP_SQUARE, op2(c, AJ_OP_SUB, X(0), ybig)));
-    int is_max = op2(c, AJ_OP_SUB, scalar(c, 1), differs);
-    dx[0] = op2(c, AJ_OP_MUL, unreduce(c, &n, dy[0], &xt), is_max);
+    aj_type xt = em_ty(c, X(0));
+    int ybig = em_unreduce(c, &n, Y, &xt);
+    int differs = em_op1(c, AJ_OP_STEP, em_op1(c, AJ_OP_SQUARE, em_op2(c, AJ_OP_SUB, X(0), ybig)));
+    int is_max = em_op2(c, AJ_OP_SUB, em_scalar(c, 1), differs);
+    dx[0] = em_op2(c, AJ_OP_MUL, em_unreduce(c, &n, dy[0], &xt), is_max);
     return 0;
 }
 /* d logsumexp = softmax: exp(x - lse) */
-static int vjp_logsumexp(ad *c, int node, const int *dy, int *dx) {
+static int vjp_logsumexp(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0));
-    int p = op1(c, AJ_OP_EXP, op2(c, AJ_OP_SUB, X(0), unreduce(c, &n, Y, &xt)));
-    dx[0] = op2(c, AJ_OP_MUL, unreduce(c, &n, dy[0], &xt), p);
+    aj_type xt = em_ty(c, X(0));
+    int p = em_op1(c, AJ_OP_EXP, em_op2(c, AJ_OP_SUB, X(0), em_unreduce(c, &n, Y, &xt)));
+    dx[0] = em_op2(c, AJ_OP_MUL, em_unreduce(c, &n, dy[0], &xt), p);
     return 0;
 }
 
 /* C = op(A) op(B): dA = dC op(B)^T (transposed back if ta), likewise dB;
  * batch axes that were broadcast are summed away. */
-static int matmul_t(ad *c, int a, int b, int ta, int tb) {
+static int matmul_t(aj_emit *c, int a, int b, int ta, int tb) {
     int in[2] = {a, b};
-    int n = node_new(c, AJ_OP_MATMUL, in, 2);
+    int n = em_node_new(c, AJ_OP_MATMUL, in, 2);
     if (n < 0) return -1;
-    attr(c, n, "ta")->i = ta;
-    attr(c, n, "tb")->i = tb;
-    return node_done(c, n);
+    em_attr(c, n, "ta")->i = ta;
+    em_attr(c, n, "tb")->i = tb;
+    return em_node_done(c, n);
 }
-static int vjp_matmul(ad *c, int node, const int *dy, int *dx) {
+static int vjp_matmul(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
     int ta = (int)aj_attr_int(&n, "ta"), tb = (int)aj_attr_int(&n, "tb");
-    aj_type at = ty(c, X(0)), bt = ty(c, X(1));
+    aj_type at = em_ty(c, X(0)), bt = em_ty(c, X(1));
     int a = X(0), b = X(1), g = dy[0];
     /* a is [M,K] (or [K,M] if ta), b is [K,N] (or [N,K] if tb), g is [M,N] */
-    if (WANT(0)) dx[0] = reduce_to(c, ta ? matmul_t(c, b, g, tb, 1) : matmul_t(c, g, b, 0, !tb), &at);
-    if (WANT(1)) dx[1] = reduce_to(c, tb ? matmul_t(c, g, a, 1, ta) : matmul_t(c, a, g, !ta, 0), &bt);
+    if (WANT(0)) dx[0] = em_reduce_to(c, ta ? matmul_t(c, b, g, tb, 1) : matmul_t(c, g, b, 0, !tb), &at);
+    if (WANT(1)) dx[1] = em_reduce_to(c, tb ? matmul_t(c, g, a, 1, ta) : matmul_t(c, a, g, !ta, 0), &bt);
     return 0;
 }
 
 /* y = softmax(x): dx = y (dy - sum(dy y)) */
-static int vjp_softmax(ad *c, int node, const int *dy, int *dx) {
+static int vjp_softmax(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
     int axis = (int)aj_attr_int(&n, "axis");
-    int dot = reduce(c, AJ_OP_SUM, op2(c, AJ_OP_MUL, dy[0], Y), &axis, 1, 1);
-    dx[0] = op2(c, AJ_OP_MUL, Y, op2(c, AJ_OP_SUB, dy[0], dot));
+    int dot = em_reduce(c, AJ_OP_SUM, em_op2(c, AJ_OP_MUL, dy[0], Y), &axis, 1, 1);
+    dx[0] = em_op2(c, AJ_OP_MUL, Y, em_op2(c, AJ_OP_SUB, dy[0], dot));
     return 0;
 }
 /* y = log_softmax(x): dx = dy - exp(y) sum(dy) */
-static int vjp_log_softmax(ad *c, int node, const int *dy, int *dx) {
+static int vjp_log_softmax(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
     int axis = (int)aj_attr_int(&n, "axis");
-    int total = reduce(c, AJ_OP_SUM, dy[0], &axis, 1, 1);
-    dx[0] = op2(c, AJ_OP_SUB, dy[0], op2(c, AJ_OP_MUL, op1(c, AJ_OP_EXP, Y), total));
+    int total = em_reduce(c, AJ_OP_SUM, dy[0], &axis, 1, 1);
+    dx[0] = em_op2(c, AJ_OP_SUB, dy[0], em_op2(c, AJ_OP_MUL, em_op1(c, AJ_OP_EXP, Y), total));
     return 0;
 }
 
-static int vjp_reshape(ad *c, int node, const int *dy, int *dx) {
+static int vjp_reshape(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0));
-    dx[0] = to_shape(c, AJ_OP_RESHAPE, dy[0], &xt);
+    aj_type xt = em_ty(c, X(0));
+    dx[0] = em_to_shape(c, AJ_OP_RESHAPE, dy[0], &xt);
     return 0;
 }
-static int vjp_broadcast(ad *c, int node, const int *dy, int *dx) {
+static int vjp_broadcast(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0));
-    dx[0] = reduce_to(c, dy[0], &xt);
+    aj_type xt = em_ty(c, X(0));
+    dx[0] = em_reduce_to(c, dy[0], &xt);
     return 0;
 }
 #define vjp_unsqueeze vjp_reshape
 /* the inverse permutation */
-static int vjp_transpose(ad *c, int node, const int *dy, int *dx) {
+static int vjp_transpose(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
     const aj_attr *p = aj_attr_get(&n, "perm");
-    int t = node_new(c, AJ_OP_TRANSPOSE, dy, 1);
+    int t = em_node_new(c, AJ_OP_TRANSPOSE, dy, 1);
     if (t < 0) return 0;
-    aj_attr *q = attr(c, t, "perm");
+    aj_attr *q = em_attr(c, t, "perm");
     q->n = p->n;
     for (int i = 0; i < p->n; i++) q->ints[p->ints[i] < 0 ? p->ints[i] + p->n : p->ints[i]] = i;
-    dx[0] = node_done(c, t);
+    dx[0] = em_node_done(c, t);
     return 0;
 }
 /* y = x[start:end] along axis: dx is dy padded back with zeros */
-static int vjp_slice(ad *c, int node, const int *dy, int *dx) {
+static int vjp_slice(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0));
+    aj_type xt = em_ty(c, X(0));
     int axis = (int)aj_attr_int(&n, "axis");
     if (axis < 0) axis += xt.rank;
     aj_dim start = aj_dim_bind(aj_attr_dim(&n, "start"), &c->m->bind);
     aj_dim end = aj_dim_bind(aj_attr_dim(&n, "end"), &c->m->bind), after;
     if (aj_dim_sub(xt.dim[axis], end, &after) || !aj_dim_is_const(start) || !aj_dim_is_const(after))
         return aj_error(c->d, n.line, n.col, "slice: the gradient needs constant padding sizes");
-    int p = node_new(c, AJ_OP_PAD, dy, 1);
+    int p = em_node_new(c, AJ_OP_PAD, dy, 1);
     if (p < 0) return 0;
-    attr(c, p, "axis")->i = axis;
-    attr(c, p, "before")->i = start.off;
-    attr(c, p, "after")->i = after.off;
-    dx[0] = node_done(c, p);
+    em_attr(c, p, "axis")->i = axis;
+    em_attr(c, p, "before")->i = start.off;
+    em_attr(c, p, "after")->i = after.off;
+    dx[0] = em_node_done(c, p);
     return 0;
 }
-static int slice_of(ad *c, int x, int axis, aj_dim start, aj_dim end) {
-    int s = node_new(c, AJ_OP_SLICE, &x, 1);
+static int slice_of(aj_emit *c, int x, int axis, aj_dim start, aj_dim end) {
+    int s = em_node_new(c, AJ_OP_SLICE, &x, 1);
     if (s < 0) return -1;
-    attr(c, s, "axis")->i = axis;
-    attr(c, s, "start")->dims[0] = start, attr(c, s, "start")->n = 1;
-    attr(c, s, "end")->dims[0] = end, attr(c, s, "end")->n = 1;
-    return node_done(c, s);
+    em_attr(c, s, "axis")->i = axis;
+    em_attr(c, s, "start")->dims[0] = start, em_attr(c, s, "start")->n = 1;
+    em_attr(c, s, "end")->dims[0] = end, em_attr(c, s, "end")->n = 1;
+    return em_node_done(c, s);
 }
 /* y = pad(x): dx = the middle of dy */
-static int vjp_pad(ad *c, int node, const int *dy, int *dx) {
+static int vjp_pad(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0));
+    aj_type xt = em_ty(c, X(0));
     int axis = (int)aj_attr_int(&n, "axis");
     if (axis < 0) axis += xt.rank;
     aj_dim start = aj_dim_const(aj_attr_int(&n, "before")), end;
@@ -368,14 +264,14 @@ static int vjp_pad(ad *c, int node, const int *dy, int *dx) {
     return 0;
 }
 /* concat: each input's adjoint is its stretch of dy */
-static int vjp_concat(ad *c, int node, const int *dy, int *dx) {
+static int vjp_concat(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    int rank = ty(c, X(0)).rank, axis = (int)aj_attr_int(&n, "axis");
+    int rank = em_ty(c, X(0)).rank, axis = (int)aj_attr_int(&n, "axis");
     if (axis < 0) axis += rank;
     aj_dim at = aj_dim_const(0);
     for (int i = 0; i < n.nin; i++) {
         aj_dim end;
-        if (aj_dim_add(at, ty(c, X(i)).dim[axis], &end)) return aj_error(c->d, n.line, n.col, "concat: size too complex");
+        if (aj_dim_add(at, em_ty(c, X(i)).dim[axis], &end)) return aj_error(c->d, n.line, n.col, "concat: size too complex");
         dx[i] = slice_of(c, dy[0], axis, at, end);
         at = end;
     }
@@ -391,164 +287,164 @@ static int dims_product(const aj_type *t, int from, int to, aj_dim *out) {
 
 /* y = gather(table [V, E..], idx [S..]): each row of dtable sums the dy
  * rows that read it: dtable = one_hot(idx)^T dy, with S.. and E.. flattened */
-static int vjp_gather(ad *c, int node, const int *dy, int *dx) {
+static int vjp_gather(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type tt = ty(c, X(0)), it = ty(c, X(1));
+    aj_type tt = em_ty(c, X(0)), it = em_ty(c, X(1));
     aj_type flat_oh = {AJ_F32, 2, {{0}}}, flat_dy = {AJ_F32, 2, {{0}}};
     if (dims_product(&it, 0, it.rank, &flat_oh.dim[0]) || dims_product(&tt, 1, tt.rank, &flat_dy.dim[1]))
         return aj_error(c->d, n.line, n.col, "gather: the gradient needs a simpler shape");
     flat_oh.dim[1] = tt.dim[0];
     flat_dy.dim[0] = flat_oh.dim[0];
-    int oh = node_new(c, AJ_OP_ONE_HOT, &n.in[1], 1);
+    int oh = em_node_new(c, AJ_OP_ONE_HOT, &n.in[1], 1);
     if (oh < 0) return 0;
-    attr(c, oh, "n")->dims[0] = tt.dim[0], attr(c, oh, "n")->n = 1;
-    int onehot = to_shape(c, AJ_OP_RESHAPE, node_done(c, oh), &flat_oh);
-    int g = matmul_t(c, onehot, to_shape(c, AJ_OP_RESHAPE, dy[0], &flat_dy), 1, 0);
-    dx[0] = to_shape(c, AJ_OP_RESHAPE, g, &tt);
+    em_attr(c, oh, "n")->dims[0] = tt.dim[0], em_attr(c, oh, "n")->n = 1;
+    int onehot = em_to_shape(c, AJ_OP_RESHAPE, em_node_done(c, oh), &flat_oh);
+    int g = matmul_t(c, onehot, em_to_shape(c, AJ_OP_RESHAPE, dy[0], &flat_dy), 1, 0);
+    dx[0] = em_to_shape(c, AJ_OP_RESHAPE, g, &tt);
     return 0;
 }
 /* shift by k: the adjoint shifts back by -k */
-static int vjp_shift(ad *c, int node, const int *dy, int *dx) {
+static int vjp_shift(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    int s = node_new(c, AJ_OP_SHIFT, dy, 1);
+    int s = em_node_new(c, AJ_OP_SHIFT, dy, 1);
     if (s < 0) return 0;
-    attr(c, s, "axis")->i = aj_attr_int(&n, "axis");
-    attr(c, s, "by")->i = -aj_attr_int(&n, "by");
-    dx[0] = node_done(c, s);
+    em_attr(c, s, "axis")->i = aj_attr_int(&n, "axis");
+    em_attr(c, s, "by")->i = -aj_attr_int(&n, "by");
+    dx[0] = em_node_done(c, s);
     return 0;
 }
-static int vjp_skew(ad *c, int node, const int *dy, int *dx) { (void)node; dx[0] = op1(c, AJ_OP_UNSKEW, dy[0]); return 0; }
-static int vjp_unskew(ad *c, int node, const int *dy, int *dx) { (void)node; dx[0] = op1(c, AJ_OP_SKEW, dy[0]); return 0; }
+static int vjp_skew(aj_emit *c, int node, const int *dy, int *dx) { (void)node; dx[0] = em_op1(c, AJ_OP_UNSKEW, dy[0]); return 0; }
+static int vjp_unskew(aj_emit *c, int node, const int *dy, int *dx) { (void)node; dx[0] = em_op1(c, AJ_OP_SKEW, dy[0]); return 0; }
 
 /* y = (x - mu) r g + b with r = 1/sqrt(var + eps) over the last axis:
  * xh = (x - mu) r, dxh = dy g,
  * dx = r (dxh - mean(dxh) - xh mean(dxh xh)), dg = sum dy xh, db = sum dy */
-static int vjp_layer_norm(ad *c, int node, const int *dy, int *dx) {
+static int vjp_layer_norm(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0)), gt = ty(c, X(1)), bt = ty(c, X(2));
+    aj_type xt = em_ty(c, X(0)), gt = em_ty(c, X(1)), bt = em_ty(c, X(2));
     int last = xt.rank - 1;
-    int mu = reduce(c, AJ_OP_MEAN, X(0), &last, 1, 1);
-    int xc = op2(c, AJ_OP_SUB, X(0), mu);
-    int var = reduce(c, AJ_OP_MEAN, op1(c, AJ_OP_SQUARE, xc), &last, 1, 1);
-    int r = op2(c, AJ_OP_DIV, scalar(c, 1), op1(c, AJ_OP_SQRT, op2(c, AJ_OP_ADD, var, scalar(c, aj_attr_float(&n, "eps")))));
-    int xh = op2(c, AJ_OP_MUL, xc, r);
-    int dxh = op2(c, AJ_OP_MUL, dy[0], X(1));
-    int m1 = reduce(c, AJ_OP_MEAN, dxh, &last, 1, 1);
-    int m2 = reduce(c, AJ_OP_MEAN, op2(c, AJ_OP_MUL, dxh, xh), &last, 1, 1);
-    dx[0] = WANT(0) ? op2(c, AJ_OP_MUL, r, op2(c, AJ_OP_SUB, op2(c, AJ_OP_SUB, dxh, m1), op2(c, AJ_OP_MUL, xh, m2))) : -1;
-    dx[1] = WANT(1) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], xh), &gt) : -1;
-    dx[2] = WANT(2) ? reduce_to(c, dy[0], &bt) : -1;
+    int mu = em_reduce(c, AJ_OP_MEAN, X(0), &last, 1, 1);
+    int xc = em_op2(c, AJ_OP_SUB, X(0), mu);
+    int var = em_reduce(c, AJ_OP_MEAN, em_op1(c, AJ_OP_SQUARE, xc), &last, 1, 1);
+    int r = em_op2(c, AJ_OP_DIV, em_scalar(c, 1), em_op1(c, AJ_OP_SQRT, em_op2(c, AJ_OP_ADD, var, em_scalar(c, aj_attr_float(&n, "eps")))));
+    int xh = em_op2(c, AJ_OP_MUL, xc, r);
+    int dxh = em_op2(c, AJ_OP_MUL, dy[0], X(1));
+    int m1 = em_reduce(c, AJ_OP_MEAN, dxh, &last, 1, 1);
+    int m2 = em_reduce(c, AJ_OP_MEAN, em_op2(c, AJ_OP_MUL, dxh, xh), &last, 1, 1);
+    dx[0] = WANT(0) ? em_op2(c, AJ_OP_MUL, r, em_op2(c, AJ_OP_SUB, em_op2(c, AJ_OP_SUB, dxh, m1), em_op2(c, AJ_OP_MUL, xh, m2))) : -1;
+    dx[1] = WANT(1) ? em_reduce_to(c, em_op2(c, AJ_OP_MUL, dy[0], xh), &gt) : -1;
+    dx[2] = WANT(2) ? em_reduce_to(c, dy[0], &bt) : -1;
     return 0;
 }
 
 /* l = softplus(z) - x z: dz = sigmoid(z) - x, dx = -z */
-static int vjp_bernoulli_nll(ad *c, int node, const int *dy, int *dx) {
+static int vjp_bernoulli_nll(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type zt = ty(c, X(0)), xt = ty(c, X(1));
-    dx[0] = WANT(0) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, op1(c, AJ_OP_SIGMOID, X(0)), X(1))), &zt) : -1;
-    dx[1] = WANT(1) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op1(c, AJ_OP_NEG, X(0))), &xt) : -1;
+    aj_type zt = em_ty(c, X(0)), xt = em_ty(c, X(1));
+    dx[0] = WANT(0) ? em_reduce_to(c, em_op2(c, AJ_OP_MUL, dy[0], em_op2(c, AJ_OP_SUB, em_op1(c, AJ_OP_SIGMOID, X(0)), X(1))), &zt) : -1;
+    dx[1] = WANT(1) ? em_reduce_to(c, em_op2(c, AJ_OP_MUL, dy[0], em_op1(c, AJ_OP_NEG, X(0))), &xt) : -1;
     return 0;
 }
 /* l = logsumexp(z) - z[t]: dz = softmax(z) - one_hot(t) */
-static int vjp_categorical_nll(ad *c, int node, const int *dy, int *dx) {
+static int vjp_categorical_nll(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type zt = ty(c, X(0));
-    int oh = node_new(c, AJ_OP_ONE_HOT, &n.in[1], 1);
+    aj_type zt = em_ty(c, X(0));
+    int oh = em_node_new(c, AJ_OP_ONE_HOT, &n.in[1], 1);
     if (oh < 0) return 0;
-    attr(c, oh, "n")->dims[0] = zt.dim[zt.rank - 1], attr(c, oh, "n")->n = 1;
-    int diff = op2(c, AJ_OP_SUB, op1(c, AJ_OP_SOFTMAX, X(0)), node_done(c, oh));
-    dx[0] = op2(c, AJ_OP_MUL, with_int(c, AJ_OP_UNSQUEEZE, dy[0], "axis", -1), diff);
+    em_attr(c, oh, "n")->dims[0] = zt.dim[zt.rank - 1], em_attr(c, oh, "n")->n = 1;
+    int diff = em_op2(c, AJ_OP_SUB, em_op1(c, AJ_OP_SOFTMAX, X(0)), em_node_done(c, oh));
+    dx[0] = em_op2(c, AJ_OP_MUL, em_with_int(c, AJ_OP_UNSQUEEZE, dy[0], "axis", -1), diff);
     return 0;
 }
 /* l = log sqrt(2 pi) + s + z^2/2 with z = (x - mu) e^-s:
  * dx = z e^-s, dmu = -z e^-s, ds = 1 - z^2 */
-static int vjp_gaussian_nll(ad *c, int node, const int *dy, int *dx) {
+static int vjp_gaussian_nll(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0)), mt = ty(c, X(1)), st = ty(c, X(2));
-    int inv = op1(c, AJ_OP_EXP, op1(c, AJ_OP_NEG, X(2)));
-    int z = op2(c, AJ_OP_MUL, op2(c, AJ_OP_SUB, X(0), X(1)), inv);
-    int gx = op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_MUL, z, inv));
-    dx[0] = WANT(0) ? reduce_to(c, gx, &xt) : -1;
-    dx[1] = WANT(1) ? reduce_to(c, op1(c, AJ_OP_NEG, gx), &mt) : -1;
-    dx[2] = WANT(2) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, z))), &st) : -1;
+    aj_type xt = em_ty(c, X(0)), mt = em_ty(c, X(1)), st = em_ty(c, X(2));
+    int inv = em_op1(c, AJ_OP_EXP, em_op1(c, AJ_OP_NEG, X(2)));
+    int z = em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_SUB, X(0), X(1)), inv);
+    int gx = em_op2(c, AJ_OP_MUL, dy[0], em_op2(c, AJ_OP_MUL, z, inv));
+    dx[0] = WANT(0) ? em_reduce_to(c, gx, &xt) : -1;
+    dx[1] = WANT(1) ? em_reduce_to(c, em_op1(c, AJ_OP_NEG, gx), &mt) : -1;
+    dx[2] = WANT(2) ? em_reduce_to(c, em_op2(c, AJ_OP_MUL, dy[0], em_op2(c, AJ_OP_SUB, em_scalar(c, 1), em_op1(c, AJ_OP_SQUARE, z))), &st) : -1;
     return 0;
 }
 /* l = -logsumexp_k(log pi_k - g_k), g_k the Gaussian NLL of x under k.
  * With responsibilities r = softmax_k(log pi_k - g_k) and z_k, w_k = e^-s_k:
  * dlogit = pi - r, dmu_k = -r_k z_k w_k, ds_k = r_k (1 - z_k^2),
  * dx = sum_k r_k z_k w_k */
-static int vjp_mog_nll(ad *c, int node, const int *dy, int *dx) {
+static int vjp_mog_nll(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
-    aj_type xt = ty(c, X(0));
-    int last = ty(c, X(1)).rank - 1;
-    int d1 = with_int(c, AJ_OP_UNSQUEEZE, dy[0], "axis", -1);
-    int xk = with_int(c, AJ_OP_UNSQUEEZE, X(0), "axis", -1);
-    int w = op1(c, AJ_OP_EXP, op1(c, AJ_OP_NEG, X(3)));
-    int z = op2(c, AJ_OP_MUL, op2(c, AJ_OP_SUB, xk, X(2)), w);
-    int logpi = op1(c, AJ_OP_LOG_SOFTMAX, X(1));
-    int r = op1(c, AJ_OP_SOFTMAX, op2(c, AJ_OP_SUB, logpi, op3(c, AJ_OP_GAUSSIAN_NLL, xk, X(2), X(3))));
-    int rzw = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, r, z), w);
-    aj_type t1 = ty(c, X(1)), t2 = ty(c, X(2)), t3 = ty(c, X(3));
-    dx[0] = WANT(0) ? reduce_to(c, op2(c, AJ_OP_MUL, dy[0], reduce(c, AJ_OP_SUM, rzw, &last, 1, 0)), &xt) : -1;
-    dx[1] = WANT(1) ? reduce_to(c, op2(c, AJ_OP_MUL, d1, op2(c, AJ_OP_SUB, op1(c, AJ_OP_EXP, logpi), r)), &t1) : -1;
-    dx[2] = WANT(2) ? reduce_to(c, op1(c, AJ_OP_NEG, op2(c, AJ_OP_MUL, d1, rzw)), &t2) : -1;
-    dx[3] = WANT(3) ? reduce_to(c, op2(c, AJ_OP_MUL, d1, op2(c, AJ_OP_MUL, r, op2(c, AJ_OP_SUB, scalar(c, 1), op1(c, AJ_OP_SQUARE, z)))), &t3) : -1;
+    aj_type xt = em_ty(c, X(0));
+    int last = em_ty(c, X(1)).rank - 1;
+    int d1 = em_with_int(c, AJ_OP_UNSQUEEZE, dy[0], "axis", -1);
+    int xk = em_with_int(c, AJ_OP_UNSQUEEZE, X(0), "axis", -1);
+    int w = em_op1(c, AJ_OP_EXP, em_op1(c, AJ_OP_NEG, X(3)));
+    int z = em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_SUB, xk, X(2)), w);
+    int logpi = em_op1(c, AJ_OP_LOG_SOFTMAX, X(1));
+    int r = em_op1(c, AJ_OP_SOFTMAX, em_op2(c, AJ_OP_SUB, logpi, em_op3(c, AJ_OP_GAUSSIAN_NLL, xk, X(2), X(3))));
+    int rzw = em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_MUL, r, z), w);
+    aj_type t1 = em_ty(c, X(1)), t2 = em_ty(c, X(2)), t3 = em_ty(c, X(3));
+    dx[0] = WANT(0) ? em_reduce_to(c, em_op2(c, AJ_OP_MUL, dy[0], em_reduce(c, AJ_OP_SUM, rzw, &last, 1, 0)), &xt) : -1;
+    dx[1] = WANT(1) ? em_reduce_to(c, em_op2(c, AJ_OP_MUL, d1, em_op2(c, AJ_OP_SUB, em_op1(c, AJ_OP_EXP, logpi), r)), &t1) : -1;
+    dx[2] = WANT(2) ? em_reduce_to(c, em_op1(c, AJ_OP_NEG, em_op2(c, AJ_OP_MUL, d1, rzw)), &t2) : -1;
+    dx[3] = WANT(3) ? em_reduce_to(c, em_op2(c, AJ_OP_MUL, d1, em_op2(c, AJ_OP_MUL, r, em_op2(c, AJ_OP_SUB, em_scalar(c, 1), em_op1(c, AJ_OP_SQUARE, z)))), &t3) : -1;
     return 0;
 }
 
 /* [.., T, E] -> [.., heads, T, E/heads] and back, for the attention rule */
-static int split_heads(ad *c, int x, int heads) {
-    aj_type t = ty(c, x), s = t;
+static int split_heads(aj_emit *c, int x, int heads) {
+    aj_type t = em_ty(c, x), s = t;
     int r = t.rank;
     if (r + 1 > AJ_MAX_RANK || !aj_dim_is_const(t.dim[r - 1])) return aj_error(c->d, 0, 0, "attention: shape too complex for the gradient");
     s.rank = r + 1;
     s.dim[r - 1] = aj_dim_const(heads);
     s.dim[r] = aj_dim_const(t.dim[r - 1].off / heads);
-    int tr = node_new(c, AJ_OP_TRANSPOSE, (int[]){to_shape(c, AJ_OP_RESHAPE, x, &s)}, 1);
+    int tr = em_node_new(c, AJ_OP_TRANSPOSE, (int[]){em_to_shape(c, AJ_OP_RESHAPE, x, &s)}, 1);
     if (tr < 0) return -1;
-    aj_attr *p = attr(c, tr, "perm");
+    aj_attr *p = em_attr(c, tr, "perm");
     p->n = r + 1;
     for (int i = 0; i <= r; i++) p->ints[i] = i;
     p->ints[r - 2] = r - 1, p->ints[r - 1] = r - 2;
-    return node_done(c, tr);
+    return em_node_done(c, tr);
 }
-static int merge_heads(ad *c, int x, const aj_type *like) {
-    int r = ty(c, x).rank;
-    int tr = node_new(c, AJ_OP_TRANSPOSE, &x, 1);
+static int merge_heads(aj_emit *c, int x, const aj_type *like) {
+    int r = em_ty(c, x).rank;
+    int tr = em_node_new(c, AJ_OP_TRANSPOSE, &x, 1);
     if (tr < 0) return -1;
-    aj_attr *p = attr(c, tr, "perm");
+    aj_attr *p = em_attr(c, tr, "perm");
     p->n = r;
     for (int i = 0; i < r; i++) p->ints[i] = i;
     p->ints[r - 3] = r - 2, p->ints[r - 2] = r - 3;
-    return to_shape(c, AJ_OP_RESHAPE, node_done(c, tr), like);
+    return em_to_shape(c, AJ_OP_RESHAPE, em_node_done(c, tr), like);
 }
 
 /* O = softmax(Q K^T s + M) V per head, s = 1/sqrt(E/heads), M the causal mask:
  * dV = P^T dO, dP = dO V^T, dS = P (dP - sum(dP P)) s, dQ = dS K, dK = dS^T Q.
  * The scores are recomputed here from Q and K. */
-static int vjp_attention(ad *c, int node, const int *dy, int *dx) {
+static int vjp_attention(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
     int heads = (int)aj_attr_int(&n, "heads");
-    aj_type qt = ty(c, X(0)), kt = ty(c, X(1)), vt = ty(c, X(2));
+    aj_type qt = em_ty(c, X(0)), kt = em_ty(c, X(1)), vt = em_ty(c, X(2));
     double scale = 1.0 / __builtin_sqrt((double)(qt.dim[qt.rank - 1].off / heads));
     int q = split_heads(c, X(0), heads), k = split_heads(c, X(1), heads), v = split_heads(c, X(2), heads);
     int g = split_heads(c, dy[0], heads);
-    int s = op2(c, AJ_OP_MUL, matmul_t(c, q, k, 0, 1), scalar(c, scale));
+    int s = em_op2(c, AJ_OP_MUL, matmul_t(c, q, k, 0, 1), em_scalar(c, scale));
     if (aj_attr_int(&n, "causal")) {
-        int m = node_new(c, AJ_OP_MASK, NULL, 0);
+        int m = em_node_new(c, AJ_OP_MASK, NULL, 0);
         if (m < 0) return 0;
-        attr(c, m, "kind")->i = 0;   /* lower: key j <= query i */
-        aj_attr *sh = attr(c, m, "shape");
+        em_attr(c, m, "kind")->i = 0;   /* lower: key j <= query i */
+        aj_attr *sh = em_attr(c, m, "shape");
         sh->n = 2, sh->dims[0] = qt.dim[qt.rank - 2], sh->dims[1] = kt.dim[kt.rank - 2];
-        int blocked = op2(c, AJ_OP_MUL, op2(c, AJ_OP_SUB, node_done(c, m), scalar(c, 1)), scalar(c, 1e9));
-        s = op2(c, AJ_OP_ADD, s, blocked);
+        int blocked = em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_SUB, em_node_done(c, m), em_scalar(c, 1)), em_scalar(c, 1e9));
+        s = em_op2(c, AJ_OP_ADD, s, blocked);
     }
-    int p = op1(c, AJ_OP_SOFTMAX, s);
+    int p = em_op1(c, AJ_OP_SOFTMAX, s);
     int dv = matmul_t(c, p, g, 1, 0);
     int dp = matmul_t(c, g, v, 0, 1);
     int last = -1;
-    int dot = reduce(c, AJ_OP_SUM, op2(c, AJ_OP_MUL, dp, p), &last, 1, 1);
-    int ds = op2(c, AJ_OP_MUL, op2(c, AJ_OP_MUL, p, op2(c, AJ_OP_SUB, dp, dot)), scalar(c, scale));
+    int dot = em_reduce(c, AJ_OP_SUM, em_op2(c, AJ_OP_MUL, dp, p), &last, 1, 1);
+    int ds = em_op2(c, AJ_OP_MUL, em_op2(c, AJ_OP_MUL, p, em_op2(c, AJ_OP_SUB, dp, dot)), em_scalar(c, scale));
     dx[0] = WANT(0) ? merge_heads(c, matmul_t(c, ds, k, 0, 0), &qt) : -1;
     dx[1] = WANT(1) ? merge_heads(c, matmul_t(c, ds, q, 1, 0), &kt) : -1;
     dx[2] = WANT(2) ? merge_heads(c, dv, &vt) : -1;
@@ -594,7 +490,7 @@ static int add_leaf(aj_graph *b, const char *name, aj_val_kind kind, int idx, aj
 
 /* Copy the nodes of `src` into c->g, reading src value v as map[v]; map
  * gains the copies' results. Names are kept where free. */
-static int copy_nodes(ad *c, const aj_graph *src, int *map) {
+static int copy_nodes(aj_emit *c, const aj_graph *src, int *map) {
     for (int i = 0; i < src->nnode; i++) {
         const aj_node *n = &src->node[i];
         int in[64];
@@ -619,7 +515,7 @@ static int copy_nodes(ad *c, const aj_graph *src, int *map) {
  * Backward: carries dc (the adjoint of c) and du (summed adjoints of u);
  *           slices the kept carries h_t, the s_t and the adjoints dy_t;
  *           recomputes step t from h_t, differentiates it, and stacks ds_t. */
-static int vjp_recurrence(ad *c, int node, const int *dy, int *dx) {
+static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     aj_graph *g = c->g;
     aj_recur *r = g->node[node].rec;
     const int C = r->ncarry, S = r->nslice, U = r->nuse, K = r->nstack;
@@ -659,9 +555,9 @@ static int vjp_recurrence(ad *c, int node, const int *dy, int *dx) {
     for (int k = 0; k < C; k++) {   /* carries: dc */
         char nm[96];
         snprintf(nm, sizeof nm, "d_%s", fb->val[fb->leaf[k]].name);
-        dc[k] = add_leaf(bb, nm, AJ_VAL_CARRY, k, ty(c, n.in[k]));
-        aj_type t = ty(c, n.in[k]);
-        ins[nin++] = dy[k] >= 0 ? dy[k] : constant(c, 0, &t);
+        dc[k] = add_leaf(bb, nm, AJ_VAL_CARRY, k, em_ty(c, n.in[k]));
+        aj_type t = em_ty(c, n.in[k]);
+        ins[nin++] = dy[k] >= 0 ? dy[k] : em_constant(c, 0, &t);
     }
     int use_acc[64];
     for (int u = 0; u < U; u++) {   /* carries: du, for uses that need adjoints */
@@ -669,10 +565,10 @@ static int vjp_recurrence(ad *c, int node, const int *dy, int *dx) {
         if (!bneeds[fb->leaf[C + S + u]]) continue;
         char nm[96];
         snprintf(nm, sizeof nm, "d_%s", fb->val[fb->leaf[C + S + u]].name);
-        aj_type t = ty(c, n.in[C + S + u]);
+        aj_type t = em_ty(c, n.in[C + S + u]);
         use_acc[u] = nu;
         du[nu] = add_leaf(bb, nm, AJ_VAL_CARRY, C + nu, t);
-        ins[nin++] = constant(c, 0, &t);
+        ins[nin++] = em_constant(c, 0, &t);
         nu++;
     }
     int ns = 0;
@@ -711,7 +607,7 @@ static int vjp_recurrence(ad *c, int node, const int *dy, int *dx) {
     for (int i = 0; i < nin; i++) bb->leaf[i] = i;   /* leaves were added first, in order */
 
     /* 3. recompute step t, then differentiate it */
-    ad inner = {c->m, bb, c->d, NULL};
+    aj_emit inner = {c->m, bb, c->d, NULL};
     if (copy_nodes(&inner, fb, map)) goto out;
     int nfwd = bb->nnode, nval = bb->nval;
     int *adj = malloc(sizeof(int) * (size_t)nval);
@@ -720,7 +616,7 @@ static int vjp_recurrence(ad *c, int node, const int *dy, int *dx) {
     for (int i = 0; i < fb->nval; i++) needs[map[i]] = bneeds[i];   /* map covers every body value now */
     for (int k = 0; k < C + K; k++) {   /* seeds: dc for each next, dy_t for each stacked */
         int seed = k < C ? dc[k] : dys[k - C], v = map[fb->result[k]];
-        if (seed >= 0) adj[v] = adj[v] < 0 ? seed : op2(&inner, AJ_OP_ADD, adj[v], seed);
+        if (seed >= 0) adj[v] = adj[v] < 0 ? seed : em_op2(&inner, AJ_OP_ADD, adj[v], seed);
     }
     if (backprop(&inner, nfwd, adj, needs)) goto out2;
 
@@ -728,20 +624,20 @@ static int vjp_recurrence(ad *c, int node, const int *dy, int *dx) {
     int nres = 0, res[192];
     for (int k = 0; k < C; k++) {
         int a = adj[map[fb->leaf[k]]];
-        aj_type t = ty(c, n.in[k]);
-        res[nres++] = a >= 0 ? a : constant(&inner, 0, &t);
+        aj_type t = em_ty(c, n.in[k]);
+        res[nres++] = a >= 0 ? a : em_constant(&inner, 0, &t);
     }
     for (int u = 0; u < U; u++) {
         if (use_acc[u] < 0) continue;
         int a = adj[map[fb->leaf[C + S + u]]];
-        res[nres++] = a >= 0 ? op2(&inner, AJ_OP_ADD, du[use_acc[u]], a) : du[use_acc[u]];
+        res[nres++] = a >= 0 ? em_op2(&inner, AJ_OP_ADD, du[use_acc[u]], a) : du[use_acc[u]];
     }
     int nstk = 0, stacked_of[64];
     for (int s = 0; s < S; s++) {
         stacked_of[s] = -1;
         if (!bneeds[fb->leaf[C + s]]) continue;
         int a = adj[map[fb->leaf[C + s]]];
-        res[nres++] = a >= 0 ? a : constant(&inner, 0, &fb->val[fb->leaf[C + s]].type);
+        res[nres++] = a >= 0 ? a : em_constant(&inner, 0, &fb->val[fb->leaf[C + s]].type);
         br->stack_axis[nstk] = r->slice_axis[s];
         stacked_of[s] = nstk++;
     }
@@ -803,7 +699,7 @@ int aj_has_gradient(aj_op op) {
 
 /* Nodes [0, nfwd) of c->g from last to first: each node whose results have
  * adjoints adds its VJP to the adjoints of the inputs that need them. */
-static int backprop(ad *c, int nfwd, int *adj, const char *needs) {
+static int backprop(aj_emit *c, int nfwd, int *adj, const char *needs) {
     c->needs = needs;
     for (int i = nfwd - 1; i >= 0; i--) {
         aj_node n = c->g->node[i];
@@ -818,7 +714,7 @@ static int backprop(ad *c, int nfwd, int *adj, const char *needs) {
         for (int k = 0; k < n.nin; k++) {
             int v = c->g->node[i].in[k];
             if (dx[k] < 0 || !needs[v]) continue;
-            adj[v] = adj[v] < 0 ? dx[k] : op2(c, AJ_OP_ADD, adj[v], dx[k]);
+            adj[v] = adj[v] < 0 ? dx[k] : em_op2(c, AJ_OP_ADD, adj[v], dx[k]);
             if (adj[v] < 0) return -1;
         }
     }
@@ -835,7 +731,7 @@ aj_graph *aj_autodiff(aj_module *m, const char *fn_name, aj_diag *d) {
     aj_graph *g = aj_graph_clone(src);
     free(g->name);
     g->name = strdup(name);
-    ad c = {m, g, d, NULL};
+    aj_emit c = {m, g, d, NULL};
 
     /* the loss: the mean NLL for a log-likelihood, else the mean result */
     int r0 = g->result[0];
@@ -843,8 +739,8 @@ aj_graph *aj_autodiff(aj_module *m, const char *fn_name, aj_diag *d) {
         aj_graph_free(g);
         return aj_error(d, src->line, 1, "fn '%s': its first result must be f32 to differentiate", fn_name), NULL;
     }
-    int loss = op1(&c, AJ_OP_MEAN, r0);
-    if (!strcmp(fn_name, "loglik")) loss = op1(&c, AJ_OP_NEG, loss);
+    int loss = em_op1(&c, AJ_OP_MEAN, r0);
+    if (!strcmp(fn_name, "loglik")) loss = em_op1(&c, AJ_OP_NEG, loss);
     if (loss < 0) return aj_graph_free(g), NULL;
     aj_value_rename(g, loss, "loss");
 
@@ -856,7 +752,7 @@ aj_graph *aj_autodiff(aj_module *m, const char *fn_name, aj_diag *d) {
         needs[i] = g->val[i].kind == AJ_VAL_PARAM;
     }
     propagate_needs(g, needs);
-    adj[loss] = scalar(&c, 1);
+    adj[loss] = em_scalar(&c, 1);
     if (backprop(&c, nfwd, adj, needs)) goto out;
 
     /* results: loss, then d_P for every parameter the fn uses, in module order */
@@ -866,7 +762,7 @@ aj_graph *aj_autodiff(aj_module *m, const char *fn_name, aj_diag *d) {
         for (int v = 0; v < nval; v++) {
             if (g->val[v].kind != AJ_VAL_PARAM || g->val[v].idx != p) continue;
             aj_type t = g->val[v].type;
-            int a = adj[v] >= 0 ? adj[v] : constant(&c, 0, &t);
+            int a = adj[v] >= 0 ? adj[v] : em_constant(&c, 0, &t);
             if (a < 0) {
                 free(res);
                 goto out;
