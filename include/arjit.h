@@ -349,6 +349,27 @@ typedef struct {
 int aj_gradcheck(aj_module *m, const char *fn, uint64_t seed, int max_probes, double eps,
                  aj_gradcheck_result *out, int *nout, aj_diag *d);
 
+/* ---------------------------------------------------------------- optimizers */
+
+typedef enum { AJ_OPT_SGD, AJ_OPT_ADAM, AJ_OPT_RMSPROP } aj_opt_kind;
+
+typedef struct {
+    aj_opt_kind kind;
+    double momentum;         /* SGD */
+    double beta1, beta2;     /* Adam */
+    double rho;              /* RMSProp */
+    double eps;              /* Adam, RMSProp */
+    double weight_decay;     /* L2 for SGD, decoupled for Adam/RMSProp */
+    double clip;             /* global gradient-norm clipping; 0: none */
+} aj_optim;
+
+/* State tensors per parameter (0-2) and their names ("m", "v", ...). */
+int aj_optim_nstate(const aj_optim *o);
+const char *aj_optim_state_name(const aj_optim *o, int k);
+/* Add fn train_step(args of fn..., lr, decay, state...) -> loss, P'...,
+ * state'... (compiler/optim.c explains the update and the order). */
+aj_graph *aj_train_step(aj_module *m, const char *fn, const aj_optim *o, aj_diag *d);
+
 #ifdef __cplusplus
 }
 #endif
