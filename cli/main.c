@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdarg.h>
+#include <ctype.h>
 
 #include "arjit.h"
 
@@ -304,8 +305,8 @@ static void print_usage(FILE *f)
 
 static void print_command_help(const command *c, FILE *f)
 {
-    fprintf(f, "usage: %s %s %s%s [FLAGS]\n\n%s.\n\n", prog, c->name, c->operand,
-            c->max_files > 1 ? "..." : "", c->summary);
+    fprintf(f, "usage: %s %s %s%s [FLAGS]\n\n%c%s.\n\n", prog, c->name, c->operand,
+            c->max_files > 1 ? "..." : "", toupper((unsigned char)c->summary[0]), c->summary + 1);
     fprintf(f, "flags:\n");
     for (const flag *fl = c->flags; fl->name; fl++) {
         char left[64];
