@@ -53,7 +53,13 @@ aj_tensor aj_param_init(const aj_module *m, int i, const aj_bind *b, uint64_t se
     uint64_t key = aj_rng_key(seed, 0, (uint64_t)i);
     double lo = p->a, hi = p->b;
     if (p->init == AJ_INIT_XAVIER) {
-        double fan_in = t.rank ? (double)t.shape[0] : 1, fan_out = t.rank ? (double)t.shape[t.rank - 1] : 1;
+        /* Glorot: a matrix [in, out] has fans in and out; a conv kernel
+         * [Co, Ci, k..] has fans Ci * taps and Co * taps */
+        double fan_in = 1, fan_out = 1, taps = 1;
+        for (int k = 2; k < t.rank; k++) taps *= (double)t.shape[k];
+        if (t.rank == 1) fan_in = fan_out = (double)t.shape[0];
+        if (t.rank == 2) fan_in = (double)t.shape[0], fan_out = (double)t.shape[1];
+        if (t.rank > 2) fan_in = (double)t.shape[1] * taps, fan_out = (double)t.shape[0] * taps;
         hi = sqrt(6.0 / (fan_in + fan_out));
         lo = -hi;
     }
