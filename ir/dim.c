@@ -63,8 +63,15 @@ aj_dim aj_dim_bind(aj_dim d, const aj_bind *b) {
         uint64_t bit = 1ull << k;
         if (!(d.syms & bit) || b->v[k] < 0) continue;
         /* saturate on overflow: the verifier rejects dims this large anyway */
-        if (mul64(d.coef, b->v[k], &d.coef)) d.coef = INT64_MAX;
+        int64_t c;
+        if (mul64(d.coef, b->v[k], &c)) c = d.coef < 0 ? INT64_MIN : INT64_MAX;
+        d.coef = c;
         d.syms &= ~bit;
+    }
+    if (!d.syms) {   /* all bound: a number (norm() would overflow where this saturates) */
+        int64_t v;
+        if (add64(d.coef, d.off, &v)) v = d.coef < 0 ? INT64_MIN : INT64_MAX;
+        return aj_dim_const(v);
     }
     return norm(d);
 }

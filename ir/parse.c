@@ -129,6 +129,16 @@ static int expect_punct(parser *p, char c) {
     return next(p);
 }
 
+/* Between the items of a list closed by `close`: a ',' (consumed) or the
+ * closing bracket (left for the caller). */
+static int expect_sep(parser *p, char close) {
+    if (tok_punct(p, close)) return 0;
+    if (tok_punct(p, ',')) return next(p);
+    char what[16];
+    snprintf(what, sizeof what, "',' or '%c'", close);
+    return expected(p, what);
+}
+
 static int expect_nl(parser *p) {
     if (p->tok.kind != T_NL && p->tok.kind != T_EOF) return expected(p, "end of line");
     return p->tok.kind == T_NL ? next(p) : 0;
@@ -229,14 +239,22 @@ static int parse_dimfactor(parser *p, aj_dim *out) {
     return expected(p, "a dimension");
 }
 
+/* Why a * b (or a + b) is no aj_dim: a shape arjit cannot keep, or (when
+ * the symbols fit) a coefficient or constant that overflowed. */
+static int dim_op_error(parser *p, int line, int col, aj_dim a, aj_dim b, int mul) {
+    int fits = mul ? (!a.syms || !b.syms || (!a.off && !b.off && !(a.syms & b.syms)))
+                   : (!a.syms || !b.syms || a.syms == b.syms);
+    if (fits) return aj_error(p->d, line, col, "dimension is too large");
+    return aj_error(p->d, line, col, "dimension expression too complex (arjit keeps dims as c*A*B+k)");
+}
+
 static int parse_dimterm(parser *p, aj_dim *out) {
     if (parse_dimfactor(p, out)) return -1;
     while (tok_punct(p, '*')) {
         int line = p->tok.line, col = p->tok.col;
         aj_dim r;
         if (next(p) || parse_dimfactor(p, &r)) return -1;
-        if (aj_dim_mul(*out, r, out))
-            return aj_error(p->d, line, col, "dimension expression too complex (arjit keeps dims as c*A*B+k)");
+        if (aj_dim_mul(*out, r, out)) return dim_op_error(p, line, col, *out, r, 1);
     }
     return 0;
 }
@@ -249,7 +267,7 @@ static int parse_dimexpr(parser *p, aj_dim *out) {
         aj_dim r;
         if (next(p) || parse_dimterm(p, &r)) return -1;
         if ((op == '+' ? aj_dim_add(*out, r, out) : aj_dim_sub(*out, r, out)))
-            return aj_error(p->d, line, col, "dimension expression too complex (arjit keeps dims as c*A*B+k)");
+            return dim_op_error(p, line, col, *out, r, 0);
     }
     return 0;
 }
@@ -262,7 +280,7 @@ static int parse_shape(parser *p, aj_dim *dims, int *rank) {
         if (*rank == AJ_MAX_RANK)
             return aj_error(p->d, p->tok.line, p->tok.col, "too many dimensions (at most %d)", AJ_MAX_RANK);
         if (parse_dimexpr(p, &dims[(*rank)++])) return -1;
-        if (!tok_punct(p, ']') && expect_punct(p, ',')) return -1;
+        if (expect_sep(p, ']')) return -1;
     }
     return next(p);
 }
@@ -353,7 +371,7 @@ static int parse_attr_value(parser *p, const aj_attr_spec *spec, aj_attr *a, con
         while (!tok_punct(p, ']')) {
             if (a->n == AJ_MAX_RANK) return aj_error(p->d, p->tok.line, p->tok.col, "too many entries (at most %d)", AJ_MAX_RANK);
             if (parse_int(p, &a->ints[a->n++])) return -1;
-            if (!tok_punct(p, ']') && expect_punct(p, ',')) return -1;
+            if (expect_sep(p, ']')) return -1;
         }
         return next(p);
     case AJ_ATTR_WORD:
@@ -471,7 +489,7 @@ static int parse_op_stmt(parser *p, lhs_list *lhs) {
         } else {
             return expected(p, "an input name, a number or key=value");
         }
-        if (!tok_punct(p, ')') && expect_punct(p, ',')) return -1;
+        if (expect_sep(p, ')')) return -1;
     }
     int close_line = p->tok.line, close_col = p->tok.col;
     if (next(p)) return -1;
@@ -563,6 +581,11 @@ static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int op
             aj_error(p->d, line, col, "recurrence body opened at line %d has no closing '}'", opline);
             goto out;
         }
+        /* a forgotten '}' shows up as the fn's `end` (or the next section) */
+        if (tok_is(p, "end") || tok_is(p, "fn") || tok_is(p, "dim") || tok_is(p, "param")) {
+            aj_error(p->d, line, col, "recurrence body opened at line %d has no closing '}' before this line", opline);
+            goto out;
+        }
         if (tok_punct(p, '}')) {
             if (next(p)) goto out;
             break;
@@ -608,11 +631,20 @@ static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int op
                 int nline = p->tok.line, ncol = p->tok.col;
                 if (take_name(p, name, sizeof name, "a name")) goto out;
                 strcpy(other, name);
-                if (tok_punct(p, '=')) {   /* use inner = outer */
+                int renamed = tok_punct(p, '=');
+                if (renamed) {   /* use inner = outer */
                     if (next(p)) goto out;
                     if (take_name(p, other, sizeof other, "an outer value")) goto out;
                 }
-                if (check_new_name(p, &body, name, nline, ncol)) goto out;
+                /* `use W` of a parameter W keeps its name: it is what a body
+                 * that reads W prints as */
+                if (!renamed && aj_module_param_index(p->m, name) >= 0) {
+                    if (aj_graph_find(body.g, name) >= 0) {
+                        aj_error(p->d, nline, ncol, "'%s' is already used in this body", name);
+                        goto out;
+                    }
+                } else if (check_new_name(p, &body, name, nline, ncol))
+                    goto out;
                 int ov = lookup(p, outer, other, nline, ncol);
                 if (ov < 0 || add_use(p, &body, name, ov, nline, ncol) < 0) goto out;
                 if (!tok_punct(p, ',')) break;
@@ -782,8 +814,10 @@ static int parse_param(parser *p) {
             return aj_error(p->d, line, col, "parameter '%s' must be declared before the fn that uses the name", name);
     aj_param pr;
     memset(&pr, 0, sizeof pr);
-    if (expect_punct(p, ':') || parse_type(p, &pr.type)) return -1;
-    if (pr.type.dtype != AJ_F32) return aj_error(p->d, line, col, "parameters are f32");
+    if (expect_punct(p, ':')) return -1;
+    int tline = p->tok.line, tcol = p->tok.col;
+    if (parse_type(p, &pr.type)) return -1;
+    if (pr.type.dtype != AJ_F32) return aj_error(p->d, tline, tcol, "parameter '%s' must be f32 (parameters are trained)", name);
     if (tok_punct(p, '=')) {
         if (next(p) || parse_init(p, &pr)) return -1;
     }
@@ -825,7 +859,7 @@ static int parse_fn(parser *p) {
         int v = aj_graph_add_value(fs.g, an, AJ_VAL_INPUT, -1, nargs);
         fs.g->val[v].line = aline, fs.g->val[v].col = acol;
         nargs++;
-        if (!tok_punct(p, ')') && expect_punct(p, ',')) goto out;
+        if (expect_sep(p, ')')) goto out;
     }
     if (next(p)) goto out;
     if (p->tok.kind != T_ARROW) {
