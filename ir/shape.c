@@ -327,6 +327,78 @@ AJ_SHAPE_RULE(shape_conv1d) {
     return conv_channels(m, n, in, out, bad_input, d);
 }
 
+/* The adjoints' rules. dy is the forward result [B, Co, S...] (S: H, W or
+ * T); the grad_x ops take w [Co, Ci, K...] and give dx [B, Ci, S...]. */
+static int conv_grad_x(const aj_module *m, const aj_node *n, const aj_type *in, aj_type *out, int *bad,
+                       aj_diag *d) {
+    char s0[TS], s1[TS];
+    if (!aj_dim_eq(in[0].dim[1], in[1].dim[0]))
+        return fail(n, 1, bad, d, "output channels differ: dy is %s, w is %s", tstr(m, &in[0], s0),
+                    tstr(m, &in[1], s1));
+    out[0] = in[0];
+    out[0].dim[1] = in[1].dim[1];
+    return 0;
+}
+
+/* The grad_w ops take x [B, Ci, S...] and give dw [Co, Ci, K...], the kernel
+ * sizes K from the attributes `kernel` (odd when `odd`, else >= 1). */
+static int conv_grad_w(const aj_module *m, const aj_node *n, const aj_type *in, aj_type *out,
+                       const char *const *kernel, int nk, int odd, int *bad, aj_diag *d) {
+    char s0[TS], s1[TS];
+    for (int i = 0; i < in[0].rank; i++)
+        if (i != 1 && !aj_dim_eq(in[0].dim[i], in[1].dim[i]))
+            return fail(n, 1, bad, d, "dy %s and x %s must agree except in the channels", tstr(m, &in[0], s0),
+                        tstr(m, &in[1], s1));
+    out[0].dtype = AJ_F32;
+    out[0].rank = 2 + nk;
+    out[0].dim[0] = in[0].dim[1];
+    out[0].dim[1] = in[1].dim[1];
+    for (int k = 0; k < nk; k++) {
+        int64_t v;
+        aj_dim kd = aj_attr_dim(n, kernel[k]);
+        if (is_const(kd, &v) && (v < 1 || (odd && v % 2 == 0)))
+            return fail(n, -1, bad, d, "%s must be %s, got %lld", kernel[k], odd ? "odd" : ">= 1", (long long)v);
+        out[0].dim[2 + k] = kd;
+    }
+    return 0;
+}
+
+/* conv2d_grad_x: dy [B, Co, H, W], w [Co, Ci, kh, kw] (odd) -> [B, Ci, H, W]. */
+AJ_SHAPE_RULE(shape_conv2d_grad_x) {
+    if (want_f32_all(m, n, in, bad_input, d) || want_rank(m, n, in, 0, 4, 4, bad_input, d) ||
+        want_rank(m, n, in, 1, 4, 4, bad_input, d) || odd_kernel(m, n, &in[1], 2, bad_input, d))
+        return -1;
+    return conv_grad_x(m, n, in, out, bad_input, d);
+}
+
+/* conv2d_grad_w: dy [B, Co, H, W], x [B, Ci, H, W] -> [Co, Ci, kh, kw] (odd). */
+AJ_SHAPE_RULE(shape_conv2d_grad_w) {
+    static const char *const kernel[2] = {"kh", "kw"};
+    if (want_f32_all(m, n, in, bad_input, d) || want_rank(m, n, in, 0, 4, 4, bad_input, d) ||
+        want_rank(m, n, in, 1, 4, 4, bad_input, d))
+        return -1;
+    return conv_grad_w(m, n, in, out, kernel, 2, 1, bad_input, d);
+}
+
+static int pad_same(const aj_node *n) { return !strcmp(aj_attr_word(n, "pad"), "same"); }
+
+/* conv1d_grad_x: dy [B, Co, T], w [Co, Ci, k] -> [B, Ci, T]; pad=same needs odd k. */
+AJ_SHAPE_RULE(shape_conv1d_grad_x) {
+    if (want_f32_all(m, n, in, bad_input, d) || want_rank(m, n, in, 0, 3, 3, bad_input, d) ||
+        want_rank(m, n, in, 1, 3, 3, bad_input, d) || odd_kernel(m, n, &in[1], pad_same(n) ? 2 : 3, bad_input, d))
+        return -1;
+    return conv_grad_x(m, n, in, out, bad_input, d);
+}
+
+/* conv1d_grad_w: dy [B, Co, T], x [B, Ci, T] -> [Co, Ci, k]; pad=same needs odd k. */
+AJ_SHAPE_RULE(shape_conv1d_grad_w) {
+    static const char *const kernel[1] = {"k"};
+    if (want_f32_all(m, n, in, bad_input, d) || want_rank(m, n, in, 0, 3, 3, bad_input, d) ||
+        want_rank(m, n, in, 1, 3, 3, bad_input, d))
+        return -1;
+    return conv_grad_w(m, n, in, out, kernel, 1, pad_same(n), bad_input, d);
+}
+
 /* The product of dims; -1 when it is no aj_dim (e.g. (T+1)*B). */
 static int dims_product(const aj_dim *x, int r, aj_dim *p) {
     *p = aj_dim_const(1);
