@@ -451,6 +451,53 @@ static int vjp_attention(aj_emit *c, int node, const int *dy, int *dx) {
     return 0;
 }
 
+/* Set word attribute `name` of node g to the word w (by the word, not its
+ * index, so the ops' word lists need not be in one order). */
+static void set_word(aj_emit *c, int g, const char *name, const char *w) {
+    const aj_op_def *def = aj_op_info(c->g->node[g].op);
+    for (int a = 0; a < def->nattr; a++)
+        for (int k = 0; !strcmp(def->attr[a].name, name) && k < def->attr[a].nwords; k++)
+            if (!strcmp(def->attr[a].words[k], w)) em_attr(c, g, name)->i = k;
+}
+
+/* An adjoint op of conv node n on (dy, other), with n's word attribute
+ * `word` (mask or pad) and dim attributes kdims[i] = kernel axis 2 + i of w. */
+static int conv_grad(aj_emit *c, const aj_node *n, aj_op op, int dy, int other, const char *word,
+                     const char *const *kdims, int nk, const aj_type *wt) {
+    int in[2] = {dy, other};
+    int g = em_node_new(c, op, in, 2);
+    if (g < 0) return -1;
+    set_word(c, g, word, aj_attr_word(n, word));
+    for (int k = 0; k < nk; k++) {
+        aj_attr *a = em_attr(c, g, kdims[k]);
+        a->n = 1;
+        a->dims[0] = wt->dim[2 + k];
+    }
+    return em_node_done(c, g);
+}
+
+/* y = conv2d(x, w) (mask m): dx = conv2d_grad_x(dy, w), the correlation
+ * run backwards, dx[b,c,y,x] = sum_{o,i,j} dy[b,o,y-i+ph,x-j+pw] w[o,c,i,j] m[i,j];
+ * dw = conv2d_grad_w(dy, x), dw[o,c,i,j] = m[i,j] sum_{b,y,x} dy[b,o,y,x] x[b,c,y+i-ph,x+j-pw] */
+static int vjp_conv2d(aj_emit *c, int node, const int *dy, int *dx) {
+    NODE;
+    static const char *const k2[2] = {"kh", "kw"};
+    aj_type wt = em_ty(c, X(1));
+    dx[0] = WANT(0) ? conv_grad(c, &n, AJ_OP_CONV2D_GRAD_X, dy[0], X(1), "mask", NULL, 0, &wt) : -1;
+    dx[1] = WANT(1) ? conv_grad(c, &n, AJ_OP_CONV2D_GRAD_W, dy[0], X(0), "mask", k2, 2, &wt) : -1;
+    return 0;
+}
+/* y = conv1d(x, w) (padding p): dx[b,c,t] = sum_{o,i} dy[b,o,t-i+p] w[o,c,i],
+ * dw[o,c,i] = sum_{b,t} dy[b,o,t] x[b,c,t+i-p] */
+static int vjp_conv1d(aj_emit *c, int node, const int *dy, int *dx) {
+    NODE;
+    static const char *const k1[1] = {"k"};
+    aj_type wt = em_ty(c, X(1));
+    dx[0] = WANT(0) ? conv_grad(c, &n, AJ_OP_CONV1D_GRAD_X, dy[0], X(1), "pad", NULL, 0, &wt) : -1;
+    dx[1] = WANT(1) ? conv_grad(c, &n, AJ_OP_CONV1D_GRAD_W, dy[0], X(0), "pad", k1, 1, &wt) : -1;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ recurrence */
 
 /* Which values of g depend on a leaf marked in `needs` (forward propagation;
@@ -685,6 +732,7 @@ static const vjp_fn vjp[AJ_OP_COUNT] = {
     [AJ_OP_SUM] = vjp_sum, [AJ_OP_MEAN] = vjp_mean, [AJ_OP_MAX] = vjp_max, [AJ_OP_LOGSUMEXP] = vjp_logsumexp,
     [AJ_OP_MATMUL] = vjp_matmul, [AJ_OP_SOFTMAX] = vjp_softmax, [AJ_OP_LOG_SOFTMAX] = vjp_log_softmax,
     [AJ_OP_RECURRENCE] = vjp_recurrence, [AJ_OP_ATTENTION] = vjp_attention,
+    [AJ_OP_CONV2D] = vjp_conv2d, [AJ_OP_CONV1D] = vjp_conv1d,
     [AJ_OP_RESHAPE] = vjp_reshape, [AJ_OP_TRANSPOSE] = vjp_transpose, [AJ_OP_SLICE] = vjp_slice,
     [AJ_OP_CONCAT] = vjp_concat, [AJ_OP_BROADCAST] = vjp_broadcast, [AJ_OP_UNSQUEEZE] = vjp_unsqueeze,
     [AJ_OP_GATHER] = vjp_gather, [AJ_OP_SHIFT] = vjp_shift, [AJ_OP_PAD] = vjp_pad,
