@@ -1,0 +1,371 @@
+/* The register-tiled sgemm emitter (see matmul_llvm.h).
+ *
+ * Loop nest of the kernel, NR = nv * vw columns per panel:
+ *
+ *   for j0 in full panels (step NR):            B panel: K x NR, stays in L2
+ *     for i0 in [m0, m1) step mr:  tile(i0, j0, mr rows, nv vectors)
+ *     for the < mr rows left:      tile(i,  j0, 1 row,   nv vectors)
+ *   last partial panel of t = ceil(rem / vw) vectors (a switch on t):
+ *     same two loops with t vectors, the last one masked
+ *
+ *   tile: acc[r][v] = 0
+ *         for k: b[v] = B(k, j0 + v vw)             (vector loads)
+ *                acc[r][v] += A(i0 + r, k) * b[v]   (broadcast + FMA)
+ *         C(i0 + r, j0 + v vw) = epilogue(acc[r][v] (+ C))
+ *
+ * Accumulators live in allocas that SROA turns into registers; every
+ * index is an i64 and strides are runtime values, so one kernel serves all
+ * shapes. */
+#include "compiler/matmul_llvm.h"
+
+#include "compiler/vecmath.h"
+
+#include <string.h>
+
+enum { MAX_MR = 8, MAX_NV = 8 };
+
+typedef struct {
+    const aj_mm_spec *s;
+    LLVMBuilderRef b;
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    LLVMValueRef fn;
+    LLVMTypeRef f32, i32, i64, ptr, vty;
+    int vw, mr, nv, packed;
+    LLVMValueRef m0, m1, n, k, a, lda, bm, ldb, c, ldc;
+    LLVMValueRef extra[AJ_MM_MAX_EXTRA];
+    LLVMValueRef acc[MAX_MR][MAX_NV];   /* allocas */
+} mm_ctx;
+
+/* ---------------------------------------------------------------- small IR helpers */
+
+static LLVMValueRef i64c(mm_ctx *c, int64_t v) { return LLVMConstInt(c->i64, (unsigned long long)v, 1); }
+
+static LLVMValueRef gep(mm_ctx *c, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildInBoundsGEP2(c->b, c->f32, base, &idx, 1, "");
+}
+
+static LLVMValueRef add(mm_ctx *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(c->b, x, y, ""); }
+static LLVMValueRef mul(mm_ctx *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWMul(c->b, x, y, ""); }
+
+/* Tensors are only float-aligned: alignment 4 on vector accesses (the
+ * default would claim the vector's size) */
+static LLVMValueRef vload(mm_ctx *c, LLVMValueRef p) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, c->vty, p, "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+static void vstore(mm_ctx *c, LLVMValueRef v, LLVMValueRef p) { LLVMSetAlignment(LLVMBuildStore(c->b, v, p), 4); }
+
+/* llvm.masked.{load,store}, overloaded on the vector and pointer types */
+static LLVMValueRef masked_call(mm_ctx *c, const char *name, LLVMValueRef *args, unsigned nargs) {
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMTypeRef over[2] = {c->vty, c->ptr};
+    LLVMValueRef f = LLVMGetIntrinsicDeclaration(c->mod, id, over, 2);
+    return LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, over, 2), f, args, nargs, "");
+}
+
+/* a vector at p; lanes outside `mask` (when given) read as 0 without touching memory */
+static LLVMValueRef load_lanes(mm_ctx *c, LLVMValueRef p, LLVMValueRef mask) {
+    if (!mask) return vload(c, p);
+    LLVMValueRef args[4] = {p, LLVMConstInt(c->i32, 4, 0), mask, LLVMConstNull(c->vty)};
+    return masked_call(c, "llvm.masked.load", args, 4);
+}
+
+static void store_lanes(mm_ctx *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
+    if (!mask) {
+        vstore(c, v, p);
+        return;
+    }
+    LLVMValueRef args[4] = {v, p, LLVMConstInt(c->i32, 4, 0), mask};
+    masked_call(c, "llvm.masked.store", args, 4);
+}
+
+/* lanes col + l < n, for l in [0, vw) */
+static LLVMValueRef lane_mask(mm_ctx *c, LLVMValueRef col) {
+    LLVMValueRef lanes[64], idx = LLVMConstInt(c->i32, 0, 0);
+    for (int l = 0; l < c->vw; l++) lanes[l] = i64c(c, l);
+    LLVMTypeRef v64 = LLVMVectorType(c->i64, (unsigned)c->vw);
+    LLVMValueRef first = LLVMBuildInsertElement(c->b, LLVMGetPoison(v64), col, idx, "");
+    LLVMValueRef cols = LLVMBuildShuffleVector(c->b, first, LLVMGetPoison(v64), LLVMConstNull(LLVMVectorType(c->i32, (unsigned)c->vw)), "");
+    cols = add(c, cols, LLVMConstVector(lanes, (unsigned)c->vw));
+    LLVMValueRef nn = LLVMBuildInsertElement(c->b, LLVMGetPoison(v64), c->n, idx, "");
+    nn = LLVMBuildShuffleVector(c->b, nn, LLVMGetPoison(v64), LLVMConstNull(LLVMVectorType(c->i32, (unsigned)c->vw)), "");
+    return LLVMBuildICmp(c->b, LLVMIntSLT, cols, nn, "mask");
+}
+
+static LLVMValueRef broadcast(mm_ctx *c, LLVMValueRef x) {
+    LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetPoison(c->vty), x, LLVMConstInt(c->i32, 0, 0), "");
+    return LLVMBuildShuffleVector(c->b, v, LLVMGetPoison(c->vty), LLVMConstNull(LLVMVectorType(c->i32, (unsigned)c->vw)), "");
+}
+
+/* ---------------------------------------------------------------- loops */
+
+/* for (iv = start; iv < end; iv += step): body between loop_begin and
+ * loop_end; after loop_end the builder is at the exit, where iv holds the
+ * first value that failed the test. */
+typedef struct {
+    LLVMBasicBlockRef head, exit;
+    LLVMValueRef iv, step;
+} mm_loop;
+
+static void loop_begin(mm_ctx *c, mm_loop *L, LLVMValueRef start, LLVMValueRef end, LLVMValueRef step,
+                       const char *name) {
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+    L->head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, name);
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "body");
+    L->exit = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "exit");
+    L->step = step;
+    LLVMBuildBr(c->b, L->head);
+    LLVMPositionBuilderAtEnd(c->b, L->head);
+    L->iv = LLVMBuildPhi(c->b, c->i64, name);
+    LLVMAddIncoming(L->iv, &start, &pre, 1);
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, L->iv, end, ""), body, L->exit);
+    LLVMPositionBuilderAtEnd(c->b, body);
+}
+
+static void loop_end(mm_ctx *c, mm_loop *L) {
+    LLVMValueRef next = add(c, L->iv, L->step);
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
+    LLVMAddIncoming(L->iv, &next, &latch, 1);
+    LLVMBuildBr(c->b, L->head);
+    LLVMPositionBuilderAtEnd(c->b, L->exit);
+}
+
+/* ---------------------------------------------------------------- the tile */
+
+/* Base of B's row k at column j0, for loads of vw floats at +v vw. */
+static LLVMValueRef b_row(mm_ctx *c, LLVMValueRef j0, LLVMValueRef k) {
+    if (c->packed)   /* panel j0/NR starts at Bp + (j0/NR) NR K = Bp + j0 K; its rows are NR apart */
+        return gep(c, c->bm, add(c, mul(c, j0, c->k), mul(c, k, i64c(c, (int64_t)c->nv * c->vw))));
+    return gep(c, c->bm, add(c, mul(c, k, c->ldb), j0));
+}
+
+/* A(i, k) as a float */
+static LLVMValueRef a_elem(mm_ctx *c, LLVMValueRef i, LLVMValueRef k) {
+    LLVMValueRef idx = c->s->trans_a ? add(c, mul(c, k, c->lda), i) : add(c, mul(c, i, c->lda), k);
+    return LLVMBuildLoad2(c->b, c->f32, gep(c, c->a, idx), "");
+}
+
+/* rows [i0, i0 + mr) x vectors [0, nv) at column j0; `mask` (or NULL) covers
+ * the last vector's lanes */
+static void emit_tile(mm_ctx *c, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, LLVMValueRef mask) {
+    const aj_mm_spec *s = c->s;
+    LLVMValueRef zero = LLVMConstNull(c->vty);
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) vstore(c, zero, c->acc[r][v]);
+
+    mm_loop kl;
+    loop_begin(c, &kl, i64c(c, 0), c->k, i64c(c, 1), "k");
+    LLVMValueRef brow = b_row(c, j0, kl.iv), bv[MAX_NV];
+    for (int v = 0; v < nv; v++) {
+        /* packed panels are zero-padded: only a direct B needs the mask */
+        LLVMValueRef p = gep(c, brow, i64c(c, (int64_t)v * c->vw));
+        bv[v] = load_lanes(c, p, v == nv - 1 && !c->packed ? mask : NULL);
+    }
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef av = broadcast(c, a_elem(c, add(c, i0, i64c(c, r)), kl.iv));
+        for (int v = 0; v < nv; v++) {
+            LLVMValueRef acc = LLVMBuildLoad2(c->b, c->vty, c->acc[r][v], "");
+            vstore(c, aj_vm_fma(c->b, av, bv[v], acc), c->acc[r][v]);
+        }
+    }
+    loop_end(c, &kl);
+
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef row = add(c, i0, i64c(c, r));
+        LLVMValueRef crow = gep(c, c->c, add(c, mul(c, row, c->ldc), j0));
+        for (int v = 0; v < nv; v++) {
+            LLVMValueRef m = v == nv - 1 ? mask : NULL;
+            LLVMValueRef p = gep(c, crow, i64c(c, (int64_t)v * c->vw));
+            LLVMValueRef val = LLVMBuildLoad2(c->b, c->vty, c->acc[r][v], "");
+            if (s->accumulate) val = LLVMBuildFAdd(c->b, val, load_lanes(c, p, m), "");
+            if (s->epilogue) {
+                aj_mm_tile t = {c->b, c->vty, c->vw, row, add(c, j0, i64c(c, (int64_t)v * c->vw)), m, c->n, c->extra};
+                val = s->epilogue(s->epilogue_user, &t, val);
+            }
+            store_lanes(c, val, p, m);
+        }
+    }
+}
+
+/* all rows [m0, m1) of the panel at j0 with nv vectors: mr-row tiles, then
+ * 1-row tiles for the rest */
+static void emit_rows(mm_ctx *c, LLVMValueRef j0, int nv, LLVMValueRef mask) {
+    mm_loop il;
+    LLVMValueRef last = LLVMBuildNSWSub(c->b, c->m1, i64c(c, c->mr - 1), "");   /* i0 + mr <= m1 */
+    loop_begin(c, &il, c->m0, last, i64c(c, c->mr), "i");
+    emit_tile(c, il.iv, j0, c->mr, nv, mask);
+    loop_end(c, &il);
+    if (c->mr == 1) return;
+    mm_loop tl;
+    loop_begin(c, &tl, il.iv, c->m1, i64c(c, 1), "itail");
+    emit_tile(c, tl.iv, j0, 1, nv, mask);
+    loop_end(c, &tl);
+}
+
+static LLVMValueRef param(mm_ctx *c, unsigned i, const char *name) {
+    LLVMValueRef p = LLVMGetParam(c->fn, i);
+    LLVMSetValueName2(p, name, strlen(name));
+    return p;
+}
+
+static void add_attr(mm_ctx *c, LLVMValueRef fn, unsigned idx, const char *name) {
+    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+    LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(c->ctx, kind, 0));
+}
+
+/* fn(i64 x4, ptr, i64, ptr, i64, ptr, i64, ptr...): pointers noalias and
+ * nocapture, the inputs (the first `nread` pointers) readonly */
+static LLVMValueRef declare(mm_ctx *c, const char *name, const int *is_ptr, int nparams, int nread) {
+    LLVMTypeRef pt[16];
+    for (int i = 0; i < nparams; i++) pt[i] = is_ptr[i] ? c->ptr : c->i64;
+    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), pt, (unsigned)nparams, 0));
+    add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
+    if (c->vw == 16) {   /* allow zmm for explicit 512-bit vectors even where 256 is preferred */
+        LLVMAttributeRef a = LLVMCreateStringAttribute(c->ctx, "min-legal-vector-width", 22, "512", 3);
+        LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, a);
+    }
+    for (int i = 0, np = 0; i < nparams; i++) {
+        if (!is_ptr[i]) continue;
+        add_attr(c, fn, (unsigned)i + 1, "noalias");
+        add_attr(c, fn, (unsigned)i + 1, "nocapture");
+        if (np++ < nread) add_attr(c, fn, (unsigned)i + 1, "readonly");
+    }
+    c->fn = fn;
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+    return fn;
+}
+
+/* ---------------------------------------------------------------- kernel and packer */
+
+static void emit_kernel(mm_ctx *c) {
+    int is_ptr[10 + AJ_MM_MAX_EXTRA] = {0, 0, 0, 0, 1, 0, 1, 0, 1, 0};
+    for (int e = 0; e < c->s->nextra; e++) is_ptr[10 + e] = 1;
+    declare(c, c->s->name, is_ptr, 10 + c->s->nextra, 2);
+    c->m0 = param(c, 0, "m0"), c->m1 = param(c, 1, "m1"), c->n = param(c, 2, "N"), c->k = param(c, 3, "K");
+    c->a = param(c, 4, "A"), c->lda = param(c, 5, "lda"), c->bm = param(c, 6, "B"), c->ldb = param(c, 7, "ldb");
+    c->c = param(c, 8, "C"), c->ldc = param(c, 9, "ldc");
+    for (int e = 0; e < c->s->nextra; e++) c->extra[e] = param(c, 10 + (unsigned)e, "extra");
+    for (int r = 0; r < c->mr; r++)
+        for (int v = 0; v < c->nv; v++) c->acc[r][v] = LLVMBuildAlloca(c->b, c->vty, "acc");
+
+    int64_t nr = (int64_t)c->nv * c->vw;
+    LLVMValueRef nfull = LLVMBuildSDiv(c->b, c->n, i64c(c, nr), "");
+    LLVMValueRef jfull = mul(c, nfull, i64c(c, nr));
+    mm_loop jl;
+    loop_begin(c, &jl, i64c(c, 0), jfull, i64c(c, nr), "j");
+    emit_rows(c, jl.iv, c->nv, NULL);
+    loop_end(c, &jl);
+
+    /* the partial panel: t = ceil(rem / vw) vectors, one specialised row
+     * loop per t so narrow tails do no wasted FMAs */
+    LLVMValueRef rem = LLVMBuildNSWSub(c->b, c->n, jfull, "rem");
+    LLVMValueRef t = LLVMBuildSDiv(c->b, add(c, rem, i64c(c, c->vw - 1)), i64c(c, c->vw), "");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "done");
+    LLVMValueRef sw = LLVMBuildSwitch(c->b, t, done, (unsigned)c->nv);
+    for (int tv = 1; tv <= c->nv; tv++) {
+        LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "ntail");
+        LLVMAddCase(sw, i64c(c, tv), bb);
+        LLVMPositionBuilderAtEnd(c->b, bb);
+        LLVMValueRef mask = lane_mask(c, add(c, jfull, i64c(c, (int64_t)(tv - 1) * c->vw)));
+        emit_rows(c, jfull, tv, mask);
+        LLVMBuildBr(c->b, done);
+    }
+    LLVMPositionBuilderAtEnd(c->b, done);
+    LLVMBuildRetVoid(c->b);
+}
+
+/* Bp panel p, row k, column cc = B(k, p NR + cc), 0 past N */
+static void emit_pack(mm_ctx *c) {
+    static const int is_ptr[7] = {0, 0, 0, 0, 1, 0, 1};
+    char name[256];
+    snprintf(name, sizeof name, "%s_pack", c->s->name);
+    declare(c, name, is_ptr, 7, 1);
+    LLVMValueRef p0 = param(c, 0, "p0"), p1 = param(c, 1, "p1");
+    c->n = param(c, 2, "N"), c->k = param(c, 3, "K");
+    LLVMValueRef src = param(c, 4, "B"), ldb = param(c, 5, "ldb"), dst = param(c, 6, "Bp");
+    int64_t nr = (int64_t)c->nv * c->vw;
+
+    mm_loop pl;
+    loop_begin(c, &pl, p0, p1, i64c(c, 1), "p");
+    LLVMValueRef j0 = mul(c, pl.iv, i64c(c, nr));
+    LLVMValueRef panel = gep(c, dst, mul(c, j0, c->k));
+    if (!c->s->trans_b) {
+        /* B is [K, N]: each panel row is nv (masked) vector copies */
+        mm_loop kl;
+        loop_begin(c, &kl, i64c(c, 0), c->k, i64c(c, 1), "k");
+        LLVMValueRef s = gep(c, src, add(c, mul(c, kl.iv, ldb), j0));
+        LLVMValueRef d = gep(c, panel, mul(c, kl.iv, i64c(c, nr)));
+        for (int v = 0; v < c->nv; v++) {
+            LLVMValueRef off = i64c(c, (int64_t)v * c->vw);
+            LLVMValueRef mask = lane_mask(c, add(c, j0, off));
+            vstore(c, load_lanes(c, gep(c, s, off), mask), gep(c, d, off));
+        }
+        loop_end(c, &kl);
+    } else {
+        /* B is [N, K]: a transpose. Panel column cc is row j0 + cc of B,
+         * read along k (contiguous) for the ncols rows that exist; the
+         * columns past N are zeroed. */
+        LLVMValueRef left = LLVMBuildNSWSub(c->b, c->n, j0, "");
+        LLVMValueRef ncols = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, left, i64c(c, nr), ""), left,
+                                             i64c(c, nr), "ncols");
+        for (int zero = 0; zero < 2; zero++) {
+            mm_loop cl, kl;
+            loop_begin(c, &cl, zero ? ncols : i64c(c, 0), zero ? i64c(c, nr) : ncols, i64c(c, 1), "cc");
+            LLVMValueRef srow = zero ? NULL : gep(c, src, mul(c, add(c, j0, cl.iv), ldb));
+            LLVMValueRef dcol = gep(c, panel, cl.iv);
+            loop_begin(c, &kl, i64c(c, 0), c->k, i64c(c, 1), "k");
+            LLVMValueRef x = zero ? LLVMConstReal(c->f32, 0.0) : LLVMBuildLoad2(c->b, c->f32, gep(c, srow, kl.iv), "");
+            LLVMBuildStore(c->b, x, gep(c, dcol, mul(c, kl.iv, i64c(c, nr))));
+            loop_end(c, &kl);
+            loop_end(c, &cl);
+        }
+    }
+    loop_end(c, &pl);
+    LLVMBuildRetVoid(c->b);
+}
+
+/* ---------------------------------------------------------------- the spec */
+
+aj_mm_spec aj_mm_resolve(const aj_jit *jit, const aj_mm_spec *s) {
+    aj_mm_spec r = *s;
+    if (!r.vw) r.vw = aj_jit_vector_width(jit);
+    if (!r.mr) r.mr = 4;
+    if (!r.nv) r.nv = 4;
+    if (r.trans_b) r.pack_b = 1;
+    return r;
+}
+
+int aj_mm_packs_b(const aj_mm_spec *s) { return s->pack_b || s->trans_b; }
+int64_t aj_mm_panel_width(const aj_mm_spec *s) { return (int64_t)s->nv * s->vw; }
+int64_t aj_mm_panels(const aj_mm_spec *s, int64_t n) { return (n + aj_mm_panel_width(s) - 1) / aj_mm_panel_width(s); }
+int64_t aj_mm_packed_floats(const aj_mm_spec *s, int64_t n, int64_t k) {
+    return aj_mm_panels(s, n) * aj_mm_panel_width(s) * k;
+}
+
+int aj_mm_emit(aj_jit *jit, aj_jit_module *m, const aj_mm_spec *spec, aj_diag *d) {
+    aj_mm_spec s = aj_mm_resolve(jit, spec);
+    if (!s.name || !*s.name || strlen(s.name) > 200) return aj_error(d, 0, 0, "matmul: the kernel needs a name");
+    if (s.mr < 1 || s.mr > MAX_MR || s.nv < 1 || s.nv > MAX_NV)
+        return aj_error(d, 0, 0, "matmul: register tile %d x %d outside 1..%d x 1..%d", s.mr, s.nv, MAX_MR, MAX_NV);
+    if (s.vw != 4 && s.vw != 8 && s.vw != 16)
+        return aj_error(d, 0, 0, "matmul: vector width %d (want 4, 8 or 16)", s.vw);
+    if (s.nextra < 0 || s.nextra > AJ_MM_MAX_EXTRA)
+        return aj_error(d, 0, 0, "matmul: %d extra arguments (at most %d)", s.nextra, AJ_MM_MAX_EXTRA);
+
+    mm_ctx c = {.s = &s, .vw = s.vw, .mr = s.mr, .nv = s.nv, .packed = aj_mm_packs_b(&s)};
+    c.ctx = aj_jit_module_context(m);
+    c.mod = aj_jit_module_llvm(m);
+    c.b = LLVMCreateBuilderInContext(c.ctx);
+    c.f32 = LLVMFloatTypeInContext(c.ctx);
+    c.i32 = LLVMInt32TypeInContext(c.ctx);
+    c.i64 = LLVMInt64TypeInContext(c.ctx);
+    c.ptr = LLVMPointerTypeInContext(c.ctx, 0);
+    c.vty = LLVMVectorType(c.f32, (unsigned)s.vw);
+    emit_kernel(&c);
+    if (c.packed) emit_pack(&c);
+    LLVMDisposeBuilder(c.b);
+    return 0;
+}
