@@ -305,7 +305,13 @@ struct scope {
     int carry_leaf[64], slice_leaf[64], use_leaf[64];
     int ncarry, nslice, nuse;
     int has_ops;
+    /* values the parser made from literal numbers: no text names them, so a
+     * later definition of the same generated name (_N) takes it from them */
+    int *lits;
+    int nlits;
 };
+
+static void scope_free(scope *s) { free(s->lits); }
 
 static int add_use(parser *p, scope *s, const char *name, int outer, int line, int col) {
     if (s->nuse == 64) return aj_error(p->d, line, col, "too many values used in one recurrence body (at most 64)");
@@ -341,6 +347,11 @@ static int lookup(parser *p, scope *s, const char *name, int line, int col) {
 static int check_new_name(parser *p, scope *s, const char *name, int line, int col) {
     if (is_keyword(name)) return aj_error(p->d, line, col, "'%s' is a keyword and cannot name a value", name);
     int v = aj_graph_find(s->g, name);
+    for (int i = 0; v >= 0 && i < s->nlits; i++)
+        if (s->lits[i] == v) {
+            aj_value_rename(s->g, v, "_0");   /* the literal yields its made-up name */
+            v = -1;
+        }
     if (v >= 0) {
         const aj_value *old = &s->g->val[v];
         if (old->line > 0) return aj_error(p->d, line, col, "'%s' is already defined at line %d", name, old->line);
@@ -483,6 +494,10 @@ static int parse_op_stmt(parser *p, lhs_list *lhs) {
             s->g->node[c].attr[0].f = v;
             s->g->node[c].line = line, s->g->node[c].col = col;
             int cv = s->g->node[c].out[0];
+            int *nl = realloc(s->lits, sizeof(int) * (size_t)(s->nlits + 1));
+            if (!nl) return aj_error(p->d, line, col, "out of memory");
+            s->lits = nl;
+            s->lits[s->nlits++] = cv;
             s->g->val[cv].line = line, s->g->val[cv].col = col;
             in_col[nin] = col;
             in[nin++] = cv;
@@ -745,6 +760,7 @@ out:
     p->sc = outer;
     free(rec);
     aj_graph_free(body.g);
+    scope_free(&body);
     return rc;
 }
 
@@ -928,6 +944,7 @@ static int parse_fn(parser *p) {
     rc = 0;
 out:
     aj_graph_free(fs.g);
+    scope_free(&fs);
     p->sc = NULL;
     return rc;
 }

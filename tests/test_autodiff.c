@@ -392,12 +392,15 @@ static void roundtrip(const aj_module *m, const char *grad, const char *dims, co
     aj_module_free(m2);
 }
 
-/* One case: load it and check its first fn. */
+/* One case: load it, check its first fn, and round-trip its gradient. */
 static void test_case(void **state) {
     const gcase *c = *state;
     aj_module *m = load(c->src, strlen(c->src), c->name, c->dims);
     if (!m) fail_msg("%s: the graph does not load", c->name);
+    char grad[96];
+    snprintf(grad, sizeof grad, "grad_%s", m->fn[0]->name);
     int bad = check(m, m->fn[0]->name, c->name);
+    if (!bad) roundtrip(m, grad, c->dims, c->name);
     aj_module_free(m);
     if (bad) fail_msg("%s: %d parameter(s) fail the gradient check", c->name, bad);
 }
