@@ -1,0 +1,134 @@
+/* arjit training: what `arjit train | eval | sample | gradcheck` run.
+ *
+ * A run context (aj_run) is a model ready to execute: parsed, its dims bound
+ * (B, the batch, among them), verified, its parameters in memory, and the
+ * engine that runs its fns. On top of it:
+ *   aj_train   mini-batch maximum likelihood with the compiled train_step,
+ *              validation each epoch, best/last checkpoints, exact resume;
+ *   aj_eval    the average NLL of a dataset split under a checkpoint;
+ *   aj_sample  fn sample under a checkpoint.
+ * docs/training.md is the user's guide. Every function returns 0, or -1 with
+ * the first error in an aj_diag that names the file (or flag) at fault.
+ */
+#ifndef ARJIT_TRAIN_H
+#define ARJIT_TRAIN_H
+
+#include "arjit.h"
+#include "arjit_runtime.h"
+#include <signal.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- engines */
+
+/* An engine runs fn of m; the contract is aj_interp_run's. */
+typedef int (*aj_engine_run)(const aj_module *m, const aj_graph *fn, const aj_tensor *params,
+                             const aj_tensor *inputs, aj_tensor *results, uint64_t seed, aj_diag *d);
+
+/* The engine called `name` ("interp", "naive", "fused"). NULL with d set
+ * when the name is unknown or the engine is not built yet. */
+aj_engine_run aj_engine_find(const char *name, aj_diag *d);
+
+/* ---------------------------------------------------------------- run context */
+
+typedef struct {
+    aj_module *m;
+    aj_bind bind;
+    int bdim, tdim;          /* module dim index of the batch B and length T; -1: none */
+    char hash[32];           /* "fnv1a:<16 hex digits>" of the model's source text */
+    char dims[512];          /* every dim but B as "D=784,H=500": what a checkpoint records */
+    aj_tensor *params;       /* m->nparam tensors once initialised or loaded */
+    aj_engine_run run;
+} aj_run;
+
+/* Parse model `path`, bind its declared dims, then `ckpt_dims` and `dims`
+ * ("D=8,H=5" overrides, either may be NULL; ckpt_dims is named `ckpt_path`
+ * in errors), then B = batch when the model has B, batch > 0 and B is still
+ * free. Every dim must end up bound. Verifies and infers the model. */
+int aj_run_open(aj_run *r, const char *path, const char *ckpt_dims, const char *ckpt_path,
+                const char *dims, int64_t batch, aj_engine_run engine, aj_diag *d);
+void aj_run_close(aj_run *r);
+/* Fresh parameters from their initialisers (aj_param_init with seed). */
+int aj_run_init_params(aj_run *r, uint64_t seed, aj_diag *d);
+/* Parameters from a checkpoint's params section: each must be there with
+ * the shape the model has under r->bind. */
+int aj_run_load_params(aj_run *r, const aj_ckpt *ck, const char *ckpt_path, aj_diag *d);
+
+/* The mean NLL in nats per example (-log p(x) from fn loglik) over every
+ * example of vector dataset ds, in batches of B; the last batch is padded
+ * with zero rows that are not counted. Stops early, returning 1, once
+ * *interrupt is set (interrupt may be NULL). */
+int aj_run_nll(aj_run *r, const aj_dataset *ds, double *nll, const volatile sig_atomic_t *interrupt,
+               aj_diag *d);
+
+/* ---------------------------------------------------------------- jobs */
+
+typedef enum { AJ_SCHED_CONSTANT, AJ_SCHED_STEP, AJ_SCHED_COSINE } aj_schedule;
+
+/* What to run; the fields a job does not use are ignored. Zeroes are
+ * "not given" where a comment says so. */
+typedef struct {
+    const char *model;       /* graph file */
+    const char *dims;        /* "D=8,H=5" overrides, or NULL */
+    const char *data;        /* dataset spec (arjit_runtime.h); NULL: the checkpoint's */
+    const char *split;       /* eval: "test" | "valid" | "train"; NULL: test */
+    const char *ckpt;        /* eval, sample: the checkpoint to read */
+    aj_engine_run engine;    /* NULL: the interpreter */
+    int64_t batch;           /* B; 0: the checkpoint's (--resume, eval), else 100 */
+    uint64_t seed;           /* parameter init and batch order (train), draws (sample) */
+    int seed_given;          /* train --resume: warn when it differs from the checkpoint's */
+
+    /* train */
+    int64_t epochs;          /* train until this many epochs are done; 0: 10 */
+    int64_t max_steps;       /* stop once this many steps are done in all; 0: no limit */
+    int64_t patience;        /* stop after this many epochs without a better valid NLL; 0: never */
+    aj_optim opt;
+    double lr;
+    aj_schedule schedule;
+    int64_t step_epochs;     /* AJ_SCHED_STEP: lr *= gamma every step_epochs epochs */
+    double gamma;
+    const char *save;        /* write SAVE (best valid) and SAVE.last (latest); NULL: none */
+    const char *resume;      /* continue from this checkpoint; NULL: start afresh */
+    int threads;             /* OpenMP threads for engines that use them; 0: default */
+    FILE *out;               /* epoch lines; NULL: none */
+    FILE *log;               /* progress and warnings; NULL: none */
+    int live;                /* progress as one line redrawn with \r (a terminal) */
+    const volatile sig_atomic_t *interrupt; /* set (by SIGINT): finish the step,
+                                               save SAVE.last and stop */
+} aj_job;
+
+typedef struct {
+    int64_t step, epoch;     /* steps done in all; whole epochs done */
+    double first_loss;       /* the first step's loss in this process (NaN: none) */
+    double train_nll;        /* the mean step loss of the last epoch */
+    double valid_nll, best_valid;
+    int interrupted, early_stopped;
+} aj_train_result;
+
+/* Train job->model on job->data (vector data; text models come later). */
+int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d);
+
+typedef struct {
+    double nll;              /* nats per example */
+    double bpd;              /* bits per dimension: nll / (d ln 2) */
+    int64_t n, d;            /* examples, values per example */
+    char split[8], data[256];
+} aj_eval_result;
+
+/* The average NLL of a split of job->data under checkpoint job->ckpt. */
+int aj_eval(const aj_job *job, aj_eval_result *res, aj_diag *d);
+
+typedef struct {
+    aj_tensor x;             /* fn sample's first result: n examples (free it) */
+    int h, w;                /* image size the checkpoint's data had; 0: not images */
+} aj_samples;
+
+/* n draws from fn sample (B = n) under checkpoint job->ckpt, seeded by job->seed. */
+int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,786 @@
+/* Training, evaluation and sampling on top of a run context.
+ *
+ * The compiler makes the whole training step one graph (compiler/optim.c):
+ *   train_step(x, lr, decay, state...) -> loss, P'..., state'...
+ * so the host loop here only feeds batches, keeps the learning-rate
+ * schedule, swaps the new parameters and optimizer states in, validates,
+ * and checkpoints. Determinism is the design constraint: batch order is a
+ * function of (seed, epoch) (aj_batcher), parameter init of the seed, and a
+ * checkpoint holds everything else the loop carries (step, epoch, position
+ * in the epoch, the epoch's loss so far, best valid NLL), so a resumed run
+ * is bit-identical to an uninterrupted one. */
+#include "arjit_train.h"
+#include "runtime/fileio.h"
+#include "runtime/rng.h"
+#include <inttypes.h>
+#include <math.h>
+#include <omp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_BATCH 100
+#define DEFAULT_EPOCHS 10
+
+/* ---------------------------------------------------------------- engines */
+
+/* naive and fused arrive with the JIT; they are named here so that asking
+ * for them says "not built yet" rather than "unknown". */
+static const struct {
+    const char *name;
+    aj_engine_run run;
+} engines[] = {
+    {"interp", aj_interp_run},
+    {"naive", NULL},
+    {"fused", NULL},
+};
+
+aj_engine_run aj_engine_find(const char *name, aj_diag *d) {
+    for (size_t i = 0; i < sizeof engines / sizeof engines[0]; i++) {
+        if (strcmp(name, engines[i].name)) continue;
+        if (!engines[i].run) aj_error(d, 0, 0, "engine '%s' is not built yet (available: interp)", name);
+        return engines[i].run;
+    }
+    aj_error(d, 0, 0, "unknown engine '%s' (engines: interp, naive, fused)", name);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Errors from the IR layer may lack a file; the run's model is the one. */
+static int in_file(aj_diag *d, const char *path) {
+    if (d->set && !d->file[0]) snprintf(d->file, sizeof d->file, "%s", path);
+    return -1;
+}
+
+static uint64_t fnv1a(const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3u;
+    return h;
+}
+
+/* The type of parameter i with the run's dims substituted (all constant). */
+static aj_type param_type(const aj_run *r, int i) {
+    aj_type t = r->m->param[i].type;
+    for (int k = 0; k < t.rank; k++) t.dim[k] = aj_dim_bind(t.dim[k], &r->bind);
+    return t;
+}
+
+/* "f32[784, 500]" */
+static const char *tensor_str(const aj_tensor *t, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "%s[", t->dtype == AJ_F32 ? "f32" : "i32");
+    for (int i = 0; i < t->rank && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, i ? ", " : "", t->shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+/* A copy of tensor `name` of a checkpoint section, which must have type `want`;
+ * `what` says what it is for in errors ("parameter", "optimizer state"). */
+static int ckpt_tensor(const aj_ckpt *ck, const char *ckpt_path, int section, const char *name,
+                       const aj_type *want, const char *what, aj_tensor *out, aj_diag *d) {
+    aj_tensor w = aj_tensor_of_type(want);
+    if (!w.data) return aj_io_error(d, ckpt_path, 0, 0, "out of memory for %s %s", what, name);
+    const aj_tensor *t = aj_ckpt_find(ck, section, name);
+    char a[128], b[128];
+    if (!t) {
+        aj_tensor_free(&w);
+        return aj_io_error(d, ckpt_path, 0, 0, "no %s '%s' (the model wants %s)", what, name,
+                           tensor_str(&w, b, sizeof b));
+    }
+    int same = t->dtype == w.dtype && t->rank == w.rank;
+    for (int k = 0; same && k < t->rank; k++) same = t->shape[k] == w.shape[k];
+    if (!same) {
+        aj_io_error(d, ckpt_path, 0, 0, "%s %s is %s there, but the model wants %s (were its dims different?)",
+                    what, name, tensor_str(t, a, sizeof a), tensor_str(&w, b, sizeof b));
+        aj_tensor_free(&w);
+        return -1;
+    }
+    memcpy(w.data, t->data, (size_t)aj_tensor_numel(t) * 4);
+    *out = w;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- run context */
+
+int aj_run_open(aj_run *r, const char *path, const char *ckpt_dims, const char *ckpt_path,
+                const char *dims, int64_t batch, aj_engine_run engine, aj_diag *d) {
+    memset(r, 0, sizeof *r);
+    r->run = engine ? engine : aj_interp_run;
+    r->bdim = r->tdim = -1;
+    if (!(r->m = aj_parse_file(path, d))) return in_file(d, path);
+    aj_module *m = r->m;
+    snprintf(r->hash, sizeof r->hash, "fnv1a:%016" PRIx64, fnv1a(m->src, m->srclen));
+    r->bdim = aj_dim_index(m, "B");
+    r->tdim = aj_dim_index(m, "T");
+    aj_bind_defaults(m, &r->bind);
+    if (ckpt_dims && *ckpt_dims) {
+        aj_diag e = {0};
+        if (aj_bind_parse(m, &r->bind, ckpt_dims, &e))
+            return aj_io_error(d, ckpt_path, 0, 0, "its dims '%s' do not fit %s: %s", ckpt_dims, path, e.msg);
+    }
+    if (dims && aj_bind_parse(m, &r->bind, dims, d)) return in_file(d, path);
+    if (r->bdim >= 0 && batch > 0 && r->bind.v[r->bdim] < 0) r->bind.v[r->bdim] = batch;
+    for (int k = 0; k < m->ndim; k++)
+        if (r->bind.v[k] < 0) {
+            aj_io_error(d, path, m->dim[k].line, m->dim[k].col, "dim %s has no value: give it one with --dims %s=N",
+                        m->dim[k].name, m->dim[k].name);
+            aj_diag_source(d, path, m->src, m->srclen);
+            return -1;
+        }
+    size_t n = 0;
+    for (int k = 0; k < m->ndim && n < sizeof r->dims; k++)
+        if (k != r->bdim)
+            n += (size_t)snprintf(r->dims + n, sizeof r->dims - n, "%s%s=%" PRId64, n ? "," : "", m->dim[k].name,
+                                  r->bind.v[k]);
+    if (aj_module_infer(m, &r->bind, d)) return in_file(d, path);
+    return 0;
+}
+
+void aj_run_close(aj_run *r) {
+    if (r->params)
+        for (int i = 0; i < r->m->nparam; i++) aj_tensor_free(&r->params[i]);
+    free(r->params);
+    aj_module_free(r->m);
+    memset(r, 0, sizeof *r);
+}
+
+static int alloc_params(aj_run *r, aj_diag *d) {
+    if (!r->params) r->params = calloc((size_t)r->m->nparam + 1, sizeof *r->params);
+    return r->params ? 0 : aj_io_error(d, r->m->path, 0, 0, "out of memory for the parameters");
+}
+
+int aj_run_init_params(aj_run *r, uint64_t seed, aj_diag *d) {
+    if (alloc_params(r, d)) return -1;
+    for (int i = 0; i < r->m->nparam; i++) {
+        aj_tensor_free(&r->params[i]);
+        r->params[i] = aj_param_init(r->m, i, &r->bind, seed);
+        if (!r->params[i].data)
+            return aj_io_error(d, r->m->path, r->m->param[i].line, r->m->param[i].col,
+                               "out of memory for parameter %s", r->m->param[i].name);
+    }
+    return 0;
+}
+
+int aj_run_load_params(aj_run *r, const aj_ckpt *ck, const char *ckpt_path, aj_diag *d) {
+    if (alloc_params(r, d)) return -1;
+    for (int i = 0; i < r->m->nparam; i++) {
+        aj_type t = param_type(r, i);
+        aj_tensor_free(&r->params[i]);
+        if (ckpt_tensor(ck, ckpt_path, AJ_CKPT_PARAMS, r->m->param[i].name, &t, "parameter", &r->params[i], d))
+            return -1;
+    }
+    return 0;
+}
+
+/* fn loglik, after checking that it reads one example per row of ds: its
+ * one argument must be f32[B, d]. Errors point at the argument. */
+static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, aj_diag *d) {
+    const aj_module *m = r->m;
+    const aj_graph *fn = aj_module_fn(m, "loglik");
+    if (!fn) return aj_io_error(d, m->path, 0, 0, "the model has no fn loglik (log p(x) per example)"), NULL;
+    if (r->bdim < 0)
+        return aj_io_error(d, m->path, 0, 0, "the model has no batch dim: declare `dim B` and use it as the first axis of loglik's input"), NULL;
+    if (ds->tok)
+        return aj_io_error(d, ds->path, 0, 0, "'%s' is a text dataset: models of token windows (i32[B, T] inputs) "
+                           "arrive in a later issue; vector datasets are mnist-bin, mnist, mnist-gray and csv:FILE",
+                           ds->spec), NULL;
+    if (fn->nleaf != 1)
+        return aj_io_error(d, m->path, fn->line, fn->col, "fn loglik takes %d arguments; training feeds it one, "
+                           "the data x : f32[B, D]", fn->nleaf), NULL;
+    const aj_value *x = &fn->val[fn->leaf[0]];
+    aj_tensor probe = {x->type.dtype, x->type.rank, {0}, NULL};
+    for (int k = 0; k < x->type.rank; k++) probe.shape[k] = x->type.dim[k].coef + x->type.dim[k].off;
+    if (x->type.dtype == AJ_I32 || probe.rank != 2 || probe.shape[0] != r->bind.v[r->bdim] || probe.shape[1] != ds->d) {
+        int fi = 0;
+        while (m->fn[fi] != fn) fi++;
+        char decl[128], here[128];
+        aj_type_str(m, &m->fn_arg_type[fi][0], decl, sizeof decl);
+        if (x->type.dtype == AJ_I32)
+            aj_io_error(d, m->path, x->line, x->col, "loglik's input %s : %s holds tokens: text models arrive in a "
+                        "later issue", x->name, decl);
+        else
+            aj_io_error(d, m->path, x->line, x->col, "the dataset '%s' has %" PRId64 " values per example, but "
+                        "loglik's input %s : %s is %s here (bind the model's dims with --dims to match)",
+                        ds->spec, ds->d, x->name, decl, tensor_str(&probe, here, sizeof here));
+        aj_diag_source(d, m->path, m->src, m->srclen);
+        return NULL;
+    }
+    return fn;
+}
+
+int aj_run_nll(aj_run *r, const aj_dataset *ds, double *nll, const volatile sig_atomic_t *interrupt,
+               aj_diag *d) {
+    const aj_graph *fn = loglik_fn(r, ds, d);
+    if (!fn) return -1;
+    int64_t B = r->bind.v[r->bdim];
+    aj_batcher bt;
+    if (aj_batcher_init(&bt, ds, B, 0, 0, 0, d)) return -1;
+    int64_t shape[2] = {B, ds->d}, count, seen = 0;
+    aj_tensor x = aj_tensor_new(AJ_F32, 2, shape);
+    aj_tensor *res = calloc((size_t)fn->nresult, sizeof *res);
+    int rc = -1;
+    double sum = 0;
+    if (!x.data || !res) {
+        aj_io_error(d, ds->path, 0, 0, "out of memory for a batch of %" PRId64, B);
+        goto out;
+    }
+    while (aj_batcher_next(&bt, x.data, &count) == 1) {
+        if (interrupt && *interrupt) {
+            rc = 1;
+            goto out;
+        }
+        /* zero rows pad the last batch; their log-likelihoods are dropped */
+        memset((float *)x.data + count * ds->d, 0, (size_t)((B - count) * ds->d) * sizeof(float));
+        if (r->run(r->m, fn, r->params, &x, res, 0, d)) goto out;
+        int ok = res[0].dtype == AJ_F32 && aj_tensor_numel(&res[0]) == B;
+        for (int64_t i = 0; ok && i < count; i++) sum -= ((const float *)res[0].data)[i];
+        for (int i = 0; i < fn->nresult; i++) aj_tensor_free(&res[i]);
+        if (!ok) {
+            aj_io_error(d, r->m->path, fn->line, fn->col, "fn loglik's first result must be f32[B]: log p(x) per example");
+            goto out;
+        }
+        seen += count;
+    }
+    *nll = sum / (double)seen;
+    rc = 0;
+out:
+    aj_tensor_free(&x);
+    free(res);
+    aj_batcher_free(&bt);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the train step */
+
+/* train_step's tensors: its arguments are x, lr, decay, then state s of
+ * updated parameter k at 3 + s * np + k; its results loss, P'_k, state'. */
+typedef struct {
+    const aj_graph *g;
+    int np, ns;              /* parameters it updates; optimizer states per parameter */
+    int *pidx;               /* module index of updated parameter k */
+    aj_tensor *in, *res;
+} step_fn;
+
+static void step_free(step_fn *s) {
+    if (s->in)
+        for (int i = 0; i < 3 + s->ns * s->np; i++) aj_tensor_free(&s->in[i]);
+    free(s->in);
+    free(s->res);
+    free(s->pidx);
+    memset(s, 0, sizeof *s);
+}
+
+static aj_tensor *state_tensor(step_fn *s, int st, int k) { return &s->in[3 + st * s->np + k]; }
+
+/* "m_W": the name train_step gives the argument, and the checkpoint the tensor. */
+static void state_name(const aj_run *r, const aj_optim *o, const step_fn *s, int st, int k, char *buf, size_t n) {
+    snprintf(buf, n, "%s_%s", aj_optim_state_name(o, st), r->m->param[s->pidx[k]].name);
+}
+
+static int step_build(step_fn *s, aj_run *r, const aj_optim *o, int64_t dim, aj_diag *d) {
+    memset(s, 0, sizeof *s);
+    aj_graph *g = aj_train_step(r->m, "loglik", o, d);
+    if (!g) return in_file(d, r->m->path);
+    s->g = g;
+    s->ns = aj_optim_nstate(o);
+    /* the parameters it updates, found as optim.c finds them: PARAM values
+     * in module order */
+    s->pidx = calloc((size_t)r->m->nparam + 1, sizeof *s->pidx);
+    if (!s->pidx) return aj_io_error(d, r->m->path, 0, 0, "out of memory");
+    for (int p = 0; p < r->m->nparam; p++)
+        for (int v = 0; v < g->nval; v++)
+            if (g->val[v].kind == AJ_VAL_PARAM && g->val[v].idx == p) {
+                s->pidx[s->np++] = p;
+                break;
+            }
+    int nin = 3 + s->ns * s->np;
+    if (g->nleaf != nin || g->nresult != 1 + s->np * (1 + s->ns))
+        return aj_io_error(d, r->m->path, 0, 0, "train_step has %d arguments and %d results, expected %d and %d",
+                           g->nleaf, g->nresult, nin, 1 + s->np * (1 + s->ns));
+    s->in = calloc((size_t)nin, sizeof *s->in);
+    s->res = calloc((size_t)g->nresult, sizeof *s->res);
+    int64_t xshape[2] = {r->bind.v[r->bdim], dim};
+    if (s->in && s->res) {
+        s->in[0] = aj_tensor_new(AJ_F32, 2, xshape);
+        s->in[1] = aj_tensor_new(AJ_F32, 0, NULL);
+        s->in[2] = aj_tensor_new(AJ_F32, 0, NULL);
+        for (int st = 0; st < s->ns; st++)
+            for (int k = 0; k < s->np; k++) {
+                aj_type t = param_type(r, s->pidx[k]);
+                *state_tensor(s, st, k) = aj_tensor_of_type(&t);
+            }
+    }
+    for (int i = 0; s->in && i < nin; i++)
+        if (!s->in[i].data) return aj_io_error(d, r->m->path, 0, 0, "out of memory for train_step's arguments");
+    if (!s->in || !s->res) return aj_io_error(d, r->m->path, 0, 0, "out of memory");
+    return 0;
+}
+
+/* One step on the batch already in s->in[0]: the new parameters and states
+ * replace the old ones. */
+static int step_run(step_fn *s, aj_run *r, float lr, float decay, uint64_t seed, double *loss, aj_diag *d) {
+    *(float *)s->in[1].data = lr;
+    *(float *)s->in[2].data = decay;
+    if (r->run(r->m, s->g, r->params, s->in, s->res, seed, d)) return -1;
+    *loss = *(const float *)s->res[0].data;
+    aj_tensor_free(&s->res[0]);
+    for (int k = 0; k < s->np; k++) {
+        aj_tensor_free(&r->params[s->pidx[k]]);
+        r->params[s->pidx[k]] = s->res[1 + k];
+    }
+    for (int st = 0; st < s->ns; st++)
+        for (int k = 0; k < s->np; k++) {
+            aj_tensor_free(state_tensor(s, st, k));
+            *state_tensor(s, st, k) = s->res[1 + s->np + st * s->np + k];
+        }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- checkpoints */
+
+/* Everything the loop carries besides tensors. */
+typedef struct {
+    int64_t step;            /* steps done in all */
+    int64_t epoch, pos;      /* the current epoch (from 0) and its examples done */
+    double loss_sum;         /* this epoch's step losses so far, and their count */
+    int64_t loss_n;
+    double best;             /* best valid NLL (+inf: none yet) */
+    int64_t since_best;      /* epochs validated since it */
+    uint64_t seed;
+    int64_t batch;           /* B */
+} train_state;
+
+/* Each field goes into the checkpoint as the u64 of its 8 bytes, so doubles
+ * come back bit for bit. */
+static const struct {
+    const char *name;
+    size_t off;
+} state_fields[] = {
+    {"step", offsetof(train_state, step)},
+    {"epoch", offsetof(train_state, epoch)},
+    {"pos", offsetof(train_state, pos)},
+    {"epoch_loss_sum", offsetof(train_state, loss_sum)},
+    {"epoch_loss_n", offsetof(train_state, loss_n)},
+    {"best_valid", offsetof(train_state, best)},
+    {"since_best", offsetof(train_state, since_best)},
+    {"seed", offsetof(train_state, seed)},
+    {"batch", offsetof(train_state, batch)},
+};
+#define NSTATE_FIELDS (sizeof state_fields / sizeof state_fields[0])
+
+static const char *const opt_names[] = {"sgd", "adam", "rmsprop"};   /* by aj_opt_kind */
+static const char *const sched_names[] = {"constant", "step", "cosine"};
+
+static void describe_opt(const aj_job *job, char *buf, size_t n) {
+    const aj_optim *o = &job->opt;
+    size_t k = (size_t)snprintf(buf, n, "%s lr=%g", opt_names[o->kind], job->lr);
+    if (o->kind == AJ_OPT_SGD) k += (size_t)snprintf(buf + k, n - k, " momentum=%g", o->momentum);
+    if (o->kind == AJ_OPT_ADAM) k += (size_t)snprintf(buf + k, n - k, " beta1=%g beta2=%g", o->beta1, o->beta2);
+    if (o->kind == AJ_OPT_RMSPROP) k += (size_t)snprintf(buf + k, n - k, " rho=%g", o->rho);
+    if (o->kind != AJ_OPT_SGD) k += (size_t)snprintf(buf + k, n - k, " eps=%g", o->eps);
+    k += (size_t)snprintf(buf + k, n - k, " weight_decay=%g clip=%g schedule=%s", o->weight_decay, o->clip,
+                          sched_names[job->schedule]);
+    if (job->schedule == AJ_SCHED_STEP && k < n)
+        snprintf(buf + k, n - k, " step_epochs=%" PRId64 " gamma=%g", job->step_epochs, job->gamma);
+}
+
+/* Write the whole training state to `path` (atomically). */
+static int save_ckpt(const aj_job *job, const aj_run *r, step_fn *s, const train_state *st,
+                     const aj_dataset *ds, const char *path, aj_diag *d) {
+    aj_ckpt *ck = aj_ckpt_new();
+    int bad = !ck;
+    char buf[512];
+    for (int i = 0; !bad && i < r->m->nparam; i++)
+        bad |= aj_ckpt_add_tensor(ck, AJ_CKPT_PARAMS, r->m->param[i].name, &r->params[i]) != 0;
+    for (int t = 0; !bad && t < s->ns; t++)
+        for (int k = 0; k < s->np; k++) {
+            state_name(r, &job->opt, s, t, k, buf, sizeof buf);
+            bad |= aj_ckpt_add_tensor(ck, AJ_CKPT_OPTIM, buf, state_tensor(s, t, k)) != 0;
+        }
+    for (size_t i = 0; !bad && i < NSTATE_FIELDS; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)st + state_fields[i].off, sizeof v);
+        bad |= aj_ckpt_set_u64(ck, state_fields[i].name, v) != 0;
+    }
+    describe_opt(job, buf, sizeof buf);
+    bad = bad || aj_ckpt_set_meta(ck, "model", r->m->path) || aj_ckpt_set_meta(ck, "model_hash", r->hash) ||
+          aj_ckpt_set_meta(ck, "dims", r->dims) || aj_ckpt_set_meta(ck, "data", ds->spec) ||
+          aj_ckpt_set_meta(ck, "optimizer", buf) || aj_ckpt_set_meta(ck, "opt", opt_names[job->opt.kind]);
+    if (!bad && ds->h > 0) {
+        snprintf(buf, sizeof buf, "%" PRId64 "x%" PRId64, ds->h, ds->w);
+        bad = aj_ckpt_set_meta(ck, "image", buf) != 0;
+    }
+    if (!bad) {
+        snprintf(buf, sizeof buf, "%.17g", st->best);
+        bad = aj_ckpt_set_meta(ck, "best_valid_nll", buf) != 0;
+    }
+    int rc = bad ? aj_io_error(d, path, 0, 0, "out of memory building the checkpoint") : aj_ckpt_save(ck, path, d);
+    aj_ckpt_free(ck);
+    return rc;
+}
+
+/* Load `path` and open the model under the dims it records, with B = batch
+ * (0: the batch size it was trained with). strict: the model's source must
+ * hash as it did (resume); else a changed model whose parameters still fit
+ * is only warned about (eval, sample). */
+static int open_ckpt(const aj_job *job, const char *path, int strict, int64_t batch, aj_run *r,
+                     aj_ckpt **ck, aj_diag *d) {
+    memset(r, 0, sizeof *r);
+    if (!(*ck = aj_ckpt_load(path, d))) return -1;
+    uint64_t b;
+    if (!batch) batch = aj_ckpt_get_u64(*ck, "batch", &b) == 0 && b > 0 && b <= (1u << 24) ? (int64_t)b : DEFAULT_BATCH;
+    const char *hash = aj_ckpt_meta(*ck, "model_hash"), *model = aj_ckpt_meta(*ck, "model");
+    if (!hash || !aj_ckpt_meta(*ck, "dims"))
+        return aj_io_error(d, path, 0, 0, "not a training checkpoint: it has no model_hash/dims metadata");
+    if (aj_run_open(r, job->model, aj_ckpt_meta(*ck, "dims"), path, job->dims, batch, job->engine, d)) return -1;
+    if (strcmp(hash, r->hash)) {
+        if (strict)
+            return aj_io_error(d, path, 0, 0, "it was trained on another model (%s, %s); %s is %s now: resuming needs "
+                               "the same model file", model ? model : "?", hash, job->model, r->hash);
+        if (job->log)
+            fprintf(job->log, "arjit: warning: %s was trained on a different version of the model (%s, %s; %s is %s)\n",
+                    path, model ? model : "?", hash, job->model, r->hash);
+    }
+    return aj_run_load_params(r, *ck, path, d);
+}
+
+/* The optimizer states and loop state of a training checkpoint. */
+static int restore(const aj_job *job, const aj_run *r, step_fn *s, train_state *st, const aj_ckpt *ck,
+                   aj_diag *d) {
+    const char *opt = aj_ckpt_meta(ck, "opt");
+    if (!opt || strcmp(opt, opt_names[job->opt.kind]))
+        return aj_io_error(d, job->resume, 0, 0, "it holds %s optimizer state, but --opt is %s",
+                           opt ? opt : "no", opt_names[job->opt.kind]);
+    char name[320];
+    for (int t = 0; t < s->ns; t++)
+        for (int k = 0; k < s->np; k++) {
+            aj_type ty = param_type(r, s->pidx[k]);
+            aj_tensor *dst = state_tensor(s, t, k);
+            state_name(r, &job->opt, s, t, k, name, sizeof name);
+            aj_tensor_free(dst);
+            if (ckpt_tensor(ck, job->resume, AJ_CKPT_OPTIM, name, &ty, "optimizer state", dst, d)) return -1;
+        }
+    for (size_t i = 0; i < NSTATE_FIELDS; i++) {
+        uint64_t v;
+        if (aj_ckpt_get_u64(ck, state_fields[i].name, &v))
+            return aj_io_error(d, job->resume, 0, 0, "not a training checkpoint: it has no '%s'", state_fields[i].name);
+        memcpy((char *)st + state_fields[i].off, &v, sizeof v);
+    }
+    if (st->step < 0 || st->epoch < 0 || st->pos < 0 || st->loss_n < 0 || st->since_best < 0 || st->batch < 1)
+        return aj_io_error(d, job->resume, 0, 0, "corrupt training state (step %" PRId64 ", epoch %" PRId64 ")",
+                           st->step, st->epoch);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- schedule */
+
+/* The step's learning rate from the schedule, before Adam's bias correction. */
+static double scheduled_lr(const aj_job *job, const train_state *st, int64_t total_steps) {
+    switch (job->schedule) {
+    case AJ_SCHED_STEP:
+        return job->step_epochs > 0 ? job->lr * pow(job->gamma, (double)(st->epoch / job->step_epochs)) : job->lr;
+    case AJ_SCHED_COSINE: {
+        double progress = total_steps ? fmin(1.0, (double)st->step / (double)total_steps) : 1.0;
+        return job->lr * 0.5 * (1 + cos(M_PI * progress));
+    }
+    case AJ_SCHED_CONSTANT: break;
+    }
+    return job->lr;
+}
+
+/* ---------------------------------------------------------------- progress */
+
+typedef struct {
+    double t0;               /* when this epoch started in this process */
+    int64_t pos0;            /* and at which example */
+    double last;             /* when the live bar was last drawn */
+    int64_t next_line;       /* plain mode: the step (in the epoch) of the next line */
+} progress;
+
+static void fmt_secs(double s, char *buf, size_t n) {
+    long v = s > 0 && s < 1e8 ? (long)(s + 0.5) : 0;
+    if (v >= 3600) snprintf(buf, n, "%ldh%02ldm", v / 3600, v / 60 % 60);
+    else if (v >= 60) snprintf(buf, n, "%ldm%02lds", v / 60, v % 60);
+    else snprintf(buf, n, "%lds", v);
+}
+
+/* After each step: a live bar redrawn at most 10 times a second on a
+ * terminal, else a plain line every ~10% of the epoch. */
+static void show_progress(const aj_job *job, progress *p, const train_state *st, int64_t B, int64_t spe,
+                          int64_t epochs) {
+    if (!job->log) return;
+    double t = now();
+    int64_t done = st->pos / B, ran = (st->pos - p->pos0) / B;
+    double rate = ran ? (double)(ran * B) / (t - p->t0) : 0;
+    if (job->live ? t - p->last < 0.1 : done < p->next_line) return;
+    char eta[32];
+    fmt_secs(rate > 0 ? (double)((spe - done) * B) / rate : 0, eta, sizeof eta);
+    double loss = st->loss_n ? st->loss_sum / (double)st->loss_n : 0;
+    if (job->live) {
+        char bar[21];
+        int fill = spe ? (int)(20 * done / spe) : 20;
+        for (int i = 0; i < 20; i++) bar[i] = i < fill ? '#' : '.';
+        bar[20] = 0;
+        fprintf(job->log, "\repoch %" PRId64 "/%" PRId64 " [%s] %" PRId64 "/%" PRId64 "  loss %.4f  %.0f ex/s  ETA %s\033[K",
+                st->epoch + 1, epochs, bar, done, spe, loss, rate, eta);
+        p->last = t;
+    } else {
+        fprintf(job->log, "epoch %" PRId64 "/%" PRId64 ": step %" PRId64 "/%" PRId64 "  loss %.4f  %.0f ex/s  ETA %s\n",
+                st->epoch + 1, epochs, done, spe, loss, rate, eta);
+        p->next_line = done + (spe + 9) / 10;
+    }
+    fflush(job->log);
+}
+
+static void clear_progress(const aj_job *job) {
+    if (job->log && job->live) fprintf(job->log, "\r\033[K");
+}
+
+/* ---------------------------------------------------------------- train */
+
+/* What aj_train holds, freed in one place. */
+typedef struct {
+    aj_run r;
+    aj_ckpt *ck;
+    aj_dataset train, valid;
+    aj_batcher bt;
+    step_fn s;
+    char last[1100];         /* SAVE.last */
+} trainer;
+
+static void trainer_free(trainer *t) {
+    step_free(&t->s);
+    aj_batcher_free(&t->bt);
+    aj_dataset_free(&t->train);
+    aj_dataset_free(&t->valid);
+    aj_ckpt_free(t->ck);
+    aj_run_close(&t->r);
+}
+
+/* Everything up to the first step: model, data, train_step, and the state
+ * either fresh or from --resume. */
+static int trainer_open(trainer *t, const aj_job *job, train_state *st, aj_diag *d) {
+    const char *data = job->data;
+    if (job->resume) {
+        if (open_ckpt(job, job->resume, 1, job->batch, &t->r, &t->ck, d)) return -1;
+        if (!data) data = aj_ckpt_meta(t->ck, "data");
+    } else if (aj_run_open(&t->r, job->model, NULL, NULL, job->dims, job->batch ? job->batch : DEFAULT_BATCH,
+                           job->engine, d) ||
+               aj_run_init_params(&t->r, job->seed, d)) {
+        return -1;
+    }
+    if (!data) return aj_io_error(d, NULL, 0, 0, "no dataset: give one with --data");
+    if (t->r.bdim < 0)
+        return aj_io_error(d, job->model, 0, 0, "the model has no batch dim: declare `dim B` and use it as the first "
+                           "axis of loglik's input");
+    if (aj_dataset_load(data, "train", &t->train, d) || aj_dataset_load(data, "valid", &t->valid, d)) return -1;
+    if (!loglik_fn(&t->r, &t->train, d) || step_build(&t->s, &t->r, &job->opt, t->train.d, d)) return -1;
+
+    int64_t B = t->r.bind.v[t->r.bdim];
+    *st = (train_state){.best = INFINITY, .seed = job->seed, .batch = B};
+    if (job->resume) {
+        if (restore(job, &t->r, &t->s, st, t->ck, d)) return -1;
+        /* what makes the run differ from the one it continues */
+        const char *ck_data = aj_ckpt_meta(t->ck, "data"), *ck_opt = aj_ckpt_meta(t->ck, "optimizer");
+        char opt[512];
+        describe_opt(job, opt, sizeof opt);
+        if (job->log && ck_data && strcmp(ck_data, data))
+            fprintf(job->log, "arjit: warning: %s was trained on '%s', going on with '%s'\n", job->resume, ck_data, data);
+        if (job->log && ck_opt && strcmp(ck_opt, opt))
+            fprintf(job->log, "arjit: warning: %s was trained with %s; going on with %s\n", job->resume, ck_opt, opt);
+        if (job->log && st->batch != B)
+            fprintf(job->log, "arjit: warning: %s was trained in batches of %" PRId64 "; going on with %" PRId64 "\n",
+                    job->resume, st->batch, B);
+        if (job->log && job->seed_given && job->seed != st->seed)
+            fprintf(job->log, "arjit: warning: --seed %" PRIu64 " ignored: resuming keeps the checkpoint's seed %" PRIu64
+                    " (it fixes the batch order)\n", job->seed, st->seed);
+        st->batch = B;
+    }
+    if (aj_batcher_init(&t->bt, &t->train, B, 0, st->seed, AJ_BATCH_SHUFFLE | AJ_BATCH_DROP_LAST, d)) return -1;
+    if (job->save) snprintf(t->last, sizeof t->last, "%s.last", job->save);
+    return 0;
+}
+
+/* Save SAVE.last (and SAVE when `best`), if there is a --save. */
+static int checkpoint(const aj_job *job, trainer *t, const train_state *st, int best, aj_diag *d) {
+    if (!job->save) return 0;
+    if (best && save_ckpt(job, &t->r, &t->s, st, &t->train, job->save, d)) return -1;
+    return save_ckpt(job, &t->r, &t->s, st, &t->train, t->last, d);
+}
+
+static int interrupted(const aj_job *job) { return job->interrupt && *job->interrupt; }
+
+int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d) {
+    memset(res, 0, sizeof *res);
+    res->first_loss = res->train_nll = res->valid_nll = res->best_valid = NAN;
+    if (job->threads > 0) omp_set_num_threads(job->threads);
+    trainer t = {0};
+    train_state st;
+    int rc = -1;
+    if (trainer_open(&t, job, &st, d)) goto out;
+
+    int64_t epochs = job->epochs ? job->epochs : DEFAULT_EPOCHS;
+    int64_t B = t.r.bind.v[t.r.bdim], spe = t.bt.nexamples / B, end = spe * B;
+    int64_t total = epochs * spe;
+    if (job->max_steps && job->max_steps < total) total = job->max_steps;
+    const aj_optim *o = &job->opt;
+    if (job->resume && job->log)
+        fprintf(job->log, "resuming %s at epoch %" PRId64 ", example %" PRId64 " (step %" PRId64 ")\n", job->resume,
+                st.epoch + 1, st.pos, st.step);
+    if (st.epoch >= epochs && job->log)
+        fprintf(job->log, "nothing to do: %" PRId64 " epochs are done and --epochs is %" PRId64 "\n", st.epoch, epochs);
+
+    while (st.epoch < epochs && !(job->max_steps && st.step >= job->max_steps)) {
+        progress p = {now(), st.pos, 0, 0};
+        aj_batcher_seek(&t.bt, st.epoch, st.pos);
+        while (st.pos < end && !interrupted(job) && !(job->max_steps && st.step >= job->max_steps)) {
+            int64_t count;
+            aj_batcher_next(&t.bt, t.s.in[0].data, &count);
+            double lr = scheduled_lr(job, &st, total), loss;
+            float lr_t = (float)lr;
+            if (o->kind == AJ_OPT_ADAM) {   /* bias correction, t = this step, from 1 */
+                double k = (double)(st.step + 1);
+                lr_t = (float)(lr * sqrt(1 - pow(o->beta2, k)) / (1 - pow(o->beta1, k)));
+            }
+            if (step_run(&t.s, &t.r, lr_t, (float)(lr * o->weight_decay), aj_rng_key(st.seed, 4, (uint64_t)st.step),
+                         &loss, d))
+                goto out;
+            if (!isfinite(loss)) {
+                aj_io_error(d, job->model, 0, 0, "the loss is %g at step %" PRId64 " (epoch %" PRId64 "): training "
+                            "diverged; try a smaller --lr or --clip", loss, st.step + 1, st.epoch + 1);
+                goto out;
+            }
+            if (isnan(res->first_loss)) res->first_loss = loss;
+            st.step++;
+            st.pos += B;
+            st.loss_sum += loss;
+            st.loss_n++;
+            show_progress(job, &p, &st, B, spe, epochs);
+        }
+        /* on SIGINT mid-epoch, or during its validation below, SAVE.last
+         * keeps the position: resuming finishes the epoch, validation too */
+        double valid = NAN;
+        if (job->log && job->live && !interrupted(job)) {
+            fprintf(job->log, "\repoch %" PRId64 "/%" PRId64 ": validating on %" PRId64 " examples\033[K", st.epoch + 1,
+                    epochs, t.valid.n);
+            fflush(job->log);
+        }
+        int vrc = interrupted(job) ? 1 : aj_run_nll(&t.r, &t.valid, &valid, job->interrupt, d);
+        clear_progress(job);
+        if (vrc < 0) goto out;
+        if (vrc > 0) {
+            res->interrupted = 1;
+            if (checkpoint(job, &t, &st, 0, d)) goto out;
+            break;
+        }
+        int partial = st.pos < end, better = valid < st.best;
+        res->train_nll = st.loss_n ? st.loss_sum / (double)st.loss_n : NAN;
+        res->valid_nll = valid;
+        if (better) st.best = valid, st.since_best = 0;
+        else st.since_best++;
+        if (job->out) {
+            fprintf(job->out, "epoch %" PRId64, st.epoch + 1);
+            if (partial) fprintf(job->out, " (%" PRId64 "/%" PRId64 " steps)", st.pos / B, spe);
+            fprintf(job->out, ": train NLL %.4f  valid NLL %.4f (best %.4f)  time %.1fs\n", res->train_nll, valid,
+                    st.best, now() - p.t0);
+            fflush(job->out);
+        }
+        if (!partial) st.epoch++, st.pos = 0, st.loss_sum = 0, st.loss_n = 0;
+        if (checkpoint(job, &t, &st, better, d)) goto out;
+        if (job->patience && st.since_best >= job->patience) {
+            res->early_stopped = 1;
+            if (job->out)
+                fprintf(job->out, "early stop: no better valid NLL for %" PRId64 " epochs\n", st.since_best);
+            break;
+        }
+    }
+    res->step = st.step;
+    res->epoch = st.epoch;
+    res->best_valid = st.best;
+    rc = 0;
+out:
+    clear_progress(job);
+    trainer_free(&t);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- eval, sample */
+
+int aj_eval(const aj_job *job, aj_eval_result *res, aj_diag *d) {
+    memset(res, 0, sizeof *res);
+    aj_run r;
+    aj_ckpt *ck = NULL;
+    aj_dataset ds = {0};
+    int rc = -1;
+    if (open_ckpt(job, job->ckpt, 0, job->batch, &r, &ck, d)) goto out;
+    const char *data = job->data ? job->data : aj_ckpt_meta(ck, "data");
+    const char *split = job->split ? job->split : "test";
+    if (!data) {
+        aj_io_error(d, job->ckpt, 0, 0, "no dataset recorded: give one with --data");
+        goto out;
+    }
+    if (aj_dataset_load(data, split, &ds, d) || aj_run_nll(&r, &ds, &res->nll, NULL, d)) goto out;
+    res->n = ds.n;
+    res->d = ds.d;
+    res->bpd = res->nll / ((double)ds.d * M_LN2);
+    snprintf(res->split, sizeof res->split, "%s", split);
+    snprintf(res->data, sizeof res->data, "%s", data);
+    rc = 0;
+out:
+    aj_dataset_free(&ds);
+    aj_ckpt_free(ck);
+    if (r.m) aj_run_close(&r);
+    return rc;
+}
+
+int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
+    memset(out, 0, sizeof *out);
+    aj_run r;
+    aj_ckpt *ck = NULL;
+    aj_tensor *res = NULL;
+    int rc = -1;
+    if (open_ckpt(job, job->ckpt, 0, n, &r, &ck, d)) goto out;
+    const aj_graph *fn = aj_module_fn(r.m, "sample");
+    if (!fn) {
+        aj_io_error(d, job->model, 0, 0, "the model has no fn sample");
+        goto out;
+    }
+    if (r.bdim < 0 || r.bind.v[r.bdim] != n) {
+        aj_io_error(d, job->model, 0, 0, "the number of samples is the batch dim B: %s",
+                    r.bdim < 0 ? "the model has none" : "do not bind B with --dims, use -n");
+        goto out;
+    }
+    if (fn->nleaf) {
+        aj_io_error(d, job->model, fn->line, fn->col, "fn sample takes %d arguments; arjit sample runs it without any",
+                    fn->nleaf);
+        goto out;
+    }
+    if (!(res = calloc((size_t)fn->nresult, sizeof *res))) {
+        aj_io_error(d, job->model, 0, 0, "out of memory");
+        goto out;
+    }
+    if (r.run(r.m, fn, r.params, NULL, res, job->seed, d)) goto out;
+    out->x = res[0];
+    res[0].data = NULL;
+    for (int i = 1; i < fn->nresult; i++) aj_tensor_free(&res[i]);
+    /* images when the training data were, and every sample is one */
+    const char *img = aj_ckpt_meta(ck, "image");
+    int h, w;
+    if (img && sscanf(img, "%dx%d", &h, &w) == 2 && h > 0 && w > 0 && out->x.dtype == AJ_F32 &&
+        aj_tensor_numel(&out->x) == n * h * w)
+        out->h = h, out->w = w;
+    rc = 0;
+out:
+    free(res);
+    aj_ckpt_free(ck);
+    if (r.m) aj_run_close(&r);
+    return rc;
+}
