@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# `arjit train | eval | sample | gradcheck` from the command line: help, usage
+# errors (exit 2 with a hint), errors naming the file (exit 1), a short run
+# on synthetic data end to end, and Ctrl-C (exit 130, CKPT.last kept).
+#
+#   tests/test_cli_train.sh path/to/arjit     (ctest runs it as `cli_train`)
+set -uo pipefail
+
+ARJIT=${1:?usage: test_cli_train.sh path/to/arjit}
+SRC=${ARJIT_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+OUT=$TMP/out ERR=$TMP/err
+fails=0 passes=0
+FVSBN=$SRC/models/fvsbn.graph
+
+fail() {
+    echo "FAIL: $*"
+    echo "  stdout:"; sed 's/^/    /' "$OUT"
+    echo "  stderr:"; sed 's/^/    /' "$ERR"
+    fails=$((fails + 1))
+}
+
+# run CODE ARGS...: run arjit, expect exit CODE; output in $OUT/$ERR.
+run() {
+    local want=$1
+    shift
+    LAST="$*"
+    "$ARJIT" "$@" >"$OUT" 2>"$ERR"
+    local got=$?
+    if ((got != want)); then
+        fail "arjit $* exited $got, expected $want"
+        return 1
+    fi
+    if grep -qE 'Sanitizer|runtime error:' "$ERR"; then
+        fail "arjit $*: sanitizer report"
+        return 1
+    fi
+    passes=$((passes + 1))
+}
+
+# has FILE TEXT: the file contains TEXT (fixed string).
+has() {
+    if ! grep -qF -- "$2" "$1"; then
+        fail "expected '$2' in $(basename "$1") (after: arjit ${LAST:-})"
+        return 1
+    fi
+}
+
+# usage CODE-2 ARGS... TEXT: a usage error that says TEXT and hints at help.
+usage() {
+    local text=${*: -1}
+    run 2 "${@:1:$#-1}" && has "$ERR" "$text" && has "$ERR" "see 'arjit $1 --help'"
+}
+
+# Synthetic 2x3 images in IDX format (the `mnist` spec reads any size):
+# x0 random, x1 = x0, x2 = 1 - x0, x3 random, x4 = x3, x5 = 1.
+idx() {   # idx FILE COUNT
+    local n=$2 bytes=""
+    bytes+=$(printf '\\x00\\x00\\x08\\x03\\x00\\x00\\x%02x\\x%02x\\x00\\x00\\x00\\x02\\x00\\x00\\x00\\x03' $((n >> 8)) $((n & 255)))
+    for ((i = 0; i < n; i++)); do
+        local a=$((RANDOM % 10 < 8 ? 255 : 0)) b=$((RANDOM % 2 * 255))
+        bytes+=$(printf '\\x%02x\\x%02x\\x%02x\\x%02x\\x%02x\\xff' $a $a $((255 - a)) $b $b)
+    done
+    printf "$bytes" >"$1"
+}
+mkdir -p "$TMP/data"
+RANDOM=42
+idx "$TMP/data/train-images-idx3-ubyte" 600
+idx "$TMP/data/t10k-images-idx3-ubyte" 100
+export ARJIT_DATA=$TMP/data
+
+# ---------------------------------------------------------------- help
+run 0 --help && for c in train eval sample gradcheck; do has "$OUT" "  $c "; done
+run 0 train --help && has "$OUT" "usage: arjit train FILE [FLAGS]" && has "$OUT" "--resume CKPT" &&
+    has "$OUT" "CKPT.last" && has "$OUT" "exits 130"
+run 0 eval --help && has "$OUT" "bits per dimension"
+run 0 sample --help && has "$OUT" "-n N"
+run 0 gradcheck --help && has "$OUT" "--tol X"
+
+# ---------------------------------------------------------------- usage errors
+usage train "$FVSBN" "'train' needs --data SPEC"
+usage train "$FVSBN" --data mnist --lr abc "bad value 'abc' for --lr: expected a number > 0"
+usage train "$FVSBN" --data mnist --lr 0 "bad value '0' for --lr"
+usage train "$FVSBN" --data mnist --epochs -1 "bad value '-1' for --epochs"
+usage train "$FVSBN" --data mnist --epochs 2x "bad value '2x' for --epochs"
+usage train "$FVSBN" --data mnist --batch 0 "bad value '0' for --batch"
+usage train "$FVSBN" --data mnist --opt adamw "expected adam, sgd or rmsprop"
+usage train "$FVSBN" --data mnist --schedule linear "expected constant, step or cosine"
+usage train "$FVSBN" --data mnist --beta2 1 "expected a number in [0, 1)"
+usage train "$FVSBN" --data mnist --clip nan "bad value 'nan' for --clip"
+usage train "$FVSBN" --data mnist --engine fused "engine 'fused' is not built yet"
+usage train "$FVSBN" --data mnist --engine naive "engine 'naive' is not built yet"
+usage train "$FVSBN" --data mnist --engine jet "unknown engine 'jet'"
+usage train "$FVSBN" --data mnist --ckpt x "unknown flag '--ckpt' for 'train'"
+usage train "$FVSBN" --data "flag '--data' of 'train' needs a value"
+usage eval "$FVSBN" "'eval' needs --ckpt CKPT"
+usage eval "$FVSBN" --ckpt x --split dev "expected test, valid or train"
+usage sample "$FVSBN" --ckpt x -n 0 "bad value '0' for -n"
+usage gradcheck "$FVSBN" --probes many "bad value 'many' for --probes"
+usage gradcheck "$FVSBN" --tol -1 "bad value '-1' for --tol"
+
+# ---------------------------------------------------------------- errors naming the file
+run 1 train "$TMP/none.graph" --data mnist && has "$ERR" "$TMP/none.graph"
+run 1 train "$FVSBN" --data csv:nothere.csv --dims D=6 && has "$ERR" "cannot find nothere.csv"
+run 1 train "$FVSBN" --data mnist && has "$ERR" "has 6 values per example" && has "$ERR" "f32[100, 784]"
+run 1 train "$FVSBN" --data mnist --dims D=6,Q=1 && has "$ERR" "the model has no dim 'Q'"
+run 1 eval "$FVSBN" --ckpt "$TMP/none.ck" && has "$ERR" "$TMP/none.ck"
+printf 'ARJITCK1 but not really' >"$TMP/junk.ck"
+run 1 eval "$FVSBN" --ckpt "$TMP/junk.ck" && has "$ERR" "$TMP/junk.ck: error:"
+run 1 train "$FVSBN" --resume "$TMP/junk.ck" && has "$ERR" "$TMP/junk.ck: error:"
+
+# ---------------------------------------------------------------- gradcheck
+run 0 gradcheck "$FVSBN" --dims D=8 && has "$OUT" "(D=8,B=2)" && has "$OUT" "PASS" && has "$OUT" "all 2 parameters pass"
+run 0 gradcheck "$SRC/models/nade.graph" --dims D=6,H=4,B=3 --probes 5 && has "$OUT" "(D=6,H=4,B=3)"
+run 1 gradcheck "$FVSBN" --dims D=8 --tol 1e-12 && has "$OUT" "FAIL" && has "$OUT" "2 of 2 parameters FAIL"
+run 1 gradcheck "$FVSBN" --dims D=8 --fn nope && has "$ERR" "no fn 'nope'"
+
+# ---------------------------------------------------------------- train, eval, sample
+CK=$TMP/fv.ck
+run 0 train "$FVSBN" --dims D=6 --data mnist --epochs 2 --batch 10 --lr 0.05 --save "$CK" &&
+    has "$OUT" "epoch 1: train NLL" && has "$OUT" "epoch 2: train NLL" && has "$OUT" "done: 100 steps, 2 epochs" &&
+    has "$ERR" "epoch 1/2: step 1/50" && [[ -f $CK && -f $CK.last ]] || fail "train did not write $CK and $CK.last"
+run 0 eval "$FVSBN" --ckpt "$CK" && has "$OUT" "test NLL " && has "$OUT" "bits/dim (100 examples of 6 values, mnist)"
+run 0 eval "$FVSBN" --ckpt "$CK" --split valid --batch 7 && has "$OUT" "valid NLL "
+run 0 sample "$FVSBN" --ckpt "$CK" -n 9 --out "$TMP/s.png" && has "$OUT" "wrote 9 samples of 2x3 to $TMP/s.png" &&
+    [[ -s $TMP/s.png ]] || fail "no PNG"
+# resuming a finished run has nothing to do; one more epoch continues it
+run 0 train "$FVSBN" --resume "$CK.last" --epochs 2 && has "$ERR" "nothing to do"
+run 0 train "$FVSBN" --resume "$CK.last" --epochs 3 --lr 0.05 && has "$OUT" "epoch 3: train NLL" &&
+    has "$OUT" "done: 150 steps, 3 epochs"
+run 1 train "$SRC/models/nade.graph" --resume "$CK.last" && has "$ERR" "trained on another model"
+
+# Ctrl-C: the step finishes, CKPT.last is saved, exit 130; then it resumes.
+"$ARJIT" train "$FVSBN" --dims D=6 --data mnist --epochs 100000 --batch 10 --save "$TMP/int.ck" >"$OUT" 2>"$ERR" &
+pid=$!
+for ((i = 0; i < 200; i++)); do grep -q "step" "$ERR" && break; sleep 0.05; done
+kill -INT $pid
+wait $pid
+got=$?
+if ((got != 130)); then
+    fail "Ctrl-C: exit $got, expected 130"
+else
+    LAST="train (Ctrl-C)"
+    has "$ERR" "interrupted: finishing this step" && has "$ERR" "continue with --resume $TMP/int.ck.last" &&
+        passes=$((passes + 1))
+    run 0 train "$FVSBN" --resume "$TMP/int.ck.last" --max-steps 60 --lr 0.01 && has "$ERR" "resuming" && has "$ERR" "trained with adam lr=0.001"
+fi
+
+echo "cli_train: $passes passed, $fails failed"
+((fails == 0))
