@@ -122,6 +122,35 @@ static void test_errors(void **state) {
     assert_non_null(strstr(d.msg, "aj_no_such_symbol_anywhere"));
 }
 
+/* Modules built, optimised, added and looked up from several threads at
+ * once (LLJIT itself crashed on concurrent add/lookup: the wrapper locks). */
+static void test_threads(void **state) {
+    (void)state;
+    enum { NT = 8 };
+    int got[NT] = {0};
+#pragma omp parallel for num_threads(4) schedule(dynamic, 1)
+    for (int t = 0; t < NT; t++) {
+        char name[32];
+        snprintf(name, sizeof name, "const_%d", t);
+        aj_jit_module *m = aj_jit_module_new(jit, name);
+        LLVMContextRef ctx = aj_jit_module_context(m);
+        LLVMTypeRef i32 = LLVMInt32TypeInContext(ctx);
+        LLVMValueRef fn = LLVMAddFunction(aj_jit_module_llvm(m), name, LLVMFunctionType(i32, NULL, 0, 0));
+        LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+        LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+        LLVMBuildRet(b, LLVMConstInt(i32, (unsigned long long)(3 * t + 1), 0));
+        LLVMDisposeBuilder(b);
+        aj_diag d = {0};
+        if (aj_jit_optimize(jit, m, &d))
+            aj_jit_module_free(m);
+        else if (aj_jit_add(jit, m, &d) == 0) {
+            int (*f)(void) = (int (*)(void))aj_jit_lookup(jit, name, &d);
+            got[t] = f ? f() : -1;
+        }
+    }
+    for (int t = 0; t < NT; t++) assert_int_equal(got[t], 3 * t + 1);
+}
+
 /* ---------------------------------------------------------------- vecmath */
 
 typedef LLVMValueRef (*vm_emit)(LLVMBuilderRef, LLVMValueRef);
@@ -539,6 +568,7 @@ int main(void) {
         cmocka_unit_test(test_call),
         cmocka_unit_test(test_process_symbols),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_vecmath_accuracy),
         cmocka_unit_test(test_vecmath_special),
         cmocka_unit_test(test_matmul_nn),
