@@ -277,6 +277,76 @@ static void emit_kernel(mm_ctx *c) {
     LLVMBuildRetVoid(c->b);
 }
 
+/* The vw x vw transpose of rows r[0..vw): log2(vw) rounds of the perfect
+ * shuffle r'[2i] = interleave(low halves of r[i], r[i + vw/2]),
+ * r'[2i+1] = the same of the high halves; each is one two-source shuffle
+ * (vpermt2ps with AVX-512). After round s, element (i, j) has moved to row
+ * and lane indices rotated by s bits; after log2(vw) rounds, to (j, i). */
+static void transpose(mm_ctx *c, LLVMValueRef *r) {
+    int n = c->vw;
+    LLVMValueRef lo[64], hi[64], t[64];
+    for (int l = 0; l < n / 2; l++) {
+        lo[2 * l] = LLVMConstInt(c->i32, (unsigned)l, 0), lo[2 * l + 1] = LLVMConstInt(c->i32, (unsigned)(n + l), 0);
+        hi[2 * l] = LLVMConstInt(c->i32, (unsigned)(n / 2 + l), 0);
+        hi[2 * l + 1] = LLVMConstInt(c->i32, (unsigned)(n + n / 2 + l), 0);
+    }
+    LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)n), mhi = LLVMConstVector(hi, (unsigned)n);
+    for (int round = 1; round < n; round *= 2) {
+        for (int i = 0; i < n / 2; i++) {
+            t[2 * i] = LLVMBuildShuffleVector(c->b, r[i], r[i + n / 2], mlo, "");
+            t[2 * i + 1] = LLVMBuildShuffleVector(c->b, r[i], r[i + n / 2], mhi, "");
+        }
+        memcpy(r, t, (size_t)n * sizeof *r);
+    }
+}
+
+/* Pack one panel of a B stored [N, K]: panel column cc is row j0 + cc of B.
+ * Blocks of vw columns x vw k's are read as vw row vectors along k
+ * (contiguous), transposed in registers and stored as vw panel rows; rows
+ * past N are masked loads that read nothing and give zeros. The last
+ * K mod vw k's go one float at a time. */
+static void pack_transposed(mm_ctx *c, LLVMValueRef src, LLVMValueRef ldb, LLVMValueRef panel, LLVMValueRef j0) {
+    int64_t nr = (int64_t)c->nv * c->vw;
+    LLVMValueRef kvec = LLVMBuildAnd(c->b, c->k, i64c(c, -(int64_t)c->vw), "kvec");
+    mm_loop cl, kl;
+    loop_begin(c, &cl, i64c(c, 0), i64c(c, nr), i64c(c, c->vw), "cb");
+    LLVMValueRef row[64], mask[64];
+    for (int l = 0; l < c->vw; l++) {
+        LLVMValueRef j = add(c, add(c, j0, cl.iv), i64c(c, l));
+        LLVMValueRef in = LLVMBuildICmp(c->b, LLVMIntSLT, j, c->n, "");
+        /* a plain (not inbounds) GEP: past N the address is never used */
+        LLVMValueRef off = mul(c, j, ldb);
+        row[l] = LLVMBuildGEP2(c->b, c->f32, src, &off, 1, "");
+        mask[l] = LLVMBuildSelect(c->b, in, LLVMConstAllOnes(LLVMVectorType(LLVMInt1TypeInContext(c->ctx), (unsigned)c->vw)),
+                                  LLVMConstNull(LLVMVectorType(LLVMInt1TypeInContext(c->ctx), (unsigned)c->vw)), "");
+    }
+    loop_begin(c, &kl, i64c(c, 0), kvec, i64c(c, c->vw), "kb");
+    LLVMValueRef r[64];
+    for (int l = 0; l < c->vw; l++) r[l] = load_lanes(c, LLVMBuildGEP2(c->b, c->f32, row[l], &kl.iv, 1, ""), mask[l]);
+    transpose(c, r);
+    for (int l = 0; l < c->vw; l++) {
+        LLVMValueRef d = add(c, mul(c, add(c, kl.iv, i64c(c, l)), i64c(c, nr)), cl.iv);
+        vstore(c, r[l], gep(c, panel, d));
+    }
+    loop_end(c, &kl);
+    loop_end(c, &cl);
+
+    /* the k tail: columns that exist copied, the rest zeroed */
+    LLVMValueRef left = LLVMBuildNSWSub(c->b, c->n, j0, "");
+    LLVMValueRef ncols = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, left, i64c(c, nr), ""), left,
+                                         i64c(c, nr), "ncols");
+    for (int zero = 0; zero < 2; zero++) {
+        loop_begin(c, &cl, zero ? ncols : i64c(c, 0), zero ? i64c(c, nr) : ncols, i64c(c, 1), "cc");
+        LLVMValueRef srow = zero ? NULL : gep(c, src, mul(c, add(c, j0, cl.iv), ldb));
+        LLVMValueRef dcol = gep(c, panel, cl.iv);
+        loop_begin(c, &kl, kvec, c->k, i64c(c, 1), "k");
+        LLVMValueRef x = zero ? LLVMConstReal(c->f32, 0.0) : LLVMBuildLoad2(c->b, c->f32, gep(c, srow, kl.iv), "");
+        LLVMBuildStore(c->b, x, gep(c, dcol, mul(c, kl.iv, i64c(c, nr))));
+        loop_end(c, &kl);
+        loop_end(c, &cl);
+    }
+}
+
 /* Bp panel p, row k, column cc = B(k, p NR + cc), 0 past N */
 static void emit_pack(mm_ctx *c) {
     static const int is_ptr[7] = {0, 0, 0, 0, 1, 0, 1};
@@ -305,23 +375,7 @@ static void emit_pack(mm_ctx *c) {
         }
         loop_end(c, &kl);
     } else {
-        /* B is [N, K]: a transpose. Panel column cc is row j0 + cc of B,
-         * read along k (contiguous) for the ncols rows that exist; the
-         * columns past N are zeroed. */
-        LLVMValueRef left = LLVMBuildNSWSub(c->b, c->n, j0, "");
-        LLVMValueRef ncols = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, left, i64c(c, nr), ""), left,
-                                             i64c(c, nr), "ncols");
-        for (int zero = 0; zero < 2; zero++) {
-            mm_loop cl, kl;
-            loop_begin(c, &cl, zero ? ncols : i64c(c, 0), zero ? i64c(c, nr) : ncols, i64c(c, 1), "cc");
-            LLVMValueRef srow = zero ? NULL : gep(c, src, mul(c, add(c, j0, cl.iv), ldb));
-            LLVMValueRef dcol = gep(c, panel, cl.iv);
-            loop_begin(c, &kl, i64c(c, 0), c->k, i64c(c, 1), "k");
-            LLVMValueRef x = zero ? LLVMConstReal(c->f32, 0.0) : LLVMBuildLoad2(c->b, c->f32, gep(c, srow, kl.iv), "");
-            LLVMBuildStore(c->b, x, gep(c, dcol, mul(c, kl.iv, i64c(c, nr))));
-            loop_end(c, &kl);
-            loop_end(c, &cl);
-        }
+        pack_transposed(c, src, ldb, panel, j0);
     }
     loop_end(c, &pl);
     LLVMBuildRetVoid(c->b);

@@ -513,6 +513,7 @@ static void test_matmul_variants(void **state) {
     check_spec(&(aj_mm_spec){.name = "mm_epi_acc_tn", .trans_a = 1, .accumulate = 1, .nextra = 1, .epilogue = bias_sigmoid});
     /* other tiles and narrower vectors (AVX2 and SSE widths run here too) */
     check_spec(&(aj_mm_spec){.name = "mm_3x2x8", .mr = 3, .nv = 2, .vw = 8});
+    check_spec(&(aj_mm_spec){.name = "mm_3x2x8_nt", .mr = 3, .nv = 2, .vw = 8, .trans_b = 1});
     check_spec(&(aj_mm_spec){.name = "mm_1x1x4_nt", .mr = 1, .nv = 1, .vw = 4, .trans_b = 1});
     check_spec(&(aj_mm_spec){.name = "mm_6x4", .mr = 6, .nv = 4});
 }
