@@ -1,10 +1,12 @@
 /* The JIT object: ORC LLJIT plus an optimiser target machine for the host,
  * in the call sequence of shared/LLVM-NOTES.md.
  *
- * Two target machines describe the same host: `tm` (ours) runs the IR
- * optimiser and the assembly dump, and LLJIT builds its own code generator
- * from the detected host. Without a target machine the optimiser does not
- * vectorise at all, so `tm` is not optional. */
+ * Two identical target machines describe the host (its CPU name and
+ * features, CodeGenLevelAggressive): `tm` runs the IR optimiser and the
+ * assembly dump, the other becomes LLJIT's code generator. So the dump is
+ * the code that runs (LLJIT's own host detection would generate at the
+ * default level). Without a target machine the optimiser does not vectorise
+ * at all, so `tm` is not optional. */
 #include "arjit_jit.h"
 
 #include <llvm-c/Analysis.h>
@@ -80,6 +82,11 @@ static void report_session_error(void *ctx, LLVMErrorRef err) {
     LLVMDisposeErrorMessage(msg);
 }
 
+static LLVMTargetMachineRef host_tm(const aj_jit *jit, LLVMTargetRef target, const char *triple) {
+    return LLVMCreateTargetMachine(target, triple, jit->cpu, jit->features, LLVMCodeGenLevelAggressive,
+                                   LLVMRelocDefault, LLVMCodeModelJITDefault);
+}
+
 aj_jit *aj_jit_new(aj_diag *d) {
     pthread_once(&init_once, init_llvm);
     if (init_failed) {
@@ -106,25 +113,21 @@ aj_jit *aj_jit_new(aj_diag *d) {
     }
     jit->cpu = LLVMGetHostCPUName();
     jit->features = LLVMGetHostCPUFeatures();
-    jit->tm = LLVMCreateTargetMachine(target, triple, jit->cpu, jit->features, LLVMCodeGenLevelAggressive,
-                                      LLVMRelocDefault, LLVMCodeModelJITDefault);
+    jit->tm = host_tm(jit, target, triple);
+    LLVMTargetMachineRef jit_tm = host_tm(jit, target, triple);
     LLVMDisposeMessage(triple);
-    if (!jit->tm) {
+    if (!jit->tm || !jit_tm) {
+        if (jit_tm) LLVMDisposeTargetMachine(jit_tm);
         aj_error(d, 0, 0, "jit: cannot create a target machine for %s", jit->cpu);
         aj_jit_free(jit);
         return NULL;
     }
     jit->vector_width = aj_jit_has_feature(jit, "avx512f") ? 16 : aj_jit_has_feature(jit, "avx") ? 8 : 4;
 
-    /* LLJIT for the detected host; the builder consumes the TM builder and
-     * CreateLLJIT consumes the builder */
-    LLVMOrcJITTargetMachineBuilderRef jtmb;
-    LLVMErrorRef e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
-    if (e) {
-        jit_error(d, "cannot detect the host", e);
-        aj_jit_free(jit);
-        return NULL;
-    }
+    /* LLJIT from the second TM: the TM builder takes (and frees) the TM, the
+     * LLJIT builder consumes the TM builder, CreateLLJIT the builder */
+    LLVMOrcJITTargetMachineBuilderRef jtmb = LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(jit_tm);
+    LLVMErrorRef e;
     LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
     LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb);
     if ((e = LLVMOrcCreateLLJIT(&jit->lljit, builder))) {
