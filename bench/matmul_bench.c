@@ -120,7 +120,8 @@ int main(int argc, char **argv) {
     /* OpenBLAS 0.3.21 does not know Zen 4/5 and runs its AVX2 (Haswell)
      * kernels there; compare against its AVX-512 ones. The choice is made
      * when the library loads, so set it and start again (once: the
-     * variable is then set). OPENBLAS_CORETYPE=Haswell shows the default. */
+     * variable is then set). A value already in the environment is kept:
+     * OPENBLAS_CORETYPE=Haswell shows the AVX2 kernels. */
     if (!getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) {
         setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
         execv("/proc/self/exe", argv);   /* on failure, go on with what loaded */
