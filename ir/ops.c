@@ -5,7 +5,8 @@
 #include <string.h>
 
 static aj_op_def table[AJ_OP_COUNT] = {
-#define AJ_OP(id, nm, mi, ma, no, fl, at, shape) [AJ_OP_##id] = {nm, mi, ma, no, fl, at, aj_##shape, {{{0}}}, 0},
+#define AJ_OP(id, nm, mi, ma, no, fl, at, shp) \
+    [AJ_OP_##id] = {.name = nm, .min_in = mi, .max_in = ma, .nout = no, .flags = fl, .attr_src = at, .shape = aj_##shp},
 #include "ops.def"
 #undef AJ_OP
 };
