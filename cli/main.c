@@ -86,20 +86,8 @@ static const char *prog = "arjit";
 static aj_module *load(const char *path, const char *dims, aj_bind *b)
 {
     aj_diag d = {0};
-    aj_module *m = aj_parse_file(path, &d);
-    if (m) {
-        aj_bind_defaults(m, b);
-        if ((dims && aj_bind_parse(m, b, dims, &d) != 0) || aj_module_infer(m, b, &d) != 0) {
-            aj_module_free(m);
-            m = NULL;
-        }
-    }
-    if (!m) {
-        /* a diagnostic without a file (e.g. from --dims) still names it */
-        if (!d.file[0])
-            snprintf(d.file, sizeof d.file, "%s", strcmp(path, "-") == 0 ? "<stdin>" : path);
-        aj_diag_print(&d, stderr);
-    }
+    aj_module *m = aj_load_file(path, dims, b, &d);
+    if (!m) aj_diag_print(&d, stderr);
     return m;
 }
 

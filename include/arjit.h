@@ -284,12 +284,20 @@ int aj_module_infer(aj_module *m, const aj_bind *b, aj_diag *d);
 
 /* Append fn g (taking ownership) with the declared types of its arguments. */
 void aj_module_add_fn(aj_module *m, aj_graph *g, const aj_type *arg_types);
+/* Parse, bind the declared dims, apply `dims` overrides ("D=8,B=2"; NULL
+ * or "" for none) and infer: a module ready to run. The binding used goes
+ * to *b when b is not NULL. NULL with d set on any error. */
+aj_module *aj_load_string(const char *src, size_t len, const char *path, const char *dims, aj_bind *b, aj_diag *d);
+aj_module *aj_load_file(const char *path, const char *dims, aj_bind *b, aj_diag *d);
+
 /* The function named `name`, or NULL. */
 aj_graph *aj_module_fn(const aj_module *m, const char *name);
 int aj_module_param_index(const aj_module *m, const char *name);
 
 /* Canonical text; parses back to the same module. */
 void aj_module_print(const aj_module *m, FILE *f);
+/* The same text in a malloc'd string (NULL when out of memory). */
+char *aj_module_text(const aj_module *m);
 /* Print a dim / a type in graph-file syntax into buf. */
 void aj_dim_str(const aj_module *m, aj_dim d, char *buf, size_t n);
 void aj_type_str(const aj_module *m, const aj_type *t, char *buf, size_t n);

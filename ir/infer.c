@@ -160,3 +160,25 @@ int aj_module_infer(aj_module *m, const aj_bind *b, aj_diag *d) {
     if (rc) aj_diag_source(d, m->path, m->src, m->srclen);
     return rc;
 }
+
+/* parse -> bind -> infer, for a module parsed by the caller */
+static aj_module *bind_and_infer(aj_module *m, const char *dims, aj_bind *out, aj_diag *d) {
+    if (!m) return NULL;
+    aj_bind b;
+    aj_bind_defaults(m, &b);
+    if ((dims && *dims && aj_bind_parse(m, &b, dims, d)) || aj_module_infer(m, &b, d)) {
+        if (!d->file[0]) snprintf(d->file, sizeof d->file, "%s", m->path);
+        aj_module_free(m);
+        return NULL;
+    }
+    if (out) *out = b;
+    return m;
+}
+
+aj_module *aj_load_string(const char *src, size_t len, const char *path, const char *dims, aj_bind *b, aj_diag *d) {
+    return bind_and_infer(aj_parse_string(src, len, path, d), dims, b, d);
+}
+
+aj_module *aj_load_file(const char *path, const char *dims, aj_bind *b, aj_diag *d) {
+    return bind_and_infer(aj_parse_file(path, d), dims, b, d);
+}

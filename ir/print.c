@@ -192,3 +192,13 @@ void aj_module_print(const aj_module *m, FILE *f) {
         fputs("end\n", f);
     }
 }
+
+char *aj_module_text(const aj_module *m) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    aj_module_print(m, f);
+    fclose(f);
+    return buf;
+}

@@ -41,12 +41,7 @@
  * diagnostic printed on failure. */
 static aj_module *load(const char *src, size_t len, const char *path, const char *dims) {
     aj_diag d = {0};
-    aj_module *m = aj_parse_string(src, len, path, &d);
-    aj_bind b;
-    if (m) {
-        aj_bind_defaults(m, &b);
-        if (aj_bind_parse(m, &b, dims, &d) || aj_module_infer(m, &b, &d)) aj_module_free(m), m = NULL;
-    }
+    aj_module *m = aj_load_string(src, len, path, dims, NULL, &d);
     if (!m) aj_diag_print(&d, stderr);
     return m;
 }
@@ -366,27 +361,18 @@ static const gcase cases[] = {
              "  y = add(y1, y2)\n  z = mul(y, a)\n  w = sub(z, a)\n  l = mul(w, q)\nend\n"},
 };
 
-static char *print_module(const aj_module *m) {
-    char *text = NULL;
-    size_t n = 0;
-    FILE *f = open_memstream(&text, &n);
-    assert_non_null(f);
-    aj_module_print(m, f);
-    fclose(f);
-    return text;
-}
 
 /* m (with its gradient fn `grad`, built under binding `dims`) prints,
  * parses back and verifies under the same binding, and prints the same. */
 static void roundtrip(const aj_module *m, const char *grad, const char *dims, const char *what) {
-    char *t1 = print_module(m);
+    char *t1 = aj_module_text(m);
     aj_module *m2 = load(t1, strlen(t1), "printed", dims);
     if (!m2) {
         fputs(t1, stderr);
         fail_msg("%s: the printed gradient does not load", what);
     }
     assert_non_null(aj_module_fn(m2, grad));
-    char *t2 = print_module(m2);
+    char *t2 = aj_module_text(m2);
     assert_string_equal(t1, t2);
     free(t1), free(t2);
     aj_module_free(m2);

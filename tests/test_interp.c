@@ -62,12 +62,7 @@ static void expect_i32(const aj_tensor *t, int rank, const int64_t *shape, const
 
 static aj_module *load(const char *src, const char *dims) {
     aj_diag d = {0};
-    aj_module *m = aj_parse_string(src, strlen(src), "test.graph", &d);
-    aj_bind b;
-    if (m) {
-        aj_bind_defaults(m, &b);
-        if (aj_bind_parse(m, &b, dims, &d) || aj_module_infer(m, &b, &d)) aj_module_free(m), m = NULL;
-    }
+    aj_module *m = aj_load_string(src, strlen(src), "test.graph", dims, NULL, &d);
     if (!m) {
         aj_diag_print(&d, stderr);
         fail_msg("graph did not load: %s", d.msg);

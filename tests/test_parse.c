@@ -22,16 +22,6 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-/* Print m canonically into a fresh string (caller frees). */
-static char *print_module(const aj_module *m) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    assert_non_null(f);
-    aj_module_print(m, f);
-    fclose(f);
-    return buf;
-}
 
 /* aj_module_infer under the module's default binding, from a clear diag. */
 static int infer_defaults(aj_module *m, aj_diag *d) {
@@ -99,7 +89,7 @@ static char *round_trip_file(const char *path) {
     aj_bind b;
     aj_bind_defaults(m1, &b);
     assert_int_equal(aj_module_infer(m1, &b, &d), 0);
-    char *text1 = print_module(m1);
+    char *text1 = aj_module_text(m1);
 
     aj_module *m2 = aj_parse_string(text1, strlen(text1), "printed", &d);
     if (!m2) {
@@ -108,7 +98,7 @@ static char *round_trip_file(const char *path) {
     }
     assert_non_null(m2);
     assert_int_equal(aj_module_infer(m2, &b, &d), 0);
-    char *text2 = print_module(m2);
+    char *text2 = aj_module_text(m2);
     assert_string_equal(text1, text2);
     assert_same_types(m1, m2);
 
@@ -468,7 +458,7 @@ static void test_built_graph_ok(void **state) {
     char ty[128];
     value_type(m, "f", "y", ty);
     assert_string_equal(ty, "f32[4]");
-    char *text = print_module(m);
+    char *text = aj_module_text(m);
     assert_string_equal(text, "\nfn f(x : f32[4]) -> y\n  y = add(x, x)\nend\n");
     free(text);
     aj_module_free(m);
