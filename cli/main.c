@@ -244,7 +244,7 @@ static int run_check(const options *o)
 
 /* ---------------------------------------------------------------- dump */
 
-static const char *const stages[] = { "ir", NULL };
+static const char *const stages[] = { "ir", "grad", NULL };
 
 static int run_dump(const options *o)
 {
@@ -272,6 +272,18 @@ static int run_dump(const options *o)
                 m->dim[k].has_value = 1;
                 m->dim[k].value = b.v[k];
             }
+    /* grad: the module with grad_<fn> added for its first fn (loglik by
+     * convention), printed in the same syntax so it parses back. */
+    if (strcmp(stage, "grad") == 0) {
+        aj_diag d = { 0 };
+        if (m->nfn == 0 || !aj_autodiff(m, m->fn[0]->name, &d)) {
+            if (!d.set)
+                aj_error(&d, 0, 0, "%s has no fn to differentiate", o->files[0]);
+            aj_diag_print(&d, stderr);
+            aj_module_free(m);
+            return EXIT_MODEL;
+        }
+    }
     aj_module_print(m, stdout);
     aj_module_free(m);
     return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
@@ -572,7 +584,7 @@ out:
 
 static const flag check_flags[] = { FLAG_DIMS, FLAG_END };
 static const flag dump_flags[] = {
-    { "--stage", "STAGE", offsetof(options, stage), "what to print: ir (the parsed, verified graph); default ir" },
+    { "--stage", "STAGE", offsetof(options, stage), "what to print: ir (the parsed, verified graph), grad (with grad_<fn>: loss and gradients); default ir" },
     FLAG_DIMS,
     FLAG_END,
 };

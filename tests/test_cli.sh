@@ -112,6 +112,12 @@ for f in "${models[@]}"; do
         cp "$OUT" "$TMP/model.dump"
         run 0 dump - <"$TMP/model.dump" && { cmp -s "$OUT" "$TMP/model.dump" || fail "dump of $f is not a fixed point"; }
     fi
+    # the gradient graph is graph syntax too: it must parse back to itself
+    LAST="dump --stage grad $f"
+    if run 0 dump --stage grad "$f" && has "$OUT" "fn grad_"; then
+        cp "$OUT" "$TMP/grad.dump"
+        run 0 dump - <"$TMP/grad.dump" && { cmp -s "$OUT" "$TMP/grad.dump" || fail "grad dump of $f is not a fixed point"; }
+    fi
 done
 echo "models checked: ${#models[@]}"
 
