@@ -1051,6 +1051,13 @@ done:
 
 int aj_interp_node(const aj_module *m, const aj_graph *g, int node, const aj_tensor *in, aj_tensor *out,
                    uint64_t seed, aj_diag *d) {
-    ictx c = {m, NULL, seed, {0}, 0, d};
+    return aj_interp_node_steps(m, g, node, in, out, seed, NULL, 0, d);
+}
+
+int aj_interp_node_steps(const aj_module *m, const aj_graph *g, int node, const aj_tensor *in, aj_tensor *out,
+                         uint64_t seed, const int64_t *steps, int depth, aj_diag *d) {
+    if (depth < 0 || depth > MAX_DEPTH) return aj_error(d, 0, 0, "interp: %d nested recurrences (at most %d)", depth, MAX_DEPTH);
+    ictx c = {m, NULL, seed, {0}, depth, d};
+    for (int i = 0; i < depth; i++) c.step[i] = steps[i];
     return check_tables(d) ? -1 : run_node(&c, g, &g->node[node], in, out);
 }

@@ -11,6 +11,10 @@
  * Returns 0, or -1 with d set and nothing allocated. */
 int aj_interp_node(const aj_module *m, const aj_graph *g, int node, const aj_tensor *in, aj_tensor *out,
                    uint64_t seed, aj_diag *d);
+/* The same for a node inside recurrences at steps[0..depth-1] (outermost
+ * first), which key its draws as the interpreter's own run would. */
+int aj_interp_node_steps(const aj_module *m, const aj_graph *g, int node, const aj_tensor *in, aj_tensor *out,
+                         uint64_t seed, const int64_t *steps, int depth, aj_diag *d);
 
 /* The mask kinds of the `mask` op, in ops.def's order. */
 typedef enum {
