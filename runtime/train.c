@@ -10,6 +10,7 @@
  * in the epoch, the epoch's loss so far, best valid NLL), so a resumed run
  * is bit-identical to an uninterrupted one. */
 #include "arjit_train.h"
+#include "arjit_compile.h"
 #include "runtime/fileio.h"
 #include "runtime/rng.h"
 #include <inttypes.h>
@@ -25,15 +26,13 @@
 
 /* ---------------------------------------------------------------- engines */
 
-/* naive and fused arrive with the JIT; they are named here so that asking
- * for them says "not built yet" rather than "unknown". */
 static const struct {
     const char *name;
     aj_engine_run run;
 } engines[] = {
     {"interp", aj_interp_run},
-    {"naive", NULL},
-    {"fused", NULL},
+    {"naive", aj_naive_run},
+    {"fused", aj_fused_run},
 };
 
 aj_engine_run aj_engine_find(const char *name, aj_diag *d) {
@@ -148,6 +147,7 @@ void aj_run_close(aj_run *r) {
     if (r->params)
         for (int i = 0; i < r->m->nparam; i++) aj_tensor_free(&r->params[i]);
     free(r->params);
+    if (r->m) aj_engine_forget(r->m);
     aj_module_free(r->m);
     memset(r, 0, sizeof *r);
 }
@@ -621,7 +621,7 @@ static int interrupted(const aj_job *job) { return job->interrupt && *job->inter
 int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d) {
     memset(res, 0, sizeof *res);
     res->first_loss = res->train_nll = res->valid_nll = res->best_valid = NAN;
-    if (job->threads > 0) omp_set_num_threads(job->threads);
+    if (job->threads > 0) omp_set_num_threads(job->threads), aj_set_threads(job->threads);
     trainer t = {0};
     train_state st;
     int rc = -1;

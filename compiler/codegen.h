@@ -1,0 +1,65 @@
+/* Kernel specs: what the planner (compiler/plan.c) asks codegen
+ * (compiler/codegen_llvm.c) to emit, one LLVM function per spec.
+ *
+ * A kernel reads and writes tensors through views: a buffer (a kernel
+ * argument) with an element offset, optionally moved by the step index of
+ * an enclosing loop (a recurrence's slice or stacked output), and a stride
+ * per axis (0 on a broadcast axis). */
+#ifndef ARJIT_COMPILER_CODEGEN_H
+#define ARJIT_COMPILER_CODEGEN_H
+
+#include "compiler/program.h"
+
+typedef struct {
+    int arg;                 /* kernel argument (buffer) */
+    int64_t off;             /* element offset ... */
+    int tlevel;              /* ... + t[tlevel] * tstride when tlevel >= 0 */
+    int64_t tstride;
+    aj_dtype dtype;
+    int rank;
+    int64_t shape[AJ_MAX_RANK];
+    int64_t stride[AJ_MAX_RANK];
+} aj_view;
+
+/* The contiguous view of a whole buffer of shape t. */
+aj_view aj_view_dense(int arg, const aj_type *t, const aj_bind *b);
+
+enum { AJ_KS_MAX_IN = 16, AJ_KS_MAX_NODES = 64 };
+
+typedef enum {
+    AJ_KS_NODE,     /* one node of g: out[i] = node(in...) */
+    AJ_KS_COPY,     /* out[0] = in[0] elementwise (same shape) */
+    AJ_KS_MM_PACK,  /* matmul node: pack B (in[1]) into scratch out[0] */
+    AJ_KS_MM,       /* matmul node: out[0] = in[0] x in[1] (in[2]: B packed when present) */
+    AJ_KS_GROUP     /* fused: nodes[] of g, elementwise over one shape, maybe ending in a reduction */
+} aj_ks_kind;
+
+typedef struct {
+    aj_ks_kind kind;
+    const aj_module *m;
+    const aj_graph *g;
+    int node;                /* NODE, MM_PACK, MM */
+    int depth;               /* enclosing loops: the rng key's steps */
+    int nin, nout;
+    aj_view in[AJ_KS_MAX_IN];
+    aj_view out[4];
+    /* GROUP: nodes in order; in[k] is the view of group input value
+     * in_val[k]; out[k] of output value out_val[k] (values of g) */
+    int nnodes;
+    int nodes[AJ_KS_MAX_NODES];
+    int in_val[AJ_KS_MAX_IN], out_val[4];
+} aj_kspec;
+
+typedef struct aj_codegen aj_codegen;
+
+aj_codegen *aj_codegen_new(aj_jit *jit, aj_jit_module *mod);
+void aj_codegen_free(aj_codegen *cg);
+/* Emit kernel `name` (arguments: lo, hi, ctx, then nargs pointers) for ks;
+ * *rows is its iteration space. 0, or -1 with d set. */
+int aj_codegen_kernel(aj_codegen *cg, const aj_kspec *ks, const char *name, int nargs, int64_t *rows, aj_diag *d);
+/* Whether node n has an LLVM lowering (else it runs on the interpreter). */
+int aj_codegen_lowers(const aj_node *n, const aj_type *in_types);
+/* Floats the packed B of matmul node n needs (0: it reads B as it is). */
+int64_t aj_codegen_mm_packed(aj_codegen *cg, const aj_kspec *ks);
+
+#endif

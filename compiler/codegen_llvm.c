@@ -1,0 +1,834 @@
+/* Lowering to LLVM IR: one function per kernel spec (compiler/codegen.h).
+ *
+ * Every kernel has the signature
+ *     void k(i64 lo, i64 hi, const aj_kctx *ctx, ptr noalias b0, ...)
+ * and computes rows [lo, hi) of its iteration space. Kernels are plain loop
+ * nests over scalars: LLVM's loop vectoriser turns the innermost loop, which
+ * runs along the last axis, into the host's widest vectors, and vecmath.c
+ * keeps exp/log/tanh/sigmoid free of libm calls so it can.
+ *
+ * The per-op rules live in three places here, each indexed by op:
+ *   ew_value    the scalar math of an elementwise op (its value at one
+ *               element, from its inputs' values there);
+ *   view rules  movement ops that are only a different view of their input
+ *               (reshape, transpose, broadcast, slice, unsqueeze): a copy in
+ *               the naive engine, nothing at all once fused;
+ *   lower_node  the loop nest of every other op with a lowering.
+ * Ops with none of these run on the interpreter (aj_codegen_lowers). */
+#include "compiler/plan.h"
+
+#include "compiler/matmul_llvm.h"
+#include "compiler/vecmath.h"
+#include "runtime/interp.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct aj_codegen {
+    aj_jit *jit;
+    aj_jit_module *mod;
+    LLVMContextRef cx;
+    LLVMModuleRef m;
+    LLVMBuilderRef b;
+    LLVMTypeRef f32, i32, i64, ptr, void_;
+    /* the kernel being emitted */
+    const aj_kspec *ks;
+    LLVMValueRef fn, lo, hi, ctx;
+    LLVMValueRef arg[AJ_MAX_KARGS];
+    LLVMBasicBlockRef entry;
+    LLVMBuilderRef eb;       /* at the end of the entry block: allocas, ctx loads */
+    int nmm;                 /* matmul helpers emitted so far */
+};
+
+/* ---------------------------------------------------------------- views */
+
+aj_view aj_view_dense(int arg, const aj_type *t, const aj_bind *b) {
+    aj_view v = {.arg = arg, .tlevel = -1, .dtype = t->dtype, .rank = t->rank};
+    int64_t s = 1;
+    for (int a = t->rank - 1; a >= 0; a--) {
+        v.shape[a] = aj_dim_bind(t->dim[a], b).off;
+        v.stride[a] = s;
+        s *= v.shape[a];
+    }
+    return v;
+}
+
+/* ---------------------------------------------------------------- IR helpers */
+
+static LLVMValueRef i64c(aj_codegen *c, int64_t v) { return LLVMConstInt(c->i64, (unsigned long long)v, 1); }
+static LLVMValueRef f32c(aj_codegen *c, double v) { return LLVMConstReal(c->f32, v); }
+static LLVMValueRef add(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(c->b, x, y, ""); }
+static LLVMValueRef mul(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWMul(c->b, x, y, ""); }
+static LLVMValueRef muli(aj_codegen *c, LLVMValueRef x, int64_t k) { return k == 1 ? x : mul(c, x, i64c(c, k)); }
+static LLVMValueRef fadd_(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildFAdd(c->b, x, y, ""); }
+static LLVMValueRef fsub_(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildFSub(c->b, x, y, ""); }
+static LLVMValueRef fmul_(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildFMul(c->b, x, y, ""); }
+static LLVMValueRef fgt(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) {
+    return LLVMBuildFCmp(c->b, LLVMRealOGT, x, y, "");
+}
+static LLVMValueRef sel(aj_codegen *c, LLVMValueRef k, LLVMValueRef x, LLVMValueRef y) {
+    return LLVMBuildSelect(c->b, k, x, y, "");
+}
+
+/* Reductions may be reassociated, so the vectoriser can split them into lanes. */
+static LLVMValueRef fadd_reassoc(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) {
+    LLVMValueRef v = fadd_(c, x, y);
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathNoSignedZeros);
+    return v;
+}
+
+static LLVMTypeRef elem_type(aj_codegen *c, aj_dtype dt) { return dt == AJ_F32 ? c->f32 : c->i32; }
+
+static LLVMValueRef load_at(aj_codegen *c, const aj_view *v, LLVMValueRef idx) {
+    LLVMTypeRef t = elem_type(c, v->dtype);
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(c->b, t, c->arg[v->arg], &idx, 1, "");
+    return LLVMBuildLoad2(c->b, t, p, "");
+}
+
+static void store_at(aj_codegen *c, const aj_view *v, LLVMValueRef idx, LLVMValueRef x) {
+    LLVMTypeRef t = elem_type(c, v->dtype);
+    LLVMBuildStore(c->b, x, LLVMBuildInBoundsGEP2(c->b, t, c->arg[v->arg], &idx, 1, ""));
+}
+
+/* An f32 view's element as float (i32 converted), for elementwise math. */
+static LLVMValueRef load_f(aj_codegen *c, const aj_view *v, LLVMValueRef idx) {
+    LLVMValueRef x = load_at(c, v, idx);
+    return v->dtype == AJ_F32 ? x : LLVMBuildSIToFP(c->b, x, c->f32, "");
+}
+
+/* The view's first element: off + t[tlevel] * tstride, read from ctx. */
+static LLVMValueRef view_base(aj_codegen *c, const aj_view *v) {
+    LLVMValueRef base = i64c(c, v->off);
+    if (v->tlevel >= 0 && v->tstride) {
+        LLVMValueRef ti = i64c(c, v->tlevel);
+        LLVMValueRef p = LLVMBuildInBoundsGEP2(c->b, c->i64, c->ctx, &ti, 1, "");
+        LLVMValueRef t = LLVMBuildLoad2(c->b, c->i64, p, "t");
+        base = add(c, base, muli(c, t, v->tstride));
+    }
+    return base;
+}
+
+static LLVMValueRef alloca_f(aj_codegen *c, const char *name) { return LLVMBuildAlloca(c->eb, c->f32, name); }
+
+/* for (iv = from; iv < to; iv++) */
+typedef struct {
+    LLVMBasicBlockRef head, exit;
+    LLVMValueRef iv;
+} loop;
+
+static LLVMValueRef loop_open(aj_codegen *c, loop *L, LLVMValueRef from, LLVMValueRef to, const char *name) {
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+    L->head = LLVMAppendBasicBlockInContext(c->cx, c->fn, name);
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->cx, c->fn, "body");
+    L->exit = LLVMAppendBasicBlockInContext(c->cx, c->fn, "exit");
+    LLVMBuildBr(c->b, L->head);
+    LLVMPositionBuilderAtEnd(c->b, L->head);
+    L->iv = LLVMBuildPhi(c->b, c->i64, name);
+    LLVMAddIncoming(L->iv, &from, &pre, 1);
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, L->iv, to, ""), body, L->exit);
+    LLVMPositionBuilderAtEnd(c->b, body);
+    return L->iv;
+}
+
+static void loop_close(aj_codegen *c, loop *L) {
+    LLVMValueRef next = add(c, L->iv, i64c(c, 1));
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
+    LLVMAddIncoming(L->iv, &next, &latch, 1);
+    LLVMBuildBr(c->b, L->head);
+    LLVMPositionBuilderAtEnd(c->b, L->exit);
+}
+
+/* idx[0..n-1] of flat index r over shape[0..n-1], row-major. */
+static void unflatten(aj_codegen *c, LLVMValueRef r, const int64_t *shape, int n, LLVMValueRef *idx) {
+    for (int a = n - 1; a >= 0; a--) {
+        if (a == 0) {
+            idx[a] = r;
+        } else {
+            idx[a] = LLVMBuildSRem(c->b, r, i64c(c, shape[a]), "");
+            r = LLVMBuildSDiv(c->b, r, i64c(c, shape[a]), "");
+        }
+    }
+}
+
+static int64_t prod(const int64_t *s, int from, int to) {
+    int64_t p = 1;
+    for (int a = from; a < to; a++) p *= s[a];
+    return p;
+}
+
+/* ---------------------------------------------------------------- random numbers (runtime/rng.h in IR) */
+
+static LLVMValueRef u64c(aj_codegen *c, uint64_t v) { return LLVMConstInt(c->i64, v, 0); }
+
+static LLVMValueRef rng_mix(aj_codegen *c, LLVMValueRef x) {
+    x = LLVMBuildAdd(c->b, x, u64c(c, 0x9E3779B97F4A7C15ull), "");
+    x = LLVMBuildMul(c->b, LLVMBuildXor(c->b, x, LLVMBuildLShr(c->b, x, u64c(c, 30), ""), ""),
+                     u64c(c, 0xBF58476D1CE4E5B9ull), "");
+    x = LLVMBuildMul(c->b, LLVMBuildXor(c->b, x, LLVMBuildLShr(c->b, x, u64c(c, 27), ""), ""),
+                     u64c(c, 0x94D049BB133111EBull), "");
+    return LLVMBuildXor(c->b, x, LLVMBuildLShr(c->b, x, u64c(c, 31), ""), "");
+}
+
+static LLVMValueRef rng_key(aj_codegen *c, LLVMValueRef seed, LLVMValueRef a, LLVMValueRef b) {
+    return rng_mix(c, LLVMBuildXor(c->b, rng_mix(c, LLVMBuildXor(c->b, rng_mix(c, seed), a, "")), b, ""));
+}
+
+/* aj_rng_node_key(seed, line, col, t[0..depth-1]) of the node, from ctx. */
+static LLVMValueRef node_key(aj_codegen *c, const aj_node *n) {
+    LLVMValueRef si = i64c(c, 9);
+    LLVMValueRef seed = LLVMBuildLoad2(c->b, c->i64, LLVMBuildInBoundsGEP2(c->b, c->i64, c->ctx, &si, 1, ""), "seed");
+    LLVMValueRef k = rng_key(c, seed, u64c(c, (uint64_t)n->line), u64c(c, (uint64_t)n->col));
+    for (int i = 0; i < c->ks->depth; i++) {
+        LLVMValueRef ti = i64c(c, i);
+        LLVMValueRef t = LLVMBuildLoad2(c->b, c->i64, LLVMBuildInBoundsGEP2(c->b, c->i64, c->ctx, &ti, 1, ""), "");
+        k = rng_key(c, k, t, u64c(c, 0));
+    }
+    return k;
+}
+
+/* aj_rng_u01(key, counter): 24 random bits as a float in [0, 1) */
+static LLVMValueRef rng_u01(aj_codegen *c, LLVMValueRef key, LLVMValueRef counter) {
+    LLVMValueRef h = rng_mix(c, LLVMBuildXor(c->b, key, rng_mix(c, counter), ""));
+    LLVMValueRef bits = LLVMBuildLShr(c->b, h, u64c(c, 40), "");
+    return fmul_(c, LLVMBuildUIToFP(c->b, bits, c->f32, ""), f32c(c, 0x1p-24));
+}
+
+/* ---------------------------------------------------------------- elementwise math */
+
+static LLVMValueRef call1(aj_codegen *c, const char *intrinsic, LLVMValueRef x) {
+    return aj_vm_intrinsic(c->b, intrinsic, &x, 1);
+}
+
+static LLVMValueRef softplus(aj_codegen *c, LLVMValueRef x) { return aj_vm_softplus(c->b, x); }
+
+/* The value of elementwise node n at one element: x[] its inputs there (as
+ * floats), flat the element's row-major index (the sampling counter), key
+ * the node's rng key (NULL unless n samples). The math matches the
+ * interpreter's ew_* functions in runtime/interp.c. */
+static LLVMValueRef ew_value(aj_codegen *c, const aj_node *n, const LLVMValueRef *x, LLVMValueRef flat,
+                             LLVMValueRef key) {
+    LLVMValueRef zero = f32c(c, 0), one = f32c(c, 1);
+    switch (n->op) {
+    case AJ_OP_NEG: return LLVMBuildFNeg(c->b, x[0], "");
+    case AJ_OP_EXP: return aj_vm_exp(c->b, x[0]);
+    case AJ_OP_LOG: return aj_vm_log(c->b, x[0]);
+    case AJ_OP_TANH: return aj_vm_tanh(c->b, x[0]);
+    case AJ_OP_SIGMOID: return aj_vm_sigmoid(c->b, x[0]);
+    case AJ_OP_RELU: return sel(c, fgt(c, x[0], zero), x[0], zero);
+    case AJ_OP_SOFTPLUS: return softplus(c, x[0]);
+    case AJ_OP_SQRT: return call1(c, "llvm.sqrt", x[0]);
+    case AJ_OP_SQUARE: return fmul_(c, x[0], x[0]);
+    case AJ_OP_GELU: {   /* x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+        LLVMValueRef x3 = fmul_(c, fmul_(c, x[0], x[0]), x[0]);
+        LLVMValueRef u = fmul_(c, f32c(c, 0.7978845608028654), aj_vm_fma(c->b, f32c(c, 0.044715), x3, x[0]));
+        return fmul_(c, fmul_(c, f32c(c, 0.5), x[0]), fadd_(c, one, aj_vm_tanh(c->b, u)));
+    }
+    case AJ_OP_STEP: return sel(c, fgt(c, x[0], zero), one, zero);
+    case AJ_OP_ADD: return fadd_(c, x[0], x[1]);
+    case AJ_OP_SUB: return fsub_(c, x[0], x[1]);
+    case AJ_OP_MUL: return fmul_(c, x[0], x[1]);
+    case AJ_OP_DIV: return LLVMBuildFDiv(c->b, x[0], x[1], "");
+    case AJ_OP_MAXIMUM: return sel(c, fgt(c, x[0], x[1]), x[0], x[1]);
+    case AJ_OP_BERNOULLI_NLL: /* softplus(l) - x l */
+        return fsub_(c, softplus(c, x[0]), fmul_(c, x[1], x[0]));
+    case AJ_OP_GAUSSIAN_NLL: { /* log sqrt(2 pi) + ls + ((x - mu) e^-ls)^2 / 2 */
+        LLVMValueRef z = fmul_(c, fsub_(c, x[0], x[1]), aj_vm_exp(c->b, LLVMBuildFNeg(c->b, x[2], "")));
+        return fadd_(c, fadd_(c, f32c(c, 0.9189385332046727), x[2]), fmul_(c, f32c(c, 0.5), fmul_(c, z, z)));
+    }
+    case AJ_OP_BERNOULLI: /* 1 with probability sigmoid(l) */
+        return sel(c, LLVMBuildFCmp(c->b, LLVMRealOLT, rng_u01(c, key, flat), aj_vm_sigmoid(c->b, x[0]), ""), one,
+                   zero);
+    case AJ_OP_UNIFORM: return rng_u01(c, key, flat);
+    case AJ_OP_NORMAL: { /* mu + e^ls sqrt(-2 ln(1 - u1)) cos(2 pi u2) */
+        LLVMValueRef i2 = LLVMBuildShl(c->b, flat, u64c(c, 1), "");
+        LLVMValueRef u1 = rng_u01(c, key, i2), u2 = rng_u01(c, key, LLVMBuildAdd(c->b, i2, u64c(c, 1), ""));
+        LLVMValueRef r = call1(c, "llvm.sqrt", fmul_(c, f32c(c, -2), aj_vm_log(c->b, fsub_(c, one, u1))));
+        LLVMValueRef z = fmul_(c, r, call1(c, "llvm.cos", fmul_(c, f32c(c, 6.2831853071795864), u2)));
+        return fadd_(c, x[0], fmul_(c, aj_vm_exp(c->b, x[1]), z));
+    }
+    default: return NULL;
+    }
+}
+
+/* elementwise: the AJ_EW ops and the sampling ops that draw one value per element */
+static int is_ew(aj_op op) {
+    return (aj_op_info(op)->flags & AJ_EW) || op == AJ_OP_UNIFORM || op == AJ_OP_BERNOULLI || op == AJ_OP_NORMAL;
+}
+
+/* ---------------------------------------------------------------- the elementwise driver */
+
+/* For each element of shape[0..rank-1] (rows [lo, hi) of it): `body` gets
+ * the element's multi-index and flat index and the offset of each view in
+ * vs[] at it (views broadcast right-aligned, as numpy does). */
+typedef void (*elem_fn)(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs);
+
+static void for_each_element(aj_codegen *c, int rank, const int64_t *shape, const aj_view *vs, int nv,
+                             elem_fn body, void *user) {
+    int64_t inner = rank ? shape[rank - 1] : 1;
+    LLVMValueRef base[AJ_KS_MAX_IN + 4];
+    for (int k = 0; k < nv; k++) base[k] = view_base(c, &vs[k]);
+    loop rl;
+    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
+    LLVMValueRef idx[AJ_MAX_RANK + 1];
+    if (rank > 1) unflatten(c, r, shape, rank - 1, idx);
+    LLVMValueRef row_off[AJ_KS_MAX_IN + 4];
+    int64_t inner_stride[AJ_KS_MAX_IN + 4];
+    for (int k = 0; k < nv; k++) {
+        const aj_view *v = &vs[k];
+        LLVMValueRef o = base[k];
+        for (int a = 0; a < rank - 1; a++) {
+            int av = a - (rank - v->rank);
+            if (av >= 0 && v->shape[av] != 1) o = add(c, o, muli(c, idx[a], v->stride[av]));
+        }
+        row_off[k] = o;
+        inner_stride[k] = v->rank && v->shape[v->rank - 1] != 1 && rank ? v->stride[v->rank - 1] : 0;
+    }
+    loop il;
+    LLVMValueRef j = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "col");
+    if (rank) idx[rank - 1] = j;
+    LLVMValueRef offs[AJ_KS_MAX_IN + 4];
+    for (int k = 0; k < nv; k++) offs[k] = inner_stride[k] ? add(c, row_off[k], muli(c, j, inner_stride[k])) : row_off[k];
+    body(c, user, idx, add(c, muli(c, r, inner), j), offs);
+    loop_close(c, &il);
+    loop_close(c, &rl);
+}
+
+static int64_t rows_of(int rank, const int64_t *shape) { return rank > 1 ? prod(shape, 0, rank - 1) : 1; }
+
+/* views: out[0], then the inputs */
+typedef struct {
+    const aj_node *n;
+    LLVMValueRef key;
+    int nin;
+} ew_user;
+
+static void ew_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
+    ew_user *u = user;
+    const aj_kspec *ks = c->ks;
+    LLVMValueRef x[AJ_KS_MAX_IN];
+    for (int k = 0; k < u->nin; k++) x[k] = load_f(c, &ks->in[k], offs[k + 1]);
+    LLVMValueRef y = u->n ? ew_value(c, u->n, x, flat, u->key) : x[0];
+    if (!u->n && ks->out[0].dtype != ks->in[0].dtype) y = load_at(c, &ks->in[0], offs[1]);   /* bit copy */
+    store_at(c, &ks->out[0], offs[0], y);
+}
+
+/* out[0] = f(in...) elementwise (n NULL: a copy of in[0]), broadcasting. */
+static int64_t lower_elementwise(aj_codegen *c, const aj_node *n) {
+    const aj_kspec *ks = c->ks;
+    aj_view vs[AJ_KS_MAX_IN + 1];
+    vs[0] = ks->out[0];
+    for (int k = 0; k < ks->nin; k++) vs[k + 1] = ks->in[k];
+    ew_user u = {n, NULL, n ? n->nin : 1};
+    if (n && (aj_op_info(n->op)->flags & AJ_RAND)) u.key = node_key(c, n);
+    for_each_element(c, ks->out[0].rank, ks->out[0].shape, vs, ks->nin + 1, ew_body, &u);
+    return rows_of(ks->out[0].rank, ks->out[0].shape);
+}
+
+/* ---------------------------------------------------------------- views of movement ops */
+
+/* The view of node n's result that reads its input's view x: reshape,
+ * unsqueeze (a dense x read in the new shape), transpose, broadcast, slice.
+ * 0, or -1 when n is no such op or x is not dense where it must be. */
+
+
+static int dense(const aj_view *v) {
+    int64_t s = 1;
+    for (int a = v->rank - 1; a >= 0; a--) {
+        if (v->shape[a] != 1 && v->stride[a] != s) return 0;
+        s *= v->shape[a];
+    }
+    return 1;
+}
+
+int aj_view_of_node(const aj_module *m, const aj_node *n, const aj_view *x, const aj_type *out_t, aj_view *y) {
+    *y = *x;
+    y->rank = out_t->rank;
+    for (int a = 0; a < out_t->rank; a++) y->shape[a] = aj_dim_bind(out_t->dim[a], &m->bind).off;
+    switch (n->op) {
+    case AJ_OP_RESHAPE:
+    case AJ_OP_UNSQUEEZE: {
+        if (!dense(x)) return -1;
+        int64_t s = 1;
+        for (int a = y->rank - 1; a >= 0; a--) y->stride[a] = s, s *= y->shape[a];
+        return 0;
+    }
+    case AJ_OP_TRANSPOSE: {
+        const aj_attr *p = aj_attr_get(n, "perm");
+        for (int a = 0; a < y->rank; a++) y->stride[a] = x->stride[p->ints[a]];
+        return 0;
+    }
+    case AJ_OP_BROADCAST:   /* right-aligned: new or size-1 axes read stride 0 */
+        for (int a = 0; a < y->rank; a++) {
+            int ax = a - (y->rank - x->rank);
+            y->stride[a] = ax >= 0 && x->shape[ax] == y->shape[a] ? x->stride[ax] : 0;
+        }
+        return 0;
+    case AJ_OP_SLICE: {
+        int ax = (int)aj_attr_int(n, "axis");
+        if (ax < 0) ax += x->rank;
+        y->off += aj_attr_dim_value(m, n, "start") * x->stride[ax];
+        return 0;
+    }
+    default: return -1;
+    }
+}
+
+/* ---------------------------------------------------------------- reductions, softmax */
+
+/* The reduced axes of n over x's rank as [outer, red, inner] when they are
+ * one block (size-1 axes aside); 0 when they are not. */
+static int reduce_split(const aj_node *n, const aj_view *x, int64_t *outer, int64_t *red, int64_t *inner) {
+    const aj_attr *ax = aj_attr_get(n, "axis");
+    int r[AJ_MAX_RANK] = {0}, lo = x->rank, hi = -1;
+    for (int a = 0; a < x->rank; a++) r[a] = ax->n == 0;
+    for (int j = 0; j < ax->n; j++) r[ax->ints[j] < 0 ? ax->ints[j] + x->rank : ax->ints[j]] = 1;
+    for (int a = 0; a < x->rank; a++)
+        if (r[a] && x->shape[a] != 1) lo = lo < a ? lo : a, hi = a;
+    if (hi < 0) lo = hi = 0;   /* only size-1 axes reduced: a copy */
+    for (int a = lo; a <= hi; a++)
+        if (!r[a] && x->shape[a] != 1) return 0;
+    *outer = prod(x->shape, 0, lo);
+    *red = hi < lo ? 1 : prod(x->shape, lo, hi + 1);
+    if (x->rank == 0) *red = 1;
+    *inner = prod(x->shape, hi + 1, x->rank);
+    return 1;
+}
+
+/* [outer, red, inner] -> [outer, inner]: sum, mean, max (dense views). */
+static int64_t lower_reduce(aj_codegen *c, const aj_node *n) {
+    const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
+    int64_t outer, red, inner;
+    reduce_split(n, x, &outer, &red, &inner);
+    int is_max = n->op == AJ_OP_MAX;
+    LLVMValueRef xb = view_base(c, x), yb = view_base(c, y);
+    LLVMValueRef init = f32c(c, is_max ? -INFINITY : 0.0);
+    loop ol, il, rl;
+    LLVMValueRef o = loop_open(c, &ol, c->lo, c->hi, "outer");
+    LLVMValueRef yrow = add(c, yb, muli(c, o, inner)), xrow = add(c, xb, muli(c, o, red * inner));
+    if (inner == 1) {   /* a row: one accumulator, reassociated into lanes */
+        LLVMValueRef acc = alloca_f(c, "acc");
+        LLVMBuildStore(c->b, init, acc);
+        LLVMValueRef k = loop_open(c, &rl, i64c(c, 0), i64c(c, red), "r");
+        LLVMValueRef v = load_at(c, x, add(c, xrow, k)), a = LLVMBuildLoad2(c->b, c->f32, acc, "");
+        LLVMBuildStore(c->b, is_max ? aj_vm_max(c->b, a, v) : fadd_reassoc(c, a, v), acc);
+        loop_close(c, &rl);
+        LLVMValueRef s = LLVMBuildLoad2(c->b, c->f32, acc, "");
+        if (n->op == AJ_OP_MEAN) s = fmul_(c, s, f32c(c, 1.0 / (double)red));
+        store_at(c, y, yrow, s);
+    } else {            /* rows of inner: accumulate in y, vectorised along inner */
+        LLVMValueRef i = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "i");
+        store_at(c, y, add(c, yrow, i), init);
+        loop_close(c, &il);
+        LLVMValueRef k = loop_open(c, &rl, i64c(c, 0), i64c(c, red), "r");
+        LLVMValueRef xr = add(c, xrow, muli(c, k, inner));
+        i = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "i");
+        LLVMValueRef a = load_at(c, y, add(c, yrow, i)), v = load_at(c, x, add(c, xr, i));
+        store_at(c, y, add(c, yrow, i), is_max ? aj_vm_max(c->b, a, v) : fadd_(c, a, v));
+        loop_close(c, &il);
+        loop_close(c, &rl);
+        if (n->op == AJ_OP_MEAN) {
+            i = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "i");
+            LLVMValueRef p = add(c, yrow, i);
+            store_at(c, y, p, fmul_(c, load_at(c, y, p), f32c(c, 1.0 / (double)red)));
+            loop_close(c, &il);
+        }
+    }
+    loop_close(c, &ol);
+    return outer;
+}
+
+/* Along K (stride `inner`) from xrow: the max m and s = sum exp(x - m). */
+static void max_and_sumexp(aj_codegen *c, const aj_view *x, LLVMValueRef xrow, int64_t K, int64_t inner,
+                           LLVMValueRef *m, LLVMValueRef *s) {
+    LLVMValueRef am = alloca_f(c, "m"), as = alloca_f(c, "s");
+    LLVMBuildStore(c->b, f32c(c, -INFINITY), am);
+    LLVMBuildStore(c->b, f32c(c, 0), as);
+    loop kl;
+    LLVMValueRef k = loop_open(c, &kl, i64c(c, 0), i64c(c, K), "k");
+    LLVMValueRef v = load_at(c, x, add(c, xrow, muli(c, k, inner)));
+    LLVMBuildStore(c->b, aj_vm_max(c->b, LLVMBuildLoad2(c->b, c->f32, am, ""), v), am);
+    loop_close(c, &kl);
+    *m = LLVMBuildLoad2(c->b, c->f32, am, "");
+    /* all -inf: exp(x - m) would be NaN; shift by 0 instead (sum 0, lse -inf) */
+    LLVMValueRef shift = sel(c, LLVMBuildFCmp(c->b, LLVMRealOEQ, *m, f32c(c, -INFINITY), ""), f32c(c, 0), *m);
+    k = loop_open(c, &kl, i64c(c, 0), i64c(c, K), "k");
+    v = load_at(c, x, add(c, xrow, muli(c, k, inner)));
+    LLVMValueRef e = aj_vm_exp(c->b, fsub_(c, v, shift));
+    LLVMBuildStore(c->b, fadd_reassoc(c, LLVMBuildLoad2(c->b, c->f32, as, ""), e), as);
+    loop_close(c, &kl);
+    *s = LLVMBuildLoad2(c->b, c->f32, as, "");
+    *m = shift;
+}
+
+/* logsumexp over a block of axes; softmax, log_softmax along one axis:
+ * per (outer, inner) position, m = max, s = sum exp(x - m), then
+ * lse = m + log s, softmax = exp(x - m) / s, log_softmax = x - lse. */
+static int64_t lower_lse_softmax(aj_codegen *c, const aj_node *n) {
+    const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
+    int64_t outer, K, inner;
+    if (n->op == AJ_OP_LOGSUMEXP) {
+        reduce_split(n, x, &outer, &K, &inner);
+    } else {
+        int ax = (int)aj_attr_int(n, "axis");
+        if (ax < 0) ax += x->rank;
+        outer = prod(x->shape, 0, ax), K = x->shape[ax], inner = prod(x->shape, ax + 1, x->rank);
+    }
+    LLVMValueRef xb = view_base(c, x), yb = view_base(c, y);
+    loop ol, il, kl;
+    LLVMValueRef o = loop_open(c, &ol, c->lo, c->hi, "outer");
+    LLVMValueRef i = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "i");
+    LLVMValueRef xrow = add(c, add(c, xb, muli(c, o, K * inner)), i), m, s;
+    max_and_sumexp(c, x, xrow, K, inner, &m, &s);
+    LLVMValueRef lse = fadd_(c, m, aj_vm_log(c->b, s));
+    if (n->op == AJ_OP_LOGSUMEXP) {
+        store_at(c, y, add(c, add(c, yb, muli(c, o, inner)), i), lse);
+    } else {
+        LLVMValueRef yrow = add(c, add(c, yb, muli(c, o, K * inner)), i), inv = LLVMBuildFDiv(c->b, f32c(c, 1), s, "");
+        LLVMValueRef k = loop_open(c, &kl, i64c(c, 0), i64c(c, K), "k");
+        LLVMValueRef v = load_at(c, x, add(c, xrow, muli(c, k, inner)));
+        LLVMValueRef r = n->op == AJ_OP_SOFTMAX ? fmul_(c, aj_vm_exp(c->b, fsub_(c, v, m)), inv) : fsub_(c, v, lse);
+        store_at(c, y, add(c, yrow, muli(c, k, inner)), r);
+        loop_close(c, &kl);
+    }
+    loop_close(c, &il);
+    loop_close(c, &ol);
+    return outer;
+}
+
+/* ---------------------------------------------------------------- other ops */
+
+static int64_t lower_constant(aj_codegen *c, const aj_node *n) {
+    const aj_view *y = &c->ks->out[0];
+    int64_t rows = rows_of(y->rank, y->shape), inner = y->rank ? y->shape[y->rank - 1] : 1;
+    LLVMValueRef yb = view_base(c, y);
+    loop rl, il;
+    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
+    LLVMValueRef i = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "i");
+    store_at(c, y, add(c, add(c, yb, muli(c, r, inner)), i), f32c(c, aj_attr_float(n, "value")));
+    loop_close(c, &il);
+    loop_close(c, &rl);
+    return rows;
+}
+
+/* shift, pad: y[.., k, ..] = x[.., k - d, ..] where that is inside x, else
+ * the fill (0 for shift); d = by, or before. */
+typedef struct {
+    int ax;
+    int64_t d, len;
+    double fill;
+} shift_user;
+
+static void shift_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
+    shift_user *u = user;
+    const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
+    LLVMValueRef k = LLVMBuildNSWSub(c->b, idx[u->ax], i64c(c, u->d), "");
+    LLVMValueRef inside = LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, k, i64c(c, 0), ""),
+                                       LLVMBuildICmp(c->b, LLVMIntSLT, k, i64c(c, u->len), ""), "");
+    /* offs[1] is x's offset at idx; move it back by d along ax, clamped */
+    LLVMValueRef back = sel(c, inside, i64c(c, u->d * x->stride[u->ax]), i64c(c, 0));
+    LLVMValueRef src = LLVMBuildNSWSub(c->b, offs[1], back, "");
+    LLVMValueRef safe = sel(c, inside, src, view_base(c, x));
+    LLVMValueRef v = load_at(c, x, safe);
+    LLVMValueRef fill = y->dtype == AJ_F32 ? f32c(c, u->fill) : LLVMConstInt(c->i32, (unsigned long long)(int64_t)u->fill, 1);
+    store_at(c, y, offs[0], sel(c, inside, v, fill));
+}
+
+static int64_t lower_shift_pad(aj_codegen *c, const aj_node *n) {
+    const aj_view *y = &c->ks->out[0];
+    aj_view vs[2] = {*y, c->ks->in[0]};
+    shift_user u = {(int)aj_attr_int(n, "axis"), 0, 0, 0};
+    if (u.ax < 0) u.ax += y->rank;
+    u.len = vs[1].shape[u.ax];
+    if (n->op == AJ_OP_SHIFT) {
+        u.d = aj_attr_int(n, "by");
+    } else {
+        u.d = aj_attr_int(n, "before");
+        u.fill = aj_attr_float(n, "value");
+        vs[1].shape[u.ax] = y->shape[u.ax];   /* walk x as if it had y's length; stores are guarded */
+    }
+    for_each_element(c, y->rank, y->shape, vs, 2, shift_body, &u);
+    return rows_of(y->rank, y->shape);
+}
+
+/* cast: i32 -> f32 exactly; f32 -> i32 toward zero, saturating, NaN -> 0 */
+static void cast_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
+    const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
+    LLVMValueRef v = load_at(c, x, offs[1]);
+    if (x->dtype == AJ_I32 && y->dtype == AJ_F32) v = LLVMBuildSIToFP(c->b, v, c->f32, "");
+    else if (x->dtype == AJ_F32 && y->dtype == AJ_I32) v = aj_vm_intrinsic(c->b, "llvm.fptosi.sat", &v, 1);
+    store_at(c, y, offs[0], v);
+}
+
+static int64_t lower_cast(aj_codegen *c, const aj_node *n) {
+    const aj_view *y = &c->ks->out[0];
+    aj_view vs[2] = {*y, c->ks->in[0]};
+    for_each_element(c, y->rank, y->shape, vs, 2, cast_body, NULL);
+    return rows_of(y->rank, y->shape);
+}
+
+/* one_hot: y[s.., k] = (idx[s..] == k); gather: y[s.., e..] = table[idx[s..], e..]
+ * (indices clamped into range: kernels cannot stop on a bad one) */
+static void index_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
+    const aj_node *n = user;
+    const aj_kspec *ks = c->ks;
+    const aj_view *y = &ks->out[0];
+    if (n->op == AJ_OP_ONE_HOT) {
+        LLVMValueRef ix = LLVMBuildSExt(c->b, load_at(c, &ks->in[0], offs[1]), c->i64, "");
+        LLVMValueRef hit = LLVMBuildICmp(c->b, LLVMIntEQ, ix, idx[y->rank - 1], "");
+        store_at(c, y, offs[0], sel(c, hit, f32c(c, 1), f32c(c, 0)));
+        return;
+    }
+    const aj_view *table = &ks->in[0], *iv = &ks->in[1];
+    int64_t row = prod(table->shape, 1, table->rank), V = table->shape[0];
+    LLVMValueRef s = LLVMBuildSDiv(c->b, flat, i64c(c, row), ""), e = LLVMBuildSRem(c->b, flat, i64c(c, row), "");
+    LLVMValueRef ix = LLVMBuildSExt(c->b, load_at(c, iv, add(c, view_base(c, iv), s)), c->i64, "");
+    ix = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, ix, i64c(c, 0), ""), i64c(c, 0), ix);
+    ix = sel(c, LLVMBuildICmp(c->b, LLVMIntSGE, ix, i64c(c, V), ""), i64c(c, V - 1), ix);
+    store_at(c, y, offs[0], load_at(c, table, add(c, view_base(c, table), add(c, muli(c, ix, row), e))));
+}
+
+static int64_t lower_index(aj_codegen *c, const aj_node *n) {
+    const aj_view *y = &c->ks->out[0];
+    aj_view vs[2] = {*y, c->ks->in[0]};
+    if (n->op == AJ_OP_ONE_HOT) { /* idx broadcast along the new last axis */
+        vs[1].rank = y->rank;
+        vs[1].shape[y->rank - 1] = 1;
+        vs[1].stride[y->rank - 1] = 0;
+    }
+    for_each_element(c, y->rank, y->shape, vs, n->op == AJ_OP_ONE_HOT ? 2 : 1, index_body, (void *)n);
+    return rows_of(y->rank, y->shape);
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+/* C[b] = op(A[b]) op(B[b]) for each batch b of C (A's and B's batch axes
+ * broadcast), through the register-tiled sgemm of matmul_llvm.c. Rows of
+ * the kernel are batch * M rows of C; the packer's rows are B's batches x
+ * panels. */
+typedef struct {
+    int ta, tb;
+    int64_t M, N, K, nb;
+    int64_t a_bstride[AJ_MAX_RANK], b_bstride[AJ_MAX_RANK], bshape[AJ_MAX_RANK];
+    int nbatch_axes;
+    int64_t nbatch_b;        /* distinct batches of B (packs) */
+} mm_shape;
+
+static void mm_shape_of(const aj_kspec *ks, const aj_node *n, mm_shape *s) {
+    const aj_view *a = &ks->in[0], *b = &ks->in[1];
+    s->ta = (int)aj_attr_int(n, "ta"), s->tb = (int)aj_attr_int(n, "tb");
+    s->K = a->shape[a->rank - (s->ta ? 2 : 1)];
+    s->M = a->shape[a->rank - (s->ta ? 1 : 2)];
+    s->N = b->shape[b->rank - (s->tb ? 2 : 1)];
+    int r = a->rank > b->rank ? a->rank : b->rank;
+    s->nbatch_axes = r - 2;
+    s->nb = 1, s->nbatch_b = 1;
+    for (int ax = 0; ax < r - 2; ax++) {
+        int aa = ax - (r - a->rank), ba = ax - (r - b->rank);
+        int64_t na = aa >= 0 ? a->shape[aa] : 1, nbb = ba >= 0 ? b->shape[ba] : 1;
+        s->bshape[ax] = na > nbb ? na : nbb;
+        s->a_bstride[ax] = na == 1 ? 0 : a->stride[aa];
+        s->b_bstride[ax] = nbb == 1 ? 0 : b->stride[ba];
+        s->nb *= s->bshape[ax];
+        s->nbatch_b *= nbb;
+    }
+}
+
+/* The sgemm's offsets of batch `bi` into A and B. */
+static void mm_batch_offsets(aj_codegen *c, const mm_shape *s, LLVMValueRef bi, LLVMValueRef *ao, LLVMValueRef *bo) {
+    LLVMValueRef idx[AJ_MAX_RANK];
+    *ao = i64c(c, 0), *bo = i64c(c, 0);
+    if (!s->nbatch_axes) return;
+    unflatten(c, bi, s->bshape, s->nbatch_axes, idx);
+    for (int ax = 0; ax < s->nbatch_axes; ax++) {
+        *ao = add(c, *ao, muli(c, idx[ax], s->a_bstride[ax]));
+        *bo = add(c, *bo, muli(c, idx[ax], s->b_bstride[ax]));
+    }
+}
+
+static aj_mm_spec mm_spec_of(aj_codegen *c, const mm_shape *s, char *name) {
+    aj_mm_spec sp = {.name = name, .trans_a = s->ta, .trans_b = s->tb};
+    return aj_mm_resolve(c->jit, &sp);
+}
+
+int64_t aj_codegen_mm_packed(aj_codegen *cg, const aj_kspec *ks) {
+    mm_shape s;
+    mm_shape_of(ks, &ks->g->node[ks->node], &s);
+    aj_mm_spec sp = mm_spec_of(cg, &s, "");
+    return aj_mm_packs_b(&sp) ? s.nbatch_b * aj_mm_packed_floats(&sp, s.N, s.K) : 0;
+}
+
+/* a call of sgemm helper `name` (i64 and pointer arguments as is_ptr says) */
+static void call_fn(aj_codegen *c, const char *name, LLVMValueRef *args, int nargs, const int *is_ptr) {
+    LLVMTypeRef pt[16];
+    for (int i = 0; i < nargs; i++) pt[i] = is_ptr[i] ? c->ptr : c->i64;
+    LLVMBuildCall2(c->b, LLVMFunctionType(c->void_, pt, (unsigned)nargs, 0), LLVMGetNamedFunction(c->m, name), args,
+                   (unsigned)nargs, "");
+}
+
+static LLVMValueRef fptr(aj_codegen *c, LLVMValueRef base, LLVMValueRef off) {
+    return LLVMBuildInBoundsGEP2(c->b, c->f32, base, &off, 1, "");
+}
+
+static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
+    const aj_kspec *ks = c->ks;
+    mm_shape s;
+    mm_shape_of(ks, n, &s);
+    char name[80] = "";
+    aj_mm_spec sp = mm_spec_of(c, &s, name);
+    int packed = aj_mm_packs_b(&sp);
+    /* the sgemm is emitted once: by the pack kernel when B is packed (the
+     * planner puts it right before its matmul kernel), else here */
+    if (ks->kind == AJ_KS_MM_PACK || !packed) {
+        snprintf(name, sizeof name, "mm%d", c->nmm++);
+        if (aj_mm_emit(c->jit, c->mod, &sp, d)) return -1;
+        LLVMSetLinkage(LLVMGetNamedFunction(c->m, name), LLVMInternalLinkage);
+        if (packed) {
+            char pn[96];
+            snprintf(pn, sizeof pn, "%s_pack", name);
+            LLVMSetLinkage(LLVMGetNamedFunction(c->m, pn), LLVMInternalLinkage);
+        }
+    } else {
+        snprintf(name, sizeof name, "mm%d", c->nmm - 1);
+    }
+    const aj_view *a = &ks->in[0], *b = &ks->in[1];
+    int64_t lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N, pf = packed ? aj_mm_packed_floats(&sp, s.N, s.K) : 0;
+    loop L;
+    if (ks->kind == AJ_KS_MM_PACK) {   /* rows: batches of B x panels */
+        int64_t np = aj_mm_panels(&sp, s.N);
+        LLVMValueRef r = loop_open(c, &L, c->lo, c->hi, "bp");
+        LLVMValueRef bi = LLVMBuildSDiv(c->b, r, i64c(c, np), ""), p = LLVMBuildSRem(c->b, r, i64c(c, np), "");
+        /* B's batch bi (B's own batches, dense) */
+        LLVMValueRef bsrc = fptr(c, c->arg[b->arg], add(c, view_base(c, b), muli(c, bi, s.K * s.N)));
+        LLVMValueRef dst = fptr(c, c->arg[ks->out[0].arg], muli(c, bi, pf));
+        char pn[96];
+        snprintf(pn, sizeof pn, "%s_pack", name);
+        LLVMValueRef args[7] = {p, add(c, p, i64c(c, 1)), i64c(c, s.N), i64c(c, s.K), bsrc, i64c(c, ldb), dst};
+        call_fn(c, pn, args, 7, (int[]){0, 0, 0, 0, 1, 0, 1});
+        loop_close(c, &L);
+        return s.nbatch_b * np;
+    }
+    /* rows of C: batch * M; call the sgemm once per batch on its row range */
+    const aj_view *y = &ks->out[0];
+    LLVMValueRef ab = view_base(c, a), bb = view_base(c, b), yb = view_base(c, y);
+    LLVMValueRef first_b = LLVMBuildSDiv(c->b, c->lo, i64c(c, s.M), "");
+    LLVMValueRef last_b = LLVMBuildSDiv(c->b, add(c, c->hi, i64c(c, s.M - 1)), i64c(c, s.M), "");
+    LLVMValueRef bi = loop_open(c, &L, first_b, last_b, "batch");
+    LLVMValueRef r0 = muli(c, bi, s.M);
+    LLVMValueRef m0 = LLVMBuildNSWSub(c->b, LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, c->lo, r0, ""), c->lo, r0, ""), r0, "");
+    LLVMValueRef r1 = add(c, r0, i64c(c, s.M));
+    LLVMValueRef m1 = LLVMBuildNSWSub(c->b, LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, c->hi, r1, ""), c->hi, r1, ""), r0, "");
+    LLVMValueRef ao, bo;
+    mm_batch_offsets(c, &s, bi, &ao, &bo);
+    LLVMValueRef A = fptr(c, c->arg[a->arg], add(c, ab, ao));
+    LLVMValueRef B;
+    if (packed) {   /* B's batch index of C's batch bi: bo / (K N) since B is dense */
+        LLVMValueRef bbi = LLVMBuildSDiv(c->b, bo, i64c(c, s.K * s.N), "");
+        B = fptr(c, c->arg[ks->in[2].arg], muli(c, bbi, pf));
+    } else {
+        B = fptr(c, c->arg[b->arg], add(c, bb, bo));
+    }
+    LLVMValueRef C = fptr(c, c->arg[y->arg], add(c, yb, muli(c, bi, s.M * s.N)));
+    LLVMValueRef args[10] = {m0, m1, i64c(c, s.N), i64c(c, s.K), A, i64c(c, lda), B, i64c(c, ldb), C, i64c(c, s.N)};
+    call_fn(c, name, args, 10, (int[]){0, 0, 0, 0, 1, 0, 1, 0, 1, 0});
+    loop_close(c, &L);
+    return s.nb * s.M;
+}
+
+/* ---------------------------------------------------------------- the table */
+
+typedef int64_t (*lower_fn)(aj_codegen *c, const aj_node *n);
+
+static const lower_fn lowerings[AJ_OP_COUNT] = {
+    [AJ_OP_CONSTANT] = lower_constant,
+    [AJ_OP_SUM] = lower_reduce, [AJ_OP_MEAN] = lower_reduce, [AJ_OP_MAX] = lower_reduce,
+    [AJ_OP_LOGSUMEXP] = lower_lse_softmax, [AJ_OP_SOFTMAX] = lower_lse_softmax,
+    [AJ_OP_LOG_SOFTMAX] = lower_lse_softmax,
+    [AJ_OP_SHIFT] = lower_shift_pad, [AJ_OP_PAD] = lower_shift_pad,
+    [AJ_OP_CAST] = lower_cast, [AJ_OP_ONE_HOT] = lower_index, [AJ_OP_GATHER] = lower_index,
+};
+
+static int is_view_op(aj_op op) {
+    return op == AJ_OP_RESHAPE || op == AJ_OP_UNSQUEEZE || op == AJ_OP_TRANSPOSE || op == AJ_OP_BROADCAST ||
+           op == AJ_OP_SLICE;
+}
+
+int aj_codegen_lowers(const aj_node *n, const aj_type *in_types) {
+    if (n->op == AJ_OP_MASK || n->op == AJ_OP_MATMUL || is_ew(n->op) || is_view_op(n->op)) return 1;
+    if (n->op == AJ_OP_SUM || n->op == AJ_OP_MEAN || n->op == AJ_OP_MAX || n->op == AJ_OP_LOGSUMEXP) {
+        /* a block of axes only (others run on the interpreter) */
+        aj_view x = {.rank = in_types[0].rank};
+        for (int a = 0; a < x.rank; a++) x.shape[a] = in_types[0].dim[a].off + (in_types[0].dim[a].syms ? 2 : 0);
+        int64_t o, r, i;
+        return reduce_split(n, &x, &o, &r, &i);
+    }
+    return lowerings[n->op] != NULL;
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+aj_codegen *aj_codegen_new(aj_jit *jit, aj_jit_module *mod) {
+    aj_codegen *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->jit = jit, c->mod = mod;
+    c->cx = aj_jit_module_context(mod);
+    c->m = aj_jit_module_llvm(mod);
+    c->b = LLVMCreateBuilderInContext(c->cx);
+    c->eb = LLVMCreateBuilderInContext(c->cx);
+    c->f32 = LLVMFloatTypeInContext(c->cx);
+    c->i32 = LLVMInt32TypeInContext(c->cx);
+    c->i64 = LLVMInt64TypeInContext(c->cx);
+    c->ptr = LLVMPointerTypeInContext(c->cx, 0);
+    c->void_ = LLVMVoidTypeInContext(c->cx);
+    return c;
+}
+
+void aj_codegen_free(aj_codegen *c) {
+    if (!c) return;
+    LLVMDisposeBuilder(c->b);
+    LLVMDisposeBuilder(c->eb);
+    free(c);
+}
+
+static void fn_attr(aj_codegen *c, unsigned idx, const char *name) {
+    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+    LLVMAddAttributeAtIndex(c->fn, idx, LLVMCreateEnumAttribute(c->cx, kind, 0));
+}
+
+int aj_codegen_kernel(aj_codegen *c, const aj_kspec *ks, const char *name, int nargs, int64_t *rows, aj_diag *d) {
+    LLVMTypeRef pt[AJ_MAX_KARGS + 3] = {c->i64, c->i64, c->ptr};
+    for (int i = 0; i < nargs; i++) pt[3 + i] = c->ptr;
+    c->fn = LLVMAddFunction(c->m, name, LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0));
+    c->ks = ks;
+    fn_attr(c, LLVMAttributeFunctionIndex, "nounwind");
+    for (int i = 0; i < nargs; i++) {
+        fn_attr(c, (unsigned)i + 4, "noalias");
+        fn_attr(c, (unsigned)i + 4, "nocapture");
+        c->arg[i] = LLVMGetParam(c->fn, (unsigned)i + 3);
+    }
+    c->lo = LLVMGetParam(c->fn, 0), c->hi = LLVMGetParam(c->fn, 1), c->ctx = LLVMGetParam(c->fn, 2);
+    c->entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
+    LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(c->cx, c->fn, "start");
+    LLVMPositionBuilderAtEnd(c->eb, c->entry);
+    LLVMPositionBuilderAtEnd(c->b, start);
+
+    const aj_node *n = ks->node >= 0 && ks->g ? &ks->g->node[ks->node] : NULL;
+    int64_t r = -1;
+    switch (ks->kind) {
+    case AJ_KS_COPY: r = lower_elementwise(c, NULL); break;
+    case AJ_KS_MM_PACK:
+    case AJ_KS_MM: r = lower_matmul(c, n, d); break;
+    case AJ_KS_NODE:
+        if (is_ew(n->op)) r = lower_elementwise(c, n);
+        else if (is_view_op(n->op)) r = lower_elementwise(c, NULL);
+        else if (lowerings[n->op]) r = lowerings[n->op](c, n);
+        else r = aj_error(d, n->line, n->col, "codegen: no lowering for %s", aj_op_info(n->op)->name);
+        break;
+    case AJ_KS_GROUP: r = aj_error(d, 0, 0, "codegen: fused groups are not built yet"); break;
+    }
+    LLVMBuildRetVoid(c->b);
+    LLVMBuildBr(c->eb, start);
+    *rows = r;
+    return r < 0 ? -1 : 0;
+}

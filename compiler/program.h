@@ -1,0 +1,104 @@
+/* A compiled program: what the naive and fused engines run.
+ *
+ * The compiler (compiler/plan.c, fuse.c, codegen_llvm.c) turns one fn of a
+ * module, under a binding where every dim is known, into
+ *   - buffers: one per materialised value (plus scratch), each a slice of
+ *     one arena placed by a memory plan, or a parameter, input or result
+ *     tensor supplied by the caller, or constant data built at compile time;
+ *   - kernels: LLVM functions with the one signature
+ *         void k(i64 lo, i64 hi, const aj_kctx *ctx, ptr noalias buf...)
+ *     that compute rows [lo, hi) of their iteration space (rows are the
+ *     leading axes of the kernel's first output), so threads split rows;
+ *   - instructions: a flat list of kernel calls, copies and loops (a loop
+ *     runs the next `nbody` instructions `steps` times: a recurrence).
+ * The runtime (runtime/program.c) runs the instructions in one OpenMP
+ * parallel region, each thread calling each kernel on its share of rows
+ * through a libffi call interface prepared once, with a barrier between
+ * kernels. */
+#ifndef ARJIT_COMPILER_PROGRAM_H
+#define ARJIT_COMPILER_PROGRAM_H
+
+#include "arjit.h"
+#include "arjit_jit.h"
+
+#include <ffi.h>
+
+enum { AJ_MAX_DEPTH = 8, AJ_MAX_KARGS = 24 };
+
+/* What every kernel can read besides its buffers: the step index of each
+ * enclosing loop (outermost first) and the sampling seed. */
+typedef struct {
+    int64_t t[AJ_MAX_DEPTH];
+    int64_t depth;
+    uint64_t seed;
+} aj_kctx;
+
+typedef enum {
+    AJ_BUF_ARENA,   /* intermediate: arena + offset */
+    AJ_BUF_PARAM,   /* module parameter idx */
+    AJ_BUF_INPUT,   /* fn argument idx */
+    AJ_BUF_RESULT,  /* fn result idx: the caller's result tensor */
+    AJ_BUF_CONST    /* data computed at compile time (masks) */
+} aj_buf_kind;
+
+typedef struct {
+    aj_buf_kind kind;
+    int idx;
+    aj_dtype dtype;
+    int64_t numel;
+    int64_t offset;          /* ARENA: bytes from the arena's start */
+    int swap;                /* a carry's ping-pong partner, -1: none */
+    int swap_level;          /* ... swapped on odd iterations of the loop at this depth */
+    int level;               /* loop depth of the graph that owns the value */
+    int first, last;         /* lifetime in instruction positions (memory plan) */
+    float *data;             /* CONST: owned */
+    char name[64];           /* the graph value it holds, for dumps and errors */
+} aj_buf;
+
+typedef struct {
+    char name[64];           /* LLVM symbol */
+    int nargs;
+    int arg[AJ_MAX_KARGS];   /* buffer ids */
+    int nout;                /* the first nout args are written (NaN check) */
+    int64_t rows;            /* iteration space */
+    int line, line_end;      /* graph lines it came from */
+    char what[160];          /* the ops it runs, for dumps and the profile */
+    const aj_graph *g;       /* host kernel (no LLVM lowering): run node `node` */
+    int node;                /* ... through the interpreter; -1 for JIT kernels */
+    int in_arg[64];          /* host kernel: the argument of each node input */
+    void *fn;
+    ffi_cif cif;
+    ffi_type *atype[AJ_MAX_KARGS + 3];
+} aj_kernel;
+
+typedef enum { AJ_I_KERNEL, AJ_I_COPY, AJ_I_LOOP } aj_instr_kind;
+
+typedef struct {
+    aj_instr_kind kind;
+    int kernel;              /* KERNEL */
+    int src, dst;            /* COPY: whole buffers (same size) */
+    int src_after;           /* COPY: read src as resolved after the loop at depth level+1 ended */
+    int nbody;               /* LOOP: the next nbody instructions are its body */
+    int64_t steps;
+    int reverse;
+    int level;               /* depth of this instruction (LOOP: of the loop itself, 1-based) */
+} aj_instr;
+
+typedef struct aj_program {
+    const aj_module *m;
+    const aj_graph *fn;
+    int fused, nan_check, profile;
+    aj_buf *buf; int nbuf, capbuf;
+    aj_kernel *kern; int nkern, capkern;
+    aj_instr *ins; int nins, capins;
+    int *result_buf;         /* buffer of each fn result */
+    int64_t arena_bytes;     /* the memory plan's peak */
+    int64_t naive_bytes;     /* the sum of every arena buffer: what no reuse would need */
+    double compile_ms;
+    int cache_hit;           /* code came from the disk cache */
+    aj_jit *jit;
+    void *arena;             /* arena_bytes, allocated at the first run */
+    int64_t *prof_ns;        /* per kernel: [2k] nanoseconds, [2k+1] calls */
+} aj_program;
+
+#endif

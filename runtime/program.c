@@ -1,0 +1,187 @@
+/* Running a compiled program (compiler/program.h) on OpenMP threads.
+ *
+ * One parallel region per run. Every thread walks the same instruction list;
+ * at a kernel each takes its share of the kernel's rows and calls it
+ * through the kernel's prepared libffi interface, then all meet at a
+ * barrier (a fork/join per kernel would cost ~1 us each, a barrier less).
+ * Loops set the step index t in each thread's own kernel context; carries
+ * swap their ping-pong buffers on odd iterations, so no data moves.
+ * Host kernels (ops without an LLVM lowering) run the interpreter's kernel
+ * on thread 0. */
+#include "arjit_compile.h"
+
+#include "compiler/program.h"
+#include "runtime/interp.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int n_threads;
+
+void aj_set_threads(int n) { n_threads = n > 0 ? n : 0; }
+int aj_threads(void) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
+
+typedef struct {
+    aj_program *P;
+    void **base;             /* each buffer's memory */
+    int64_t iter[AJ_MAX_DEPTH + 1];   /* iterations done by the loop at each depth */
+    aj_kctx ctx;
+    int ith, nth;
+    uint64_t seed;
+    volatile int *failed;    /* shared: set by thread 0, read after a barrier */
+    aj_diag *d;
+} runner;
+
+static void *resolve(const runner *r, int b) {
+    const aj_buf *bf = &r->P->buf[b];
+    if (bf->swap >= 0 && (r->iter[bf->swap_level] & 1)) return r->base[bf->swap];
+    return r->base[b];
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static aj_tensor as_tensor(const aj_module *m, const aj_value *v, void *data) {
+    aj_tensor t = {.dtype = v->type.dtype, .rank = v->type.rank, .data = data};
+    for (int a = 0; a < t.rank; a++) t.shape[a] = aj_dim_bind(v->type.dim[a], &m->bind).off;
+    return t;
+}
+
+/* thread 0: the interpreter's kernel for the node, into our buffers */
+static int run_host(runner *r, const aj_kernel *k) {
+    const aj_graph *g = k->g;
+    const aj_node *n = &g->node[k->node];
+    aj_tensor in[64], out[8];
+    for (int j = 0; j < n->nin && j < 64; j++) in[j] = as_tensor(r->P->m, &g->val[n->in[j]], resolve(r, k->arg[k->in_arg[j]]));
+    if (aj_interp_node_steps(r->P->m, g, k->node, in, out, r->seed, r->ctx.t, (int)r->ctx.depth, r->d)) return -1;
+    for (int o = 0; o < n->nout; o++) {
+        memcpy(resolve(r, k->arg[o]), out[o].data, (size_t)aj_tensor_numel(&out[o]) * 4);
+        aj_tensor_free(&out[o]);
+    }
+    return 0;
+}
+
+/* the first NaN or Inf in kernel k's outputs: an error naming it */
+static int check_finite(runner *r, const aj_kernel *k) {
+    for (int o = 0; o < k->nout; o++) {
+        const aj_buf *b = &r->P->buf[k->arg[o]];
+        if (b->dtype != AJ_F32) continue;
+        const float *x = resolve(r, k->arg[o]);
+        for (int64_t i = 0; i < b->numel; i++)
+            if (!isfinite(x[i])) {
+                char at[96] = "";
+                if (r->ctx.depth)
+                    snprintf(at, sizeof at, " at step t=%lld of its recurrence", (long long)r->ctx.t[r->ctx.depth - 1]);
+                return aj_error(r->d, k->line, 0, "nan check: kernel %s (%s) wrote %s to %s[%lld]%s", k->name, k->what,
+                                isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf", b->name, (long long)i, at);
+            }
+    }
+    return 0;
+}
+
+static void run_kernel(runner *r, int ki) {
+    aj_program *P = r->P;
+    aj_kernel *k = &P->kern[ki];
+    int64_t t0 = P->profile && r->ith == 0 ? now_ns() : 0;
+    if (k->node >= 0) {
+        if (r->ith == 0 && run_host(r, k)) *r->failed = 1;
+    } else {
+        int64_t chunk = (k->rows + r->nth - 1) / r->nth, lo = r->ith * chunk, hi = lo + chunk;
+        if (hi > k->rows) hi = k->rows;
+        if (lo < hi) {
+            void *ptr[AJ_MAX_KARGS];
+            const aj_kctx *ctxp = &r->ctx;
+            void *av[AJ_MAX_KARGS + 3] = {&lo, &hi, &ctxp};
+            for (int a = 0; a < k->nargs; a++) ptr[a] = resolve(r, k->arg[a]), av[3 + a] = &ptr[a];
+            ffi_call(&k->cif, FFI_FN(k->fn), NULL, av);
+        }
+    }
+#pragma omp barrier
+    if (r->ith == 0) {
+        if (P->profile) P->prof_ns[2 * ki] += now_ns() - t0, P->prof_ns[2 * ki + 1]++;
+        if (P->nan_check && !*r->failed && check_finite(r, k)) *r->failed = 1;
+    }
+    if (P->nan_check) {   /* everyone sees *failed before going on */
+#pragma omp barrier
+    }
+}
+
+static void run_copy(runner *r, const aj_instr *in) {
+    const aj_buf *s = &r->P->buf[in->src];
+    int64_t n = s->numel, chunk = (n + r->nth - 1) / r->nth, lo = r->ith * chunk, hi = lo + chunk;
+    if (hi > n) hi = n;
+    if (lo < hi) memcpy((char *)resolve(r, in->dst) + lo * 4, (char *)resolve(r, in->src) + lo * 4, (size_t)(hi - lo) * 4);
+#pragma omp barrier
+}
+
+/* instructions [from, to) at loop depth `depth` */
+static void run_range(runner *r, int from, int to) {
+    aj_program *P = r->P;
+    for (int p = from; p < to && !*r->failed; p++) {
+        const aj_instr *in = &P->ins[p];
+        if (in->kind == AJ_I_KERNEL) {
+            run_kernel(r, in->kernel);
+        } else if (in->kind == AJ_I_COPY) {
+            run_copy(r, in);
+        } else {
+            int L = in->level;
+            for (int64_t s = 0; s < in->steps && !*r->failed; s++) {
+                r->iter[L] = s;
+                r->ctx.t[L - 1] = in->reverse ? in->steps - 1 - s : s;
+                r->ctx.depth = L;
+                run_range(r, p + 1, p + 1 + in->nbody);
+            }
+            r->iter[L] = 0;
+            r->ctx.depth = L - 1;
+            p += in->nbody;
+        }
+    }
+}
+
+int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inputs, aj_tensor *results,
+                   uint64_t seed, aj_diag *d) {
+    const aj_graph *g = P->fn;
+    if (!P->arena && P->arena_bytes && !(P->arena = aligned_alloc(64, (size_t)(P->arena_bytes + 63) / 64 * 64)))
+        return aj_error(d, 0, 0, "out of memory: the arena of %s needs %lld bytes", g->name, (long long)P->arena_bytes);
+    void **base = calloc((size_t)P->nbuf + 1, sizeof *base);
+    if (!base) return aj_error(d, 0, 0, "out of memory");
+    int nres = 0, rc = -1;
+    for (; nres < g->nresult; nres++) {
+        results[nres] = aj_tensor_of_type(&g->val[g->result[nres]].type);
+        if (!results[nres].data && aj_tensor_numel(&results[nres])) {
+            aj_error(d, 0, 0, "out of memory for result %s", g->val[g->result[nres]].name);
+            goto out;
+        }
+    }
+    for (int b = 0; b < P->nbuf; b++) {
+        const aj_buf *bf = &P->buf[b];
+        switch (bf->kind) {
+        case AJ_BUF_ARENA: base[b] = (char *)P->arena + bf->offset; break;
+        case AJ_BUF_PARAM: base[b] = params[bf->idx].data; break;
+        case AJ_BUF_INPUT: base[b] = inputs[bf->idx].data; break;
+        case AJ_BUF_RESULT: base[b] = results[bf->idx].data; break;
+        case AJ_BUF_CONST: base[b] = bf->data; break;
+        }
+    }
+    volatile int failed = 0;
+    int nth = aj_threads();
+#pragma omp parallel num_threads(nth)
+    {
+        runner r = {.P = P, .base = base, .ith = omp_get_thread_num(), .nth = omp_get_num_threads(),
+                    .seed = seed, .failed = &failed, .d = d};
+        r.ctx.seed = seed;
+        run_range(&r, 0, P->nins);
+    }
+    rc = failed ? -1 : 0;
+out:
+    if (rc)
+        for (int k = 0; k < nres; k++) aj_tensor_free(&results[k]);
+    free(base);
+    return rc;
+}

