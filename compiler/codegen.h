@@ -12,6 +12,7 @@
 
 typedef struct {
     int arg;                 /* kernel argument (buffer) */
+    int swap_arg;            /* a carry: this argument instead on odd steps of the fused loop; -1 none */
     int64_t off;             /* element offset ... */
     int tlevel;              /* ... + t[tlevel] * tstride when tlevel >= 0 */
     int64_t tstride;
@@ -31,10 +32,11 @@ typedef enum {
     AJ_KS_COPY,     /* out[0] = in[0] elementwise (same shape) */
     AJ_KS_MM_PACK,  /* matmul node: pack B (in[1]) into scratch out[0] */
     AJ_KS_MM,       /* matmul node: out[0] = in[0] x in[1] (in[2]: B packed when present) */
-    AJ_KS_GROUP     /* fused: nodes[] of g, elementwise over one shape, maybe ending in a reduction */
+    AJ_KS_GROUP,    /* fused: nodes[] of g, elementwise over one shape, maybe ending in a reduction */
+    AJ_KS_RECUR     /* fused: a whole recurrence, sub[] run in order every step */
 } aj_ks_kind;
 
-typedef struct {
+typedef struct aj_kspec_s {
     aj_ks_kind kind;
     const aj_module *m;
     const aj_graph *g;
@@ -48,6 +50,14 @@ typedef struct {
     int nnodes;
     int nodes[AJ_KS_MAX_NODES];
     int in_val[AJ_KS_MAX_IN], out_val[4];
+    int barrier_after;       /* inside RECUR: a later sub-kernel reads what this one wrote */
+    /* RECUR: the step loop around sub[0..nsub-1] (their views use this
+     * kernel's arguments); every thread runs it, each taking its share of
+     * every sub-kernel's rows, with a barrier after each sub-kernel */
+    struct aj_kspec_s *sub;
+    int nsub;
+    int64_t steps;
+    int reverse, level;
 } aj_kspec;
 
 typedef struct aj_codegen aj_codegen;

@@ -42,10 +42,13 @@ struct aj_codegen {
     int nmm;                 /* matmul helpers emitted so far */
 };
 
+/* aj_kctx's fields as i64 indices */
+enum { CTX_T = 0, CTX_DEPTH = AJ_MAX_DEPTH, CTX_SEED, CTX_ITH, CTX_NTH, CTX_ODD };
+
 /* ---------------------------------------------------------------- views */
 
 aj_view aj_view_dense(int arg, const aj_type *t, const aj_bind *b) {
-    aj_view v = {.arg = arg, .tlevel = -1, .dtype = t->dtype, .rank = t->rank};
+    aj_view v = {.arg = arg, .swap_arg = -1, .tlevel = -1, .dtype = t->dtype, .rank = t->rank};
     int64_t s = 1;
     for (int a = t->rank - 1; a >= 0; a--) {
         v.shape[a] = aj_dim_bind(t->dim[a], b).off;
@@ -81,15 +84,24 @@ static LLVMValueRef fadd_reassoc(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) 
 
 static LLVMTypeRef elem_type(aj_codegen *c, aj_dtype dt) { return dt == AJ_F32 ? c->f32 : c->i32; }
 
+/* the view's buffer: a carry's ping-pong partner on odd steps */
+static LLVMValueRef ctx_field(aj_codegen *c, int i);
+
+static LLVMValueRef vptr(aj_codegen *c, const aj_view *v) {
+    if (v->swap_arg < 0) return c->arg[v->arg];
+    LLVMValueRef odd = LLVMBuildICmp(c->b, LLVMIntNE, ctx_field(c, CTX_ODD), i64c(c, 0), "");
+    return LLVMBuildSelect(c->b, odd, c->arg[v->swap_arg], c->arg[v->arg], "");
+}
+
 static LLVMValueRef load_at(aj_codegen *c, const aj_view *v, LLVMValueRef idx) {
     LLVMTypeRef t = elem_type(c, v->dtype);
-    LLVMValueRef p = LLVMBuildInBoundsGEP2(c->b, t, c->arg[v->arg], &idx, 1, "");
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(c->b, t, vptr(c, v), &idx, 1, "");
     return LLVMBuildLoad2(c->b, t, p, "");
 }
 
 static void store_at(aj_codegen *c, const aj_view *v, LLVMValueRef idx, LLVMValueRef x) {
     LLVMTypeRef t = elem_type(c, v->dtype);
-    LLVMBuildStore(c->b, x, LLVMBuildInBoundsGEP2(c->b, t, c->arg[v->arg], &idx, 1, ""));
+    LLVMBuildStore(c->b, x, LLVMBuildInBoundsGEP2(c->b, t, vptr(c, v), &idx, 1, ""));
 }
 
 /* An f32 view's element as float (i32 converted), for elementwise math. */
@@ -99,14 +111,18 @@ static LLVMValueRef load_f(aj_codegen *c, const aj_view *v, LLVMValueRef idx) {
 }
 
 /* The view's first element: off + t[tlevel] * tstride, read from ctx. */
+/* ctx field i (as i64) */
+static LLVMValueRef ctx_field(aj_codegen *c, int i) {
+    LLVMValueRef ix = i64c(c, i);
+    return LLVMBuildLoad2(c->b, c->i64, LLVMBuildInBoundsGEP2(c->b, c->i64, c->ctx, &ix, 1, ""), "");
+}
+
+/* the step index of the loop at depth level+1 */
+static LLVMValueRef step_t(aj_codegen *c, int level) { return ctx_field(c, CTX_T + level); }
+
 static LLVMValueRef view_base(aj_codegen *c, const aj_view *v) {
     LLVMValueRef base = i64c(c, v->off);
-    if (v->tlevel >= 0 && v->tstride) {
-        LLVMValueRef ti = i64c(c, v->tlevel);
-        LLVMValueRef p = LLVMBuildInBoundsGEP2(c->b, c->i64, c->ctx, &ti, 1, "");
-        LLVMValueRef t = LLVMBuildLoad2(c->b, c->i64, p, "t");
-        base = add(c, base, muli(c, t, v->tstride));
-    }
+    if (v->tlevel >= 0 && v->tstride) base = add(c, base, muli(c, step_t(c, v->tlevel), v->tstride));
     return base;
 }
 
@@ -177,14 +193,8 @@ static LLVMValueRef rng_key(aj_codegen *c, LLVMValueRef seed, LLVMValueRef a, LL
 
 /* aj_rng_node_key(seed, line, col, t[0..depth-1]) of the node, from ctx. */
 static LLVMValueRef node_key(aj_codegen *c, const aj_node *n) {
-    LLVMValueRef si = i64c(c, 9);
-    LLVMValueRef seed = LLVMBuildLoad2(c->b, c->i64, LLVMBuildInBoundsGEP2(c->b, c->i64, c->ctx, &si, 1, ""), "seed");
-    LLVMValueRef k = rng_key(c, seed, u64c(c, (uint64_t)n->line), u64c(c, (uint64_t)n->col));
-    for (int i = 0; i < c->ks->depth; i++) {
-        LLVMValueRef ti = i64c(c, i);
-        LLVMValueRef t = LLVMBuildLoad2(c->b, c->i64, LLVMBuildInBoundsGEP2(c->b, c->i64, c->ctx, &ti, 1, ""), "");
-        k = rng_key(c, k, t, u64c(c, 0));
-    }
+    LLVMValueRef k = rng_key(c, ctx_field(c, CTX_SEED), u64c(c, (uint64_t)n->line), u64c(c, (uint64_t)n->col));
+    for (int i = 0; i < c->ks->depth; i++) k = rng_key(c, k, step_t(c, i), u64c(c, 0));
     return k;
 }
 
@@ -259,43 +269,59 @@ static int is_ew(aj_op op) {
 
 /* ---------------------------------------------------------------- the elementwise driver */
 
-/* For each element of shape[0..rank-1] (rows [lo, hi) of it): `body` gets
- * the element's multi-index and flat index and the offset of each view in
- * vs[] at it (views broadcast right-aligned, as numpy does). */
+/* For each element of shape[0..rank-1] whose first index lies in [lo, hi)
+ * (the kernel's rows): `body` gets the element's multi-index, its flat
+ * row-major index and each view's offset there (views in vs[] broadcast
+ * right-aligned, as numpy does). Loops: axis 0, the middle axes flattened,
+ * the last axis innermost, so the inner loop vectorises. */
 typedef void (*elem_fn)(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs);
+
+/* view v's stride along axis a of a rank-r iteration (0: broadcast) */
+static int64_t bstride(const aj_view *v, int a, int r) {
+    int av = a - (r - v->rank);
+    return av >= 0 && v->shape[av] != 1 ? v->stride[av] : 0;
+}
 
 static void for_each_element(aj_codegen *c, int rank, const int64_t *shape, const aj_view *vs, int nv,
                              elem_fn body, void *user) {
-    int64_t inner = rank ? shape[rank - 1] : 1;
-    LLVMValueRef base[AJ_KS_MAX_IN + 4];
+    enum { MAXV = AJ_KS_MAX_IN + 4 };
+    LLVMValueRef base[MAXV], off0[MAXV], offm[MAXV], offs[MAXV], idx[AJ_MAX_RANK + 1];
     for (int k = 0; k < nv; k++) base[k] = view_base(c, &vs[k]);
-    loop rl;
-    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
-    LLVMValueRef idx[AJ_MAX_RANK + 1];
-    if (rank > 1) unflatten(c, r, shape, rank - 1, idx);
-    LLVMValueRef row_off[AJ_KS_MAX_IN + 4];
-    int64_t inner_stride[AJ_KS_MAX_IN + 4];
-    for (int k = 0; k < nv; k++) {
-        const aj_view *v = &vs[k];
-        LLVMValueRef o = base[k];
-        for (int a = 0; a < rank - 1; a++) {
-            int av = a - (rank - v->rank);
-            if (av >= 0 && v->shape[av] != 1) o = add(c, o, muli(c, idx[a], v->stride[av]));
-        }
-        row_off[k] = o;
-        inner_stride[k] = v->rank && v->shape[v->rank - 1] != 1 && rank ? v->stride[v->rank - 1] : 0;
+    loop l0, lm, lj;
+    LLVMValueRef a0 = loop_open(c, &l0, c->lo, c->hi, "a0");
+    if (rank == 0) {
+        body(c, user, idx, i64c(c, 0), base);
+        loop_close(c, &l0);
+        return;
     }
-    loop il;
-    LLVMValueRef j = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "col");
-    if (rank) idx[rank - 1] = j;
-    LLVMValueRef offs[AJ_KS_MAX_IN + 4];
-    for (int k = 0; k < nv; k++) offs[k] = inner_stride[k] ? add(c, row_off[k], muli(c, j, inner_stride[k])) : row_off[k];
-    body(c, user, idx, add(c, muli(c, r, inner), j), offs);
-    loop_close(c, &il);
-    loop_close(c, &rl);
+    idx[0] = a0;
+    for (int k = 0; k < nv; k++) off0[k] = add(c, base[k], muli(c, a0, bstride(&vs[k], 0, rank)));
+    if (rank == 1) {
+        body(c, user, idx, a0, off0);
+        loop_close(c, &l0);
+        return;
+    }
+    int64_t M = prod(shape, 1, rank - 1), inner = shape[rank - 1];
+    LLVMValueRef m = M > 1 ? loop_open(c, &lm, i64c(c, 0), i64c(c, M), "mid") : i64c(c, 0);
+    if (rank > 2) unflatten(c, m, shape + 1, rank - 2, idx + 1);
+    for (int k = 0; k < nv; k++) {
+        offm[k] = off0[k];
+        for (int a = 1; a < rank - 1; a++) offm[k] = add(c, offm[k], muli(c, idx[a], bstride(&vs[k], a, rank)));
+    }
+    LLVMValueRef j = loop_open(c, &lj, i64c(c, 0), i64c(c, inner), "j");
+    idx[rank - 1] = j;
+    for (int k = 0; k < nv; k++) {
+        int64_t sj = bstride(&vs[k], rank - 1, rank);
+        offs[k] = sj ? add(c, offm[k], muli(c, j, sj)) : offm[k];
+    }
+    body(c, user, idx, add(c, muli(c, add(c, muli(c, a0, M), m), inner), j), offs);
+    loop_close(c, &lj);
+    if (M > 1) loop_close(c, &lm);
+    loop_close(c, &l0);
 }
 
-static int64_t rows_of(int rank, const int64_t *shape) { return rank > 1 ? prod(shape, 0, rank - 1) : 1; }
+/* the rows of an elementwise kernel: its first axis */
+static int64_t rows_of(int rank, const int64_t *shape) { return rank ? shape[0] : 1; }
 
 /* views: out[0], then the inputs */
 typedef struct {
@@ -379,21 +405,27 @@ int aj_view_of_node(const aj_module *m, const aj_node *n, const aj_view *x, cons
 
 /* The reduced axes of n over x's rank as [outer, red, inner] when they are
  * one block (size-1 axes aside); 0 when they are not. */
-static int reduce_split(const aj_node *n, const aj_view *x, int64_t *outer, int64_t *red, int64_t *inner) {
+static int reduce_block(const aj_node *n, int rank, const int64_t *shape, int *lo_ax, int *hi_ax, int64_t *outer,
+                        int64_t *red, int64_t *inner) {
     const aj_attr *ax = aj_attr_get(n, "axis");
-    int r[AJ_MAX_RANK] = {0}, lo = x->rank, hi = -1;
-    for (int a = 0; a < x->rank; a++) r[a] = ax->n == 0;
-    for (int j = 0; j < ax->n; j++) r[ax->ints[j] < 0 ? ax->ints[j] + x->rank : ax->ints[j]] = 1;
-    for (int a = 0; a < x->rank; a++)
-        if (r[a] && x->shape[a] != 1) lo = lo < a ? lo : a, hi = a;
-    if (hi < 0) lo = hi = 0;   /* only size-1 axes reduced: a copy */
+    int r[AJ_MAX_RANK] = {0}, lo = rank, hi = -1;
+    for (int a = 0; a < rank; a++) r[a] = ax->n == 0;
+    for (int j = 0; j < ax->n; j++) r[ax->ints[j] < 0 ? ax->ints[j] + rank : ax->ints[j]] = 1;
+    for (int a = 0; a < rank; a++)
+        if (r[a] && shape[a] != 1) lo = lo < a ? lo : a, hi = a;
+    if (hi < 0) lo = rank, hi = rank - 1;   /* only size-1 axes reduced: a copy */
     for (int a = lo; a <= hi; a++)
-        if (!r[a] && x->shape[a] != 1) return 0;
-    *outer = prod(x->shape, 0, lo);
-    *red = hi < lo ? 1 : prod(x->shape, lo, hi + 1);
-    if (x->rank == 0) *red = 1;
-    *inner = prod(x->shape, hi + 1, x->rank);
+        if (!r[a] && shape[a] != 1) return 0;
+    *lo_ax = lo, *hi_ax = hi;
+    *outer = prod(shape, 0, lo);
+    *red = prod(shape, lo, hi + 1);
+    *inner = prod(shape, hi + 1, rank);
     return 1;
+}
+
+static int reduce_split(const aj_node *n, const aj_view *x, int64_t *outer, int64_t *red, int64_t *inner) {
+    int lo, hi;
+    return reduce_block(n, x->rank, x->shape, &lo, &hi, outer, red, inner);
 }
 
 /* [outer, red, inner] -> [outer, inner]: sum, mean, max (dense views). */
@@ -499,17 +531,14 @@ static int64_t lower_lse_softmax(aj_codegen *c, const aj_node *n) {
 
 /* ---------------------------------------------------------------- other ops */
 
+static void constant_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
+    store_at(c, &c->ks->out[0], offs[0], f32c(c, aj_attr_float(user, "value")));
+}
+
 static int64_t lower_constant(aj_codegen *c, const aj_node *n) {
     const aj_view *y = &c->ks->out[0];
-    int64_t rows = rows_of(y->rank, y->shape), inner = y->rank ? y->shape[y->rank - 1] : 1;
-    LLVMValueRef yb = view_base(c, y);
-    loop rl, il;
-    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
-    LLVMValueRef i = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "i");
-    store_at(c, y, add(c, add(c, yb, muli(c, r, inner)), i), f32c(c, aj_attr_float(n, "value")));
-    loop_close(c, &il);
-    loop_close(c, &rl);
-    return rows;
+    for_each_element(c, y->rank, y->shape, y, 1, constant_body, (void *)n);
+    return rows_of(y->rank, y->shape);
 }
 
 /* shift, pad: y[.., k, ..] = x[.., k - d, ..] where that is inside x, else
@@ -736,6 +765,144 @@ static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
     return s.nb * s.M;
 }
 
+/* ---------------------------------------------------------------- fused groups */
+
+/* A group is nodes[] of g, the last its root; the others are elementwise
+ * producers computed inline at each element of the root's iteration (their
+ * results never touch memory). Values from outside come through in[]. */
+typedef struct {
+    LLVMValueRef *offs;      /* views' offsets at this element: out[0], then in[] */
+    LLVMValueRef flat;
+    LLVMValueRef key[AJ_KS_MAX_NODES];
+    LLVMValueRef memo[AJ_KS_MAX_NODES];
+} group_elem;
+
+static LLVMValueRef gval(aj_codegen *c, group_elem *u, int v) {
+    const aj_kspec *ks = c->ks;
+    const aj_graph *g = ks->g;
+    for (int k = 0; k < ks->nin; k++)
+        if (ks->in_val[k] == v) return load_f(c, &ks->in[k], u->offs[1 + k]);
+    int node = g->val[v].node, i = 0;
+    while (i < ks->nnodes && ks->nodes[i] != node) i++;
+    if (u->memo[i]) return u->memo[i];
+    const aj_node *n = &g->node[node];
+    if (n->op == AJ_OP_CONSTANT) return u->memo[i] = f32c(c, aj_attr_float(n, "value"));
+    LLVMValueRef x[AJ_KS_MAX_IN];
+    for (int j = 0; j < n->nin; j++) x[j] = gval(c, u, n->in[j]);
+    return u->memo[i] = ew_value(c, n, x, u->flat, u->key[i]);
+}
+
+static const aj_node *group_root(const aj_kspec *ks) { return &ks->g->node[ks->nodes[ks->nnodes - 1]]; }
+
+static void group_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
+    group_elem *u = user;
+    u->offs = offs, u->flat = flat;
+    memset(u->memo, 0, sizeof u->memo);
+    store_at(c, &c->ks->out[0], offs[0], gval(c, u, group_root(c->ks)->out[0]));
+}
+
+static int is_reduce_root(aj_op op) { return op == AJ_OP_SUM || op == AJ_OP_MEAN || op == AJ_OP_MAX; }
+
+enum { CHUNK = 64 };   /* columns per row of work in a reduction over leading axes */
+
+/* the rows of a group: the root's first axis, or for a reduction its
+ * kept leading positions times chunks of CHUNK kept trailing ones */
+static int64_t group_rows(const aj_kspec *ks, int64_t *nch) {
+    const aj_node *root = group_root(ks);
+    const aj_view *y = &ks->out[0];
+    if (!is_reduce_root(root->op)) return rows_of(y->rank, y->shape);
+    const aj_value *xv = &ks->g->val[root->in[0]];
+    int64_t shape[AJ_MAX_RANK], outer, red, inner;
+    int lo, hi;
+    for (int a = 0; a < xv->type.rank; a++) shape[a] = aj_dim_bind(xv->type.dim[a], &ks->m->bind).off;
+    reduce_block(root, xv->type.rank, shape, &lo, &hi, &outer, &red, &inner);
+    *nch = (inner + CHUNK - 1) / CHUNK;
+    return outer * *nch;
+}
+
+/* y[o, i] = reduce over r of E(o, r, i), E the root's input expression */
+static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
+    const aj_kspec *ks = c->ks;
+    const aj_node *root = group_root(ks);
+    const aj_value *xv = &ks->g->val[root->in[0]];
+    int rank = xv->type.rank, lo_ax, hi_ax;
+    int64_t shape[AJ_MAX_RANK], outer, red, inner, nch = 1;
+    for (int a = 0; a < rank; a++) shape[a] = aj_dim_bind(xv->type.dim[a], &ks->m->bind).off;
+    reduce_block(root, rank, shape, &lo_ax, &hi_ax, &outer, &red, &inner);
+    int64_t rows = group_rows(ks, &nch);
+    int is_max = root->op == AJ_OP_MAX, nv = 1 + ks->nin;
+    LLVMValueRef init = f32c(c, is_max ? -INFINITY : 0.0), base[AJ_KS_MAX_IN + 1], idx[AJ_MAX_RANK], offs[AJ_KS_MAX_IN + 1];
+    aj_view vs[AJ_KS_MAX_IN + 1];
+    vs[0] = ks->out[0];
+    for (int k = 0; k < ks->nin; k++) vs[1 + k] = ks->in[k];
+    for (int k = 0; k < nv; k++) base[k] = view_base(c, &vs[k]);
+    loop ql, rl, il;
+    LLVMValueRef q = loop_open(c, &ql, c->lo, c->hi, "q");
+    LLVMValueRef o = LLVMBuildSDiv(c->b, q, i64c(c, nch), ""), ch = LLVMBuildSRem(c->b, q, i64c(c, nch), "");
+    unflatten(c, o, shape, lo_ax, idx);
+    LLVMValueRef i0 = muli(c, ch, CHUNK), i1 = add(c, i0, i64c(c, CHUNK));
+    i1 = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, i1, i64c(c, inner), ""), i1, i64c(c, inner));
+    LLVMValueRef yrow = add(c, base[0], muli(c, o, inner));
+    LLVMValueRef acc = inner == 1 ? alloca_f(c, "acc") : NULL;
+    if (acc) {
+        LLVMBuildStore(c->b, init, acc);
+    } else {
+        LLVMValueRef i = loop_open(c, &il, i0, i1, "i");
+        store_at(c, &vs[0], add(c, yrow, i), init);
+        loop_close(c, &il);
+    }
+    LLVMValueRef r = loop_open(c, &rl, i64c(c, 0), i64c(c, red), "r");
+    unflatten(c, r, shape + lo_ax, hi_ax - lo_ax + 1, idx + lo_ax);
+    LLVMValueRef i = acc ? i64c(c, 0) : loop_open(c, &il, i0, i1, "i");
+    if (hi_ax + 1 < rank) unflatten(c, i, shape + hi_ax + 1, rank - hi_ax - 1, idx + hi_ax + 1);
+    for (int k = 1; k < nv; k++) {
+        offs[k] = base[k];
+        for (int a = 0; a < rank; a++) {
+            int64_t st = bstride(&vs[k], a, rank);
+            if (st) offs[k] = add(c, offs[k], muli(c, idx[a], st));
+        }
+    }
+    /* the counter of a sampling producer: its element's flat index in X */
+    LLVMValueRef flat = idx[0];
+    for (int a = 1; a < rank; a++) flat = add(c, muli(c, flat, shape[a]), idx[a]);
+    u->offs = offs, u->flat = rank ? flat : i64c(c, 0);
+    memset(u->memo, 0, sizeof u->memo);
+    LLVMValueRef v = gval(c, u, root->in[0]);
+    LLVMValueRef at = acc ? acc : NULL, yi = acc ? NULL : add(c, yrow, i);
+    LLVMValueRef a = acc ? LLVMBuildLoad2(c->b, c->f32, at, "") : load_at(c, &vs[0], yi);
+    LLVMValueRef nv_ = is_max ? aj_vm_max(c->b, a, v) : acc ? fadd_reassoc(c, a, v) : fadd_(c, a, v);
+    if (acc) LLVMBuildStore(c->b, nv_, acc);
+    else store_at(c, &vs[0], yi, nv_);
+    if (!acc) loop_close(c, &il);
+    loop_close(c, &rl);
+    double scale = root->op == AJ_OP_MEAN ? 1.0 / (double)red : 1.0;
+    if (acc) {
+        store_at(c, &vs[0], yrow, fmul_(c, LLVMBuildLoad2(c->b, c->f32, acc, ""), f32c(c, scale)));
+    } else if (scale != 1.0) {
+        i = loop_open(c, &il, i0, i1, "i");
+        LLVMValueRef p = add(c, yrow, i);
+        store_at(c, &vs[0], p, fmul_(c, load_at(c, &vs[0], p), f32c(c, scale)));
+        loop_close(c, &il);
+    }
+    loop_close(c, &ql);
+    return rows;
+}
+
+static int64_t lower_group(aj_codegen *c) {
+    const aj_kspec *ks = c->ks;
+    group_elem u = {0};
+    for (int i = 0; i < ks->nnodes; i++) {
+        const aj_node *n = &ks->g->node[ks->nodes[i]];
+        if (aj_op_info(n->op)->flags & AJ_RAND) u.key[i] = node_key(c, n);
+    }
+    if (is_reduce_root(group_root(ks)->op)) return lower_group_reduce(c, &u);
+    aj_view vs[AJ_KS_MAX_IN + 1];
+    vs[0] = ks->out[0];
+    for (int k = 0; k < ks->nin; k++) vs[1 + k] = ks->in[k];
+    for_each_element(c, vs[0].rank, vs[0].shape, vs, 1 + ks->nin, group_body, &u);
+    return rows_of(vs[0].rank, vs[0].shape);
+}
+
 /* ---------------------------------------------------------------- the table */
 
 typedef int64_t (*lower_fn)(aj_codegen *c, const aj_node *n);
@@ -796,11 +963,10 @@ static void fn_attr(aj_codegen *c, unsigned idx, const char *name) {
     LLVMAddAttributeAtIndex(c->fn, idx, LLVMCreateEnumAttribute(c->cx, kind, 0));
 }
 
-int aj_codegen_kernel(aj_codegen *c, const aj_kspec *ks, const char *name, int nargs, int64_t *rows, aj_diag *d) {
+static void begin_fn(aj_codegen *c, const char *name, int nargs) {
     LLVMTypeRef pt[AJ_MAX_KARGS + 3] = {c->i64, c->i64, c->ptr};
     for (int i = 0; i < nargs; i++) pt[3 + i] = c->ptr;
     c->fn = LLVMAddFunction(c->m, name, LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0));
-    c->ks = ks;
     fn_attr(c, LLVMAttributeFunctionIndex, "nounwind");
     for (int i = 0; i < nargs; i++) {
         fn_attr(c, (unsigned)i + 4, "noalias");
@@ -809,26 +975,93 @@ int aj_codegen_kernel(aj_codegen *c, const aj_kspec *ks, const char *name, int n
     }
     c->lo = LLVMGetParam(c->fn, 0), c->hi = LLVMGetParam(c->fn, 1), c->ctx = LLVMGetParam(c->fn, 2);
     c->entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
-    LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(c->cx, c->fn, "start");
     LLVMPositionBuilderAtEnd(c->eb, c->entry);
-    LLVMPositionBuilderAtEnd(c->b, start);
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, c->fn, "start"));
+}
 
-    const aj_node *n = ks->node >= 0 && ks->g ? &ks->g->node[ks->node] : NULL;
-    int64_t r = -1;
-    switch (ks->kind) {
-    case AJ_KS_COPY: r = lower_elementwise(c, NULL); break;
-    case AJ_KS_MM_PACK:
-    case AJ_KS_MM: r = lower_matmul(c, n, d); break;
-    case AJ_KS_NODE:
-        if (is_ew(n->op)) r = lower_elementwise(c, n);
-        else if (is_view_op(n->op)) r = lower_elementwise(c, NULL);
-        else if (lowerings[n->op]) r = lowerings[n->op](c, n);
-        else r = aj_error(d, n->line, n->col, "codegen: no lowering for %s", aj_op_info(n->op)->name);
-        break;
-    case AJ_KS_GROUP: r = aj_error(d, 0, 0, "codegen: fused groups are not built yet"); break;
-    }
+static void end_fn(aj_codegen *c) {
     LLVMBuildRetVoid(c->b);
-    LLVMBuildBr(c->eb, start);
-    *rows = r;
-    return r < 0 ? -1 : 0;
+    LLVMBuildBr(c->eb, LLVMGetNextBasicBlock(c->entry));
+}
+
+static int64_t lower_spec(aj_codegen *c, const aj_kspec *ks, aj_diag *d) {
+    const aj_node *n = ks->node >= 0 && ks->g ? &ks->g->node[ks->node] : NULL;
+    c->ks = ks;
+    switch (ks->kind) {
+    case AJ_KS_COPY: return lower_elementwise(c, NULL);
+    case AJ_KS_MM_PACK:
+    case AJ_KS_MM: return lower_matmul(c, n, d);
+    case AJ_KS_GROUP: return lower_group(c);
+    case AJ_KS_NODE:
+        if (is_ew(n->op)) return lower_elementwise(c, n);
+        if (is_view_op(n->op)) return lower_elementwise(c, NULL);
+        if (lowerings[n->op]) return lowerings[n->op](c, n);
+        return aj_error(d, n->line, n->col, "codegen: no lowering for %s", aj_op_info(n->op)->name);
+    case AJ_KS_RECUR: break;
+    }
+    return aj_error(d, 0, 0, "codegen: a recurrence inside a fused recurrence");
+}
+
+/* A whole recurrence: every thread runs the step loop; each sub-kernel
+ * (an internal function, inlined) gets this thread's share of its rows,
+ * then a barrier. Its context is a copy of ctx with t and odd set. */
+static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name, int nargs, aj_diag *d) {
+    int64_t rows[256];
+    if (ks->nsub > 256) return aj_error(d, 0, 0, "codegen: a recurrence body of %d kernels", ks->nsub);
+    for (int k = 0; k < ks->nsub; k++) {
+        char sub[96];
+        snprintf(sub, sizeof sub, "%s_%d", name, k);
+        begin_fn(c, sub, nargs);
+        LLVMSetLinkage(c->fn, LLVMInternalLinkage);
+        fn_attr(c, LLVMAttributeFunctionIndex, "alwaysinline");
+        rows[k] = lower_spec(c, &ks->sub[k], d);
+        end_fn(c);
+        if (rows[k] < 0) return -1;
+    }
+    begin_fn(c, name, nargs);
+    c->ks = ks;
+    LLVMTypeRef kctx = LLVMArrayType(c->i64, CTX_ODD + 1);
+    LLVMValueRef local = LLVMBuildAlloca(c->eb, kctx, "ctx");
+    LLVMBuildMemCpy(c->b, local, 8, c->ctx, 8, i64c(c, (CTX_ODD + 1) * 8));
+    LLVMValueRef ith = ctx_field(c, CTX_ITH), nth = ctx_field(c, CTX_NTH);
+    LLVMValueRef barrier = LLVMGetNamedFunction(c->m, "aj_rt_barrier");   /* runtime/program.c */
+    if (!barrier) barrier = LLVMAddFunction(c->m, "aj_rt_barrier", LLVMFunctionType(c->void_, NULL, 0, 0));
+    loop sl;
+    LLVMValueRef s = loop_open(c, &sl, i64c(c, 0), i64c(c, ks->steps), "step");
+    LLVMValueRef t = ks->reverse ? LLVMBuildNSWSub(c->b, i64c(c, ks->steps - 1), s, "") : s;
+    LLVMValueRef ti = i64c(c, CTX_T + ks->level - 1), oi = i64c(c, CTX_ODD);
+    LLVMBuildStore(c->b, t, LLVMBuildInBoundsGEP2(c->b, c->i64, local, &ti, 1, ""));
+    LLVMBuildStore(c->b, LLVMBuildAnd(c->b, s, i64c(c, 1), ""), LLVMBuildInBoundsGEP2(c->b, c->i64, local, &oi, 1, ""));
+    LLVMValueRef args[AJ_MAX_KARGS + 3];
+    LLVMTypeRef pt[AJ_MAX_KARGS + 3] = {c->i64, c->i64, c->ptr};
+    for (int i = 0; i < nargs; i++) args[3 + i] = c->arg[i], pt[3 + i] = c->ptr;
+    for (int k = 0; k < ks->nsub; k++) {
+        /* this thread's rows: [ith chunk, (ith+1) chunk) clipped to rows */
+        LLVMValueRef R = i64c(c, rows[k]);
+        LLVMValueRef chunk = LLVMBuildSDiv(c->b, add(c, R, LLVMBuildNSWSub(c->b, nth, i64c(c, 1), "")), nth, "");
+        LLVMValueRef lo = mul(c, ith, chunk), hi = add(c, lo, chunk);
+        lo = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, lo, R, ""), lo, R);
+        hi = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, hi, R, ""), hi, R);
+        args[0] = lo, args[1] = hi, args[2] = local;
+        char sub[96];
+        snprintf(sub, sizeof sub, "%s_%d", name, k);
+        LLVMBuildCall2(c->b, LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0), LLVMGetNamedFunction(c->m, sub),
+                       args, (unsigned)nargs + 3, "");
+        if (ks->sub[k].barrier_after || k + 1 == ks->nsub)
+            LLVMBuildCall2(c->b, LLVMFunctionType(c->void_, NULL, 0, 0), barrier, NULL, 0, "");
+    }
+    loop_close(c, &sl);
+    end_fn(c);
+    return 0;
+}
+
+int aj_codegen_kernel(aj_codegen *c, const aj_kspec *ks, const char *name, int nargs, int64_t *rows, aj_diag *d) {
+    if (ks->kind == AJ_KS_RECUR) {
+        *rows = 1;
+        return lower_recurrence(c, ks, name, nargs, d);
+    }
+    begin_fn(c, name, nargs);
+    *rows = lower_spec(c, ks, d);
+    end_fn(c);
+    return *rows < 0 ? -1 : 0;
 }

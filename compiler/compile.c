@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+void aj_rt_barrier(void);   /* runtime/program.c */
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -46,7 +48,7 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         return NULL;
     }
     P->m = m, P->fn = fn, P->fused = o->fused, P->nan_check = o->nan_check, P->profile = o->profile;
-    if (!(P->jit = aj_jit_new(d))) goto fail;
+    if (!(P->jit = aj_jit_new(d)) || aj_jit_define(P->jit, "aj_rt_barrier", (void *)aj_rt_barrier, d)) goto fail;
     aj_jit_module *mod = aj_jit_module_new(P->jit, fn->name);
     aj_codegen *cg = mod ? aj_codegen_new(P->jit, mod) : NULL;
     if (!cg) {

@@ -1,3 +1,486 @@
-/* placeholder while the fused planner is written (engine branch only) */
+/* The fused engine's planner: fewer kernels, fewer buffers.
+ *
+ *   views       reshape, unsqueeze, transpose, broadcast and slice make no
+ *               kernel: their result is a view (offset, strides) of their
+ *               input's buffer, read in place by whoever consumes it;
+ *   groups      an elementwise node whose only use is an elementwise node of
+ *               the same shape (or a sum/mean/max) is computed inline in its
+ *               consumer's loop; constants inline as literals. A group is a
+ *               root and the producers folded into it: one loop, one store;
+ *   recurrences whose body lowers entirely become one kernel: the step loop
+ *               with every body group inside, slices read as views at step t,
+ *               carries in ping-pong buffers, results written in place, every
+ *               thread taking its rows of each group with a barrier between.
+ * Everything else is planned as the naive engine does it (plan.c). */
 #include "compiler/fuse.h"
-int aj_plan_fused(aj_planner *pl) { return aj_plan_naive(pl); }
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    aj_planner *pl;
+    const aj_graph *g;
+    int level;               /* loop depth of the buffers it makes (memory plan) */
+    int depth;               /* loops around its kernels (step indices, rng keys) */
+    int *vbuf;               /* value -> buffer when materialised whole and dense */
+    aj_view *vv;             /* value -> its view; .arg/.swap_arg are buffer ids */
+    char *has;               /* vv[v] is set */
+    char *inl;               /* computed inline by its consumer's group */
+    int *uses, *user;        /* uses of each value; the using node when there is one */
+    char *is_result;
+    aj_kspec *sub;           /* inside a fused recurrence: the sub-kernels so far */
+    int nsub, capsub;
+    char what[160];
+    int line, line_end;
+} fctx;
+
+static int oom(fctx *f) { return aj_error(f->pl->d, 0, 0, "out of memory while fusing %s", f->g->name); }
+
+static int lowerable(const aj_graph *g, const aj_node *n) {
+    aj_type in_t[AJ_KS_MAX_IN];
+    if (n->nin > AJ_KS_MAX_IN || n->op == AJ_OP_RECURRENCE) return 0;
+    for (int j = 0; j < n->nin; j++) in_t[j] = g->val[n->in[j]].type;
+    return aj_codegen_lowers(n, in_t);
+}
+
+static int is_elementwise(aj_op op) {
+    return (aj_op_info(op)->flags & AJ_EW) || op == AJ_OP_UNIFORM || op == AJ_OP_BERNOULLI || op == AJ_OP_NORMAL;
+}
+
+static int is_reduce(aj_op op) { return op == AJ_OP_SUM || op == AJ_OP_MEAN || op == AJ_OP_MAX; }
+
+/* the root of a group: an elementwise node or a lowerable sum/mean/max */
+static int groupable(const aj_graph *g, const aj_node *n) {
+    return (is_elementwise(n->op) || is_reduce(n->op)) && lowerable(g, n);
+}
+
+static int is_view_op(aj_op op) {
+    return op == AJ_OP_RESHAPE || op == AJ_OP_UNSQUEEZE || op == AJ_OP_TRANSPOSE || op == AJ_OP_BROADCAST ||
+           op == AJ_OP_SLICE;
+}
+
+static int dense_whole(const aj_view *v, int64_t numel) {
+    int64_t s = 1;
+    for (int a = v->rank - 1; a >= 0; a--) {
+        if (v->shape[a] != 1 && v->stride[a] != s) return 0;
+        s *= v->shape[a];
+    }
+    return v->off == 0 && v->tlevel < 0 && v->swap_arg < 0 && s == numel;
+}
+
+static int dense_strides(const aj_view *v) {
+    int64_t s = 1;
+    for (int a = v->rank - 1; a >= 0; a--) {
+        if (v->shape[a] != 1 && v->stride[a] != s) return 0;
+        s *= v->shape[a];
+    }
+    return v->swap_arg < 0;
+}
+
+/* ---------------------------------------------------------------- emitting specs */
+
+/* Kernel arguments for the buffer ids in ks's views (and its subs'). */
+static int bind_args(aj_kernel *k, aj_kspec *ks) {
+    for (int i = 0; i < ks->nout; i++) {
+        if ((ks->out[i].arg = aj_plan_arg(k, ks->out[i].arg)) < 0) return -1;
+        if (ks->out[i].swap_arg >= 0 && (ks->out[i].swap_arg = aj_plan_arg(k, ks->out[i].swap_arg)) < 0) return -1;
+    }
+    for (int i = 0; i < ks->nin; i++) {
+        if ((ks->in[i].arg = aj_plan_arg(k, ks->in[i].arg)) < 0) return -1;
+        if (ks->in[i].swap_arg >= 0 && (ks->in[i].swap_arg = aj_plan_arg(k, ks->in[i].swap_arg)) < 0) return -1;
+    }
+    for (int s = 0; s < ks->nsub; s++)
+        if (bind_args(k, &ks->sub[s])) return -1;
+    return 0;
+}
+
+/* ks (views over buffer ids) as a kernel of its own, or as the next
+ * sub-kernel of the recurrence being fused */
+static int emit(fctx *f, aj_kspec ks) {
+    if (f->sub) {
+        if (f->nsub == f->capsub) {
+            int nc = f->capsub ? 2 * f->capsub : 16;
+            aj_kspec *p = realloc(f->sub, (size_t)nc * sizeof *p);
+            if (!p) return oom(f);
+            f->sub = p, f->capsub = nc;
+        }
+        ks.barrier_after = 1;
+        f->sub[f->nsub++] = ks;
+        return 0;
+    }
+    aj_kernel k = {.node = -1, .nout = ks.nout, .line = f->line, .line_end = f->line_end};
+    snprintf(k.what, sizeof k.what, "%s", f->what);
+    for (int i = 0; i < ks.nout; i++) aj_plan_arg(&k, ks.out[i].arg);
+    if (bind_args(&k, &ks)) return aj_error(f->pl->d, f->line, 0, "a fused kernel needs more than %d buffers", AJ_MAX_KARGS);
+    return aj_plan_kernel(f->pl, &k, &ks, f->level) < 0 ? -1 : 0;
+}
+
+static aj_view whole(fctx *f, int b, const aj_type *t) {
+    aj_view v = aj_view_dense(b, t, &f->pl->m->bind);
+    return v;
+}
+
+/* a fresh buffer for value v of f->g */
+static int new_buffer(fctx *f, int v) {
+    return aj_plan_buffer(f->pl, AJ_BUF_ARENA, 0, &f->g->val[v].type, f->level, f->g->val[v].name);
+}
+
+/* dst = value v (through its view), a copy kernel */
+static int copy_to(fctx *f, int v, aj_view dst) {
+    const aj_value *val = &f->g->val[v];
+    aj_kspec ks = {.kind = AJ_KS_COPY, .m = f->pl->m, .node = -1, .depth = f->depth, .nin = 1, .nout = 1};
+    ks.in[0] = f->vv[v];
+    ks.out[0] = dst;
+    snprintf(f->what, sizeof f->what, "copy %s", val->name);
+    f->line = f->line_end = val->line;
+    return emit(f, ks);
+}
+
+/* Value v materialised dense and whole in a buffer (a copy of its view when
+ * it is not); the buffer id, or -1. */
+static int materialise(fctx *f, int v) {
+    if (f->has[v] && f->vbuf[v] >= 0 && dense_whole(&f->vv[v], aj_plan_numel(f->pl->m, &f->g->val[v].type)) &&
+        f->vv[v].arg == f->vbuf[v])
+        return f->vbuf[v];
+    int b = f->vbuf[v] >= 0 ? f->vbuf[v] : new_buffer(f, v);
+    if (b < 0 || copy_to(f, v, whole(f, b, &f->g->val[v].type))) return -1;
+    f->vbuf[v] = b;
+    f->vv[v] = whole(f, b, &f->g->val[v].type);
+    return b;
+}
+
+/* ---------------------------------------------------------------- groups */
+
+/* members of the group rooted at node i: producers folded in, post-order */
+static int collect(fctx *f, int node, aj_kspec *ks) {
+    const aj_node *n = &f->g->node[node];
+    for (int j = 0; j < n->nin; j++) {
+        int v = n->in[j];
+        if (f->inl[v]) {
+            int p = f->g->val[v].node, seen = 0;
+            for (int k = 0; k < ks->nnodes; k++) seen |= ks->nodes[k] == p;
+            if (!seen && collect(f, p, ks)) return -1;
+            continue;
+        }
+        int seen = 0;
+        for (int k = 0; k < ks->nin; k++) seen |= ks->in_val[k] == v;
+        if (seen) continue;
+        if (ks->nin == AJ_KS_MAX_IN || !f->has[v]) return -1;
+        ks->in_val[ks->nin] = v;
+        ks->in[ks->nin++] = f->vv[v];
+    }
+    if (ks->nnodes == AJ_KS_MAX_NODES) return -1;
+    ks->nodes[ks->nnodes++] = node;
+    return 0;
+}
+
+/* the group rooted at node i writing to view `out` */
+static int plan_group(fctx *f, int i, aj_view out) {
+    aj_kspec ks = {.kind = AJ_KS_GROUP, .m = f->pl->m, .g = f->g, .node = -1, .depth = f->depth, .nout = 1};
+    ks.out[0] = out;
+    ks.out_val[0] = f->g->node[i].out[0];
+    if (collect(f, i, &ks))
+        return aj_error(f->pl->d, f->g->node[i].line, f->g->node[i].col, "fusion: group too large");
+    int lo = f->g->node[i].line, hi = lo, len = 0;
+    for (int k = 0; k < ks.nnodes; k++) {
+        const aj_node *n = &f->g->node[ks.nodes[k]];
+        if (n->line && (n->line < lo || !lo)) lo = n->line;
+        if (n->line > hi) hi = n->line;
+        if (n->op != AJ_OP_CONSTANT && len < (int)sizeof f->what - 40)
+            len += snprintf(f->what + len, sizeof f->what - (size_t)len, "%s%s = %s", len ? "; " : "",
+                            f->g->val[n->out[0]].name, aj_op_info(n->op)->name);
+    }
+    f->line = lo, f->line_end = hi;
+    return emit(f, ks);
+}
+
+/* ---------------------------------------------------------------- the graph */
+
+static int plan_graph(fctx *f);
+
+/* Fill uses/user/is_result and decide which values are folded inline. */
+static void classify(fctx *f, const int *extra_results, int nextra) {
+    const aj_graph *g = f->g;
+    for (int v = 0; v < g->nval; v++) f->uses[v] = 0, f->user[v] = -1;
+    for (int i = 0; i < g->nnode; i++)
+        for (int j = 0; j < g->node[i].nin; j++) {
+            int v = g->node[i].in[j];
+            f->user[v] = f->uses[v]++ ? -2 : i;
+        }
+    for (int k = 0; k < g->nresult; k++) f->is_result[g->result[k]] = 1;
+    for (int k = 0; k < nextra; k++) f->is_result[extra_results[k]] = 1;
+    for (int i = 0; i < g->nnode; i++) {
+        const aj_node *n = &g->node[i];
+        if (n->nout != 1 || f->is_result[n->out[0]]) continue;
+        int v = n->out[0];
+        if (n->op == AJ_OP_CONSTANT) {   /* a literal wherever every use is a group */
+            int ok = f->uses[v] > 0;
+            for (int c = 0; c < g->nnode && ok; c++)
+                for (int j = 0; j < g->node[c].nin; j++)
+                    if (g->node[c].in[j] == v && !groupable(g, &g->node[c])) ok = 0;
+            f->inl[v] = (char)ok;
+            continue;
+        }
+        if (!is_elementwise(n->op) || !lowerable(g, n) || f->uses[v] != 1 || f->user[v] < 0) continue;
+        const aj_node *c = &g->node[f->user[v]];
+        if (!groupable(g, c)) continue;
+        if (is_elementwise(c->op) && !aj_type_eq(&g->val[v].type, &g->val[c->out[0]].type)) continue;
+        f->inl[v] = 1;
+    }
+}
+
+static int fctx_init(fctx *f, aj_planner *pl, const aj_graph *g, int level, int *vbuf) {
+    memset(f, 0, sizeof *f);
+    f->pl = pl, f->g = g, f->level = f->depth = level, f->vbuf = vbuf;
+    size_t n = (size_t)g->nval + 1;
+    f->vv = calloc(n, sizeof *f->vv);
+    f->has = calloc(n, 1), f->inl = calloc(n, 1), f->is_result = calloc(n, 1);
+    f->uses = calloc(n, sizeof *f->uses), f->user = calloc(n, sizeof *f->user);
+    if (!f->vv || !f->has || !f->inl || !f->is_result || !f->uses || !f->user) return -1;
+    for (int v = 0; v < g->nval; v++)
+        if (vbuf[v] >= 0) f->vv[v] = whole(f, vbuf[v], &g->val[v].type), f->has[v] = 1;
+    return 0;
+}
+
+static void fctx_free(fctx *f) {
+    free(f->vv), free(f->has), free(f->inl), free(f->is_result), free(f->uses), free(f->user);
+}
+
+/* Inside a fused recurrence body: where result value v must end up
+ * (a carry's next buffer, a stacked output at step t), or NULL. */
+typedef struct {
+    int nres;
+    int val[128];
+    aj_view target[128];
+} body_targets;
+
+static const aj_view *target_of(const body_targets *bt, int v, int *count) {
+    const aj_view *t = NULL;
+    *count = 0;
+    for (int k = 0; bt && k < bt->nres; k++)
+        if (bt->val[k] == v) t = &bt->target[k], ++*count;
+    return t;
+}
+
+static int plan_nodes(fctx *f, const body_targets *bt);
+
+/* A recurrence as one kernel. 1 when its body cannot be fused (the caller
+ * plans it the naive way), 0 done, -1 error. */
+static int fuse_recurrence(fctx *f, int i) {
+    const aj_graph *g = f->g;
+    const aj_node *n = &g->node[i];
+    const aj_recur *r = n->rec;
+    const aj_graph *body = r->body;
+    aj_planner *pl = f->pl;
+    if (f->sub || r->ncarry + r->nstack > 128) return 1;
+    for (int j = 0; j < body->nnode; j++) {
+        const aj_node *bn = &body->node[j];
+        if (bn->op == AJ_OP_RECURRENCE || (!lowerable(body, bn) && bn->op != AJ_OP_MASK)) return 1;
+    }
+    for (int s = 0; s < r->nslice; s++)   /* a sequence read at step t: no outer step of its own */
+        if (!f->has[n->in[r->ncarry + s]] || f->vv[n->in[r->ncarry + s]].tlevel >= 0) return 1;
+    int L = f->level + 1;
+    int *bbuf = malloc(((size_t)body->nval + 1) * sizeof *bbuf);
+    if (!bbuf) return oom(f);
+    for (int v = 0; v < body->nval; v++) bbuf[v] = -1;
+    fctx b;
+    int rc = -1, carry[64], partner[64];
+    body_targets bt = {0};
+    if (fctx_init(&b, pl, body, L, bbuf)) goto out;
+    b.level = f->level;   /* body buffers: all live through the kernel (threads share them) */
+    for (int c = 0; c < r->ncarry; c++) {
+        const aj_value *cv = &body->val[body->leaf[c]];
+        char name[64];
+        snprintf(name, sizeof name, "%s_next", cv->name);
+        int init = materialise(f, n->in[c]);
+        int A = aj_plan_buffer(pl, AJ_BUF_ARENA, 0, &cv->type, f->level, cv->name);
+        int B = aj_plan_buffer(pl, AJ_BUF_ARENA, 0, &cv->type, f->level, name);
+        if (init < 0 || A < 0 || B < 0) goto out;
+        carry[c] = A, partner[c] = B;
+        b.vv[body->leaf[c]] = whole(f, A, &cv->type);
+        b.vv[body->leaf[c]].swap_arg = B;
+        b.has[body->leaf[c]] = 1;
+        aj_instr cp = {.kind = AJ_I_COPY, .src = init, .dst = A, .level = f->level};
+        if (aj_plan_instr(pl, cp) < 0) goto out;
+        bt.val[bt.nres] = body->result[c];
+        bt.target[bt.nres] = whole(f, B, &cv->type);
+        bt.target[bt.nres++].swap_arg = A;
+    }
+    for (int s = 0; s < r->nslice; s++) {
+        int lv = body->leaf[r->ncarry + s], ax = r->slice_axis[s];
+        aj_view v = f->vv[n->in[r->ncarry + s]];
+        v.tlevel = L - 1;
+        v.tstride = v.stride[ax];
+        for (int a = ax; a + 1 < v.rank; a++) v.shape[a] = v.shape[a + 1], v.stride[a] = v.stride[a + 1];
+        v.rank--;
+        b.vv[lv] = v, b.has[lv] = 1;
+    }
+    for (int u = 0; u < r->nuse; u++) {
+        int lv = body->leaf[r->ncarry + r->nslice + u], ov = n->in[r->ncarry + r->nslice + u];
+        if (!f->has[ov] && materialise(f, ov) < 0) goto out;
+        b.vv[lv] = f->vv[ov], b.has[lv] = 1;
+    }
+    for (int k = 0; k < r->nstack; k++) {
+        int ov = n->out[r->ncarry + k];
+        if (f->vbuf[ov] < 0 && (f->vbuf[ov] = new_buffer(f, ov)) < 0) goto out;
+        f->vv[ov] = whole(f, f->vbuf[ov], &g->val[ov].type), f->has[ov] = 1;
+        aj_view t = aj_plan_step_view(pl, f->vbuf[ov], &g->val[ov].type, r->stack_axis[k], L);
+        bt.val[bt.nres] = body->result[r->ncarry + k];
+        bt.target[bt.nres++] = t;
+    }
+    classify(&b, bt.val, bt.nres);
+    b.sub = calloc(16, sizeof *b.sub);
+    b.capsub = b.sub ? 16 : 0;
+    if (!b.sub) goto out;
+    if (plan_nodes(&b, &bt)) goto out;
+    /* results not written in place by their group: copied at the end of the step */
+    for (int k = 0; k < bt.nres; k++) {
+        int v = bt.val[k], cnt;
+        target_of(&bt, v, &cnt);
+        const aj_value *val = &body->val[v];
+        int in_place = val->kind == AJ_VAL_NODE && !b.inl[v] && cnt == 1 && b.uses[v] == 0 &&
+                       groupable(body, &body->node[val->node]);
+        if (in_place) continue;
+        aj_kspec ks = {.kind = AJ_KS_COPY, .m = pl->m, .node = -1, .depth = L, .nin = 1, .nout = 1};
+        ks.in[0] = b.vv[v], ks.out[0] = bt.target[k];
+        if (emit(&b, ks)) goto out;
+    }
+    aj_kspec rk = {.kind = AJ_KS_RECUR, .m = pl->m, .g = g, .node = -1, .depth = f->level, .sub = b.sub,
+                   .nsub = b.nsub, .steps = aj_attr_dim_value(pl->m, n, "steps"),
+                   .reverse = (int)aj_attr_int(n, "reverse"), .level = L};
+    aj_kernel k = {.node = -1, .collective = 1, .line = n->line, .line_end = body->end_line};
+    snprintf(k.what, sizeof k.what, "recurrence: %d steps, %d fused kernels", (int)rk.steps, b.nsub);
+    /* its outputs (NaN check): the stacked results */
+    for (int s = 0; s < r->nstack; s++) aj_plan_arg(&k, f->vbuf[n->out[r->ncarry + s]]);
+    k.nout = k.nargs;
+    if (bind_args(&k, &rk)) {
+        aj_error(pl->d, n->line, n->col, "a fused recurrence needs more than %d buffers", AJ_MAX_KARGS);
+        goto out;
+    }
+    if (aj_plan_kernel(pl, &k, &rk, f->level) < 0) goto out;
+    for (int c = 0; c < r->ncarry; c++) {
+        int ov = n->out[c];
+        if (f->vbuf[ov] < 0 && (f->vbuf[ov] = new_buffer(f, ov)) < 0) goto out;
+        f->vv[ov] = whole(f, f->vbuf[ov], &g->val[ov].type), f->has[ov] = 1;
+        /* the last step wrote the partner when the step count is odd */
+        aj_instr cp = {.kind = AJ_I_COPY, .src = rk.steps % 2 ? partner[c] : carry[c], .dst = f->vbuf[ov],
+                       .level = f->level};
+        if (aj_plan_instr(pl, cp) < 0) goto out;
+    }
+    rc = 0;
+out:
+    if (rc && !pl->d->set) oom(f);
+    free(b.sub);
+    fctx_free(&b);
+    free(bbuf);
+    return rc;
+}
+
+/* Every node of f->g in order (bt: the body's in-place targets). */
+static int plan_nodes(fctx *f, const body_targets *bt) {
+    const aj_graph *g = f->g;
+    aj_planner *pl = f->pl;
+    for (int i = 0; i < g->nnode; i++) {
+        const aj_node *n = &g->node[i];
+        int v = n->out[0];
+        if (n->nout == 1 && f->inl[v]) continue;
+        if (n->op == AJ_OP_MASK) {
+            if (aj_plan_outputs(pl, g, i, f->vbuf, f->level)) return -1;
+            f->vv[v] = whole(f, f->vbuf[v], &g->val[v].type), f->has[v] = 1;
+            continue;
+        }
+        if (is_view_op(n->op)) {   /* no kernel: a view of the input */
+            aj_view y;
+            if (aj_view_of_node(pl->m, n, &f->vv[n->in[0]], &g->val[v].type, &y) &&
+                (materialise(f, n->in[0]) < 0 || aj_view_of_node(pl->m, n, &f->vv[n->in[0]], &g->val[v].type, &y)))
+                return aj_error(pl->d, n->line, n->col, "fusion: no view for %s", aj_op_info(n->op)->name);
+            f->vv[v] = y, f->has[v] = 1;
+            continue;
+        }
+        if (n->op == AJ_OP_RECURRENCE) {
+            int rc = fuse_recurrence(f, i);
+            if (rc < 0) return -1;
+            if (rc == 0) continue;
+            /* the naive way: its inputs whole and dense */
+            for (int j = 0; j < n->nin; j++)
+                if (materialise(f, n->in[j]) < 0) return -1;
+            if (aj_plan_outputs(pl, g, i, f->vbuf, f->level)) return -1;
+            pl->outer[f->level] = g;
+            if (aj_plan_recurrence(pl, g, i, f->vbuf, f->level, aj_plan_naive_graph)) return -1;
+            for (int o = 0; o < n->nout; o++) f->vv[n->out[o]] = whole(f, f->vbuf[n->out[o]], &g->val[n->out[o]].type), f->has[n->out[o]] = 1;
+            continue;
+        }
+        if (n->nout == 1 && groupable(g, n)) {
+            int cnt;
+            const aj_view *t = target_of(bt, v, &cnt);
+            aj_view out;
+            if (t && cnt == 1 && f->uses[v] == 0) {
+                out = *t;   /* a body result nothing else reads: written in place */
+            } else {
+                if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
+                out = whole(f, f->vbuf[v], &g->val[v].type);
+            }
+            if (plan_group(f, i, out)) return -1;
+            f->vv[v] = out, f->has[v] = 1;
+            continue;
+        }
+        /* any other op: its own kernel, over dense inputs */
+        if (f->sub) {
+            aj_kspec ks = {.kind = AJ_KS_NODE, .m = pl->m, .g = g, .node = i, .depth = f->depth, .nin = n->nin,
+                           .nout = n->nout};
+            for (int j = 0; j < n->nin; j++) {
+                if (!f->has[n->in[j]] || !dense_strides(&f->vv[n->in[j]])) {
+                    if (materialise(f, n->in[j]) < 0) return -1;
+                }
+                ks.in[j] = f->vv[n->in[j]];
+            }
+            for (int o = 0; o < n->nout; o++) {
+                if (f->vbuf[n->out[o]] < 0 && (f->vbuf[n->out[o]] = new_buffer(f, n->out[o])) < 0) return -1;
+                ks.out[o] = whole(f, f->vbuf[n->out[o]], &g->val[n->out[o]].type);
+                f->vv[n->out[o]] = ks.out[o], f->has[n->out[o]] = 1;
+            }
+            if (n->op == AJ_OP_MATMUL) {
+                int64_t packed = aj_codegen_mm_packed(pl->cg, &ks);
+                if (packed) {
+                    aj_type st = {.dtype = AJ_F32, .rank = 1, .dim = {aj_dim_const(packed)}};
+                    int sb = aj_plan_buffer(pl, AJ_BUF_ARENA, 0, &st, f->level, "packed");
+                    if (sb < 0) return -1;
+                    aj_kspec pk = ks;
+                    pk.kind = AJ_KS_MM_PACK, pk.nout = 1;
+                    pk.out[0] = whole(f, sb, &st);
+                    if (emit(f, pk)) return -1;
+                    ks.in[2] = pk.out[0], ks.nin = 3;
+                }
+                ks.kind = AJ_KS_MM;
+            }
+            if (emit(f, ks)) return -1;
+            continue;
+        }
+        for (int j = 0; j < n->nin; j++)
+            if (materialise(f, n->in[j]) < 0) return -1;
+        if (aj_plan_outputs(pl, g, i, f->vbuf, f->level) || aj_plan_node(pl, g, i, f->vbuf, f->level)) return -1;
+        for (int o = 0; o < n->nout; o++) f->vv[n->out[o]] = whole(f, f->vbuf[n->out[o]], &g->val[n->out[o]].type), f->has[n->out[o]] = 1;
+    }
+    return 0;
+}
+
+static int plan_graph(fctx *f) {
+    classify(f, NULL, 0);
+    return plan_nodes(f, NULL);
+}
+
+static int fused_fn(aj_planner *pl, const aj_graph *g, int *vbuf, int level, const aj_node *rec, const int *outer_vbuf) {
+    fctx f;
+    int rc = fctx_init(&f, pl, g, level, vbuf) ? oom(&f) : plan_graph(&f);
+    /* results the graph left as views of other buffers: copied into the caller's */
+    for (int k = 0; rc == 0 && k < g->nresult; k++) {
+        int v = g->result[k];
+        if (vbuf[v] >= 0 && f.has[v] && f.vv[v].arg != vbuf[v] && copy_to(&f, v, whole(&f, vbuf[v], &g->val[v].type)))
+            rc = -1;
+    }
+    fctx_free(&f);
+    (void)rec, (void)outer_vbuf;
+    return rc;
+}
+
+int aj_plan_fused(aj_planner *pl) { return aj_plan_fn(pl, fused_fn); }

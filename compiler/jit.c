@@ -276,3 +276,13 @@ int aj_jit_dump_asm(aj_jit *jit, const aj_jit_module *m, FILE *f, aj_diag *d) {
     LLVMDisposeMemoryBuffer(buf);
     return 0;
 }
+
+int aj_jit_define(aj_jit *jit, const char *name, void *addr, aj_diag *d) {
+    LLVMJITSymbolFlags flags = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0};
+    LLVMOrcCSymbolMapPair pair = {LLVMOrcLLJITMangleAndIntern(jit->lljit, name),
+                                  {(LLVMOrcExecutorAddress)(uintptr_t)addr, flags}};
+    pthread_mutex_lock(&jit->jit_lock);
+    LLVMErrorRef e = LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit->lljit), LLVMOrcAbsoluteSymbols(&pair, 1));
+    pthread_mutex_unlock(&jit->jit_lock);
+    return e ? jit_error(d, "cannot define a runtime symbol", e) : 0;
+}

@@ -71,9 +71,9 @@ int aj_plan_kernel(aj_planner *pl, aj_kernel *k, aj_kspec *ks, int level) {
     int id = P->nkern;
     if (ks) {
         char name[sizeof k->name];
-        const aj_node *n = ks->node >= 0 ? &ks->g->node[ks->node] : NULL;
+        int node = ks->kind == AJ_KS_GROUP ? ks->nodes[ks->nnodes - 1] : ks->node;
         const char *what = ks->kind == AJ_KS_COPY ? "copy" : ks->kind == AJ_KS_MM_PACK ? "pack" :
-                           ks->kind == AJ_KS_GROUP ? "fused" : aj_op_info(n->op)->name;
+                           ks->kind == AJ_KS_RECUR ? "recurrence" : aj_op_info(ks->g->node[node].op)->name;
         snprintf(name, sizeof name, "k%d_%s", id, what);
         memcpy(k->name, name, sizeof name);
         if (aj_codegen_kernel(pl->cg, ks, k->name, k->nargs, &k->rows, pl->d)) return -1;
@@ -106,7 +106,7 @@ static void describe(aj_kernel *k, const aj_graph *g, const aj_node *n) {
 }
 
 /* A kernel for node i of g: a JIT kernel, a matmul pair, or a host kernel. */
-static int plan_node(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int level) {
+int aj_plan_node(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int level) {
     const aj_node *n = &g->node[i];
     aj_type in_t[AJ_KS_MAX_IN];
     for (int j = 0; j < n->nin && j < AJ_KS_MAX_IN; j++) in_t[j] = g->val[n->in[j]].type;
@@ -275,14 +275,9 @@ int aj_plan_outputs(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int lev
     return 0;
 }
 
-static int naive_graph(aj_planner *pl, const aj_graph *g, int *vbuf, int level, const aj_node *rec, const int *outer_vbuf);
-
-static int naive_body(aj_planner *pl, const aj_graph *body, int *bbuf, int L, const aj_node *n, const int *vbuf) {
-    return naive_graph(pl, body, bbuf, L, n, vbuf);
-}
 
 /* Kernels for every node of g (a recurrence body when rec is its node). */
-static int naive_graph(aj_planner *pl, const aj_graph *g, int *vbuf, int level, const aj_node *rec, const int *outer_vbuf) {
+int aj_plan_naive_graph(aj_planner *pl, const aj_graph *g, int *vbuf, int level, const aj_node *rec, const int *outer_vbuf) {
     if (rec && aj_plan_slices(pl, g, vbuf, level, rec, outer_vbuf, pl->outer[level - 1])) return -1;
     for (int i = 0; i < g->nnode; i++) {
         if (aj_plan_outputs(pl, g, i, vbuf, level)) return -1;
@@ -291,9 +286,9 @@ static int naive_graph(aj_planner *pl, const aj_graph *g, int *vbuf, int level, 
         int rc;
         if (n->op == AJ_OP_RECURRENCE) {
             pl->outer[level] = g;
-            rc = aj_plan_recurrence(pl, g, i, vbuf, level, naive_body);
+            rc = aj_plan_recurrence(pl, g, i, vbuf, level, aj_plan_naive_graph);
         } else {
-            rc = plan_node(pl, g, i, vbuf, level);
+            rc = aj_plan_node(pl, g, i, vbuf, level);
         }
         if (rc) return -1;
     }
@@ -347,7 +342,7 @@ out:
     return rc;
 }
 
-int aj_plan_naive(aj_planner *pl) { return aj_plan_fn(pl, naive_graph); }
+int aj_plan_naive(aj_planner *pl) { return aj_plan_fn(pl, aj_plan_naive_graph); }
 
 /* ---------------------------------------------------------------- memory plan */
 

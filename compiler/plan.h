@@ -35,6 +35,10 @@ int aj_plan_outputs(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int lev
 /* Leaves, params and results, then graph_fn on the fn; 0 or -1. */
 int aj_plan_fn(aj_planner *pl, aj_plan_graph_fn graph_fn);
 int aj_plan_naive(aj_planner *pl);
+/* The naive plan of graph g (a body when rec is set): one kernel per node. */
+int aj_plan_naive_graph(aj_planner *pl, const aj_graph *g, int *vbuf, int level, const aj_node *rec, const int *outer_vbuf);
+/* One node as its own kernel(s): JIT, matmul pack + product, or host. */
+int aj_plan_node(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int level);
 /* Place the arena buffers (P->arena_bytes, P->naive_bytes). */
 void aj_plan_memory(aj_program *P);
 

@@ -31,6 +31,8 @@ typedef struct {
     int64_t t[AJ_MAX_DEPTH];
     int64_t depth;
     uint64_t seed;
+    int64_t ith, nth;        /* this thread and the team's size (collective kernels) */
+    int64_t odd;             /* inside a fused recurrence: the step is odd (carries swap) */
 } aj_kctx;
 
 typedef enum {
@@ -65,6 +67,7 @@ typedef struct {
     char what[160];          /* the ops it runs, for dumps and the profile */
     const aj_graph *g;       /* host kernel (no LLVM lowering): run node `node` */
     int node;                /* ... through the interpreter; -1 for JIT kernels */
+    int collective;          /* every thread calls it once (a fused recurrence) */
     int in_arg[64];          /* host kernel: the argument of each node input */
     void *fn;
     ffi_cif cif;

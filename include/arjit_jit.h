@@ -64,6 +64,10 @@ int aj_jit_add(aj_jit *jit, aj_jit_module *m, aj_diag *d);
  * it is unknown or fails to compile/link. */
 void *aj_jit_lookup(aj_jit *jit, const char *name, aj_diag *d);
 
+/* Make `name` resolve to addr in code added from now on (runtime helpers
+ * that kernels call, e.g. the team barrier). 0, or -1 with d set. */
+int aj_jit_define(aj_jit *jit, const char *name, void *addr, aj_diag *d);
+
 /* Print the module's LLVM IR. */
 void aj_jit_dump_ir(const aj_jit_module *m, FILE *f);
 /* Print the host assembly the module compiles to (a clone is compiled: the

@@ -21,6 +21,12 @@
 
 static int n_threads;
 
+/* What fused recurrence kernels call between their sub-kernels: every
+ * thread of the team runs the kernel, so this is the team's barrier. */
+void aj_rt_barrier(void) {
+#pragma omp barrier
+}
+
 void aj_set_threads(int n) { n_threads = n > 0 ? n : 0; }
 int aj_threads(void) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
 
@@ -85,22 +91,27 @@ static int check_finite(runner *r, const aj_kernel *k) {
     return 0;
 }
 
+/* k(lo, hi, ctx, buffers...) through its prepared call interface */
+static void call_kernel(runner *r, const aj_kernel *k, int64_t lo, int64_t hi) {
+    void *ptr[AJ_MAX_KARGS];
+    const aj_kctx *ctxp = &r->ctx;
+    void *av[AJ_MAX_KARGS + 3] = {&lo, &hi, &ctxp};
+    for (int a = 0; a < k->nargs; a++) ptr[a] = resolve(r, k->arg[a]), av[3 + a] = &ptr[a];
+    ffi_call((ffi_cif *)&k->cif, FFI_FN(k->fn), NULL, av);
+}
+
 static void run_kernel(runner *r, int ki) {
     aj_program *P = r->P;
     aj_kernel *k = &P->kern[ki];
     int64_t t0 = P->profile && r->ith == 0 ? now_ns() : 0;
     if (k->node >= 0) {
         if (r->ith == 0 && run_host(r, k)) *r->failed = 1;
+    } else if (k->collective) {   /* it splits its own work */
+        call_kernel(r, k, 0, 1);
     } else {
         int64_t chunk = (k->rows + r->nth - 1) / r->nth, lo = r->ith * chunk, hi = lo + chunk;
         if (hi > k->rows) hi = k->rows;
-        if (lo < hi) {
-            void *ptr[AJ_MAX_KARGS];
-            const aj_kctx *ctxp = &r->ctx;
-            void *av[AJ_MAX_KARGS + 3] = {&lo, &hi, &ctxp};
-            for (int a = 0; a < k->nargs; a++) ptr[a] = resolve(r, k->arg[a]), av[3 + a] = &ptr[a];
-            ffi_call(&k->cif, FFI_FN(k->fn), NULL, av);
-        }
+        if (lo < hi) call_kernel(r, k, lo, hi);
     }
 #pragma omp barrier
     if (r->ith == 0) {
@@ -176,6 +187,7 @@ int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inpu
         runner r = {.P = P, .base = base, .ith = omp_get_thread_num(), .nth = omp_get_num_threads(),
                     .seed = seed, .failed = &failed, .d = d};
         r.ctx.seed = seed;
+        r.ctx.ith = r.ith, r.ctx.nth = r.nth;
         run_range(&r, 0, P->nins);
     }
     rc = failed ? -1 : 0;
