@@ -27,6 +27,7 @@
 
 #include "arjit.h"
 #include "arjit_train.h"
+#include "../compiler/simplify.h"
 
 #define EXIT_MODEL 1
 #define EXIT_USAGE 2
@@ -244,7 +245,7 @@ static int run_check(const options *o)
 
 /* ---------------------------------------------------------------- dump */
 
-static const char *const stages[] = { "ir", "grad", NULL };
+static const char *const stages[] = { "ir", "grad", "opt", NULL };
 
 static int run_dump(const options *o)
 {
@@ -273,10 +274,14 @@ static int run_dump(const options *o)
                 m->dim[k].value = b.v[k];
             }
     /* grad: the module with grad_<fn> added for its first fn (loglik by
-     * convention), printed in the same syntax so it parses back. */
-    if (strcmp(stage, "grad") == 0) {
+     * convention), printed in the same syntax so it parses back; opt: that
+     * module with every fn simplified (compiler/simplify.c). */
+    if (strcmp(stage, "ir") != 0) {
         aj_diag d = { 0 };
-        if (m->nfn == 0 || !aj_autodiff(m, m->fn[0]->name, &d)) {
+        int failed = m->nfn == 0 || !aj_autodiff(m, m->fn[0]->name, &d);
+        for (int i = 0; i < m->nfn && !failed && strcmp(stage, "opt") == 0; i++)
+            failed = aj_simplify(m, m->fn[i], NULL, &d) != 0;
+        if (failed) {
             if (!d.set)
                 aj_error(&d, 0, 0, "%s has no fn to differentiate", o->files[0]);
             aj_diag_print(&d, stderr);
@@ -584,7 +589,8 @@ out:
 
 static const flag check_flags[] = { FLAG_DIMS, FLAG_END };
 static const flag dump_flags[] = {
-    { "--stage", "STAGE", offsetof(options, stage), "what to print: ir (the parsed, verified graph), grad (with grad_<fn>: loss and gradients); default ir" },
+    { "--stage", "STAGE", offsetof(options, stage), "what to print: ir (the parsed, verified graph), grad (with grad_<fn>: loss and gradients),\n"
+      "                       opt (grad with every fn simplified: dead code, CSE, constants); default ir" },
     FLAG_DIMS,
     FLAG_END,
 };

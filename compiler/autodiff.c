@@ -498,6 +498,29 @@ static int vjp_conv1d(aj_emit *c, int node, const int *dy, int *dx) {
     return 0;
 }
 
+/* y = f(x_1..x_k), a library function: its gradient function gives every
+ * dx_i = dy * df/dx_i in one call, f(x_1..x_k, dy, grad=1) -> dx_1..dx_k. */
+static int vjp_extern(aj_emit *c, int node, const int *dy, int *dx) {
+    NODE;
+    const aj_extern *e = &c->m->ext[aj_attr_int(&n, "fn")];
+    if (aj_attr_int(&n, "grad"))
+        return aj_error(c->d, n.line, n.col, "%s: an extern op's gradient has no gradient (second derivatives)", e->name);
+    if (!e->grad)
+        return aj_error(c->d, n.line, n.col,
+                        "extern op '%s' has no gradient: declare one with ', grad NAME' (line %d) to train through it",
+                        e->name, e->line);
+    int in[AJ_MAX_EXTERN_IN + 1];
+    for (int i = 0; i < n.nin; i++) in[i] = X(i);
+    in[n.nin] = dy[0];
+    int g = aj_graph_add_node(c->g, AJ_OP_EXTERN, in, n.nin + 1, n.nin, NULL);
+    em_attr(c, g, "fn")->i = aj_attr_int(&n, "fn");
+    em_attr(c, g, "grad")->i = 1;
+    c->g->node[g].line = n.line, c->g->node[g].col = n.col;   /* run-time errors point at the call */
+    if (aj_graph_infer_node(c->m, c->g, g, c->d)) return -1;
+    for (int i = 0; i < n.nin; i++) dx[i] = c->g->node[g].out[i];
+    return 0;
+}
+
 /* ------------------------------------------------------------------ recurrence */
 
 /* Which values of g depend on a leaf marked in `needs` (forward propagation;
@@ -739,6 +762,7 @@ static const vjp_fn vjp[AJ_OP_COUNT] = {
     [AJ_OP_SKEW] = vjp_skew, [AJ_OP_UNSKEW] = vjp_unskew, [AJ_OP_LAYER_NORM] = vjp_layer_norm,
     [AJ_OP_BERNOULLI_NLL] = vjp_bernoulli_nll, [AJ_OP_CATEGORICAL_NLL] = vjp_categorical_nll,
     [AJ_OP_GAUSSIAN_NLL] = vjp_gaussian_nll, [AJ_OP_MOG_NLL] = vjp_mog_nll,
+    [AJ_OP_EXTERN] = vjp_extern,
 };
 
 int aj_has_gradient(aj_op op) {

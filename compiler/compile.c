@@ -78,8 +78,9 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
     } else {
         char flags[64];
         snprintf(flags, sizeof flags, "arjit-program-v1 fused=%d", o->fused);
-        (void)flags;
-        if (aj_jit_optimize(P->jit, mod, d) || aj_jit_add(P->jit, mod, d)) goto fail;
+        if (o->no_cache ? aj_jit_optimize(P->jit, mod, d) || aj_jit_add(P->jit, mod, d)
+                        : aj_jit_add_cached(P->jit, mod, flags, &P->cache_hit, d))
+            goto fail;
     }
     for (int k = 0; k < P->nkern; k++) {
         aj_kernel *kn = &P->kern[k];

@@ -6,7 +6,8 @@
  * assembly dump, the other becomes LLJIT's code generator. So the dump is
  * the code that runs (LLJIT's own host detection would generate at the
  * default level). Without a target machine the optimiser does not vectorise
- * at all, so `tm` is not optional. */
+ * at all, so `tm` is not optional. `tm` also emits the object files of the
+ * disk cache (aj_jit_add_cached), so cached code is LLJIT's code too. */
 #include "arjit_jit.h"
 
 #include <llvm-c/Analysis.h>
@@ -15,9 +16,14 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct aj_jit {
     LLVMOrcLLJITRef lljit;
@@ -285,4 +291,198 @@ int aj_jit_define(aj_jit *jit, const char *name, void *addr, aj_diag *d) {
     LLVMErrorRef e = LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit->lljit), LLVMOrcAbsoluteSymbols(&pair, 1));
     pthread_mutex_unlock(&jit->jit_lock);
     return e ? jit_error(d, "cannot define a runtime symbol", e) : 0;
+}
+
+/* ---------------------------------------------------------------- disk cache
+ *
+ * One file per module, <dir>/<32 hex digits of the key>.o: a header, then
+ * the object file as the target machine emitted it. The header lets a
+ * reader reject a file that is truncated, corrupt or (against all odds)
+ * another key's, instead of handing LLJIT garbage. */
+
+/* Bump when what a key stands for changes while its inputs do not:
+ * aj_jit_optimize's pipeline, the target machines' settings, the format. */
+#define CACHE_VERSION "arjit-cache-1"
+#define CACHE_MAGIC "arjitobj"
+
+typedef struct {
+    char magic[8];          /* CACHE_MAGIC, no NUL */
+    uint64_t key[2];
+    uint64_t size;          /* of the object file that follows */
+    uint64_t checksum;      /* fnv1a of the object file */
+} cache_header;
+
+/* Two unrelated 64-bit hashes make the 128-bit key: FNV-1a, and a
+ * multiply-rotate hash (the rotation lets high bits reach the low ones,
+ * which FNV's multiply alone never does). */
+#define FNV_BASIS 0xcbf29ce484222325ull
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t mulrot(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ p[i]) * 0x9e3779b97f4a7c15ull;
+        h = h << 23 | h >> 41;
+    }
+    return h;
+}
+
+/* What the code depends on: the IR as given (its text includes the target
+ * triple and data layout), the CPU it is compiled for, the compiler that
+ * compiles it, and whatever the caller says. Each part is hashed with its
+ * NUL, so ("ab", "c") and ("a", "bc") differ. */
+static void cache_key(const aj_jit *jit, const aj_jit_module *m, const char *flags, uint64_t key[2]) {
+    unsigned major, minor, patch;
+    LLVMGetVersion(&major, &minor, &patch);
+    char version[64];
+    snprintf(version, sizeof version, "%s LLVM %u.%u.%u", CACHE_VERSION, major, minor, patch);
+    char *ir = LLVMPrintModuleToString(m->mod);
+    const char *parts[] = {version, jit->cpu, jit->features, flags ? flags : "", ir};
+    key[0] = FNV_BASIS;
+    key[1] = 0x243f6a8885a308d3ull;     /* pi's digits: any nonzero start */
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        size_t n = strlen(parts[i]) + 1;
+        key[0] = fnv1a(key[0], parts[i], n);
+        key[1] = mulrot(key[1], parts[i], n);
+    }
+    LLVMDisposeMessage(ir);
+}
+
+/* The cache directory into buf: 0, or -1 when the cache is off, there is
+ * no directory to use, or the path does not fit. */
+static int cache_dir(char *buf, size_t size) {
+    const char *env = getenv("ARJIT_CACHE"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n;
+    if (env) {
+        if (!*env || strcmp(env, "off") == 0) return -1;
+        n = snprintf(buf, size, "%s", env);
+    } else if (xdg && xdg[0] == '/') {  /* the XDG spec says to ignore a relative one */
+        n = snprintf(buf, size, "%s/arjit", xdg);
+    } else if (home && *home) {
+        n = snprintf(buf, size, "%s/.cache/arjit", home);
+    } else {
+        return -1;
+    }
+    return n > 0 && (size_t)n < size ? 0 : -1;
+}
+
+const char *aj_jit_cache_dir(void) {
+    static _Thread_local char buf[PATH_MAX];
+    return cache_dir(buf, sizeof buf) ? NULL : buf;
+}
+
+/* mkdir -p. Mode 0700: the cache holds code this process will run, so no
+ * one else should be able to write it. */
+static int make_dirs(char *path) {
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != 0) continue;
+        char c = *p;
+        *p = 0;
+        int failed = mkdir(path, 0700) != 0 && errno != EEXIST;
+        *p = c;
+        if (failed) return -1;
+        if (!c) return 0;
+    }
+}
+
+/* The object file stored at path under key, or NULL when there is none or
+ * it is not intact. */
+static LLVMMemoryBufferRef cache_read(const char *path, const uint64_t key[2]) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    LLVMMemoryBufferRef obj = NULL;
+    cache_header h;
+    struct stat st;
+    /* the size from the header is trusted only once the file's size agrees */
+    if (fread(&h, sizeof h, 1, f) == 1 && memcmp(h.magic, CACHE_MAGIC, sizeof h.magic) == 0 &&
+        h.key[0] == key[0] && h.key[1] == key[1] && h.size > 0 && fstat(fileno(f), &st) == 0 &&
+        (uint64_t)st.st_size == sizeof h + h.size) {
+        char *data = malloc(h.size);
+        if (data && fread(data, 1, h.size, f) == h.size && fnv1a(FNV_BASIS, data, h.size) == h.checksum)
+            obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(data, h.size, path);
+        free(data);
+    }
+    fclose(f);
+    return obj;
+}
+
+/* Store an object file at path. It is written to a temporary file beside
+ * it and renamed over it, so a reader (another process, too) sees the old
+ * file, the new one or none, never half of one. No fsync: a file cut short
+ * by a crash fails the reader's checks and is rewritten. On failure the
+ * cache stays as it was. */
+static void cache_write(const char *path, const uint64_t key[2], const char *data, size_t size) {
+    char tmp[PATH_MAX];
+    int n = snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
+    if (n < 0 || (size_t)n >= sizeof tmp) return;
+    int fd = mkstemp(tmp);
+    if (fd < 0) return;
+    cache_header h = {.key = {key[0], key[1]}, .size = size, .checksum = fnv1a(FNV_BASIS, data, size)};
+    memcpy(h.magic, CACHE_MAGIC, sizeof h.magic);
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        close(fd);
+        unlink(tmp);
+        return;
+    }
+    int ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(data, 1, size, f) == size;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) unlink(tmp);
+}
+
+/* Optimise m and compile it to an object file with `tm`, LLJIT's twin;
+ * consumes m. NULL and d set on error. */
+static LLVMMemoryBufferRef emit_object(aj_jit *jit, aj_jit_module *m, aj_diag *d) {
+    LLVMMemoryBufferRef obj = NULL;
+    if (aj_jit_optimize(jit, m, d) == 0) {
+        char *err = NULL;
+        pthread_mutex_lock(&jit->tm_lock);
+        LLVMBool failed = LLVMTargetMachineEmitToMemoryBuffer(jit->tm, m->mod, LLVMObjectFile, &err, &obj);
+        pthread_mutex_unlock(&jit->tm_lock);
+        if (failed) {
+            msg_error(d, "cannot emit an object file", err);
+            obj = NULL;
+        }
+    }
+    aj_jit_module_free(m);
+    return obj;
+}
+
+int aj_jit_add_cached(aj_jit *jit, aj_jit_module *m, const char *flags, int *hit, aj_diag *d) {
+    if (hit) *hit = 0;
+    char path[PATH_MAX];
+    uint64_t key[2];
+    int use_cache = cache_dir(path, sizeof path) == 0 && make_dirs(path) == 0;
+    if (use_cache) {
+        cache_key(jit, m, flags, key);
+        size_t n = strlen(path);
+        use_cache = snprintf(path + n, sizeof path - n, "/%016llx%016llx.o", (unsigned long long)key[0],
+                             (unsigned long long)key[1]) < (int)(sizeof path - n);
+    }
+    if (!use_cache) {
+        if (aj_jit_optimize(jit, m, d)) {
+            aj_jit_module_free(m);
+            return -1;
+        }
+        return aj_jit_add(jit, m, d);
+    }
+
+    LLVMMemoryBufferRef obj = cache_read(path, key);
+    if (obj) {
+        aj_jit_module_free(m);
+        if (hit) *hit = 1;
+    } else {
+        if (!(obj = emit_object(jit, m, d))) return -1;
+        cache_write(path, key, LLVMGetBufferStart(obj), LLVMGetBufferSize(obj));
+    }
+    /* LLJIT takes the buffer, also on error */
+    pthread_mutex_lock(&jit->jit_lock);
+    LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(jit->lljit, LLVMOrcLLJITGetMainJITDylib(jit->lljit), obj);
+    pthread_mutex_unlock(&jit->jit_lock);
+    return e ? jit_error(d, "cannot add object file", e) : 0;
 }

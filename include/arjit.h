@@ -211,6 +211,25 @@ typedef struct {
 /* Dimension bindings: a value per module dim, -1 where unbound. */
 typedef struct { int64_t v[AJ_MAX_DIMS]; } aj_bind;
 
+/* An op implemented by C functions in a shared library, declared in the
+ * graph file (docs/ir.md, "Custom ops"):
+ *   extern swish(x) = "swish.so" swish_fwd, grad swish_grad
+ * Calls are AJ_OP_EXTERN nodes whose `fn` attribute indexes aj_module.ext;
+ * runtime/extern_op.c loads the library and calls the functions. */
+#define AJ_MAX_EXTERN_IN 4
+
+typedef struct {
+    char *name;                   /* what calls write: y = swish(h) */
+    int nin;                      /* 1..AJ_MAX_EXTERN_IN f32 inputs of one shape */
+    char *arg[AJ_MAX_EXTERN_IN];  /* the inputs' names as declared (for readers) */
+    char *lib;                    /* as written; relative to the graph file's directory */
+    char *fwd, *grad;             /* the symbols; grad is NULL when there is none */
+    int line, col;
+    /* what runtime/extern_op.c loaded (NULL until then) and how to free it */
+    void *loaded;
+    void (*unload)(void *loaded);
+} aj_extern;
+
 typedef struct {
     char *name;
     int has_value;           /* `dim D = 784` has one; `dim B` is bound at run time */
@@ -223,6 +242,7 @@ struct aj_module {
     char *src; size_t srclen;   /* the source text, for diagnostics */
     aj_dimdef dim[AJ_MAX_DIMS]; int ndim;
     aj_param *param; int nparam;
+    aj_extern *ext; int nextern;
     aj_graph **fn; int nfn;
     /* declared argument types of each fn, parallel to fn[i]->leaf */
     aj_type **fn_arg_type;
@@ -285,14 +305,17 @@ int aj_module_infer(aj_module *m, const aj_bind *b, aj_diag *d);
 /* Append fn g (taking ownership) with the declared types of its arguments. */
 void aj_module_add_fn(aj_module *m, aj_graph *g, const aj_type *arg_types);
 /* Parse, bind the declared dims, apply `dims` overrides ("D=8,B=2"; NULL
- * or "" for none) and infer: a module ready to run. The binding used goes
- * to *b when b is not NULL. NULL with d set on any error. */
+ * or "" for none), infer and load the extern ops' libraries: a module ready
+ * to run (runtime/load.c). The binding used goes to *b when b is not NULL.
+ * NULL with d set on any error. */
 aj_module *aj_load_string(const char *src, size_t len, const char *path, const char *dims, aj_bind *b, aj_diag *d);
 aj_module *aj_load_file(const char *path, const char *dims, aj_bind *b, aj_diag *d);
 
 /* The function named `name`, or NULL. */
 aj_graph *aj_module_fn(const aj_module *m, const char *name);
 int aj_module_param_index(const aj_module *m, const char *name);
+/* The extern op named `name`, or -1. */
+int aj_extern_index(const aj_module *m, const char *name);
 
 /* Canonical text; parses back to the same module. */
 void aj_module_print(const aj_module *m, FILE *f);

@@ -98,6 +98,12 @@ int aj_module_param_index(const aj_module *m, const char *name) {
     return -1;
 }
 
+int aj_extern_index(const aj_module *m, const char *name) {
+    for (int i = 0; i < m->nextern; i++)
+        if (!strcmp(m->ext[i].name, name)) return i;
+    return -1;
+}
+
 int aj_dim_index(const aj_module *m, const char *name) {
     for (int i = 0; i < m->ndim; i++)
         if (!strcmp(m->dim[i].name, name)) return i;
@@ -108,8 +114,14 @@ void aj_module_free(aj_module *m) {
     if (!m) return;
     for (int i = 0; i < m->ndim; i++) free(m->dim[i].name);
     for (int i = 0; i < m->nparam; i++) free(m->param[i].name);
+    for (int i = 0; i < m->nextern; i++) {
+        aj_extern *e = &m->ext[i];
+        if (e->loaded) e->unload(e->loaded);
+        for (int k = 0; k < e->nin; k++) free(e->arg[k]);
+        free(e->name), free(e->lib), free(e->fwd), free(e->grad);
+    }
     for (int i = 0; i < m->nfn; i++) aj_graph_free(m->fn[i]), free(m->fn_arg_type[i]);
-    free(m->param), free(m->fn), free(m->fn_arg_type), free(m->path), free(m->src);
+    free(m->param), free(m->ext), free(m->fn), free(m->fn_arg_type), free(m->path), free(m->src);
     free(m);
 }
 

@@ -97,7 +97,11 @@ int aj_graph_infer_node(const aj_module *m, aj_graph *g, int id, aj_diag *d) {
     if (!def) return aj_error(d, n->line, n->col, "node %d has no valid op", id);
     if (n->nin < def->min_in || n->nin > def->max_in || n->nin > 64)
         return aj_error(d, n->line, n->col, "%s: wrong number of inputs (%d)", def->name, n->nin);
-    if (n->op == AJ_OP_RECURRENCE ? !n->rec || n->nout != n->rec->ncarry + n->rec->nstack : n->nout != def->nout)
+    /* nout -1: the node says; a recurrence's body must agree, an extern call's rule checks the count */
+    int nout_ok = n->op == AJ_OP_RECURRENCE ? n->rec && n->nout == n->rec->ncarry + n->rec->nstack
+                  : def->nout >= 0          ? n->nout == def->nout
+                                            : n->nout >= 1 && n->nout <= AJ_MAX_EXTERN_IN;
+    if (!nout_ok)
         return aj_error(d, n->line, n->col, "%s: wrong number of results (%d)", def->name, n->nout);
     aj_type in[64];
     for (int i = 0; i < n->nin; i++) {
@@ -159,26 +163,4 @@ int aj_module_infer(aj_module *m, const aj_bind *b, aj_diag *d) {
     }
     if (rc) aj_diag_source(d, m->path, m->src, m->srclen);
     return rc;
-}
-
-/* parse -> bind -> infer, for a module parsed by the caller */
-static aj_module *bind_and_infer(aj_module *m, const char *dims, aj_bind *out, aj_diag *d) {
-    if (!m) return NULL;
-    aj_bind b;
-    aj_bind_defaults(m, &b);
-    if ((dims && *dims && aj_bind_parse(m, &b, dims, d)) || aj_module_infer(m, &b, d)) {
-        if (!d->file[0]) snprintf(d->file, sizeof d->file, "%s", m->path);
-        aj_module_free(m);
-        return NULL;
-    }
-    if (out) *out = b;
-    return m;
-}
-
-aj_module *aj_load_string(const char *src, size_t len, const char *path, const char *dims, aj_bind *b, aj_diag *d) {
-    return bind_and_infer(aj_parse_string(src, len, path, d), dims, b, d);
-}
-
-aj_module *aj_load_file(const char *path, const char *dims, aj_bind *b, aj_diag *d) {
-    return bind_and_infer(aj_parse_file(path, d), dims, b, d);
 }

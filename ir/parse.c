@@ -14,7 +14,7 @@
 
 /* ------------------------------------------------------------------ lexer */
 
-typedef enum { T_EOF, T_NL, T_NAME, T_NUM, T_PUNCT, T_ARROW } tok_kind;
+typedef enum { T_EOF, T_NL, T_NAME, T_NUM, T_PUNCT, T_ARROW, T_STR } tok_kind;
 
 typedef struct {
     tok_kind kind;
@@ -84,6 +84,15 @@ static int next(parser *p) {
         }
         if (p->pos + n < p->len && (is_name0((unsigned char)s[n])))
             return lex_error(p, p->line, p->col, "malformed number");
+    } else if (c == '"') {   /* a string: printable bytes up to '"' on the same line, no escapes */
+        t.kind = T_STR;
+        n = 1;
+        while (p->pos + n < p->len && s[n] != '"') {
+            if ((unsigned char)s[n] < 32) return lex_error(p, p->line, p->col, "unterminated string");
+            n++;
+        }
+        if (p->pos + n == p->len) return lex_error(p, p->line, p->col, "unterminated string");
+        n++;
     } else if (c == '-' && p->pos + 1 < p->len && s[1] == '>') {
         t.kind = T_ARROW;
         n = 2;
@@ -154,7 +163,7 @@ static int take_name(parser *p, char *buf, size_t n, const char *what) {
 }
 
 static int is_keyword(const char *s) {
-    static const char *kw[] = {"dim", "param", "fn", "end", "carry", "slice", "use", "next", "stack", "f32", "i32"};
+    static const char *kw[] = {"dim", "param", "extern", "fn", "end", "carry", "slice", "use", "next", "stack", "f32", "i32"};
     for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++)
         if (!strcmp(s, kw[i])) return 1;
     return 0;
@@ -423,9 +432,13 @@ static int edit_distance(const char *a, const char *b) {
 static int unknown_op(parser *p, const char *name, int line, int col) {
     const char *best = NULL;
     int bd = 3;
-    for (int i = 0; i < AJ_OP_COUNT; i++) {
-        int dd = edit_distance(name, aj_op_info((aj_op)i)->name);
-        if (dd < bd) bd = dd, best = aj_op_info((aj_op)i)->name;
+    /* the ops a call may name: the built-in ones, then the module's externs
+     * (the `extern` op itself is only ever called by an extern's name) */
+    for (int i = 0; i < AJ_OP_COUNT + p->m->nextern; i++) {
+        if (i == AJ_OP_EXTERN) continue;
+        const char *op = i < AJ_OP_COUNT ? aj_op_info((aj_op)i)->name : p->m->ext[i - AJ_OP_COUNT].name;
+        int dd = edit_distance(name, op);
+        if (dd < bd) bd = dd, best = op;
     }
     if (best) return aj_error(p->d, line, col, "unknown op '%s' (did you mean '%s'?)", name, best);
     return aj_error(p->d, line, col, "unknown op '%s' (docs/ir.md lists the ops)", name);
@@ -445,8 +458,9 @@ static int parse_op_stmt(parser *p, lhs_list *lhs) {
     char opname[64];
     int opline = p->tok.line, opcol = p->tok.col;
     if (take_name(p, opname, sizeof opname, "an op name")) return -1;
-    aj_op op = aj_op_lookup(opname);
-    if (op == AJ_OP_COUNT) return unknown_op(p, opname, opline, opcol);
+    int ext = aj_extern_index(p->m, opname);   /* a declared extern op, called by its name */
+    aj_op op = ext >= 0 ? AJ_OP_EXTERN : aj_op_lookup(opname);
+    if (op == AJ_OP_COUNT || (op == AJ_OP_EXTERN && ext < 0)) return unknown_op(p, opname, opline, opcol);
     const aj_op_def *def = aj_op_info(op);
     if (expect_punct(p, '(')) return -1;
 
@@ -465,6 +479,8 @@ static int parse_op_stmt(parser *p, lhs_list *lhs) {
                 int k = -1;
                 for (int i = 0; i < def->nattr; i++)
                     if (!strcmp(def->attr[i].name, name)) k = i;
+                if (ext >= 0 && k == 0)   /* `fn` is the extern's index: its name says it */
+                    return aj_error(p->d, line, col, "%s has no attribute '%s' (it has: grad)", opname, name);
                 if (k < 0) {
                     char list[128] = "";
                     for (int i = 0; i < def->nattr; i++)
@@ -508,6 +524,7 @@ static int parse_op_stmt(parser *p, lhs_list *lhs) {
     }
     int close_line = p->tok.line, close_col = p->tok.col;
     if (next(p)) return -1;
+    if (ext >= 0) proto.attr[0].i = ext, seen[0] = 1;   /* attribute fn: the extern's name says it */
     for (int i = 0; i < def->nattr; i++)
         if (def->attr[i].required && !seen[i])
             return aj_error(p->d, opline, opcol, "%s needs attribute '%s'", opname, def->attr[i].name);
@@ -520,15 +537,21 @@ static int parse_op_stmt(parser *p, lhs_list *lhs) {
         return parse_body(p, s, lhs, opline, opcol, proto.attr);
     }
     if (tok_punct(p, '{')) return aj_error(p->d, p->tok.line, p->tok.col, "only recurrence has a body");
-    if (nin < def->min_in || nin > def->max_in) {
-        if (def->min_in == def->max_in)
-            return aj_error(p->d, opline, opcol, "%s takes %d input%s, got %d", opname, def->min_in,
-                            def->min_in == 1 ? "" : "s", nin);
-        return aj_error(p->d, opline, opcol, "%s takes %d to %d inputs, got %d", opname, def->min_in, def->max_in, nin);
+    int min_in = def->min_in, max_in = def->max_in, nout = def->nout;
+    if (ext >= 0) {   /* f(x_1..x_k) -> y; its gradient f(x_1..x_k, dy, grad=1) -> dx_1..dx_k */
+        int grad = proto.attr[1].i != 0;
+        if (proto.attr[1].i != grad) return aj_error(p->d, opline, opcol, "%s: grad must be 0 or 1", opname);
+        min_in = max_in = p->m->ext[ext].nin + grad;
+        nout = grad ? p->m->ext[ext].nin : 1;
     }
-    if (lhs->n != def->nout)
+    if (nin < min_in || nin > max_in) {
+        if (min_in == max_in)
+            return aj_error(p->d, opline, opcol, "%s takes %d input%s, got %d", opname, min_in, min_in == 1 ? "" : "s", nin);
+        return aj_error(p->d, opline, opcol, "%s takes %d to %d inputs, got %d", opname, min_in, max_in, nin);
+    }
+    if (lhs->n != nout)
         return aj_error(p->d, lhs->line[0], lhs->col[0], "%s gives %d result%s, but %d name%s assigned", opname,
-                        def->nout, def->nout == 1 ? "" : "s", lhs->n, lhs->n == 1 ? " is" : "s are");
+                        nout, nout == 1 ? "" : "s", lhs->n, lhs->n == 1 ? " is" : "s are");
     const char *names[16];
     for (int i = 0; i < lhs->n; i++) names[i] = strcmp(lhs->name[i], "_") ? lhs->name[i] : NULL;
     int id = aj_graph_add_node(s->g, op, in, nin, lhs->n, names);
@@ -597,7 +620,7 @@ static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int op
             goto out;
         }
         /* a forgotten '}' shows up as the fn's `end` (or the next section) */
-        if (tok_is(p, "end") || tok_is(p, "fn") || tok_is(p, "dim") || tok_is(p, "param")) {
+        if (tok_is(p, "end") || tok_is(p, "fn") || tok_is(p, "dim") || tok_is(p, "param") || tok_is(p, "extern")) {
             aj_error(p->d, line, col, "recurrence body opened at line %d has no closing '}' before this line", opline);
             goto out;
         }
@@ -846,6 +869,53 @@ static int parse_param(parser *p) {
     return expect_nl(p);
 }
 
+/* extern NAME(arg, ...) = "LIB" FWD [, grad GRAD]: an op whose forward and
+ * gradient are C functions in a shared library (docs/ir.md, custom ops). The
+ * parser only records it; runtime/extern_op.c loads the library. */
+static int parse_extern(parser *p) {
+    if (next(p)) return -1;
+    aj_extern e;
+    memset(&e, 0, sizeof e);
+    char name[64], arg[AJ_MAX_EXTERN_IN][64], fwd[64], grad[64] = "", lib[4096];
+    e.line = p->tok.line, e.col = p->tok.col;
+    if (take_name(p, name, sizeof name, "an op name")) return -1;
+    if (is_keyword(name)) return aj_error(p->d, e.line, e.col, "'%s' is a keyword and cannot name an op", name);
+    if (aj_op_lookup(name) != AJ_OP_COUNT) return aj_error(p->d, e.line, e.col, "'%s' is already an op", name);
+    if (aj_extern_index(p->m, name) >= 0) return aj_error(p->d, e.line, e.col, "extern op '%s' is already declared", name);
+    if (expect_punct(p, '(')) return -1;
+    for (;;) {
+        int line = p->tok.line, col = p->tok.col;
+        if (e.nin == AJ_MAX_EXTERN_IN)
+            return aj_error(p->d, line, col, "too many inputs (an extern op takes at most %d)", AJ_MAX_EXTERN_IN);
+        if (take_name(p, arg[e.nin], sizeof arg[0], "an input name")) return -1;
+        for (int i = 0; i < e.nin; i++)
+            if (!strcmp(arg[i], arg[e.nin])) return aj_error(p->d, line, col, "'%s' named twice", arg[i]);
+        e.nin++;
+        if (!tok_punct(p, ',')) break;
+        if (next(p)) return -1;
+    }
+    if (expect_punct(p, ')') || expect_punct(p, '=')) return -1;
+    if (p->tok.kind != T_STR) return expected(p, "the library's path in quotes");
+    if (p->tok.len == 2) return aj_error(p->d, p->tok.line, p->tok.col, "the library's path is empty");
+    if (p->tok.len - 2 >= (int)sizeof lib) return aj_error(p->d, p->tok.line, p->tok.col, "the library's path is too long");
+    memcpy(lib, p->tok.s + 1, (size_t)p->tok.len - 2);
+    lib[p->tok.len - 2] = 0;
+    if (next(p) || take_name(p, fwd, sizeof fwd, "the forward function's name")) return -1;
+    if (tok_punct(p, ',')) {
+        if (next(p)) return -1;
+        if (!tok_is(p, "grad")) return expected(p, "'grad' and the gradient function's name");
+        if (next(p) || take_name(p, grad, sizeof grad, "the gradient function's name")) return -1;
+    }
+    if (expect_nl(p)) return -1;
+    aj_extern *ne = realloc(p->m->ext, sizeof *ne * (size_t)(p->m->nextern + 1));
+    if (!ne) return aj_error(p->d, e.line, e.col, "out of memory");
+    p->m->ext = ne;
+    e.name = strdup(name), e.lib = strdup(lib), e.fwd = strdup(fwd), e.grad = grad[0] ? strdup(grad) : NULL;
+    for (int i = 0; i < e.nin; i++) e.arg[i] = strdup(arg[i]);
+    p->m->ext[p->m->nextern++] = e;
+    return 0;
+}
+
 static int parse_fn(parser *p) {
     int fline = p->tok.line;
     if (next(p)) return -1;
@@ -908,7 +978,7 @@ static int parse_fn(parser *p) {
             aj_error(p->d, p->tok.line, p->tok.col, "%s only belongs in a recurrence body", tok_desc(&p->tok, buf, sizeof buf));
             goto out;
         }
-        if (tok_is(p, "fn") || tok_is(p, "dim") || tok_is(p, "param")) {
+        if (tok_is(p, "fn") || tok_is(p, "dim") || tok_is(p, "param") || tok_is(p, "extern")) {
             aj_error(p->d, p->tok.line, p->tok.col, "fn '%s' (line %d) has no 'end' before this line", name, fline);
             goto out;
         }
@@ -968,8 +1038,9 @@ aj_module *aj_parse_string(const char *src, size_t len, const char *path, aj_dia
         int r;
         if (tok_is(&p, "dim")) r = parse_dim(&p);
         else if (tok_is(&p, "param")) r = parse_param(&p);
+        else if (tok_is(&p, "extern")) r = parse_extern(&p);
         else if (tok_is(&p, "fn")) r = parse_fn(&p);
-        else r = expected(&p, "'dim', 'param' or 'fn' at the start of a line");
+        else r = expected(&p, "'dim', 'param', 'extern' or 'fn' at the start of a line");
         if (r) goto fail;
     }
     if (m->nfn == 0) {

@@ -96,18 +96,28 @@ static void print_input(FILE *f, const aj_graph *g, int v) {
     }
 }
 
+/* An extern call is written with the extern's name, which stands for its
+ * `fn` attribute (the first): the attributes to print start after it. */
+static const char *call_name(const aj_module *m, const aj_node *n, int *first_attr) {
+    int64_t fn = n->op == AJ_OP_EXTERN ? n->attr[0].i : -1;
+    *first_attr = fn >= 0 && fn < m->nextern;
+    return *first_attr ? m->ext[fn].name : aj_op_info(n->op)->name;
+}
+
 static void print_node(FILE *f, const aj_module *m, const aj_graph *g, const aj_node *n, int depth) {
     const aj_op_def *def = aj_op_info(n->op);
+    int first_attr;
+    const char *name = call_name(m, n, &first_attr);
     indent(f, depth);
     for (int k = 0; k < n->nout; k++) fprintf(f, "%s%s", k ? ", " : "", g->val[n->out[k]].name);
-    fprintf(f, " = %s(", def->name);
+    fprintf(f, " = %s(", name);
     int first = 1;
     if (n->op != AJ_OP_RECURRENCE)
         for (int i = 0; i < n->nin; i++, first = 0) {
             if (!first) fputs(", ", f);
             print_input(f, g, n->in[i]);
         }
-    for (int i = 0; i < def->nattr; i++) {
+    for (int i = first_attr; i < def->nattr; i++) {
         if (attr_is_default(&def->attr[i], &n->attr[i])) continue;
         if (!first) fputs(", ", f);
         print_attr(f, m, &def->attr[i], &n->attr[i]);
@@ -177,6 +187,15 @@ void aj_module_print(const aj_module *m, FILE *f) {
         case AJ_INIT_NORMAL: fprintf(f, " = normal(%s)\n", a); break;
         case AJ_INIT_UNIFORM: fprintf(f, " = uniform(%s, %s)\n", a, b); break;
         }
+    }
+    if (m->nextern) fputc('\n', f);
+    for (int i = 0; i < m->nextern; i++) {
+        const aj_extern *e = &m->ext[i];
+        fprintf(f, "extern %s(", e->name);
+        for (int k = 0; k < e->nin; k++) fprintf(f, "%s%s", k ? ", " : "", e->arg[k]);
+        fprintf(f, ") = \"%s\" %s", e->lib, e->fwd);
+        if (e->grad) fprintf(f, ", grad %s", e->grad);
+        fputc('\n', f);
     }
     for (int i = 0; i < m->nfn; i++) {
         const aj_graph *g = m->fn[i];

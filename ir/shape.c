@@ -685,3 +685,27 @@ AJ_SHAPE_RULE(shape_mog_sample) {
     drop_last(&in[0], AJ_F32, &out[0]);
     return 0;
 }
+
+/* extern: a call of the module's extern op number `fn`, elementwise over one
+ * shape: f(x_1..x_k) -> y, and with grad=1 its gradient
+ * f(x_1..x_k, dy) -> dx_1..dx_k. Every input is f32 of the first one's type
+ * (the C functions see flat arrays of one length) and so is every result. */
+AJ_SHAPE_RULE(shape_extern) {
+    char s0[TS], s1[TS];
+    int64_t fn = aj_attr_int(n, "fn"), grad = aj_attr_int(n, "grad");
+    if (fn < 0 || fn >= m->nextern) return fail(n, -1, bad_input, d, "no extern op number %lld", (long long)fn);
+    const aj_extern *e = &m->ext[fn];
+    if (grad != 0 && grad != 1) return fail(n, -1, bad_input, d, "%s: grad must be 0 or 1", e->name);
+    if (grad && !e->grad) return fail(n, -1, bad_input, d, "%s has no gradient function (declare one with ', grad NAME')", e->name);
+    if (n->nin != e->nin + grad || n->nout != (grad ? e->nin : 1))
+        return fail(n, -1, bad_input, d, "%s%s takes %d inputs and gives %d results, not %d and %d", e->name,
+                    grad ? "'s gradient" : "", e->nin + (int)grad, grad ? e->nin : 1, n->nin, n->nout);
+    for (int i = 0; i < n->nin; i++) {
+        if (want_dtype(m, n, in, i, AJ_F32, bad_input, d)) return -1;
+        if (!aj_type_eq(&in[i], &in[0]))
+            return fail(n, i, bad_input, d, "%s: argument %d is %s but argument 1 is %s (an extern op's inputs have one shape)",
+                        e->name, i + 1, tstr(m, &in[i], s0), tstr(m, &in[0], s1));
+    }
+    for (int k = 0; k < n->nout; k++) out[k] = in[0];
+    return 0;
+}

@@ -8,6 +8,7 @@
  * Runtime errors (an index out of range, out of memory) go to the diag at the
  * node's line and column. */
 #include "runtime/interp.h"
+#include "runtime/extern_op.h"
 #include "runtime/rng.h"
 #include <limits.h>
 #include <math.h>
@@ -804,6 +805,18 @@ static int k_mog(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out)
     return 0;
 }
 
+/* ------------------------------------------------------------ extern ops */
+
+/* A call of a library function (runtime/extern_op.c): every input and
+ * result has one shape, so the function sees flat arrays of one length. */
+static int k_extern(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
+    const float *x[AJ_MAX_EXTERN_IN + 1];
+    float *y[AJ_MAX_EXTERN_IN];
+    for (int i = 0; i < n->nin; i++) x[i] = fdata(&in[i]);
+    for (int k = 0; k < n->nout; k++) y[k] = fdata(&out[k]);
+    return aj_extern_call(c->m, n, aj_tensor_numel(&out[0]), x, y, c->d);
+}
+
 /* ------------------------------------------------------------ graphs */
 
 static int k_recurrence(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out);
@@ -834,6 +847,7 @@ static const interp_fn kernels[AJ_OP_COUNT] = {
     [AJ_OP_GAUSSIAN_NLL] = k_elementwise, [AJ_OP_MOG_NLL] = k_mog_nll,
     [AJ_OP_BERNOULLI] = k_elementwise, [AJ_OP_CATEGORICAL] = k_categorical, [AJ_OP_NORMAL] = k_elementwise,
     [AJ_OP_MOG] = k_mog, [AJ_OP_UNIFORM] = k_elementwise,
+    [AJ_OP_EXTERN] = k_extern,
 };
 
 /* Every op has a kernel, and every elementwise kernel its scalar function. */

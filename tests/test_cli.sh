@@ -118,6 +118,13 @@ for f in "${models[@]}"; do
         cp "$OUT" "$TMP/grad.dump"
         run 0 dump - <"$TMP/grad.dump" && { cmp -s "$OUT" "$TMP/grad.dump" || fail "grad dump of $f is not a fixed point"; }
     fi
+    # so is the simplified one, and it is smaller
+    LAST="dump --stage opt $f"
+    if run 0 dump --stage opt "$f" && has "$OUT" "fn grad_"; then
+        cp "$OUT" "$TMP/opt.dump"
+        (($(wc -l <"$TMP/opt.dump") < $(wc -l <"$TMP/grad.dump"))) || fail "opt dump of $f is no shorter than grad"
+        run 0 dump - <"$TMP/opt.dump" && { cmp -s "$OUT" "$TMP/opt.dump" || fail "opt dump of $f is not a fixed point"; }
+    fi
 done
 echo "models checked: ${#models[@]}"
 

@@ -51,8 +51,6 @@ usage train "$FVSBN" --data mnist --opt adamw "expected adam, sgd or rmsprop"
 usage train "$FVSBN" --data mnist --schedule linear "expected constant, step or cosine"
 usage train "$FVSBN" --data mnist --beta2 1 "expected a number in [0, 1)"
 usage train "$FVSBN" --data mnist --clip nan "bad value 'nan' for --clip"
-usage train "$FVSBN" --data mnist --engine fused "engine 'fused' is not built yet"
-usage train "$FVSBN" --data mnist --engine naive "engine 'naive' is not built yet"
 usage train "$FVSBN" --data mnist --engine jet "unknown engine 'jet'"
 usage train "$FVSBN" --data mnist --ckpt x "unknown flag '--ckpt' for 'train'"
 usage train "$FVSBN" --data "flag '--data' of 'train' needs a value"
@@ -92,6 +90,16 @@ run 0 train "$FVSBN" --resume "$CK.last" --epochs 2 && has "$ERR" "nothing to do
 run 0 train "$FVSBN" --resume "$CK.last" --epochs 3 --lr 0.05 && has "$OUT" "epoch 3: train NLL" &&
     has "$OUT" "done: 150 steps, 3 epochs"
 run 1 train "$SRC/models/nade.graph" --resume "$CK.last" && has "$ERR" "trained on another model"
+
+# every engine trains the same model to the same numbers (f32 rounding aside)
+for e in interp naive fused; do
+    run 0 train "$FVSBN" --dims D=6 --data mnist --epochs 2 --batch 10 --lr 0.05 --engine $e --threads 2 &&
+        grep -o 'epoch 2: train NLL [0-9.]*' "$OUT" | cut -c1-24 >"$TMP/nll.$e"
+done
+cmp -s "$TMP/nll.interp" "$TMP/nll.naive" && cmp -s "$TMP/nll.interp" "$TMP/nll.fused" && [[ -s $TMP/nll.interp ]] ||
+    fail "engines trained to different NLLs: $(cat "$TMP"/nll.*)"
+run 0 eval "$FVSBN" --ckpt "$CK" --engine fused && has "$OUT" "test NLL "
+run 0 sample "$FVSBN" --ckpt "$CK" -n 9 --out "$TMP/s2.png" --engine fused && [[ -s $TMP/s2.png ]] || fail "no PNG from fused"
 
 # Ctrl-C: the step finishes, CKPT.last is saved, exit 130; then it resumes.
 "$ARJIT" train "$FVSBN" --dims D=6 --data mnist --epochs 100000 --batch 10 --save "$TMP/int.ck" >"$OUT" 2>"$ERR" &

@@ -9,10 +9,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "arjit_jit.h"
 #include "compiler/matmul_llvm.h"
@@ -352,6 +355,160 @@ static void test_vecmath_special(void **state) {
     assert_true(fabsf(p[8] - (float)exp(-200.0)) <= 0x1p-149f);     /* ~0, no NaN */
 }
 
+/* ---------------------------------------------------------------- disk cache */
+
+/* A module exercising what an object file must carry: vector code with
+ * constant pools (sigmoid over an array, in explicit host-width vectors)
+ * and a call into this process (cos from libm). */
+static aj_jit_module *cache_module(aj_jit *j) {
+    aj_jit_module *m = aj_jit_module_new(j, "cached");
+    emit_map(m, "cached_sigmoid", aj_vm_sigmoid, aj_jit_vector_width(j));
+    LLVMContextRef ctx = aj_jit_module_context(m);
+    LLVMModuleRef mod = aj_jit_module_llvm(m);
+    LLVMTypeRef f64 = LLVMDoubleTypeInContext(ctx), cosft = LLVMFunctionType(f64, &f64, 1, 0);
+    LLVMValueRef fn = LLVMAddFunction(mod, "cached_cos", cosft), cosfn = LLVMAddFunction(mod, "cos", cosft);
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+    LLVMValueRef x = LLVMGetParam(fn, 0);
+    LLVMBuildRet(b, LLVMBuildCall2(b, cosft, cosfn, &x, 1, ""));
+    LLVMDisposeBuilder(b);
+    return m;
+}
+
+enum { CACHE_N = 1000 };
+static float cache_in[CACHE_N], cache_want[CACHE_N];
+
+/* The module through the IR path in the shared JIT: what the cached code
+ * must reproduce bit for bit. */
+static void cache_reference(void) {
+    for (int i = 0; i < CACHE_N; i++) cache_in[i] = -30 + 60.0f * (float)i / CACHE_N;
+    map_fn f = (map_fn)compile(cache_module(jit), "cached_sigmoid");
+    f(cache_want, cache_in, CACHE_N);
+}
+
+/* Add the module through the cache in a fresh JIT (as a new process
+ * would), check the hit flag and the results; returns the JIT to free. */
+static aj_jit *add_cached(const char *flags, int want_hit) {
+    aj_diag d = {0};
+    aj_jit *j = aj_jit_new(&d);
+    assert_non_null(j);
+    int hit = -1;
+    if (aj_jit_add_cached(j, cache_module(j), flags, &hit, &d)) fail_msg("%s", d.msg);
+    assert_int_equal(hit, want_hit);
+    map_fn f = (map_fn)aj_jit_lookup(j, "cached_sigmoid", &d);
+    double (*c)(double) = (double (*)(double))aj_jit_lookup(j, "cached_cos", &d);
+    if (!f || !c) fail_msg("%s", d.msg);
+    float got[CACHE_N];
+    f(got, cache_in, CACHE_N);
+    assert_memory_equal(got, cache_want, sizeof got);
+    assert_true(c(1.0) == cos(1.0));
+    return j;
+}
+
+/* Names of the entries of dir, sorted, joined by spaces ("" if none). */
+static void list_dir(const char *dir, char *out, size_t size) {
+    struct dirent **ents;
+    int n = scandir(dir, &ents, NULL, alphasort);
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        if (ents[i]->d_name[0] != '.')
+            snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? " " : "", ents[i]->d_name);
+        free(ents[i]);
+    }
+    if (n >= 0) free(ents);
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) ? -1 : (long)st.st_size;
+}
+
+/* Miss, then hits in fresh JITs; a truncated or corrupt file is a miss and
+ * rewritten; other flags make another key; "off" and an unusable directory
+ * write nothing and still work. The environment is restored afterwards. */
+static void test_cache(void **state) {
+    (void)state;
+    cache_reference();
+    char *saved = getenv("ARJIT_CACHE") ? strdup(getenv("ARJIT_CACHE")) : NULL;
+    char root[] = "/tmp/arjit-cache-test-XXXXXX", dir[256], names[1024], path[sizeof dir + sizeof names];
+    assert_non_null(mkdtemp(root));
+    snprintf(dir, sizeof dir, "%s/a/b", root);   /* missing directories are created */
+    setenv("ARJIT_CACHE", dir, 1);
+    assert_string_equal(aj_jit_cache_dir(), dir);
+
+    aj_jit_free(add_cached("test", 0));
+    list_dir(dir, names, sizeof names);
+    assert_int_equal(strlen(names), 32 + 2);       /* one file: <32 hex>.o */
+    assert_string_equal(names + 32, ".o");
+    snprintf(path, sizeof path, "%s/%s", dir, names);
+    long size = file_size(path);
+    assert_true(size > 100);
+    aj_jit_free(add_cached("test", 1));
+
+    /* a flipped byte in the object, then a file cut short: misses that rewrite it */
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, size / 2, SEEK_SET);
+    int byte = fgetc(f);
+    fseek(f, size / 2, SEEK_SET);
+    fputc(byte ^ 0x10, f);
+    fclose(f);
+    aj_jit_free(add_cached("test", 0));
+    aj_jit_free(add_cached("test", 1));
+    assert_int_equal(truncate(path, size - 1), 0);
+    aj_jit_free(add_cached("test", 0));
+    assert_int_equal(file_size(path), size);
+    aj_jit_free(add_cached("test", 1));
+    assert_int_equal(truncate(path, 10), 0);       /* not even a whole header */
+    aj_jit_free(add_cached("test", 0));
+    aj_jit_free(add_cached("test", 1));
+    assert_int_equal(truncate(path, size + 8), 0); /* longer than its header says */
+    aj_jit_free(add_cached("test", 0));
+    assert_int_equal(file_size(path), size);
+    aj_jit_free(add_cached("test", 1));
+
+    /* other flags, another key: a second file */
+    aj_jit_free(add_cached("test -O2", 0));
+    aj_jit_free(add_cached("test -O2", 1));
+    list_dir(dir, names, sizeof names);
+    assert_int_equal(strlen(names), 2 * 34 + 1);   /* and no temporary files left */
+
+    /* the cache off: the IR path, nothing written */
+    setenv("ARJIT_CACHE", "off", 1);
+    assert_null(aj_jit_cache_dir());
+    aj_jit_free(add_cached("off", 0));
+    setenv("ARJIT_CACHE", "", 1);
+    assert_null(aj_jit_cache_dir());
+    aj_jit_free(add_cached("off", 0));
+    list_dir(dir, names, sizeof names);
+    assert_int_equal(strlen(names), 2 * 34 + 1);
+
+    /* a directory that cannot be made (below a regular file): no cache, no error */
+    char below_file[sizeof path + 8];
+    snprintf(below_file, sizeof below_file, "%s/cache", path);
+    setenv("ARJIT_CACHE", below_file, 1);
+    aj_jit_free(add_cached("test", 0));
+    aj_jit_free(add_cached("test", 0));
+
+    /* errors still come back: invalid IR, module consumed */
+    aj_diag d = {0};
+    aj_jit_module *bad = aj_jit_module_new(jit, "bad_cached");
+    LLVMContextRef ctx = aj_jit_module_context(bad);
+    LLVMAppendBasicBlockInContext(ctx, LLVMAddFunction(aj_jit_module_llvm(bad), "bad_cached",
+                                                       LLVMFunctionType(LLVMVoidTypeInContext(ctx), NULL, 0, 0)),
+                                  "entry");
+    setenv("ARJIT_CACHE", root, 1);
+    assert_int_equal(aj_jit_add_cached(jit, bad, "", NULL, &d), -1);
+    assert_non_null(strstr(d.msg, "invalid IR"));
+
+    if (saved) setenv("ARJIT_CACHE", saved, 1);
+    else unsetenv("ARJIT_CACHE");
+    free(saved);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---------------------------------------------------------------- matmul */
 
 static float frand(uint64_t *s) {
@@ -572,6 +729,7 @@ int main(void) {
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_vecmath_accuracy),
         cmocka_unit_test(test_vecmath_special),
+        cmocka_unit_test(test_cache),
         cmocka_unit_test(test_matmul_nn),
         cmocka_unit_test(test_matmul_transposed),
         cmocka_unit_test(test_matmul_variants),

@@ -196,7 +196,7 @@ static const bad_case bad_cases[] = {
     {"empty_file", "", 0, 1, 1, "no fn in this file"},
     {"only_comments", "# nothing\n   # but comments\n", 0, 3, 1, "no fn in this file"},
     {"statement_outside_fn", "dim D = 4\ny = neg(x)\n", 0, 2, 1,
-     "expected 'dim', 'param' or 'fn' at the start of a line, found 'y'"},
+     "expected 'dim', 'param', 'extern' or 'fn' at the start of a line, found 'y'"},
     {"trailing_garbage", FN1("y = neg(x) extra"), 0, 2, 14, "expected end of line, found 'extra'"},
 
     /* ---- bytes and numbers */
@@ -325,6 +325,24 @@ static const bad_case bad_cases[] = {
     {"recurrence_without_steps", "fn f(x : f32[4]) -> h\n  h = recurrence() {\n    carry a = x\n    next a = a\n"
      REC_END, 0, 2, 7, "recurrence needs attribute 'steps'"},
     {"body_after_other_op", FN1("y = neg(x) {"), 0, 2, 14, "only recurrence has a body"},
+
+    /* ---- extern ops (declarations and calls; the libraries: tests/test_extern.c) */
+    {"extern_unterminated_string", "extern act(x) = \"act.so act_fwd\n", 0, 1, 17, "unterminated string"},
+    {"extern_path_unquoted", "extern act(x) = act.so act_fwd\n", 0, 1, 17, "expected the library's path in quotes"},
+    {"extern_builtin_name", "extern sigmoid(x) = \"a.so\" f\n", 0, 1, 8, "'sigmoid' is already an op"},
+    {"extern_too_many_inputs", "extern act(a, b, c, d, e) = \"a.so\" f\n", 0, 1, 24,
+     "too many inputs (an extern op takes at most 4)"},
+    {"extern_bad_grad_clause", "extern act(x) = \"a.so\" f, gradient g\n", 0, 1, 27,
+     "expected 'grad' and the gradient function's name, found 'gradient'"},
+    {"extern_call_arity", "extern act(x) = \"a.so\" f\n" FN1("y = act(x, x)"), 0, 3, 7, "act takes 1 input, got 2"},
+    {"extern_call_fn_attribute", "extern act(x) = \"a.so\" f\n" FN1("y = act(x, fn=0)"), 0, 3, 14,
+     "act has no attribute 'fn' (it has: grad)"},
+    {"extern_gradient_undeclared", "extern act(x) = \"a.so\" f\n" FN1("y = act(x, x, grad=1)"), 0, 3, 7,
+     "act has no gradient function"},
+    {"extern_shapes_differ", "extern act(u, v) = \"a.so\" f\n" FN2("y = act(a, b)"), 0, 3, 14,
+     "act: argument 2 is f32[4, 5] but argument 1 is f32[2, 3]"},
+    {"extern_called_directly", FN1("y = extern(x, fn=0)"), 0, 2, 7, "unknown op 'extern'"},
+    {"string_outside_extern", "dim D = \"4\"\n", 0, 1, 9, "expected an integer, found '\"4\"'"},
 };
 
 static void test_bad_case(void **state) {
