@@ -5,6 +5,7 @@
 
 #include "compiler/fuse.h"
 #include "compiler/plan.h"
+#include "compiler/simplify.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ void aj_program_free(aj_program *P) {
     free(P->arena);
     free(P->prof_ns);
     aj_jit_free(P->jit);
+    aj_graph_free(P->simplified);
     free(P);
 }
 
@@ -47,7 +49,14 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         aj_error(d, 0, 0, "out of memory");
         return NULL;
     }
-    P->m = m, P->fn = fn, P->fused = o->fused, P->nan_check = o->nan_check, P->profile = o->profile;
+    P->m = m, P->fused = o->fused, P->nan_check = o->nan_check, P->profile = o->profile;
+    /* compile a simplified copy: autodiff leaves dead recomputation in
+     * reverse bodies, optimizers repeat constants */
+    if (!(P->simplified = aj_graph_clone(fn)) || aj_simplify(m, P->simplified, NULL, d)) {
+        if (!d->set) aj_error(d, 0, 0, "out of memory");
+        goto fail;
+    }
+    P->fn = P->simplified;
     if (!(P->jit = aj_jit_new(d)) || aj_jit_define(P->jit, "aj_rt_barrier", (void *)aj_rt_barrier, d)) goto fail;
     aj_jit_module *mod = aj_jit_module_new(P->jit, fn->name);
     aj_codegen *cg = mod ? aj_codegen_new(P->jit, mod) : NULL;

@@ -264,6 +264,82 @@ static const aj_view *target_of(const body_targets *bt, int v, int *count) {
 
 static int plan_nodes(fctx *f, const body_targets *bt);
 
+/* ---------------------------------------------------------------- barriers */
+
+/* Inside a fused recurrence every thread takes the same rows of each
+ * sub-kernel whose rows are the first axis of everything it touches (the
+ * batch, in a recurrence over examples). Between two such sub-kernels a
+ * thread only reads rows it wrote itself, so they need no barrier; any
+ * other pair that shares a buffer one of them writes does. */
+typedef struct {
+    int64_t rows;            /* -1: not row-aligned */
+    int rank;                /* of the iteration whose axis 0 the rows are */
+} row_info;
+
+static row_info rows_of_sub(const aj_kspec *ks) {
+    row_info ri = {-1, 0};
+    if (ks->kind == AJ_KS_COPY || (ks->kind == AJ_KS_GROUP && !is_reduce(ks->g->node[ks->nodes[ks->nnodes - 1]].op))) {
+        if (ks->out[0].rank >= 1) ri.rows = ks->out[0].shape[0], ri.rank = ks->out[0].rank;
+        return ri;
+    }
+    if (ks->kind != AJ_KS_GROUP) return ri;
+    const aj_node *root = &ks->g->node[ks->nodes[ks->nnodes - 1]];
+    const aj_type *xt = &ks->g->val[root->in[0]].type;
+    const aj_attr *ax = aj_attr_get(root, "axis");
+    if (ax->n == 0 || xt->rank < 2) return ri;
+    /* sum over trailing axes only, axis 0 kept: rows are axis 0 */
+    int lo = xt->rank;
+    for (int j = 0; j < ax->n; j++) {
+        int a = (int)(ax->ints[j] < 0 ? ax->ints[j] + xt->rank : ax->ints[j]);
+        if (a == 0) return ri;
+        if (a < lo) lo = a;
+    }
+    if (ax->n != xt->rank - lo) return ri;
+    ri.rows = aj_dim_bind(xt->dim[0], &ks->m->bind).off, ri.rank = xt->rank;
+    return ri;
+}
+
+/* view v is read/written row by row: its axis 0 is the iteration's */
+static int row_aligned(const aj_view *v, row_info ri) {
+    int av = 0 - (ri.rank - v->rank);
+    return ri.rows >= 0 && av == 0 && v->rank >= 1 && v->shape[0] == ri.rows && v->stride[0] != 0;
+}
+
+static int same_rows(const aj_view *a, const aj_view *b) {
+    return a->off == b->off && a->stride[0] == b->stride[0] && a->tlevel == b->tlevel && a->tstride == b->tstride;
+}
+
+/* may a and b run without a barrier between them? */
+static int independent(const aj_kspec *a, const aj_kspec *b) {
+    row_info ra = rows_of_sub(a), rb = rows_of_sub(b);
+    int na = a->nout + a->nin, nb = b->nout + b->nin;
+    for (int i = 0; i < na; i++) {
+        const aj_view *va = i < a->nout ? &a->out[i] : &a->in[i - a->nout];
+        for (int j = 0; j < nb; j++) {
+            const aj_view *vb = j < b->nout ? &b->out[j] : &b->in[j - b->nout];
+            int writes = i < a->nout || j < b->nout;
+            if (!writes || va->arg != vb->arg || va->swap_arg != vb->swap_arg) continue;
+            if (ra.rows < 0 || ra.rows != rb.rows || !row_aligned(va, ra) || !row_aligned(vb, rb) || !same_rows(va, vb))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* A barrier after sub-kernel k only where a later one could see another
+ * thread's rows; always one at the end of the step. */
+static void place_barriers(aj_kspec *sub, int n) {
+    int seg = 0;
+    for (int k = 0; k < n; k++) {
+        sub[k].barrier_after = 1;
+        if (k + 1 == n) break;
+        int ok = 1;
+        for (int j = seg; j <= k && ok; j++) ok = independent(&sub[j], &sub[k + 1]);
+        if (ok) sub[k].barrier_after = 0;
+        else seg = k + 1;
+    }
+}
+
 /* A recurrence as one kernel. 1 when its body cannot be fused (the caller
  * plans it the naive way), 0 done, -1 error. */
 static int fuse_recurrence(fctx *f, int i) {
@@ -345,11 +421,15 @@ static int fuse_recurrence(fctx *f, int i) {
         ks.in[0] = b.vv[v], ks.out[0] = bt.target[k];
         if (emit(&b, ks)) goto out;
     }
+    place_barriers(b.sub, b.nsub);
     aj_kspec rk = {.kind = AJ_KS_RECUR, .m = pl->m, .g = g, .node = -1, .depth = f->level, .sub = b.sub,
                    .nsub = b.nsub, .steps = aj_attr_dim_value(pl->m, n, "steps"),
                    .reverse = (int)aj_attr_int(n, "reverse"), .level = L};
     aj_kernel k = {.node = -1, .collective = 1, .line = n->line, .line_end = body->end_line};
-    snprintf(k.what, sizeof k.what, "recurrence: %d steps, %d fused kernels", (int)rk.steps, b.nsub);
+    int nbar = 0;
+    for (int j = 0; j < b.nsub; j++) nbar += b.sub[j].barrier_after;
+    snprintf(k.what, sizeof k.what, "recurrence: %d steps, %d fused kernels, %d barriers per step", (int)rk.steps, b.nsub,
+             nbar);
     /* its outputs (NaN check): the stacked results */
     for (int s = 0; s < r->nstack; s++) aj_plan_arg(&k, f->vbuf[n->out[r->ncarry + s]]);
     k.nout = k.nargs;

@@ -89,7 +89,8 @@ typedef struct {
 
 typedef struct aj_program {
     const aj_module *m;
-    const aj_graph *fn;
+    const aj_graph *fn;      /* what runs: `simplified` */
+    aj_graph *simplified;    /* the fn after compiler/simplify.c (owned) */
     int fused, nan_check, profile;
     aj_buf *buf; int nbuf, capbuf;
     aj_kernel *kern; int nkern, capkern;
