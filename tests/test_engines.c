@@ -19,27 +19,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "op_cases.h"
+
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 #define TOL 2e-4   /* f32 kernels vs the interpreter's double sums */
 
-/* Deterministic inputs: f32 in {0, 1} (binary data), i32 in [0, 3). */
-static aj_tensor fill_input(const aj_type *t, uint64_t seed) {
+/* Deterministic inputs: f32 in {0, 1} (binary data), i32 in [0, nidx). */
+static aj_tensor fill_input(const aj_type *t, uint64_t seed, int32_t nidx) {
     aj_tensor x = aj_tensor_of_type(t);
     for (int64_t i = 0; i < aj_tensor_numel(&x); i++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
         uint32_t r = (uint32_t)(seed >> 33);
         if (x.dtype == AJ_F32) ((float *)x.data)[i] = (float)(r & 1);
-        else ((int32_t *)x.data)[i] = (int32_t)(r % 3);
+        else ((int32_t *)x.data)[i] = (int32_t)(r % (uint32_t)nidx);
     }
     return x;
 }
 
 /* Inputs of fn: data-like args random; train_step's scalars (lr, decay) and
  * optimizer states get small positive values. */
-static void make_inputs(const aj_graph *fn, aj_tensor *in) {
+static void make_inputs(const aj_graph *fn, aj_tensor *in, int32_t nidx) {
     for (int l = 0; l < fn->nleaf; l++) {
         const aj_type *t = &fn->val[fn->leaf[l]].type;
-        in[l] = fill_input(t, 1000 + (uint64_t)l);
+        in[l] = fill_input(t, 1000 + (uint64_t)l, nidx);
         const char *name = fn->val[fn->leaf[l]].name;
         if (t->dtype == AJ_F32 && (t->rank == 0 || strstr(name, "_m") || strstr(name, "_v")))
             for (int64_t i = 0; i < aj_tensor_numel(&in[l]); i++) ((float *)in[l].data)[i] = 0.01f * (float)(1 + i % 7);
@@ -57,11 +59,12 @@ static double max_rel_diff(const aj_tensor *a, const aj_tensor *b) {
     return worst;
 }
 
-/* fn on every engine against the interpreter; returns how many results differ. */
-static int compare_fn(aj_module *m, const aj_graph *fn, const aj_tensor *params, const char *what) {
+/* fn on every engine against the interpreter (i32 inputs in [0, nidx));
+ * returns how many results differ. */
+static int compare_fn(aj_module *m, const aj_graph *fn, const aj_tensor *params, int32_t nidx, const char *what) {
     aj_tensor in[64] = {0}, ref[64] = {0}, got[64] = {0};
     assert_true(fn->nleaf <= 64 && fn->nresult <= 64);
-    make_inputs(fn, in);
+    make_inputs(fn, in, nidx);
     aj_diag d = {0};
     if (aj_interp_run(m, fn, params, in, ref, 7, &d)) {
         aj_diag_print(&d, stderr);
@@ -122,7 +125,7 @@ static int compare_module(aj_module *m, const char *what) {
     for (int f = 0; f < m->nfn; f++) {
         char w[256];
         snprintf(w, sizeof w, "%s fn %s", what, m->fn[f]->name);
-        bad += compare_fn(m, m->fn[f], params, w);
+        bad += compare_fn(m, m->fn[f], params, 3, w);
     }
     free_params(m, params);
     aj_engine_forget(m);
@@ -144,6 +147,62 @@ static void test_model(void **state) {
     if (bad) fail_msg("%s: %d results differ between engines", path, bad);
 }
 
+/* ------------------------------------------------------------ op cases */
+
+/* Ops with no gradient to build (sampling), and forms the gradient cases
+ * miss: each case's first fn is compared forward only. */
+static const gcase forward_cases[] = {
+    {"categorical (temperature)", "B=3",
+     "dim B\ndim T = 5\ndim D = 4\ndim K = 6\nparam W : f32[D, K]\n"
+     "fn sample(x : f32[B, T, D]) -> s, t\n  h = matmul(x, W)\n  s = categorical(h)\n"
+     "  t = categorical(h, temperature=0.5)\nend\n"},
+    {"mog (sampling)", "B=3",
+     "dim B\ndim D = 5\ndim K = 3\nparam A : f32[D, K]\nparam M : f32[D, K]\nparam S : f32[D, K]\n"
+     "fn sample(x : f32[B, D]) -> s\n  xk = unsqueeze(x, axis=2)\n  pi = add(xk, A)\n  mu = mul(xk, M)\n"
+     "  ls = broadcast(S, shape=[B, D, K])\n  s = mog(pi, mu, ls)\nend\n"},
+    {"concat (axis 0, middle axis, i32)", "B=3",
+     "dim B\ndim C = 2\ndim D = 4\nparam p : f32[C, D]\n"
+     "fn f(x : f32[B, C, D], t : i32[B, C]) -> y, z, u\n  a = add(x, p)\n  y = concat(a, x, a, axis=0)\n"
+     "  e = exp(a)\n  z = concat(e, a, axis=1)\n  u = concat(t, t, axis=-1)\nend\n"},
+    {"attention (batch axes, one head, causal)", "B=2",
+     "dim B\ndim T = 4\ndim E = 3\nparam p : f32[T, E]\n"
+     "fn f(x : f32[B, 2, T, E]) -> o\n  a = add(x, p)\n  o = attention(a, a, a, causal=1)\nend\n"},
+    {"categorical_nll, layer_norm (rank 1)", "B=4",
+     "dim B\ndim K = 3\nparam p : f32[B, K]\nparam g : f32[K]\n"
+     "fn f(t : i32[B], x : f32[K]) -> n, y\n  n = categorical_nll(p, t)\n  y = layer_norm(x, g, g, eps=0.1)\nend\n"},
+};
+
+/* One op case: its first fn and, unless `forward_only`, that fn's gradient
+ * (built by aj_autodiff), on every engine; i32 inputs 0/1 as in gradcheck. */
+static void run_case(const gcase *c, int forward_only) {
+    aj_diag d = {0};
+    aj_module *m = aj_load_string(c->src, strlen(c->src), c->name, c->dims, NULL, &d);
+    if (!m) {
+        aj_diag_print(&d, stderr);
+        fail_msg("op case %s: does not load", c->name);
+    }
+    const aj_graph *fn = m->fn[0], *grad = NULL;
+    if (!forward_only && !(grad = aj_autodiff(m, fn->name, &d))) {
+        aj_diag_print(&d, stderr);
+        fail_msg("op case %s: autodiff failed: %s", c->name, d.msg);
+    }
+    aj_tensor *params = init_params(m);
+    char w[256];
+    snprintf(w, sizeof w, "op case %s, fn %s", c->name, fn->name);
+    int bad = compare_fn(m, fn, params, 2, w);
+    if (grad) {
+        snprintf(w, sizeof w, "op case %s, fn %s", c->name, grad->name);
+        bad += compare_fn(m, grad, params, 2, w);
+    }
+    free_params(m, params);
+    aj_engine_forget(m);
+    aj_module_free(m);
+    if (bad) fail_msg("op case %s: %d results differ between engines", c->name, bad);
+}
+
+static void test_op_case(void **state) { run_case(*state, 0); }
+static void test_forward_case(void **state) { run_case(*state, 1); }
+
 int main(void) {
     char pattern[1024];
     const char *src = getenv("ARJIT_SOURCE_DIR");
@@ -162,6 +221,14 @@ int main(void) {
     aj_set_threads(2);
     int rc = _cmocka_run_group_tests("engines on models", t, gl.gl_pathc, NULL, NULL);
     free(t);
+
+    struct CMUnitTest ops[COUNT(cases) + COUNT(forward_cases)];
+    for (int i = 0; i < COUNT(cases); i++)
+        ops[i] = (struct CMUnitTest){cases[i].name, test_op_case, NULL, NULL, (void *)&cases[i]};
+    for (int i = 0; i < COUNT(forward_cases); i++)
+        ops[COUNT(cases) + i] =
+            (struct CMUnitTest){forward_cases[i].name, test_forward_case, NULL, NULL, (void *)&forward_cases[i]};
+    rc += cmocka_run_group_tests_name("engines on op cases", ops, NULL, NULL);
     globfree(&gl);
     return rc;
 }
