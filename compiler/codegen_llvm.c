@@ -373,8 +373,13 @@ int aj_view_of_node(const aj_module *m, const aj_node *n, const aj_view *x, cons
     y->rank = out_t->rank;
     for (int a = 0; a < out_t->rank; a++) y->shape[a] = aj_dim_bind(out_t->dim[a], &m->bind).off;
     switch (n->op) {
-    case AJ_OP_RESHAPE:
-    case AJ_OP_UNSQUEEZE: {
+    case AJ_OP_UNSQUEEZE: {   /* a new axis of size 1: any strides will do */
+        int ax = (int)aj_attr_int(n, "axis");
+        if (ax < 0) ax += y->rank;
+        for (int a = 0, k = 0; a < y->rank; a++) y->stride[a] = a == ax ? 0 : x->stride[k++];
+        return 0;
+    }
+    case AJ_OP_RESHAPE: {
         if (!dense(x)) return -1;
         int64_t s = 1;
         for (int a = y->rank - 1; a >= 0; a--) y->stride[a] = s, s *= y->shape[a];

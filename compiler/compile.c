@@ -23,6 +23,7 @@ void aj_program_free(aj_program *P) {
     if (!P) return;
     for (int b = 0; b < P->nbuf; b++) free(P->buf[b].data);
     free(P->buf);
+    for (int k = 0; k < P->nkern; k++) free(P->kern[k].body);
     free(P->kern);
     free(P->ins);
     free(P->result_buf);
@@ -162,6 +163,12 @@ void aj_program_print(const aj_program *P, FILE *f) {
                         (long long)b->numel);
             }
             fprintf(f, ")\n");
+            for (const char *l = k->body; l && *l;) {   /* a fused recurrence's step, kernel by kernel */
+                const char *e = strchr(l, '\n');
+                int n = e ? (int)(e - l) : (int)strlen(l);
+                fprintf(f, "%*s  | %.*s\n", ind, "", n, l);
+                l += n + (e != NULL);
+            }
         }
     }
     while (depth-- > 0) fprintf(f, "%*s}\n", 2 * depth, "");

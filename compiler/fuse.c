@@ -105,6 +105,8 @@ static int emit(fctx *f, aj_kspec ks) {
             f->sub = p, f->capsub = nc;
         }
         ks.barrier_after = 1;
+        snprintf(ks.what, sizeof ks.what, "%s", ks.kind == AJ_KS_COPY || ks.kind == AJ_KS_GROUP ? f->what
+                                               : aj_op_info(ks.g->node[ks.node].op)->name);
         f->sub[f->nsub++] = ks;
         return 0;
     }
@@ -299,10 +301,15 @@ static row_info rows_of_sub(const aj_kspec *ks) {
     return ri;
 }
 
-/* view v is read/written row by row: its axis 0 is the iteration's */
-static int row_aligned(const aj_view *v, row_info ri) {
-    int av = 0 - (ri.rank - v->rank);
+/* view v is read/written row by row: its axis 0 is the iteration's (a
+ * reduction's result keeps axis 0 at a lower rank) */
+static int row_aligned(const aj_view *v, row_info ri, int reduced_out) {
+    int av = reduced_out ? 0 : 0 - (ri.rank - v->rank);
     return ri.rows >= 0 && av == 0 && v->rank >= 1 && v->shape[0] == ri.rows && v->stride[0] != 0;
+}
+
+static int reduces(const aj_kspec *ks) {
+    return ks->kind == AJ_KS_GROUP && is_reduce(ks->g->node[ks->nodes[ks->nnodes - 1]].op);
 }
 
 static int same_rows(const aj_view *a, const aj_view *b) {
@@ -319,7 +326,8 @@ static int independent(const aj_kspec *a, const aj_kspec *b) {
             const aj_view *vb = j < b->nout ? &b->out[j] : &b->in[j - b->nout];
             int writes = i < a->nout || j < b->nout;
             if (!writes || va->arg != vb->arg || va->swap_arg != vb->swap_arg) continue;
-            if (ra.rows < 0 || ra.rows != rb.rows || !row_aligned(va, ra) || !row_aligned(vb, rb) || !same_rows(va, vb))
+            if (ra.rows < 0 || ra.rows != rb.rows || !row_aligned(va, ra, i < a->nout && reduces(a)) ||
+                !row_aligned(vb, rb, j < b->nout && reduces(b)) || !same_rows(va, vb))
                 return 0;
         }
     }
@@ -419,6 +427,7 @@ static int fuse_recurrence(fctx *f, int i) {
         if (in_place) continue;
         aj_kspec ks = {.kind = AJ_KS_COPY, .m = pl->m, .node = -1, .depth = L, .nin = 1, .nout = 1};
         ks.in[0] = b.vv[v], ks.out[0] = bt.target[k];
+        snprintf(b.what, sizeof b.what, "%s %s", k < r->ncarry ? "next" : "stack", val->name);
         if (emit(&b, ks)) goto out;
     }
     place_barriers(b.sub, b.nsub);
@@ -427,7 +436,13 @@ static int fuse_recurrence(fctx *f, int i) {
                    .reverse = (int)aj_attr_int(n, "reverse"), .level = L};
     aj_kernel k = {.node = -1, .collective = 1, .line = n->line, .line_end = body->end_line};
     int nbar = 0;
-    for (int j = 0; j < b.nsub; j++) nbar += b.sub[j].barrier_after;
+    size_t cap = (size_t)b.nsub * 160 + 1, len = 0;
+    if (!(k.body = malloc(cap))) goto out;
+    k.body[0] = 0;
+    for (int j = 0; j < b.nsub; j++) {
+        nbar += b.sub[j].barrier_after;
+        len += (size_t)snprintf(k.body + len, cap - len, "%s%s\n", b.sub[j].what, b.sub[j].barrier_after ? "  | barrier" : "");
+    }
     snprintf(k.what, sizeof k.what, "recurrence: %d steps, %d fused kernels, %d barriers per step", (int)rk.steps, b.nsub,
              nbar);
     /* its outputs (NaN check): the stacked results */

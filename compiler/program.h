@@ -68,6 +68,7 @@ typedef struct {
     const aj_graph *g;       /* host kernel (no LLVM lowering): run node `node` */
     int node;                /* ... through the interpreter; -1 for JIT kernels */
     int collective;          /* every thread calls it once (a fused recurrence) */
+    char *body;              /* a fused recurrence: its sub-kernels, one line each (owned) */
     int in_arg[64];          /* host kernel: the argument of each node input */
     void *fn;
     ffi_cif cif;
