@@ -908,6 +908,234 @@ static int64_t lower_group(aj_codegen *c) {
     return rows_of(vs[0].rank, vs[0].shape);
 }
 
+/* ---------------------------------------------------------------- rows: norms, losses, concat, skew */
+
+/* An accumulator: a stack slot of type t set to init here; acc_add adds
+ * (reassociable, so a reduction vectorises). */
+static LLVMValueRef acc_new(aj_codegen *c, LLVMTypeRef t, LLVMValueRef init) {
+    LLVMValueRef a = LLVMBuildAlloca(c->eb, t, "acc");
+    LLVMBuildStore(c->b, init, a);
+    return a;
+}
+
+static LLVMValueRef acc_get(aj_codegen *c, LLVMValueRef a) {
+    return LLVMBuildLoad2(c->b, LLVMGetAllocatedType(a), a, "");
+}
+
+static void acc_add(aj_codegen *c, LLVMValueRef a, LLVMValueRef v) {
+    LLVMBuildStore(c->b, fadd_reassoc(c, acc_get(c, a), v), a);
+}
+
+static LLVMValueRef ilt(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) {
+    return LLVMBuildICmp(c->b, LLVMIntSLT, x, y, "");
+}
+static LLVMValueRef imin(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) { return sel(c, ilt(c, x, y), x, y); }
+static LLVMValueRef imax(aj_codegen *c, LLVMValueRef x, LLVMValueRef y) { return sel(c, ilt(c, x, y), y, x); }
+
+/* 0 <= k < len */
+static LLVMValueRef in_range(aj_codegen *c, LLVMValueRef k, int64_t len) {
+    return LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, k, i64c(c, 0), ""), ilt(c, k, i64c(c, len)), "");
+}
+
+/* The i32 at v[off] as an i64 index clamped into [0, K) (a kernel cannot
+ * stop on a bad index; the interpreter reports it). */
+static LLVMValueRef load_index(aj_codegen *c, const aj_view *v, LLVMValueRef off, int64_t K) {
+    LLVMValueRef ix = LLVMBuildSExt(c->b, load_at(c, v, off), c->i64, "");
+    return imin(c, imax(c, ix, i64c(c, 0)), i64c(c, K - 1));
+}
+
+/* The terms t(k), k < K, of one row (K may be a run-time value). */
+typedef LLVMValueRef (*term_fn)(aj_codegen *c, const void *user, LLVMValueRef k);
+
+/* A dense row of an f32 view from offset `row`: term k is v[row + k]. */
+typedef struct {
+    const aj_view *v;
+    LLVMValueRef row;
+} row_ref;
+
+static LLVMValueRef term_load(aj_codegen *c, const void *user, LLVMValueRef k) {
+    const row_ref *r = user;
+    return load_at(c, r->v, add(c, r->row, k));
+}
+
+/* sum_k t(k) */
+static LLVMValueRef terms_sum(aj_codegen *c, LLVMValueRef K, term_fn t, const void *user) {
+    LLVMValueRef acc = acc_new(c, c->f32, f32c(c, 0));
+    loop kl;
+    LLVMValueRef k = loop_open(c, &kl, i64c(c, 0), K, "k");
+    acc_add(c, acc, t(c, user, k));
+    loop_close(c, &kl);
+    return acc_get(c, acc);
+}
+
+/* m = max_k t(k) and s = sum_k exp(t(k) - m); m is 0 when every term is
+ * -inf (then s = 0 and m + log s = -inf, as the interpreter's row_lse). */
+static void terms_max_sumexp(aj_codegen *c, LLVMValueRef K, term_fn t, const void *user, LLVMValueRef *m,
+                             LLVMValueRef *s) {
+    LLVMValueRef am = acc_new(c, c->f32, f32c(c, -INFINITY)), as = acc_new(c, c->f32, f32c(c, 0));
+    loop kl;
+    LLVMValueRef k = loop_open(c, &kl, i64c(c, 0), K, "k");
+    LLVMBuildStore(c->b, aj_vm_max(c->b, acc_get(c, am), t(c, user, k)), am);
+    loop_close(c, &kl);
+    LLVMValueRef mx = acc_get(c, am);
+    *m = sel(c, LLVMBuildFCmp(c->b, LLVMRealOEQ, mx, f32c(c, -INFINITY), ""), f32c(c, 0), mx);
+    k = loop_open(c, &kl, i64c(c, 0), K, "k");
+    acc_add(c, as, aj_vm_exp(c->b, fsub_(c, t(c, user, k), *m)));
+    loop_close(c, &kl);
+    *s = acc_get(c, as);
+}
+
+/* log sum_k exp t(k) = m + log s */
+static LLVMValueRef terms_lse(aj_codegen *c, LLVMValueRef K, term_fn t, const void *user) {
+    LLVMValueRef m, s;
+    terms_max_sumexp(c, K, t, user, &m, &s);
+    return fadd_(c, m, aj_vm_log(c->b, s));
+}
+
+/* (x_k - mean)^2 */
+typedef struct {
+    row_ref x;
+    LLVMValueRef mean;
+} sqdev_user;
+
+static LLVMValueRef term_sqdev(aj_codegen *c, const void *user, LLVMValueRef k) {
+    const sqdev_user *u = user;
+    LLVMValueRef d = fsub_(c, term_load(c, &u->x, k), u->mean);
+    return fmul_(c, d, d);
+}
+
+/* layer_norm, per row of E: mean = sum x / E, var = sum (x - mean)^2 / E
+ * (biased), y = (x - mean) / sqrt(var + eps) * g + b. Rows: all rows of E. */
+static int64_t lower_layer_norm(aj_codegen *c, const aj_node *n) {
+    const aj_kspec *ks = c->ks;
+    const aj_view *x = &ks->in[0], *g = &ks->in[1], *b = &ks->in[2], *y = &ks->out[0];
+    int64_t E = x->shape[x->rank - 1];
+    LLVMValueRef xb = view_base(c, x), gb = view_base(c, g), bb = view_base(c, b), yb = view_base(c, y);
+    LLVMValueRef KE = i64c(c, E), invE = f32c(c, 1.0 / (double)E);
+    loop rl, el;
+    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
+    sqdev_user u = {{x, add(c, xb, muli(c, r, E))}, NULL};
+    u.mean = fmul_(c, terms_sum(c, KE, term_load, &u.x), invE);
+    LLVMValueRef var = fmul_(c, terms_sum(c, KE, term_sqdev, &u), invE);
+    LLVMValueRef sd = call1(c, "llvm.sqrt", fadd_(c, var, f32c(c, aj_attr_float(n, "eps"))));
+    LLVMValueRef inv = LLVMBuildFDiv(c->b, f32c(c, 1), sd, "");
+    LLVMValueRef e = loop_open(c, &el, i64c(c, 0), KE, "e");
+    LLVMValueRef v = fmul_(c, fsub_(c, term_load(c, &u.x, e), u.mean), inv);
+    v = fadd_(c, fmul_(c, v, load_at(c, g, add(c, gb, e))), load_at(c, b, add(c, bb, e)));
+    store_at(c, y, add(c, add(c, yb, muli(c, r, E)), e), v);
+    loop_close(c, &el);
+    loop_close(c, &rl);
+    return prod(x->shape, 0, x->rank - 1);
+}
+
+/* categorical_nll, per row of K logits l: y = lse(l) - l[target] (target
+ * clamped into range). Rows: every row. */
+static int64_t lower_categorical_nll(aj_codegen *c, const aj_node *n) {
+    const aj_view *l = &c->ks->in[0], *t = &c->ks->in[1], *y = &c->ks->out[0];
+    int64_t K = l->shape[l->rank - 1];
+    LLVMValueRef lb = view_base(c, l), tb = view_base(c, t), yb = view_base(c, y);
+    loop rl;
+    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
+    row_ref row = {l, add(c, lb, muli(c, r, K))};
+    LLVMValueRef lse = terms_lse(c, i64c(c, K), term_load, &row);
+    LLVMValueRef lt = term_load(c, &row, load_index(c, t, add(c, tb, r), K));
+    store_at(c, y, add(c, yb, r), fsub_(c, lse, lt));
+    loop_close(c, &rl);
+    return prod(y->shape, 0, y->rank);
+}
+
+/* term k of mog_nll: pi_k - lse(pi) - gaussian_nll(x, mu_k, ls_k) */
+typedef struct {
+    row_ref pi, mu, ls;
+    LLVMValueRef x, lse_pi;
+} mog_user;
+
+static LLVMValueRef term_mog(aj_codegen *c, const void *user, LLVMValueRef k) {
+    const mog_user *u = user;
+    const aj_node gauss = {.op = AJ_OP_GAUSSIAN_NLL};   /* its scalar math is ew_value's */
+    LLVMValueRef a[3] = {u->x, term_load(c, &u->mu, k), term_load(c, &u->ls, k)};
+    return fsub_(c, fsub_(c, term_load(c, &u->pi, k), u->lse_pi), ew_value(c, &gauss, a, NULL, NULL));
+}
+
+/* mog_nll, per element s of x with K components:
+ * y = -lse_k(pi_k - lse(pi) - gaussian_nll(x, mu_k, ls_k)). Rows: every element. */
+static int64_t lower_mog_nll(aj_codegen *c, const aj_node *n) {
+    const aj_kspec *ks = c->ks;
+    const aj_view *y = &ks->out[0];
+    int64_t K = ks->in[1].shape[ks->in[1].rank - 1];
+    LLVMValueRef base[4], yb = view_base(c, y), KK = i64c(c, K);
+    for (int j = 0; j < 4; j++) base[j] = view_base(c, &ks->in[j]);
+    loop rl;
+    LLVMValueRef s = loop_open(c, &rl, c->lo, c->hi, "s"), row = muli(c, s, K);
+    mog_user u = {{&ks->in[1], add(c, base[1], row)}, {&ks->in[2], add(c, base[2], row)},
+                  {&ks->in[3], add(c, base[3], row)}, load_at(c, &ks->in[0], add(c, base[0], s)), NULL};
+    u.lse_pi = terms_lse(c, KK, term_load, &u.pi);
+    store_at(c, y, add(c, yb, s), LLVMBuildFNeg(c->b, terms_lse(c, KK, term_mog, &u), ""));
+    loop_close(c, &rl);
+    return prod(y->shape, 0, y->rank);
+}
+
+/* concat along ax: y[.., k, ..] = in_j[.., k - at_j, ..] for the input j
+ * whose span [at_j, at_j + len_j) holds k. Each input is walked as if it
+ * had y's length along ax, its loads clamped to its first element outside
+ * its span, and the value of the one whose span it is kept. */
+typedef struct {
+    int ax;
+    int64_t at[AJ_KS_MAX_IN], len[AJ_KS_MAX_IN];
+} concat_user;
+
+static void concat_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
+    const concat_user *u = user;
+    const aj_kspec *ks = c->ks;
+    LLVMValueRef y = NULL;
+    for (int j = 0; j < ks->nin; j++) {
+        const aj_view *x = &ks->in[j];
+        LLVMValueRef inside = in_range(c, LLVMBuildNSWSub(c->b, idx[u->ax], i64c(c, u->at[j]), ""), u->len[j]);
+        LLVMValueRef off = LLVMBuildNSWSub(c->b, offs[1 + j], i64c(c, u->at[j] * x->stride[u->ax]), "");
+        LLVMValueRef v = load_at(c, x, sel(c, inside, off, view_base(c, x)));
+        y = y ? sel(c, inside, v, y) : v;
+    }
+    store_at(c, &ks->out[0], offs[0], y);
+}
+
+static int64_t lower_concat(aj_codegen *c, const aj_node *n) {
+    const aj_kspec *ks = c->ks;
+    const aj_view *y = &ks->out[0];
+    aj_view vs[AJ_KS_MAX_IN + 1];
+    concat_user u = {.ax = (int)aj_attr_int(n, "axis")};
+    if (u.ax < 0) u.ax += y->rank;
+    vs[0] = *y;
+    for (int j = 0, at = 0; j < ks->nin; j++) {
+        u.at[j] = at, u.len[j] = ks->in[j].shape[u.ax];
+        at += u.len[j];
+        vs[1 + j] = ks->in[j];
+        vs[1 + j].shape[u.ax] = y->shape[u.ax];
+    }
+    for_each_element(c, y->rank, y->shape, vs, 1 + ks->nin, concat_body, &u);
+    return rows_of(y->rank, y->shape);
+}
+
+/* skew: y[.., i, k] = x[.., i, k - i] (0 where k - i is outside x's width);
+ * unskew: y[.., i, k] = x[.., i, k + i]. x is walked at y's width, its
+ * loads moved by -i or +i along the last axis (clamped when outside). */
+static void skew_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
+    const aj_node *n = user;
+    const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
+    int r = y->rank;
+    LLVMValueRef d = n->op == AJ_OP_SKEW ? LLVMBuildNSWNeg(c->b, idx[r - 2], "") : idx[r - 2];
+    LLVMValueRef inside = in_range(c, add(c, idx[r - 1], d), x->shape[r - 1]);
+    LLVMValueRef off = sel(c, inside, add(c, offs[1], muli(c, d, x->stride[r - 1])), view_base(c, x));
+    store_at(c, y, offs[0], sel(c, inside, load_at(c, x, off), LLVMConstNull(elem_type(c, y->dtype))));
+}
+
+static int64_t lower_skew(aj_codegen *c, const aj_node *n) {
+    const aj_view *y = &c->ks->out[0];
+    aj_view vs[2] = {*y, c->ks->in[0]};
+    vs[1].shape[y->rank - 1] = y->shape[y->rank - 1];
+    for_each_element(c, y->rank, y->shape, vs, 2, skew_body, (void *)n);
+    return rows_of(y->rank, y->shape);
+}
+
 /* ---------------------------------------------------------------- the table */
 
 typedef int64_t (*lower_fn)(aj_codegen *c, const aj_node *n);
@@ -919,6 +1147,9 @@ static const lower_fn lowerings[AJ_OP_COUNT] = {
     [AJ_OP_LOG_SOFTMAX] = lower_lse_softmax,
     [AJ_OP_SHIFT] = lower_shift_pad, [AJ_OP_PAD] = lower_shift_pad,
     [AJ_OP_CAST] = lower_cast, [AJ_OP_ONE_HOT] = lower_index, [AJ_OP_GATHER] = lower_index,
+    [AJ_OP_LAYER_NORM] = lower_layer_norm, [AJ_OP_CATEGORICAL_NLL] = lower_categorical_nll,
+    [AJ_OP_MOG_NLL] = lower_mog_nll, [AJ_OP_CONCAT] = lower_concat, [AJ_OP_SKEW] = lower_skew,
+    [AJ_OP_UNSKEW] = lower_skew,
 };
 
 static int is_view_op(aj_op op) {
