@@ -1136,6 +1136,185 @@ static int64_t lower_skew(aj_codegen *c, const aj_node *n) {
     return rows_of(y->rank, y->shape);
 }
 
+/* ---------------------------------------------------------------- rows: attention, convolutions */
+
+/* a_k * b_k */
+typedef struct {
+    row_ref a, b;
+} dot_user;
+
+static LLVMValueRef term_dot(aj_codegen *c, const void *user, LLVMValueRef k) {
+    const dot_user *u = user;
+    return fmul_(c, term_load(c, &u->a, k), term_load(c, &u->b, k));
+}
+
+/* the score p[j] of a stack array p */
+static LLVMValueRef term_score(aj_codegen *c, const void *user, LLVMValueRef j) {
+    return LLVMBuildLoad2(c->b, c->f32, fptr(c, *(const LLVMValueRef *)user, j), "");
+}
+
+/* attention, per row r = (b Tq + i) H + h (batch b, query i, head h), with
+ * dh = E / H, dv = Ev / H: p_j = q_i . k_j / sqrt(dh) over the keys j
+ * (causal: j <= i), w = softmax(p), y[b, i, h dv + e] = sum_j w_j v[b, j, h dv + e].
+ * q's part of row r starts at r dh, y's at r dv; the scores live in a stack
+ * array of Tk floats. Rows: nb Tq H. */
+static int64_t lower_attention(aj_codegen *c, const aj_node *n) {
+    const aj_kspec *ks = c->ks;
+    const aj_view *q = &ks->in[0], *k = &ks->in[1], *v = &ks->in[2], *y = &ks->out[0];
+    int r = q->rank, causal = (int)aj_attr_int(n, "causal");
+    int64_t H = aj_attr_int(n, "heads"), Tq = q->shape[r - 2], E = q->shape[r - 1];
+    int64_t Tk = k->shape[r - 2], Ev = v->shape[r - 1], dh = E / H, dv = Ev / H;
+    LLVMValueRef qb = view_base(c, q), kb = view_base(c, k), vb = view_base(c, v), yb = view_base(c, y);
+    LLVMValueRef p = LLVMBuildArrayAlloca(c->eb, c->f32, i64c(c, Tk > 0 ? Tk : 1), "p");
+    loop rl, jl, el;
+    LLVMValueRef row = loop_open(c, &rl, c->lo, c->hi, "row");
+    LLVMValueRef bi = LLVMBuildSDiv(c->b, row, i64c(c, Tq * H), ""), h = LLVMBuildSRem(c->b, row, i64c(c, H), "");
+    LLVMValueRef i = LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, row, i64c(c, H), ""), i64c(c, Tq), "");
+    LLVMValueRef nk = causal ? add(c, i, i64c(c, 1)) : i64c(c, Tk);
+    /* key j of this batch and head at kh + j E, its value at vh + j Ev */
+    LLVMValueRef kh = add(c, add(c, kb, muli(c, bi, Tk * E)), muli(c, h, dh));
+    LLVMValueRef vh = add(c, add(c, vb, muli(c, bi, Tk * Ev)), muli(c, h, dv));
+    dot_user d = {{q, add(c, qb, muli(c, row, dh))}, {k, NULL}};
+    LLVMValueRef j = loop_open(c, &jl, i64c(c, 0), nk, "j");
+    d.b.row = add(c, kh, muli(c, j, E));
+    LLVMValueRef score = fmul_(c, terms_sum(c, i64c(c, dh), term_dot, &d), f32c(c, dh ? 1 / sqrt((double)dh) : 1));
+    LLVMBuildStore(c->b, score, fptr(c, p, j));
+    loop_close(c, &jl);
+    LLVMValueRef m, s;
+    terms_max_sumexp(c, nk, term_score, &p, &m, &s);
+    LLVMValueRef inv = sel(c, fgt(c, s, f32c(c, 0)), LLVMBuildFDiv(c->b, f32c(c, 1), s, ""), f32c(c, 0));
+    /* y's row = sum_j w_j v_j, accumulated in place */
+    LLVMValueRef yrow = add(c, yb, muli(c, row, dv));
+    LLVMValueRef e = loop_open(c, &el, i64c(c, 0), i64c(c, dv), "e");
+    store_at(c, y, add(c, yrow, e), f32c(c, 0));
+    loop_close(c, &el);
+    j = loop_open(c, &jl, i64c(c, 0), nk, "j");
+    LLVMValueRef w = fmul_(c, aj_vm_exp(c->b, fsub_(c, term_score(c, &p, j), m)), inv);
+    LLVMValueRef vrow = add(c, vh, muli(c, j, Ev));
+    e = loop_open(c, &el, i64c(c, 0), i64c(c, dv), "e");
+    LLVMValueRef at = add(c, yrow, e);
+    store_at(c, y, at, fadd_(c, load_at(c, y, at), fmul_(c, w, load_at(c, v, add(c, vrow, e)))));
+    loop_close(c, &el);
+    loop_close(c, &jl);
+    loop_close(c, &rl);
+    return prod(q->shape, 0, r - 2) * Tq * H;
+}
+
+/* A convolution's geometry, conv1d as conv2d with H = kh = 1: images
+ * [B, C, H, W], kernels [Co, Ci, kh, kw], padding ph, pw before, and the
+ * taps (i, j) the mask keeps: rows i < irows, a whole row when i < icut,
+ * else j < jpart. That is conv_keep of runtime/interp.c for masks A and B
+ * (irows = kh/2 + 1, icut = kh/2, jpart = kw/2, + 1 for B), every tap
+ * without a mask. */
+typedef struct {
+    int64_t B, Ci, Co, H, W, kh, kw, ph, pw;
+    int64_t irows, icut, jpart;
+} conv_geom;
+
+static int is_conv_grad_w(aj_op op) { return op == AJ_OP_CONV2D_GRAD_W || op == AJ_OP_CONV1D_GRAD_W; }
+static int is_conv_grad_x(aj_op op) { return op == AJ_OP_CONV2D_GRAD_X || op == AJ_OP_CONV1D_GRAD_X; }
+
+static conv_geom conv_geom_of(const aj_kspec *ks, const aj_node *n) {
+    const aj_view *img = &ks->in[0];   /* x or dy: [B, C, (H,) W] */
+    const aj_view *ker = is_conv_grad_w(n->op) ? &ks->out[0] : &ks->in[1];   /* [Co, Ci, (kh,) kw] */
+    int d2 = img->rank == 4;
+    conv_geom g = {.B = img->shape[0], .H = d2 ? img->shape[2] : 1, .W = img->shape[img->rank - 1],
+                   .Co = ker->shape[0], .Ci = ker->shape[1], .kh = d2 ? ker->shape[2] : 1,
+                   .kw = ker->shape[ker->rank - 1]};
+    g.ph = g.kh / 2;
+    g.pw = d2 || strcmp(aj_attr_word(n, "pad"), "causal") ? g.kw / 2 : g.kw - 1;
+    g.irows = g.icut = g.kh, g.jpart = g.kw;
+    if (d2 && strcmp(aj_attr_word(n, "mask"), "none")) {
+        g.irows = g.kh / 2 + 1, g.icut = g.kh / 2;
+        g.jpart = g.kw / 2 + !strcmp(aj_attr_word(n, "mask"), "B");
+    }
+    return g;
+}
+
+/* An operand read at base + u s[0] + i s[1] + j s[2] */
+typedef struct {
+    const aj_view *v;
+    LLVMValueRef base;
+    int64_t s[3];
+} conv_operand;
+
+/* sum over u < N, i in [i0, i1), j in [j0, j1) of a * b; with taps, (i, j)
+ * are kernel taps and only those g keeps count. */
+static LLVMValueRef conv_sum(aj_codegen *c, const conv_operand *a, const conv_operand *b, int64_t N, LLVMValueRef i0,
+                             LLVMValueRef i1, LLVMValueRef j0, LLVMValueRef j1, const conv_geom *taps) {
+    LLVMValueRef acc = acc_new(c, c->f32, f32c(c, 0));
+    if (taps) i1 = imin(c, i1, i64c(c, taps->irows));
+    loop ul, il, jl;
+    LLVMValueRef u = loop_open(c, &ul, i64c(c, 0), i64c(c, N), "u");
+    LLVMValueRef i = loop_open(c, &il, i0, i1, "i");
+    if (taps) j1 = imin(c, j1, sel(c, ilt(c, i, i64c(c, taps->icut)), i64c(c, taps->kw), i64c(c, taps->jpart)));
+    LLVMValueRef j = loop_open(c, &jl, j0, j1, "j");
+    const conv_operand *ops[2] = {a, b};
+    LLVMValueRef x[2];
+    for (int t = 0; t < 2; t++) {
+        const conv_operand *o = ops[t];
+        LLVMValueRef off = add(c, add(c, add(c, o->base, muli(c, u, o->s[0])), muli(c, i, o->s[1])), muli(c, j, o->s[2]));
+        x[t] = load_at(c, o->v, off);
+    }
+    acc_add(c, acc, fmul_(c, x[0], x[1]));
+    loop_close(c, &jl);
+    loop_close(c, &il);
+    loop_close(c, &ul);
+    return acc_get(c, acc);
+}
+
+/* conv2d, conv1d: y[b, o, py, px] = sum_{c, i, j} w[o, c, i, j] x[b, c, py + i - ph, px + j - pw]
+ *   over kept taps inside x; a row (b, o, py) is its W outputs.
+ * _grad_x: dx[b, c, py, px] = sum_{o, i, j} w[o, c, i, j] dy[b, o, py - i + ph, px - j + pw]
+ *   over kept taps inside dy; a row (b, c, py).
+ * _grad_w: dw[o, c, i, j] = keep(i, j) sum_{b, y, x} dy[b, o, y, x] x[b, c, y + i - ph, x + j - pw]
+ *   over y, x inside x; a row (o, c, i) is its kw outputs.
+ * Each output is one conv_sum with the loop ranges clipped to the image. */
+static int64_t lower_conv(aj_codegen *c, const aj_node *n) {
+    const aj_kspec *ks = c->ks;
+    const aj_view *a = &ks->in[0], *b = &ks->in[1], *y = &ks->out[0];
+    conv_geom g = conv_geom_of(ks, n);
+    int gw = is_conv_grad_w(n->op), gx = is_conv_grad_x(n->op);
+    int64_t HW = g.H * g.W, K2 = g.kh * g.kw;
+    /* row r = (r0 mid + r1) last + r2, each of `inner` outputs q */
+    int64_t mid = gw || gx ? g.Ci : g.Co, last = gw ? g.kh : g.H, inner = gw ? g.kw : g.W;
+    int64_t rows = (gw ? g.Co : g.B) * mid * last;
+    LLVMValueRef ab = view_base(c, a), bb = view_base(c, b), yb = view_base(c, y), zero = i64c(c, 0);
+    LLVMValueRef kh = i64c(c, g.kh), kw = i64c(c, g.kw), H = i64c(c, g.H), W = i64c(c, g.W);
+    loop rl, ql;
+    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
+    LLVMValueRef r0 = LLVMBuildSDiv(c->b, r, i64c(c, mid * last), "");
+    LLVMValueRef r1 = LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, r, i64c(c, last), ""), i64c(c, mid), "");
+    LLVMValueRef r2 = LLVMBuildSRem(c->b, r, i64c(c, last), "");
+    LLVMValueRef q = loop_open(c, &ql, zero, i64c(c, inner), "q");
+    LLVMValueRef s, ph = i64c(c, g.ph), pw = i64c(c, g.pw), one = i64c(c, 1);
+    LLVMValueRef ys = LLVMBuildNSWSub(c->b, r2, ph, ""), xs = LLVMBuildNSWSub(c->b, q, pw, "");
+    if (gw) {   /* (r0, r1, r2, q) = (o, c, i, j): over b, y, x */
+        conv_operand dy = {a, add(c, ab, muli(c, r0, HW)), {g.Co * HW, g.W, 1}};
+        conv_operand x = {b, add(c, add(c, bb, muli(c, r1, HW)), add(c, muli(c, ys, g.W), xs)), {g.Ci * HW, g.W, 1}};
+        s = conv_sum(c, &dy, &x, g.B, imax(c, zero, LLVMBuildNSWNeg(c->b, ys, "")), imin(c, H, LLVMBuildNSWSub(c->b, H, ys, "")),
+                     imax(c, zero, LLVMBuildNSWNeg(c->b, xs, "")), imin(c, W, LLVMBuildNSWSub(c->b, W, xs, "")), NULL);
+        LLVMValueRef jcap = sel(c, ilt(c, r2, i64c(c, g.icut)), kw, i64c(c, g.jpart));
+        LLVMValueRef keep = LLVMBuildAnd(c->b, ilt(c, r2, i64c(c, g.irows)), ilt(c, q, jcap), "");
+        s = sel(c, keep, s, f32c(c, 0));
+    } else if (gx) {   /* (r0, r1, r2, q) = (b, c, py, px): over o and taps, dy read backwards */
+        LLVMValueRef yy = add(c, r2, ph), xx = add(c, q, pw);
+        conv_operand w = {b, add(c, bb, muli(c, r1, K2)), {g.Ci * K2, g.kw, 1}};
+        conv_operand dy = {a, add(c, add(c, ab, muli(c, r0, g.Co * HW)), add(c, muli(c, yy, g.W), xx)), {HW, -g.W, -1}};
+        s = conv_sum(c, &w, &dy, g.Co, imax(c, zero, add(c, LLVMBuildNSWSub(c->b, yy, H, ""), one)), imin(c, kh, add(c, yy, one)),
+                     imax(c, zero, add(c, LLVMBuildNSWSub(c->b, xx, W, ""), one)), imin(c, kw, add(c, xx, one)), &g);
+    } else {   /* (r0, r1, r2, q) = (b, o, py, px): over c and taps */
+        conv_operand w = {b, add(c, bb, muli(c, r1, g.Ci * K2)), {K2, g.kw, 1}};
+        conv_operand x = {a, add(c, add(c, ab, muli(c, r0, g.Ci * HW)), add(c, muli(c, ys, g.W), xs)), {HW, g.W, 1}};
+        s = conv_sum(c, &w, &x, g.Ci, imax(c, zero, LLVMBuildNSWNeg(c->b, ys, "")), imin(c, kh, LLVMBuildNSWSub(c->b, H, ys, "")),
+                     imax(c, zero, LLVMBuildNSWNeg(c->b, xs, "")), imin(c, kw, LLVMBuildNSWSub(c->b, W, xs, "")), &g);
+    }
+    store_at(c, y, add(c, yb, add(c, muli(c, r, inner), q)), s);
+    loop_close(c, &ql);
+    loop_close(c, &rl);
+    return rows;
+}
+
 /* ---------------------------------------------------------------- the table */
 
 typedef int64_t (*lower_fn)(aj_codegen *c, const aj_node *n);
@@ -1149,7 +1328,9 @@ static const lower_fn lowerings[AJ_OP_COUNT] = {
     [AJ_OP_CAST] = lower_cast, [AJ_OP_ONE_HOT] = lower_index, [AJ_OP_GATHER] = lower_index,
     [AJ_OP_LAYER_NORM] = lower_layer_norm, [AJ_OP_CATEGORICAL_NLL] = lower_categorical_nll,
     [AJ_OP_MOG_NLL] = lower_mog_nll, [AJ_OP_CONCAT] = lower_concat, [AJ_OP_SKEW] = lower_skew,
-    [AJ_OP_UNSKEW] = lower_skew,
+    [AJ_OP_UNSKEW] = lower_skew, [AJ_OP_ATTENTION] = lower_attention,
+    [AJ_OP_CONV2D] = lower_conv, [AJ_OP_CONV1D] = lower_conv, [AJ_OP_CONV2D_GRAD_X] = lower_conv,
+    [AJ_OP_CONV2D_GRAD_W] = lower_conv, [AJ_OP_CONV1D_GRAD_X] = lower_conv, [AJ_OP_CONV1D_GRAD_W] = lower_conv,
 };
 
 static int is_view_op(aj_op op) {
