@@ -1315,6 +1315,84 @@ static int64_t lower_conv(aj_codegen *c, const aj_node *n) {
     return rows;
 }
 
+/* ---------------------------------------------------------------- rows: sampling */
+
+/* The inverse CDF of softmax(l inv_temp) over a row of K > 0 logits at u:
+ * the first k whose running sum of weights exceeds u * total, else the last
+ * k of nonzero weight. As the interpreter's pick(): in double, libm's exp,
+ * summed in order, so both engines draw the same k. The running sums only
+ * grow, so that first k is the count of running sums <= u * total. */
+static LLVMValueRef pick_k(aj_codegen *c, const row_ref *l, int64_t K, double inv_temp, LLVMValueRef u) {
+    LLVMTypeRef f64 = LLVMDoubleTypeInContext(c->cx);
+    LLVMValueRef zero = LLVMConstReal(f64, 0), KK = i64c(c, K);
+    LLVMValueRef am = acc_new(c, c->f32, f32c(c, -INFINITY));
+    loop kl;
+    LLVMValueRef k = loop_open(c, &kl, i64c(c, 0), KK, "k");
+    LLVMBuildStore(c->b, aj_vm_max(c->b, acc_get(c, am), term_load(c, l, k)), am);
+    loop_close(c, &kl);
+    LLVMValueRef m = LLVMBuildFPExt(c->b, acc_get(c, am), f64, "");
+    LLVMValueRef total = acc_new(c, f64, zero), cum = acc_new(c, f64, zero);
+    LLVMValueRef count = acc_new(c, c->i64, i64c(c, 0)), last = acc_new(c, c->i64, i64c(c, K - 1));
+    for (int pass = 0; pass < 2; pass++) {   /* the total, then the running sums */
+        k = loop_open(c, &kl, i64c(c, 0), KK, "k");
+        LLVMValueRef x = LLVMBuildFSub(c->b, LLVMBuildFPExt(c->b, term_load(c, l, k), f64, ""), m, "");
+        LLVMValueRef e = call1(c, "llvm.exp", LLVMBuildFMul(c->b, x, LLVMConstReal(f64, inv_temp), ""));
+        if (pass == 0) {
+            LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, acc_get(c, total), e, ""), total);
+        } else {
+            LLVMValueRef s = LLVMBuildFAdd(c->b, acc_get(c, cum), e, "");
+            LLVMBuildStore(c->b, s, cum);
+            LLVMValueRef below = LLVMBuildFCmp(c->b, LLVMRealOLE, s, acc_get(c, total), "");
+            LLVMBuildStore(c->b, add(c, acc_get(c, count), LLVMBuildZExt(c->b, below, c->i64, "")), count);
+            LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, e, zero, "");
+            LLVMBuildStore(c->b, sel(c, pos, k, acc_get(c, last)), last);
+        }
+        loop_close(c, &kl);
+        if (pass == 0)   /* from here on total holds u * total */
+            LLVMBuildStore(c->b, LLVMBuildFMul(c->b, LLVMBuildFPExt(c->b, u, f64, ""), acc_get(c, total), ""), total);
+    }
+    LLVMValueRef n = acc_get(c, count);
+    return sel(c, ilt(c, n, KK), n, acc_get(c, last));
+}
+
+/* categorical: y[r] = the pick over row r of K logits at temperature t,
+ * u = u01(key, r). Rows: every row. */
+static int64_t lower_categorical(aj_codegen *c, const aj_node *n) {
+    const aj_view *l = &c->ks->in[0], *y = &c->ks->out[0];
+    int64_t K = l->shape[l->rank - 1];
+    LLVMValueRef lb = view_base(c, l), yb = view_base(c, y), key = node_key(c, n);
+    loop rl;
+    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
+    row_ref row = {l, add(c, lb, muli(c, r, K))};
+    LLVMValueRef k = pick_k(c, &row, K, 1 / aj_attr_float(n, "temperature"), rng_u01(c, key, r));
+    store_at(c, y, add(c, yb, r), LLVMBuildTrunc(c->b, k, c->i32, ""));
+    loop_close(c, &rl);
+    return prod(y->shape, 0, y->rank);
+}
+
+/* mog: per element s, the component k = the pick over softmax(logit_pi) at
+ * u01(key, 3s), then y = mu_k + e^{ls_k} z with z = sqrt(-2 ln(1 - u1))
+ * cos(2 pi u2) (Box-Muller, as aj_rng_box_muller) of u1, u2 = u01(key,
+ * 3s + 1), u01(key, 3s + 2). Rows: every element. */
+static int64_t lower_mog(aj_codegen *c, const aj_node *n) {
+    const aj_kspec *ks = c->ks;
+    const aj_view *pi = &ks->in[0], *mu = &ks->in[1], *ls = &ks->in[2], *y = &ks->out[0];
+    int64_t K = pi->shape[pi->rank - 1];
+    LLVMValueRef pb = view_base(c, pi), mb = view_base(c, mu), lb = view_base(c, ls), yb = view_base(c, y);
+    LLVMValueRef key = node_key(c, n);
+    loop rl;
+    LLVMValueRef s = loop_open(c, &rl, c->lo, c->hi, "s"), row = muli(c, s, K), ctr = muli(c, s, 3);
+    row_ref r = {pi, add(c, pb, row)};
+    LLVMValueRef k = add(c, row, pick_k(c, &r, K, 1, rng_u01(c, key, ctr)));
+    LLVMValueRef u1 = rng_u01(c, key, add(c, ctr, i64c(c, 1))), u2 = rng_u01(c, key, add(c, ctr, i64c(c, 2)));
+    LLVMValueRef rad = call1(c, "llvm.sqrt", fmul_(c, f32c(c, -2), aj_vm_log(c->b, fsub_(c, f32c(c, 1), u1))));
+    LLVMValueRef z = fmul_(c, rad, call1(c, "llvm.cos", fmul_(c, f32c(c, 6.2831853071795864), u2)));
+    LLVMValueRef v = fadd_(c, load_at(c, mu, add(c, mb, k)), fmul_(c, aj_vm_exp(c->b, load_at(c, ls, add(c, lb, k))), z));
+    store_at(c, y, add(c, yb, s), v);
+    loop_close(c, &rl);
+    return prod(y->shape, 0, y->rank);
+}
+
 /* ---------------------------------------------------------------- the table */
 
 typedef int64_t (*lower_fn)(aj_codegen *c, const aj_node *n);
@@ -1331,6 +1409,7 @@ static const lower_fn lowerings[AJ_OP_COUNT] = {
     [AJ_OP_UNSKEW] = lower_skew, [AJ_OP_ATTENTION] = lower_attention,
     [AJ_OP_CONV2D] = lower_conv, [AJ_OP_CONV1D] = lower_conv, [AJ_OP_CONV2D_GRAD_X] = lower_conv,
     [AJ_OP_CONV2D_GRAD_W] = lower_conv, [AJ_OP_CONV1D_GRAD_X] = lower_conv, [AJ_OP_CONV1D_GRAD_W] = lower_conv,
+    [AJ_OP_CATEGORICAL] = lower_categorical, [AJ_OP_MOG] = lower_mog,
 };
 
 static int is_view_op(aj_op op) {
