@@ -2,6 +2,7 @@
  *
  *   arjit check FILE... [--dims D=8,H=5]     parse, verify, summarise
  *   arjit dump FILE [--stage ir] [--dims ..]  print a stage as text
+ *   arjit bench FILE [--dims ..] [..]        time compiling and running the train step
  *   arjit train FILE --data SPEC [..]        maximum likelihood, checkpoints
  *   arjit eval FILE --ckpt CKPT [..]         NLL of a dataset split
  *   arjit sample FILE --ckpt CKPT [..]       draw from fn sample
@@ -23,15 +24,19 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arjit.h"
+#include "arjit_compile.h"
+#include "arjit_jit.h"
 #include "arjit_train.h"
 #include "../compiler/simplify.h"
 
 #define EXIT_MODEL 1
 #define EXIT_USAGE 2
 #define MAX_FILES 256
+#define DEFAULT_BATCH 100   /* B when the model leaves it free: train's default */
 
 /* ---------------------------------------------------------------- options */
 
@@ -47,6 +52,8 @@ typedef struct {
     const char *epochs, *batch, *max_steps, *patience, *seed, *threads, *n, *probes;
     const char *opt, *lr, *momentum, *beta1, *beta2, *eps, *rho, *weight_decay, *clip;
     const char *schedule, *step_epochs, *gamma, *tol;
+    /* bench; check_nan also train, eval, sample */
+    const char *steps, *json, *profile, *check_nan;
 } options;
 
 typedef struct {
@@ -65,7 +72,9 @@ typedef struct {
 #define FLAG_BATCH { "--batch", "N", offsetof(options, batch), \
     "examples per batch, the model's dim B; default the checkpoint's, else 100" }
 #define FLAG_ENGINE { "--engine", "NAME", offsetof(options, engine), \
-    "what runs the graphs: interp (naive and fused: not built yet); default interp" }
+    "what runs the graphs: interp (the reference), naive or fused (compiled); default interp" }
+#define FLAG_CHECK_NAN { "--check-nan", NULL, offsetof(options, check_nan), \
+    "stop at the first kernel that writes NaN or Inf, naming it and its graph line" }
 #define FLAG_SEED(what) { "--seed", "S", offsetof(options, seed), what }
 #define FLAG_END { NULL, NULL, 0, NULL }
 
@@ -82,6 +91,24 @@ typedef struct {
 /* ---------------------------------------------------------------- helpers */
 
 static const char *prog = "arjit";
+
+static const command *find_command(const char *name);
+static int usage_error(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int print_diag(aj_diag *d)
+{
+    aj_diag_print(d, stderr);
+    return EXIT_MODEL;
+}
+
+/* The same for errors of the compiler and runtime, which may not know the
+ * file: the model being run is the one at fault. */
+static int print_diag_in(aj_diag *d, const char *path)
+{
+    if (!d->file[0])
+        snprintf(d->file, sizeof d->file, "%s", path);
+    return print_diag(d);
+}
 
 /* Load, bind and infer one file. Returns NULL (diagnostic printed) on error. */
 static aj_module *load(const char *path, const char *dims, aj_bind *b)
@@ -243,61 +270,7 @@ static int run_check(const options *o)
     return status;
 }
 
-/* ---------------------------------------------------------------- dump */
-
-static const char *const stages[] = { "ir", "grad", "opt", NULL };
-
-static int run_dump(const options *o)
-{
-    const char *stage = o->stage ? o->stage : "ir";
-    int known = 0;
-    for (int i = 0; stages[i]; i++)
-        known |= strcmp(stage, stages[i]) == 0;
-    if (!known) {
-        fprintf(stderr, "%s: unknown stage '%s' for 'dump' (stages:", prog, stage);
-        for (int i = 0; stages[i]; i++)
-            fprintf(stderr, " %s", stages[i]);
-        fprintf(stderr, "); see '%s dump --help'\n", prog);
-        return EXIT_USAGE;
-    }
-
-    aj_bind b;
-    aj_module *m = load(o->files[0], o->dims, &b);
-    if (!m)
-        return EXIT_MODEL;
-    /* Print the module as specialised by --dims: bound dims get their
-     * values, so the text parses back to the same model. */
-    if (o->dims)
-        for (int k = 0; k < m->ndim; k++)
-            if (b.v[k] >= 0) {
-                m->dim[k].has_value = 1;
-                m->dim[k].value = b.v[k];
-            }
-    /* grad: the module with grad_<fn> added for its first fn (loglik by
-     * convention), printed in the same syntax so it parses back; opt: that
-     * module with every fn simplified (compiler/simplify.c). */
-    if (strcmp(stage, "ir") != 0) {
-        aj_diag d = { 0 };
-        int failed = m->nfn == 0 || !aj_autodiff(m, m->fn[0]->name, &d);
-        for (int i = 0; i < m->nfn && !failed && strcmp(stage, "opt") == 0; i++)
-            failed = aj_simplify(m, m->fn[i], NULL, &d) != 0;
-        if (failed) {
-            if (!d.set)
-                aj_error(&d, 0, 0, "%s has no fn to differentiate", o->files[0]);
-            aj_diag_print(&d, stderr);
-            aj_module_free(m);
-            return EXIT_MODEL;
-        }
-    }
-    aj_module_print(m, stdout);
-    aj_module_free(m);
-    return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
-}
-
 /* ---------------------------------------------------------------- train, eval, sample, gradcheck */
-
-static const command *find_command(const char *name);
-static int usage_error(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Flag values. A flag not given (NULL) takes its default; a given one must
  * parse whole and lie in range, else a usage hint names flag and value. */
@@ -373,12 +346,6 @@ static int require(const char *cmd, const char *value, const char *what)
     return value ? 0 : usage_error(find_command(cmd), "'%s' needs %s", cmd, what);
 }
 
-static int print_diag(aj_diag *d)
-{
-    aj_diag_print(d, stderr);
-    return EXIT_MODEL;
-}
-
 /* The job the flags describe, every value checked (the flags a command does
  * not take are NULL here and get their defaults). */
 static int job_options(const options *o, const char *cmd, aj_job *job)
@@ -433,6 +400,18 @@ static int job_options(const options *o, const char *cmd, aj_job *job)
     return 0;
 }
 
+/* --check-nan: the compiled engines check what every kernel writes. The
+ * interpreter has no such hook; say so rather than seem to check. */
+static void set_nan_check(const options *o, const aj_job *job)
+{
+    if (!o->check_nan)
+        return;
+    aj_engine_set_options(&(aj_compile_opts){ .nan_check = 1 });
+    if (!job->engine || job->engine == aj_interp_run)
+        fprintf(stderr, "%s: note: --check-nan checks the kernels of --engine naive and fused; "
+                        "the interpreter runs unchecked\n", prog);
+}
+
 static volatile sig_atomic_t interrupted;
 
 static void on_sigint(int sig)
@@ -450,6 +429,7 @@ static int run_train(const options *o)
     int rc = job_options(o, "train", &job);
     if (rc || (rc = require("train", o->data ? o->data : o->resume, "--data SPEC (or --resume CKPT)")))
         return rc;
+    set_nan_check(o, &job);
     job.live = isatty(STDERR_FILENO);
     job.interrupt = &interrupted;
     /* one-shot: a second Ctrl-C kills at once, which the atomic saves survive */
@@ -463,7 +443,7 @@ static int run_train(const options *o)
     aj_train_result res;
     aj_diag d = {0};
     if (aj_train(&job, &res, &d) != 0)
-        return print_diag(&d);
+        return print_diag_in(&d, job.model);
     if (res.interrupted) {
         if (job.save)
             fprintf(stderr, "%s: stopped at step %" PRId64 "; saved %s.last: continue with --resume %s.last\n", prog,
@@ -485,10 +465,11 @@ static int run_eval(const options *o)
     int rc = job_options(o, "eval", &job);
     if (rc || (rc = require("eval", o->ckpt, "--ckpt CKPT")))
         return rc;
+    set_nan_check(o, &job);
     aj_eval_result res;
     aj_diag d = {0};
     if (aj_eval(&job, &res, &d) != 0)
-        return print_diag(&d);
+        return print_diag_in(&d, job.model);
     printf("%s NLL %.4f nats/example, %.5f bits/dim (%" PRId64 " examples of %" PRId64 " values, %s)\n",
            res.split, res.nll, res.bpd, res.n, res.d, res.data);
     return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
@@ -524,10 +505,11 @@ static int run_sample(const options *o)
     if (rc || (rc = require("sample", o->ckpt, "--ckpt CKPT")) ||
         (rc = int_value("sample", "-n", o->n, 64, 1, 1 << 20, &n)))
         return rc;
+    set_nan_check(o, &job);
     aj_samples s;
     aj_diag d = {0};
     if (aj_sample(&job, n, &s, &d) != 0)
-        return print_diag(&d);
+        return print_diag_in(&d, job.model);
     if (s.h) {
         const char *path = o->out ? o->out : "samples.png";
         rc = aj_png_grid(path, s.x.data, (int)n, s.h, s.w, 0, &d) ? print_diag(&d) : 0;
@@ -585,13 +567,507 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- compiled programs (dump, bench) */
+
+/* Open FILE as train does (B = batch unless --dims binds it; every other
+ * dim must be bound) and pick the fn to compile: the training step of fn
+ * loglik under optimizer opt when name is NULL, else fn `name`, building
+ * grad_<fn> by autodiff when that is what is asked for. Returns the fn, or
+ * NULL with the diagnostic printed and r closed. */
+static const aj_graph *open_fn(aj_run *r, const char *path, const char *dims, int64_t batch, const char *name,
+                               const aj_optim *opt)
+{
+    aj_diag d = {0};
+    const aj_graph *g = NULL;
+    if (aj_run_open(r, path, NULL, NULL, dims, batch, NULL, &d) == 0) {
+        if (!name || strcmp(name, "train_step") == 0)
+            g = aj_train_step(r->m, "loglik", opt, &d);
+        else if (!(g = aj_module_fn(r->m, name)) && strncmp(name, "grad_", 5) == 0)
+            g = aj_autodiff(r->m, name + 5, &d);
+        else if (!g)
+            aj_error(&d, 0, 0, "the model has no fn '%s'", name);
+    }
+    if (!g) {
+        print_diag_in(&d, r->m ? r->m->path : path);
+        if (r->m)
+            aj_run_close(r);
+    }
+    return g;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* ---------------------------------------------------------------- dump */
+
+/* The first three print graph text; the rest compile a program. */
+static const char *const stages[] = { "ir", "grad", "opt", "naive", "fused", "llvm", "asm", NULL };
+enum { FIRST_PROGRAM_STAGE = 3 };
+
+/* --stage naive|fused: the program's kernels with their graph lines and
+ * buffers; llvm|asm: the optimised LLVM IR or the machine code of the
+ * engine --engine names (default fused), exactly what would run. */
+static int dump_program(const options *o, const char *stage)
+{
+    static const char *const engines[] = { "fused", "naive", NULL };
+    int listing = strcmp(stage, "naive") == 0 || strcmp(stage, "fused") == 0, naive;
+    if (word_value("dump", "--engine", o->engine, engines, &naive))
+        return EXIT_USAGE;
+    if (listing && o->engine)
+        return usage_error(find_command("dump"), "--engine goes with --stage llvm or asm; --stage %s names the engine",
+                           stage);
+    aj_job job;
+    options defaults = {0};
+    job_options(&defaults, "dump", &job);   /* train's optimizer: Adam with its defaults */
+    aj_run r;
+    const aj_graph *g = open_fn(&r, o->files[0], o->dims, DEFAULT_BATCH, o->fn, &job.opt);
+    if (!g)
+        return EXIT_MODEL;
+    aj_compile_opts co = {
+        .fused = listing ? strcmp(stage, "fused") == 0 : !naive,
+        .dump_llvm = strcmp(stage, "llvm") == 0 ? stdout : NULL,
+        .dump_asm = strcmp(stage, "asm") == 0 ? stdout : NULL,
+    };
+    aj_diag d = {0};
+    aj_program *p = aj_program_compile(r.m, g, &co, &d);
+    int rc = p ? 0 : print_diag_in(&d, r.m->path);
+    if (p && listing)
+        aj_program_print(p, stdout);
+    aj_program_free(p);
+    aj_run_close(&r);
+    return rc ? rc : fflush(stdout) == 0 ? 0 : EXIT_MODEL;
+}
+
+static int run_dump(const options *o)
+{
+    const char *stage = o->stage ? o->stage : "ir";
+    int known = -1;
+    for (int i = 0; stages[i]; i++)
+        if (strcmp(stage, stages[i]) == 0)
+            known = i;
+    if (known < 0) {
+        fprintf(stderr, "%s: unknown stage '%s' for 'dump' (stages:", prog, stage);
+        for (int i = 0; stages[i]; i++)
+            fprintf(stderr, " %s", stages[i]);
+        fprintf(stderr, "); see '%s dump --help'\n", prog);
+        return EXIT_USAGE;
+    }
+    if (known >= FIRST_PROGRAM_STAGE)
+        return dump_program(o, stage);
+    if (o->fn || o->engine)
+        return usage_error(find_command("dump"), "%s goes with the compiled stages (naive, fused, llvm, asm)",
+                           o->fn ? "--fn" : "--engine");
+
+    aj_bind b;
+    aj_module *m = load(o->files[0], o->dims, &b);
+    if (!m)
+        return EXIT_MODEL;
+    /* Print the module as specialised by --dims: bound dims get their
+     * values, so the text parses back to the same model. */
+    if (o->dims)
+        for (int k = 0; k < m->ndim; k++)
+            if (b.v[k] >= 0) {
+                m->dim[k].has_value = 1;
+                m->dim[k].value = b.v[k];
+            }
+    /* grad: the module with grad_<fn> added for its first fn (loglik by
+     * convention), printed in the same syntax so it parses back; opt: that
+     * module with every fn simplified (compiler/simplify.c). */
+    if (strcmp(stage, "ir") != 0) {
+        aj_diag d = { 0 };
+        int failed = m->nfn == 0 || !aj_autodiff(m, m->fn[0]->name, &d);
+        for (int i = 0; i < m->nfn && !failed && strcmp(stage, "opt") == 0; i++)
+            failed = aj_simplify(m, m->fn[i], NULL, &d) != 0;
+        if (failed) {
+            if (!d.set)
+                aj_error(&d, 0, 0, "%s has no fn to differentiate", o->files[0]);
+            aj_diag_print(&d, stderr);
+            aj_module_free(m);
+            return EXIT_MODEL;
+        }
+    }
+    aj_module_print(m, stdout);
+    aj_module_free(m);
+    return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
+}
+
+/* ---------------------------------------------------------------- bench */
+
+/* bench's engines, in the order they run and print; the interpreter is the
+ * slow reference, so it runs fewer steps. */
+enum { ENG_INTERP, ENG_NAIVE, ENG_FUSED, NENGINES };
+static const char *const bench_engines[] = { "interp", "naive", "fused" };
+enum { WARMUP = 2, INTERP_WARMUP = 1, INTERP_STEPS = 3 };
+
+typedef struct {
+    int ran;
+    int warmup, steps;
+    double med, min, max;       /* ms per step */
+    int nodes;                  /* interp: graph nodes, recurrence bodies included */
+    double cold_ms, cached_ms;  /* compiled: compile without / through the disk cache */
+    int cache_hit;
+    aj_program_stats st;
+} bench_row;
+
+typedef struct {
+    aj_run r;
+    const aj_graph *g;          /* train_step */
+    aj_tensor *in, *res;
+    int steps;                  /* --steps */
+    int nan_check, profile;
+} bench;
+
+/* train_step's arguments: loglik's data as random 0/1 values (what binary
+ * models see), lr = 1e-3, then decay and the optimizer states as zeros, as
+ * at the start of a run. */
+static int bench_inputs(bench *b, aj_diag *d)
+{
+    const aj_graph *g = b->g;
+    int ndata = aj_module_fn(b->r.m, "loglik")->nleaf;
+    uint64_t s = 0x9e3779b97f4a7c15u;   /* xorshift64; any fixed seed will do */
+    b->in = calloc((size_t)g->nleaf + 1, sizeof *b->in);
+    b->res = calloc((size_t)g->nresult + 1, sizeof *b->res);
+    if (!b->in || !b->res)
+        return aj_error(d, 0, 0, "out of memory");
+    for (int i = 0; i < g->nleaf; i++) {
+        aj_type t = g->val[g->leaf[i]].type;
+        for (int a = 0; a < t.rank; a++)
+            t.dim[a] = aj_dim_bind(t.dim[a], &b->r.bind);
+        aj_tensor *x = &b->in[i];
+        *x = aj_tensor_of_type(&t);
+        if (!x->data)
+            return aj_error(d, 0, 0, "out of memory for train_step's argument %s", g->val[g->leaf[i]].name);
+        for (int64_t k = 0, n = aj_tensor_numel(x); i < ndata && k < n; k++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            if (x->dtype == AJ_F32)
+                ((float *)x->data)[k] = (float)(s >> 63);
+            else
+                ((int32_t *)x->data)[k] = (int32_t)(s >> 63);
+        }
+        if (i == ndata)
+            *(float *)x->data = 1e-3f;
+    }
+    return 0;
+}
+
+static void bench_free(bench *b)
+{
+    for (int i = 0; b->in && i < b->g->nleaf; i++)
+        aj_tensor_free(&b->in[i]);
+    free(b->in);
+    free(b->res);
+    aj_run_close(&b->r);
+}
+
+/* The interpreter has no per-kernel check: --check-nan looks at its results. */
+static int results_finite(const aj_graph *g, const aj_tensor *res, aj_diag *d)
+{
+    for (int i = 0; i < g->nresult; i++) {
+        const float *x = res[i].data;
+        for (int64_t k = 0, n = aj_tensor_numel(&res[i]); res[i].dtype == AJ_F32 && k < n; k++)
+            if (!isfinite(x[k]))
+                return aj_error(d, g->line, 0, "nan check: the interpreter's result %s[%" PRId64 "] of %s is %s",
+                                g->val[g->result[i]].name, k, g->name, isnan(x[k]) ? "NaN" : "Inf");
+    }
+    return 0;
+}
+
+/* One training step with program p (NULL: the interpreter). The parameters
+ * stay as they are: every step computes the same update, which is all a
+ * timing needs. */
+static int bench_step(bench *b, aj_program *p, uint64_t seed, aj_diag *d)
+{
+    int rc = p ? aj_program_run(p, b->r.params, b->in, b->res, seed, d)
+               : aj_interp_run(b->r.m, b->g, b->r.params, b->in, b->res, seed, d);
+    if (rc == 0 && !p && b->nan_check)
+        rc = results_finite(b->g, b->res, d);
+    for (int i = 0; i < b->g->nresult; i++)
+        aj_tensor_free(&b->res[i]);
+    return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* warmup steps, then the median, min and max ms of `steps` more. */
+static int time_steps(bench *b, aj_program *p, int warmup, int steps, bench_row *row, aj_diag *d)
+{
+    double *ms = calloc((size_t)steps, sizeof *ms);
+    if (!ms)
+        return aj_error(d, 0, 0, "out of memory");
+    for (int i = 0; i < warmup + steps; i++) {
+        double t0 = now_ms();
+        if (bench_step(b, p, (uint64_t)i, d)) {
+            free(ms);
+            return -1;
+        }
+        if (i >= warmup)
+            ms[i - warmup] = now_ms() - t0;
+    }
+    qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
+    row->warmup = warmup;
+    row->steps = steps;
+    row->med = steps % 2 ? ms[steps / 2] : (ms[steps / 2 - 1] + ms[steps / 2]) / 2;
+    row->min = ms[0];
+    row->max = ms[steps - 1];
+    free(ms);
+    return 0;
+}
+
+/* Compile three times: cold (no disk cache: the whole LLVM pipeline), then
+ * through the cache twice, the first filling it (unless an earlier run
+ * did), the second timing a hit. Returns the last program. */
+static aj_program *bench_compile(bench *b, int fused, bench_row *row, aj_diag *d)
+{
+    aj_compile_opts co = { .fused = fused, .nan_check = b->nan_check, .profile = b->profile, .no_cache = 1 };
+    aj_program *p = NULL;
+    for (int pass = 0; pass < 3; pass++) {
+        aj_program_free(p);
+        co.no_cache = pass == 0;
+        double t0 = now_ms();
+        if (!(p = aj_program_compile(b->r.m, b->g, &co, d)))
+            return NULL;
+        *(pass == 0 ? &row->cold_ms : &row->cached_ms) = now_ms() - t0;
+    }
+    aj_program_stats_get(p, &row->st);
+    row->cache_hit = row->st.cache_hit;
+    return p;
+}
+
+static void fmt_bytes(int64_t n, char *buf, size_t size)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 4)
+        v /= 1024, u++;
+    snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}
+
+/* s as a JSON string. */
+static void json_string(const char *s, FILE *f)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* What a run of training holds besides the arena: every parameter, a
+ * gradient for each one the step updates, and the optimizer's states. */
+typedef struct {
+    int64_t params, grads, state;
+} bench_memory;
+
+static int bench_memory_of(const bench *b, int nstate, bench_memory *mem)
+{
+    const aj_module *m = b->r.m;
+    char *used = calloc((size_t)m->nparam + 1, 1);
+    if (!used)
+        return -1;
+    mark_params(b->g, used);
+    memset(mem, 0, sizeof *mem);
+    for (int i = 0; i < m->nparam; i++) {
+        int64_t bytes = aj_tensor_numel(&b->r.params[i]) * (int64_t)sizeof(float);
+        mem->params += bytes;
+        mem->grads += used[i] ? bytes : 0;
+    }
+    mem->state = nstate * mem->grads;
+    free(used);
+    return 0;
+}
+
+static void print_bench_table(const bench *b, const char *opt, const bench_memory *mem, const bench_row *rows)
+{
+    char p[32], g[32], s[32], t[32], arena[32], cold[32], cached[32], kernels[32], calls[32];
+    printf("bench %s: train_step (%s) of loglik, %s%sB=%" PRId64 ", %d threads\n", b->r.m->path, opt, b->r.dims,
+           b->r.dims[0] ? ", " : "", b->r.bdim >= 0 ? b->r.bind.v[b->r.bdim] : 0, aj_threads());
+    fmt_bytes(mem->params, p, sizeof p);
+    fmt_bytes(mem->grads, g, sizeof g);
+    fmt_bytes(mem->state, s, sizeof s);
+    fmt_bytes(mem->params + mem->grads + mem->state, t, sizeof t);
+    printf("memory: params %s + grads %s + %s state %s = %s\n\n", p, g, opt, s, t);
+    printf("%-7s %11s %18s %9s %11s %10s %10s %10s %10s  %s\n", "engine", "compile", "cached", "kernels", "calls/step",
+           "arena", "ms/step", "min", "max", "steps");
+    for (int e = 0; e < NENGINES; e++) {
+        const bench_row *r = &rows[e];
+        if (!r->ran)
+            continue;
+        if (e == ENG_INTERP) {
+            snprintf(cold, sizeof cold, "-");
+            snprintf(cached, sizeof cached, "-");
+            snprintf(kernels, sizeof kernels, "%d nodes", r->nodes);
+            snprintf(calls, sizeof calls, "-");
+            snprintf(arena, sizeof arena, "n/a");
+        } else {
+            snprintf(cold, sizeof cold, "%.1f ms", r->cold_ms);
+            snprintf(cached, sizeof cached, "%.1f ms (%s)", r->cached_ms, r->cache_hit ? "hit" : "miss");
+            snprintf(kernels, sizeof kernels, "%d", r->st.kernels);
+            snprintf(calls, sizeof calls, "%" PRId64, r->st.calls);
+            fmt_bytes(r->st.arena_bytes, arena, sizeof arena);
+        }
+        printf("%-7s %11s %18s %9s %11s %10s %10.3f %10.3f %10.3f  %d (+%d warm-up)\n", bench_engines[e], cold, cached,
+               kernels, calls, arena, r->med, r->min, r->max, r->steps, r->warmup);
+    }
+    const bench_row *f = &rows[ENG_FUSED];
+    if (f->ran && (rows[ENG_NAIVE].ran || rows[ENG_INTERP].ran)) {
+        printf("\nspeed-up of fused (median ms/step):");
+        if (rows[ENG_NAIVE].ran)
+            printf(" %.3gx over naive", rows[ENG_NAIVE].med / f->med);
+        if (rows[ENG_INTERP].ran)
+            printf("%s %.3gx over interp", rows[ENG_NAIVE].ran ? "," : "", rows[ENG_INTERP].med / f->med);
+        printf("\n");
+    }
+    if (rows[ENG_INTERP].ran && rows[ENG_INTERP].steps < b->steps)
+        printf("interp ran %d of the %d steps: it is the slow reference\n", rows[ENG_INTERP].steps, b->steps);
+    const char *dir = aj_jit_cache_dir();
+    printf("compile: cold without the disk cache, cached through it (%s)\n", dir ? dir : "off: ARJIT_CACHE");
+}
+
+static void print_bench_json(const bench *b, const char *opt, const bench_memory *mem, const bench_row *rows)
+{
+    printf("{\"model\": ");
+    json_string(b->r.m->path, stdout);
+    printf(", \"fn\": \"train_step\", \"opt\": ");
+    json_string(opt, stdout);
+    printf(", \"dims\": ");
+    json_string(b->r.dims, stdout);
+    printf(", \"batch\": %" PRId64 ", \"threads\": %d,\n", b->r.bdim >= 0 ? b->r.bind.v[b->r.bdim] : 0, aj_threads());
+    printf(" \"memory\": {\"params\": %" PRId64 ", \"grads\": %" PRId64 ", \"state\": %" PRId64 ", \"total\": %" PRId64
+           "},\n \"engines\": [",
+           mem->params, mem->grads, mem->state, mem->params + mem->grads + mem->state);
+    const char *sep = "";
+    for (int e = 0; e < NENGINES; e++) {
+        const bench_row *r = &rows[e];
+        if (!r->ran)
+            continue;
+        printf("%s\n  {\"engine\": \"%s\", \"steps\": %d, \"warmup\": %d, \"ms_median\": %.6g, \"ms_min\": %.6g, "
+               "\"ms_max\": %.6g",
+               sep, bench_engines[e], r->steps, r->warmup, r->med, r->min, r->max);
+        if (e == ENG_INTERP)
+            printf(", \"nodes\": %d}", r->nodes);
+        else
+            printf(", \"compile_cold_ms\": %.6g, \"compile_cached_ms\": %.6g, \"cache_hit\": %s, \"kernels\": %d, "
+                   "\"calls\": %" PRId64 ", \"arena_bytes\": %" PRId64 "}",
+                   r->cold_ms, r->cached_ms, r->cache_hit ? "true" : "false", r->st.kernels, r->st.calls,
+                   r->st.arena_bytes);
+        sep = ",";
+    }
+    printf("\n ],\n \"speedup\": {");
+    sep = "";
+    for (int e = ENG_INTERP; e < ENG_FUSED && rows[ENG_FUSED].ran; e++)
+        if (rows[e].ran) {
+            printf("%s\"fused_over_%s\": %.6g", sep, bench_engines[e], rows[e].med / rows[ENG_FUSED].med);
+            sep = ", ";
+        }
+    printf("}}\n");
+}
+
+static int run_bench(const options *o)
+{
+    static const char *const which_words[] = { "all", "interp", "naive", "fused", NULL };
+    options jo = *o;
+    jo.engine = NULL;   /* bench's --engine also takes "all": parsed here */
+    aj_job job;
+    int64_t steps;
+    int which;
+    int rc = job_options(&jo, "bench", &job);
+    if (rc || int_value("bench", "--steps", o->steps, 20, 1, 1000000, &steps) ||
+        word_value("bench", "--engine", o->engine, which_words, &which))
+        return rc ? rc : EXIT_USAGE;
+    if (job.threads)
+        aj_set_threads(job.threads);
+
+    bench b = { .steps = (int)steps, .nan_check = o->check_nan != NULL, .profile = o->profile != NULL };
+    if (!(b.g = open_fn(&b.r, job.model, job.dims, job.batch ? job.batch : DEFAULT_BATCH, NULL, &job.opt)))
+        return EXIT_MODEL;
+    aj_diag d = {0};
+    bench_row rows[NENGINES] = {{0}};
+    aj_program *progs[NENGINES] = {0};
+    bench_memory mem;
+    if (aj_run_init_params(&b.r, job.seed, &d) || bench_inputs(&b, &d)) {
+        rc = print_diag_in(&d, b.r.m->path);
+        goto out;
+    }
+    if (bench_memory_of(&b, aj_optim_nstate(&job.opt), &mem)) {
+        perror(prog);
+        rc = EXIT_MODEL;
+        goto out;
+    }
+    for (int e = 0; e < NENGINES; e++) {
+        if (which != 0 && which != e + 1)
+            continue;
+        if (isatty(STDERR_FILENO))
+            fprintf(stderr, "%s: bench: %s...\n", prog, bench_engines[e]);
+        bench_row *r = &rows[e];
+        if (e == ENG_INTERP) {
+            int count[AJ_OP_COUNT] = {0};
+            count_ops(b.g, count);
+            for (int op = 0; op < AJ_OP_COUNT; op++)
+                r->nodes += count[op];
+            rc = time_steps(&b, NULL, INTERP_WARMUP, b.steps < INTERP_STEPS ? b.steps : INTERP_STEPS, r, &d);
+        } else {
+            progs[e] = bench_compile(&b, e == ENG_FUSED, r, &d);
+            rc = progs[e] ? time_steps(&b, progs[e], WARMUP, b.steps, r, &d) : -1;
+        }
+        if (rc) {
+            fprintf(stderr, "%s: bench: engine %s failed:\n", prog, bench_engines[e]);
+            rc = print_diag_in(&d, b.r.m->path);
+            goto out;
+        }
+        r->ran = 1;
+    }
+
+    const char *opt = job.opt.kind == AJ_OPT_ADAM ? "adam" : job.opt.kind == AJ_OPT_SGD ? "sgd" : "rmsprop";
+    if (o->json)
+        print_bench_json(&b, opt, &mem, rows);
+    else
+        print_bench_table(&b, opt, &mem, rows);
+    /* with --json the profile goes to stderr: stdout stays one JSON object */
+    FILE *pf = o->json ? stderr : stdout;
+    for (int e = ENG_NAIVE; e < NENGINES && b.profile; e++)
+        if (progs[e]) {
+            fprintf(pf, "\nprofile: %s, %d runs\n", bench_engines[e], rows[e].warmup + rows[e].steps);
+            aj_program_profile(progs[e], pf);
+        }
+    if (b.nan_check && rows[ENG_INTERP].ran)
+        fprintf(stderr, "%s: note: --check-nan checks every kernel of naive and fused, only the results of interp\n",
+                prog);
+    rc = fflush(stdout) == 0 ? 0 : EXIT_MODEL;
+out:
+    for (int e = 0; e < NENGINES; e++)
+        aj_program_free(progs[e]);
+    bench_free(&b);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- the table */
 
 static const flag check_flags[] = { FLAG_DIMS, FLAG_END };
 static const flag dump_flags[] = {
-    { "--stage", "STAGE", offsetof(options, stage), "what to print: ir (the parsed, verified graph), grad (with grad_<fn>: loss and gradients),\n"
-      "                       opt (grad with every fn simplified: dead code, CSE, constants); default ir" },
+    { "--stage", "STAGE", offsetof(options, stage), "what to print; default ir. Graph text: ir (the parsed, verified graph),\n"
+      "                       grad (with grad_<fn>: loss and gradients), opt (grad with every fn simplified:\n"
+      "                       dead code, CSE, constants). Compiled (all dims bound, B=100 unless --dims binds it):\n"
+      "                       naive or fused (the program: kernels, their graph lines, buffers),\n"
+      "                       llvm (the optimised LLVM IR), asm (the machine code)" },
     FLAG_DIMS,
+    { "--fn", "NAME", offsetof(options, fn), "compiled stages: the fn to compile (e.g. loglik, sample, grad_loglik);\n"
+      "                       default train_step, the Adam training step of loglik" },
+    { "--engine", "NAME", offsetof(options, engine), "llvm and asm: the code of fused or naive; default fused" },
     FLAG_END,
 };
 
@@ -618,7 +1094,20 @@ static const flag train_flags[] = {
     { "--patience", "N", offsetof(options, patience), "stop after N epochs without a better valid NLL" },
     { "--threads", "N", offsetof(options, threads), "OpenMP threads for engines that use them" },
     FLAG_ENGINE,
+    FLAG_CHECK_NAN,
     FLAG_DIMS,
+    FLAG_END,
+};
+static const flag bench_flags[] = {
+    FLAG_DIMS,
+    { "--batch", "N", offsetof(options, batch), "examples per batch, the model's dim B; default 100" },
+    { "--steps", "N", offsetof(options, steps), "timed training steps per engine (interp: at most 3); default 20" },
+    { "--threads", "N", offsetof(options, threads), "OpenMP threads for naive and fused; default OpenMP's" },
+    { "--engine", "NAME", offsetof(options, engine), "interp, naive, fused or all; default all" },
+    { "--opt", "NAME", offsetof(options, opt), "the optimizer in the step: adam, sgd or rmsprop; default adam" },
+    { "--json", NULL, offsetof(options, json), "print one JSON object instead of the table" },
+    { "--profile", NULL, offsetof(options, profile), "time every kernel; print each program's profile after the table" },
+    FLAG_CHECK_NAN,
     FLAG_END,
 };
 static const flag eval_flags[] = {
@@ -627,6 +1116,7 @@ static const flag eval_flags[] = {
     { "--split", "NAME", offsetof(options, split), "test, valid or train; default test" },
     FLAG_BATCH,
     FLAG_ENGINE,
+    FLAG_CHECK_NAN,
     FLAG_DIMS,
     FLAG_END,
 };
@@ -636,6 +1126,7 @@ static const flag sample_flags[] = {
     { "--out", "FILE", offsetof(options, out), "image models: the PNG grid (default samples.png); else a text file (default stdout)" },
     FLAG_SEED("the sampling draws; default 1"),
     FLAG_ENGINE,
+    FLAG_CHECK_NAN,
     FLAG_DIMS,
     FLAG_END,
 };
@@ -658,7 +1149,9 @@ static const command commands[] = {
       run_check },
     { "dump", "print a model at a compiler stage as text",
       "FILE", 1, 1, dump_flags,
-      "The text is canonical graph-file syntax: it parses back to the same model.",
+      "The stages ir, grad and opt print canonical graph-file syntax: it parses back\n"
+      "to the same model. naive and fused print the program an engine runs; each\n"
+      "kernel names the graph lines it came from (FILE:LINE).",
       run_dump },
     { "train", "train a model by maximum likelihood on a dataset",
       "FILE", 1, 1, train_flags,
@@ -686,6 +1179,17 @@ static const command commands[] = {
       "binds it, and compares each parameter's gradient with central differences\n"
       "of the loss. Prints one line per parameter; exit status 1 if any fails.",
       run_gradcheck },
+    { "bench", "time compiling and running a model's training step on each engine",
+      "FILE", 1, 1, bench_flags,
+      "Builds the training step as train does (loss, gradients and optimizer update\n"
+      "of fn loglik, B = --batch) and, for each engine, times compiling it (cold:\n"
+      "without the disk cache; cached: a compile that hits it) and running it:\n"
+      "median, min and max ms per step over --steps steps after 2 warm-up steps, on\n"
+      "random 0/1 inputs with a fresh run's parameters (the same every step). The\n"
+      "interpreter runs at most 3 steps after 1 warm-up: it is the slow reference.\n"
+      "Also: kernels, kernel calls per step, the arena's peak, the memory training\n"
+      "holds (parameters, gradients, optimizer state) and fused's speed-ups.",
+      run_bench },
 };
 #define NCOMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

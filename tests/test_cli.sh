@@ -33,10 +33,10 @@ printf 'dim D = 3\nfn loglik(x: f32[D]) -> y\n  y = frobnicate(x)\nend\n' >"$TMP
 
 # --- help ---------------------------------------------------------------
 LAST="--help"
-run 0 --help && has "$OUT" "check" && has "$OUT" "dump"
+run 0 --help && has "$OUT" "check" && has "$OUT" "dump" && has "$OUT" "bench"
 run 0 -h && has "$OUT" "commands:"
 run 2 && has "$ERR" "usage:"
-for cmd in check dump; do
+for cmd in check bench dump; do   # dump last: --stage is checked below
     LAST="$cmd --help"
     run 0 "$cmd" --help && has "$OUT" "--dims" && has "$OUT" "usage: arjit $cmd"
 done
@@ -97,6 +97,53 @@ LAST="check -"
 run 0 check - <"$TMP/tiny.graph" && has "$OUT" "<stdin>: ok"
 LAST="dump --dims B=2"
 run 0 dump --stage=ir --dims B=2 "$TMP/tiny.graph" && has "$OUT" "dim B = 2"
+
+# --- compiled stages: dump --stage naive|fused|llvm|asm --------------------
+NADE=$SRC/models/nade.graph FVSBN=$SRC/models/fvsbn.graph
+run 0 dump --stage fused "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "program train_step (fused)" &&
+    has "$OUT" "recurrence" && has "$OUT" "nade.graph:"
+run 0 dump --stage naive "$NADE" --dims D=5,H=4,B=3 --fn loglik && has "$OUT" "program loglik (naive)" &&
+    has "$OUT" "loop 5 steps"
+run 0 dump --stage fused "$FVSBN" --dims D=4 --fn grad_loglik && has "$OUT" "program grad_loglik (fused)"
+# B, free in the model, is 100: x0 : [B, D] holds 400 values
+run 0 dump --stage naive "$FVSBN" --dims D=4 --fn sample && has "$OUT" "program sample (naive)" && has "$OUT" "x0[400]"
+run 0 dump --stage llvm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "define"
+run 0 dump --stage llvm "$NADE" --dims D=5,H=4,B=3 --engine naive && has "$OUT" "define"
+run 0 dump --stage asm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "ret"
+run 1 dump --stage fused "$FVSBN" --dims D=4 --fn nope && has "$ERR" "no fn 'nope'"
+run 1 dump --stage fused "$TMP/broken.graph" && has "$ERR" "broken.graph:3:7: error:"
+run 2 dump "$FVSBN" --fn loglik && has "$ERR" "--fn goes with the compiled stages" && has "$ERR" "see 'arjit dump --help'"
+run 2 dump --stage fused "$FVSBN" --engine naive && has "$ERR" "--engine goes with --stage llvm or asm"
+run 2 dump --stage llvm "$FVSBN" --engine interp && has "$ERR" "bad value 'interp' for --engine"
+
+# --- bench ------------------------------------------------------------------
+# A cache of its own, so the third compile is a hit whatever ran before.
+export ARJIT_CACHE=$TMP/cache
+if run 0 bench "$FVSBN" --dims D=8 --batch 4 --steps 3; then
+    for e in interp naive fused; do
+        grep -q "^$e " "$OUT" || fail "bench: no row for $e"
+    done
+    has "$OUT" "D=8, B=4" && has "$OUT" "(hit)" && has "$OUT" "speed-up of fused" && has "$OUT" "memory: params"
+fi
+if run 0 bench "$FVSBN" --dims D=8 --batch 4 --steps 3 --json; then
+    if command -v python3 >/dev/null; then
+        python3 -c 'import json, sys
+b = json.load(sys.stdin)
+assert [e["engine"] for e in b["engines"]] == ["interp", "naive", "fused"], b
+assert b["engines"][2]["cache_hit"] and b["engines"][2]["steps"] == 3 and b["batch"] == 4, b
+assert "fused_over_naive" in b["speedup"] and b["memory"]["total"] > 0, b' <"$OUT" || fail "bench --json: not the JSON expected"
+    else
+        has "$OUT" '"engines"' && has "$OUT" '"ms_median"' && has "$OUT" '"speedup"'
+    fi
+fi
+run 0 bench "$NADE" --dims D=5,H=4 --batch 3 --steps 2 --engine fused --profile && has "$OUT" "profile: fused" &&
+    has "$OUT" "share" && { ! grep -q "^interp " "$OUT" || fail "bench --engine fused ran interp"; }
+run 2 bench "$FVSBN" --steps 0 && has "$ERR" "bad value '0' for --steps" && has "$ERR" "see 'arjit bench --help'"
+run 2 bench "$FVSBN" --engine gpu && has "$ERR" "expected all, interp, naive or fused"
+run 2 bench "$FVSBN" --json=yes && has "$ERR" "flag '--json' of 'bench' takes no value"
+run 2 bench "$FVSBN" --opt adamw && has "$ERR" "expected adam, sgd or rmsprop"
+run 1 bench "$TMP/broken.graph" && has "$ERR" "broken.graph:3:7: error:"
+unset ARJIT_CACHE
 
 # --- every model in the repository ---------------------------------------
 shopt -s nullglob

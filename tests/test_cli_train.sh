@@ -101,6 +101,35 @@ cmp -s "$TMP/nll.interp" "$TMP/nll.naive" && cmp -s "$TMP/nll.interp" "$TMP/nll.
 run 0 eval "$FVSBN" --ckpt "$CK" --engine fused && has "$OUT" "test NLL "
 run 0 sample "$FVSBN" --ckpt "$CK" -n 9 --out "$TMP/s2.png" --engine fused && [[ -s $TMP/s2.png ]] || fail "no PNG from fused"
 
+# --check-nan: a model whose log-likelihood is log of a negative number.
+# The compiled engines stop at the kernel that writes the NaN, naming it and
+# its graph line; the interpreter says it does not check, and training
+# then fails on the NaN loss.
+cat >"$TMP/nan.graph" <<'EOF'
+dim D = 6
+dim B
+param b : f32[D] = zeros
+fn loglik(x : f32[B, D]) -> ll
+  y = add(x, b)
+  e = exp(y)
+  n = neg(e)
+  l = log(n)
+  ll = sum(l, axis=1)
+end
+EOF
+for e in naive fused; do
+    run 1 train "$TMP/nan.graph" --data mnist --batch 10 --engine $e --check-nan &&
+        has "$ERR" "nan.graph:8:" && has "$ERR" "nan check: kernel k" && has "$ERR" "l = log" && has "$ERR" "wrote NaN"
+done
+run 1 train "$TMP/nan.graph" --data mnist --batch 10 --check-nan && has "$ERR" "the interpreter runs unchecked" &&
+    has "$ERR" "training diverged"
+run 1 eval "$FVSBN" --ckpt "$TMP/none.ck" --engine fused --check-nan && has "$ERR" "$TMP/none.ck"
+run 1 bench "$TMP/nan.graph" --batch 4 --steps 1 --engine naive --check-nan && has "$ERR" "nan check: kernel k"
+run 1 bench "$TMP/nan.graph" --batch 4 --steps 1 --engine interp --check-nan &&
+    has "$ERR" "nan check: the interpreter's result loss"
+run 0 train --help && has "$OUT" "--check-nan"
+run 0 sample --help && has "$OUT" "--check-nan"
+
 # Ctrl-C: the step finishes, CKPT.last is saved, exit 130; then it resumes.
 "$ARJIT" train "$FVSBN" --dims D=6 --data mnist --epochs 100000 --batch 10 --save "$TMP/int.ck" >"$OUT" 2>"$ERR" &
 pid=$!
