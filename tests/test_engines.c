@@ -167,6 +167,16 @@ static const gcase forward_cases[] = {
     {"attention (batch axes, one head, causal)", "B=2",
      "dim B\ndim T = 4\ndim E = 3\nparam p : f32[T, E]\n"
      "fn f(x : f32[B, 2, T, E]) -> o\n  a = add(x, p)\n  o = attention(a, a, a, causal=1)\nend\n"},
+    /* row kernels inside a recurrence: views moved by the step, rows split
+     * over threads within the fused loop, a sampling key per step */
+    {"concat, layer_norm, attention, categorical in a recurrence", "B=3",
+     "dim B\ndim T = 4\ndim D = 3\ndim D2 = 6\nparam W : f32[D2, D]\nparam g : f32[D]\nparam b : f32[D]\n"
+     "fn sample(x : f32[B, T, D]) -> hT, hs, ks\n  z = constant(value=0, shape=[B, D])\n"
+     "  hT, hs, ks = recurrence(steps=T) {\n    carry h = z\n    slice xt = x, axis=1\n"
+     "    c = concat(h, xt, axis=1)\n    a = matmul(c, W)\n    n = layer_norm(a, g, b)\n"
+     "    n3 = unsqueeze(n, axis=1)\n    o3 = attention(n3, n3, n3)\n    o = reshape(o3, shape=[B, D])\n"
+     "    hn = tanh(o)\n    s = categorical(hn)\n    sf = cast(s, to=f32)\n    next h = hn\n    stack hn, axis=1\n"
+     "    stack sf, axis=1\n  }\nend\n"},
     {"categorical_nll, layer_norm (rank 1)", "B=4",
      "dim B\ndim K = 3\nparam p : f32[B, K]\nparam g : f32[K]\n"
      "fn f(t : i32[B], x : f32[K]) -> n, y\n  n = categorical_nll(p, t)\n  y = layer_norm(x, g, g, eps=0.1)\nend\n"},
@@ -218,6 +228,9 @@ int main(void) {
         t[i].name = gl.gl_pathv[i];
         t[i].initial_state = gl.gl_pathv[i];
     }
+    /* ARJIT_TEST_FILTER, ARJIT_TEST_SKIP: run only, or skip, the tests whose names match a glob */
+    if (getenv("ARJIT_TEST_FILTER")) cmocka_set_test_filter(getenv("ARJIT_TEST_FILTER"));
+    if (getenv("ARJIT_TEST_SKIP")) cmocka_set_skip_filter(getenv("ARJIT_TEST_SKIP"));
     aj_set_threads(2);
     int rc = _cmocka_run_group_tests("engines on models", t, gl.gl_pathc, NULL, NULL);
     free(t);
