@@ -333,11 +333,13 @@ typedef struct {
 static void ew_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
     ew_user *u = user;
     const aj_kspec *ks = c->ks;
+    if (!u->n) {   /* a copy: the bits as they are, f32 or i32 */
+        store_at(c, &ks->out[0], offs[0], load_at(c, &ks->in[0], offs[1]));
+        return;
+    }
     LLVMValueRef x[AJ_KS_MAX_IN];
     for (int k = 0; k < u->nin; k++) x[k] = load_f(c, &ks->in[k], offs[k + 1]);
-    LLVMValueRef y = u->n ? ew_value(c, u->n, x, flat, u->key) : x[0];
-    if (!u->n && ks->out[0].dtype != ks->in[0].dtype) y = load_at(c, &ks->in[0], offs[1]);   /* bit copy */
-    store_at(c, &ks->out[0], offs[0], y);
+    store_at(c, &ks->out[0], offs[0], ew_value(c, u->n, x, flat, u->key));
 }
 
 /* out[0] = f(in...) elementwise (n NULL: a copy of in[0]), broadcasting. */
@@ -387,7 +389,7 @@ int aj_view_of_node(const aj_module *m, const aj_node *n, const aj_view *x, cons
     }
     case AJ_OP_TRANSPOSE: {
         const aj_attr *p = aj_attr_get(n, "perm");
-        for (int a = 0; a < y->rank; a++) y->stride[a] = x->stride[p->ints[a]];
+        for (int a = 0; a < y->rank; a++) y->stride[a] = x->stride[p->ints[a] < 0 ? p->ints[a] + x->rank : p->ints[a]];
         return 0;
     }
     case AJ_OP_BROADCAST:   /* right-aligned: new or size-1 axes read stride 0 */
@@ -591,7 +593,14 @@ static void cast_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef
     const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
     LLVMValueRef v = load_at(c, x, offs[1]);
     if (x->dtype == AJ_I32 && y->dtype == AJ_F32) v = LLVMBuildSIToFP(c->b, v, c->f32, "");
-    else if (x->dtype == AJ_F32 && y->dtype == AJ_I32) v = aj_vm_intrinsic(c->b, "llvm.fptosi.sat", &v, 1);
+    else if (x->dtype == AJ_F32 && y->dtype == AJ_I32) {   /* the interpreter's to_i32 */
+        LLVMValueRef big = LLVMBuildFCmp(c->b, LLVMRealOGE, v, f32c(c, 2147483648.0), "");
+        LLVMValueRef nan = LLVMBuildFCmp(c->b, LLVMRealUNO, v, v, "");
+        LLVMValueRef lo = aj_vm_max(c->b, v, f32c(c, -2147483648.0));
+        LLVMValueRef r = LLVMBuildFPToSI(c->b, aj_vm_min(c->b, lo, f32c(c, 2147483520.0)), c->i32, "");
+        r = sel(c, big, LLVMConstInt(c->i32, 2147483647, 0), r);
+        v = sel(c, nan, LLVMConstInt(c->i32, 0, 0), r);
+    }
     store_at(c, y, offs[0], v);
 }
 

@@ -393,6 +393,7 @@ static int fuse_recurrence(fctx *f, int i) {
     for (int s = 0; s < r->nslice; s++) {
         int lv = body->leaf[r->ncarry + s], ax = r->slice_axis[s];
         aj_view v = f->vv[n->in[r->ncarry + s]];
+        if (ax < 0) ax += v.rank;
         v.tlevel = L - 1;
         v.tstride = v.stride[ax];
         for (int a = ax; a + 1 < v.rank; a++) v.shape[a] = v.shape[a + 1], v.stride[a] = v.stride[a + 1];

@@ -91,6 +91,7 @@ static aj_view dense_view(aj_planner *pl, int arg, const aj_type *t) { return aj
  * `level` (1-based): the axis drops out and moves the offset. */
 aj_view aj_plan_step_view(aj_planner *pl, int arg, const aj_type *seq, int axis, int level) {
     aj_view v = dense_view(pl, arg, seq);
+    if (axis < 0) axis += seq->rank;
     v.tlevel = level - 1;
     v.tstride = v.stride[axis];
     for (int a = axis; a + 1 < v.rank; a++) v.shape[a] = v.shape[a + 1], v.stride[a] = v.stride[a + 1];
