@@ -72,7 +72,7 @@ typedef struct {
 #define FLAG_BATCH { "--batch", "N", offsetof(options, batch), \
     "examples per batch, the model's dim B; default the checkpoint's, else 100" }
 #define FLAG_ENGINE { "--engine", "NAME", offsetof(options, engine), \
-    "what runs the graphs: interp (the reference), naive or fused (compiled); default interp" }
+    "what runs the graphs: fused or naive (LLVM JIT), or interp (the reference); default fused" }
 #define FLAG_CHECK_NAN { "--check-nan", NULL, offsetof(options, check_nan), \
     "stop at the first kernel that writes NaN or Inf, naming it and its graph line" }
 #define FLAG_SEED(what) { "--seed", "S", offsetof(options, seed), what }
@@ -392,11 +392,9 @@ static int job_options(const options *o, const char *cmd, aj_job *job)
     op->kind = opt_kinds[opt];
     job->schedule = (aj_schedule)sched;
     job->split = splits[split];
-    if (o->engine) {
-        aj_diag d = {0};
-        if (!(job->engine = aj_engine_find(o->engine, &d)))
-            return usage_error(find_command(cmd), "%s", d.msg);
-    }
+    aj_diag d = {0};   /* the fused JIT engine unless --engine says otherwise */
+    if (!(job->engine = aj_engine_find(o->engine ? o->engine : "fused", &d)))
+        return usage_error(find_command(cmd), "%s", d.msg);
     return 0;
 }
 
@@ -894,8 +892,9 @@ static int bench_memory_of(const bench *b, int nstate, bench_memory *mem)
 static void print_bench_table(const bench *b, const char *opt, const bench_memory *mem, const bench_row *rows)
 {
     char p[32], g[32], s[32], t[32], arena[32], cold[32], cached[32], kernels[32], calls[32];
-    printf("bench %s: train_step (%s) of loglik, %s%sB=%" PRId64 ", %d threads\n", b->r.m->path, opt, b->r.dims,
-           b->r.dims[0] ? ", " : "", b->r.bdim >= 0 ? b->r.bind.v[b->r.bdim] : 0, aj_threads());
+    int threads = aj_threads();
+    printf("bench %s: train_step (%s) of loglik, %s%sB=%" PRId64 ", %d thread%s\n", b->r.m->path, opt, b->r.dims,
+           b->r.dims[0] ? ", " : "", b->r.bdim >= 0 ? b->r.bind.v[b->r.bdim] : 0, threads, threads == 1 ? "" : "s");
     fmt_bytes(mem->params, p, sizeof p);
     fmt_bytes(mem->grads, g, sizeof g);
     fmt_bytes(mem->state, s, sizeof s);
@@ -927,9 +926,9 @@ static void print_bench_table(const bench *b, const char *opt, const bench_memor
     if (f->ran && (rows[ENG_NAIVE].ran || rows[ENG_INTERP].ran)) {
         printf("\nspeed-up of fused (median ms/step):");
         if (rows[ENG_NAIVE].ran)
-            printf(" %.3gx over naive", rows[ENG_NAIVE].med / f->med);
+            printf(" %.2fx over naive", rows[ENG_NAIVE].med / f->med);
         if (rows[ENG_INTERP].ran)
-            printf("%s %.3gx over interp", rows[ENG_NAIVE].ran ? "," : "", rows[ENG_INTERP].med / f->med);
+            printf("%s %.2fx over interp", rows[ENG_NAIVE].ran ? "," : "", rows[ENG_INTERP].med / f->med);
         printf("\n");
     }
     if (rows[ENG_INTERP].ran && rows[ENG_INTERP].steps < b->steps)
