@@ -112,7 +112,8 @@ run 0 dump --stage llvm "$NADE" --dims D=5,H=4,B=3 --engine naive && has "$OUT" 
 run 0 dump --stage asm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "ret"
 run 1 dump --stage fused "$FVSBN" --dims D=4 --fn nope && has "$ERR" "no fn 'nope'"
 run 1 dump --stage fused "$TMP/broken.graph" && has "$ERR" "broken.graph:3:7: error:"
-run 2 dump "$FVSBN" --fn loglik && has "$ERR" "--fn goes with the compiled stages" && has "$ERR" "see 'arjit dump --help'"
+run 2 dump "$FVSBN" --fn loglik && has "$ERR" "--fn goes with the compiled stages" &&
+    has "$ERR" "see 'arjit dump --help'"
 run 2 dump --stage fused "$FVSBN" --engine naive && has "$ERR" "--engine goes with --stage llvm or asm"
 run 2 dump --stage llvm "$FVSBN" --engine interp && has "$ERR" "bad value 'interp' for --engine"
 
@@ -131,7 +132,8 @@ if run 0 bench "$FVSBN" --dims D=8 --batch 4 --steps 3 --json; then
 b = json.load(sys.stdin)
 assert [e["engine"] for e in b["engines"]] == ["interp", "naive", "fused"], b
 assert b["engines"][2]["cache_hit"] and b["engines"][2]["steps"] == 3 and b["batch"] == 4, b
-assert "fused_over_naive" in b["speedup"] and b["memory"]["total"] > 0, b' <"$OUT" || fail "bench --json: not the JSON expected"
+assert "fused_over_naive" in b["speedup"] and b["memory"]["total"] > 0, b' <"$OUT" ||
+            fail "bench --json: not the JSON expected"
     else
         has "$OUT" '"engines"' && has "$OUT" '"ms_median"' && has "$OUT" '"speedup"'
     fi
