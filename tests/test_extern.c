@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "synthetic_idx.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,25 +192,6 @@ static void test_gradcheck_two_inputs(void **state) {
 
 /* ------------------------------------------------------------ training */
 
-/* A 2x3 binary "image" dataset in IDX format (spec `mnist`, D = 6) with
- * rules NADE can learn: x0 ~ Bern(0.8), x1 = x0, x2 = 1 - x0, x3 ~ Bern(0.5),
- * x4 = x3, x5 = 1. */
-static void write_idx(const char *dir, const char *name, int n, uint32_t seed) {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    unsigned char head[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 2, 0, 0, 0, 3};
-    fwrite(head, 1, sizeof head, f);
-    for (int i = 0; i < n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        int a = (seed >> 8) % 10 < 8, b = (seed >> 20) & 1;
-        unsigned char px[6] = {a, a, !a, b, b, 1};
-        for (int k = 0; k < 6; k++) px[k] = px[k] ? 255 : 0;
-        fwrite(px, 1, 6, f);
-    }
-    assert_int_equal(fclose(f), 0);
-}
 
 /* The example, examples/custom_op/swish_nade.graph, as it is: copied into a
  * directory next to (a link to) swish.so, trained with Adam at D=6, H=8;
@@ -224,8 +207,8 @@ static void test_train_example(void **state) {
     snprintf(cmd, sizeof cmd, "cp '%s' '%s' && ln -s '%s' '%s/swish.so'", src, dst, so, dir);
     assert_int_equal(system(cmd), 0);
     setenv("ARJIT_DATA", dir, 1);
-    write_idx(dir, "train-images-idx3-ubyte", 600, 1);
-    write_idx(dir, "t10k-images-idx3-ubyte", 100, 2);
+    write_synthetic_idx(dir, "train-images-idx3-ubyte", 600, 1);
+    write_synthetic_idx(dir, "t10k-images-idx3-ubyte", 100, 2);
 
     aj_job j = {0};
     j.model = dst;

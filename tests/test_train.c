@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "synthetic_idx.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,22 +29,7 @@ static char dir[256], model[512];
 
 static void path_in(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
 
-static void write_idx(const char *name, int n, uint32_t seed) {
-    char path[512];
-    path_in(path, sizeof path, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    unsigned char head[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 2, 0, 0, 0, 3};
-    fwrite(head, 1, sizeof head, f);
-    for (int i = 0; i < n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        int a = (seed >> 8) % 10 < 8, b = (seed >> 20) & 1;
-        unsigned char px[6] = {a, a, !a, b, b, 1};
-        for (int k = 0; k < 6; k++) px[k] = px[k] ? 255 : 0;
-        fwrite(px, 1, 6, f);
-    }
-    assert_int_equal(fclose(f), 0);
-}
+static void write_idx(const char *name, int n, uint32_t seed) { write_synthetic_idx(dir, name, n, seed); }
 
 static void write_text(const char *name, const char *text) {
     char path[512];
