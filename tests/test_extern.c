@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "arjit_train.h"
+#include "arjit_compile.h"
 
 static char libs[1024];   /* where swish.so and extern_ops.so are */
 
@@ -117,6 +118,8 @@ static void test_round_trip(void **state) {
 
 static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
 
+static void engines_agree(aj_module *m, const aj_graph *fn);
+
 /* swish from a path relative to the graph file's directory, and muladd from
  * an absolute one, against the formulas. */
 static void test_forward(void **state) {
@@ -146,10 +149,38 @@ static void test_forward(void **state) {
         assert_float_equal(mm[i], x[i] * y[i] + x[i], 1e-6 * (1 + fabs(mm[i])));
     }
     for (int i = 0; i < 2; i++) aj_tensor_free(&in[i]), aj_tensor_free(&res[i]);
+    engines_agree(m, aj_module_fn(m, "f"));
     aj_module_free(m);
 }
 
 /* ------------------------------------------------------------ gradients */
+
+/* fn gives the same results on the compiled engines as on the interpreter
+ * (they call the extern functions as host kernels between JIT kernels). */
+static void engines_agree(aj_module *m, const aj_graph *fn) {
+    aj_tensor params[8] = {{0}}, in[8] = {{0}}, ref[8], got[8];
+    for (int i = 0; i < m->nparam && i < 8; i++) params[i] = aj_param_init(m, i, &m->bind, 5 + (uint64_t)i);
+    for (int l = 0; l < fn->nleaf && l < 8; l++) {
+        in[l] = aj_tensor_of_type(&fn->val[fn->leaf[l]].type);
+        for (int64_t i = 0; i < aj_tensor_numel(&in[l]); i++) ((float *)in[l].data)[i] = (float)(i % 3) * 0.5f - 0.4f;
+    }
+    aj_diag d = {0};
+    assert_int_equal(aj_interp_run(m, fn, params, in, ref, 1, &d), 0);
+    aj_engine_run engines[2] = {aj_naive_run, aj_fused_run};
+    for (int e = 0; e < 2; e++) {
+        if (engines[e](m, fn, params, in, got, 1, &d)) fail_msg("%s: %s", e ? "fused" : "naive", d.msg);
+        for (int k = 0; k < fn->nresult; k++) {
+            for (int64_t i = 0; i < aj_tensor_numel(&ref[k]); i++) {
+                float a = ((float *)ref[k].data)[i], b = ((float *)got[k].data)[i];
+                assert_float_equal(a, b, 1e-4 * (1 + fabs(a)));
+            }
+            aj_tensor_free(&got[k]);
+        }
+    }
+    for (int k = 0; k < fn->nresult; k++) aj_tensor_free(&ref[k]);
+    for (int i = 0; i < 8; i++) aj_tensor_free(&params[i]), aj_tensor_free(&in[i]);
+    aj_engine_forget(m);
+}
 
 /* Every parameter of fn `loss` agrees with central differences. */
 static void gradcheck(const char *src, const char *dims) {
@@ -167,6 +198,7 @@ static void gradcheck(const char *src, const char *dims) {
         assert_true(res[i].probes > 0);
         assert_true(res[i].max_rel_err < 1e-2);
     }
+    engines_agree(m, aj_module_fn(m, "grad_loss"));
     aj_module_free(m);
 }
 
