@@ -24,6 +24,17 @@ typedef struct {
 
 /* The contiguous view of a whole buffer of shape t. */
 aj_view aj_view_dense(int arg, const aj_type *t, const aj_bind *b);
+/* Row-major strides (size-1 axes aside), at any offset. */
+int aj_view_contiguous(const aj_view *v);
+/* v with `axis` indexed by the step t of the loop at depth `level`
+ * (1-based): the axis drops out and moves the offset (a recurrence's
+ * slice, or where it stacks a value). */
+aj_view aj_view_step(aj_view v, int axis, int level);
+
+/* The op classes the planners and codegen share. */
+int aj_op_elementwise(aj_op op);   /* AJ_EW ops and the per-element sampling ops */
+int aj_op_view(aj_op op);          /* reshape, unsqueeze, transpose, broadcast, slice */
+int aj_op_group_reduce(aj_op op);  /* sum, mean, max: may end a fused group */
 
 enum { AJ_KS_MAX_IN = 16, AJ_KS_MAX_NODES = 64 };
 
@@ -46,10 +57,10 @@ typedef struct aj_kspec_s {
     aj_view in[AJ_KS_MAX_IN];
     aj_view out[4];
     /* GROUP: nodes in order; in[k] is the view of group input value
-     * in_val[k]; out[k] of output value out_val[k] (values of g) */
+     * in_val[k]; out[0] is the root's result */
     int nnodes;
     int nodes[AJ_KS_MAX_NODES];
-    int in_val[AJ_KS_MAX_IN], out_val[4];
+    int in_val[AJ_KS_MAX_IN];
     int barrier_after;       /* inside RECUR: a later sub-kernel reads what this one wrote */
     char what[160];          /* inside RECUR: the ops it runs, for dumps */
     /* RECUR: the step loop around sub[0..nsub-1] (their views use this

@@ -263,9 +263,16 @@ static LLVMValueRef ew_value(aj_codegen *c, const aj_node *n, const LLVMValueRef
 }
 
 /* elementwise: the AJ_EW ops and the sampling ops that draw one value per element */
-static int is_ew(aj_op op) {
+int aj_op_elementwise(aj_op op) {
     return (aj_op_info(op)->flags & AJ_EW) || op == AJ_OP_UNIFORM || op == AJ_OP_BERNOULLI || op == AJ_OP_NORMAL;
 }
+
+int aj_op_view(aj_op op) {
+    return op == AJ_OP_RESHAPE || op == AJ_OP_UNSQUEEZE || op == AJ_OP_TRANSPOSE || op == AJ_OP_BROADCAST ||
+           op == AJ_OP_SLICE;
+}
+
+int aj_op_group_reduce(aj_op op) { return op == AJ_OP_SUM || op == AJ_OP_MEAN || op == AJ_OP_MAX; }
 
 /* ---------------------------------------------------------------- the elementwise driver */
 
@@ -356,18 +363,22 @@ static int64_t lower_elementwise(aj_codegen *c, const aj_node *n) {
 
 /* ---------------------------------------------------------------- views of movement ops */
 
-/* The view of node n's result that reads its input's view x: reshape,
- * unsqueeze (a dense x read in the new shape), transpose, broadcast, slice.
- * 0, or -1 when n is no such op or x is not dense where it must be. */
-
-
-static int dense(const aj_view *v) {
+int aj_view_contiguous(const aj_view *v) {
     int64_t s = 1;
     for (int a = v->rank - 1; a >= 0; a--) {
         if (v->shape[a] != 1 && v->stride[a] != s) return 0;
         s *= v->shape[a];
     }
     return 1;
+}
+
+aj_view aj_view_step(aj_view v, int axis, int level) {
+    if (axis < 0) axis += v.rank;
+    v.tlevel = level - 1;
+    v.tstride = v.stride[axis];
+    for (int a = axis; a + 1 < v.rank; a++) v.shape[a] = v.shape[a + 1], v.stride[a] = v.stride[a + 1];
+    v.rank--;
+    return v;
 }
 
 int aj_view_of_node(const aj_module *m, const aj_node *n, const aj_view *x, const aj_type *out_t, aj_view *y) {
@@ -382,7 +393,7 @@ int aj_view_of_node(const aj_module *m, const aj_node *n, const aj_view *x, cons
         return 0;
     }
     case AJ_OP_RESHAPE: {
-        if (!dense(x)) return -1;
+        if (!aj_view_contiguous(x)) return -1;
         int64_t s = 1;
         for (int a = y->rank - 1; a >= 0; a--) y->stride[a] = s, s *= y->shape[a];
         return 0;
@@ -815,8 +826,6 @@ static void group_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRe
     store_at(c, &c->ks->out[0], offs[0], gval(c, u, group_root(c->ks)->out[0]));
 }
 
-static int is_reduce_root(aj_op op) { return op == AJ_OP_SUM || op == AJ_OP_MEAN || op == AJ_OP_MAX; }
-
 enum { CHUNK = 64 };   /* columns per row of work in a reduction over leading axes */
 
 /* the rows of a group: the root's first axis, or for a reduction its
@@ -824,7 +833,7 @@ enum { CHUNK = 64 };   /* columns per row of work in a reduction over leading ax
 static int64_t group_rows(const aj_kspec *ks, int64_t *nch) {
     const aj_node *root = group_root(ks);
     const aj_view *y = &ks->out[0];
-    if (!is_reduce_root(root->op)) return rows_of(y->rank, y->shape);
+    if (!aj_op_group_reduce(root->op)) return rows_of(y->rank, y->shape);
     const aj_value *xv = &ks->g->val[root->in[0]];
     int64_t shape[AJ_MAX_RANK], outer, red, inner;
     int lo, hi;
@@ -909,7 +918,7 @@ static int64_t lower_group(aj_codegen *c) {
         const aj_node *n = &ks->g->node[ks->nodes[i]];
         if (aj_op_info(n->op)->flags & AJ_RAND) u.key[i] = node_key(c, n);
     }
-    if (is_reduce_root(group_root(ks)->op)) return lower_group_reduce(c, &u);
+    if (aj_op_group_reduce(group_root(ks)->op)) return lower_group_reduce(c, &u);
     aj_view vs[AJ_KS_MAX_IN + 1];
     vs[0] = ks->out[0];
     for (int k = 0; k < ks->nin; k++) vs[1 + k] = ks->in[k];
@@ -1421,17 +1430,12 @@ static const lower_fn lowerings[AJ_OP_COUNT] = {
     [AJ_OP_CATEGORICAL] = lower_categorical, [AJ_OP_MOG] = lower_mog,
 };
 
-static int is_view_op(aj_op op) {
-    return op == AJ_OP_RESHAPE || op == AJ_OP_UNSQUEEZE || op == AJ_OP_TRANSPOSE || op == AJ_OP_BROADCAST ||
-           op == AJ_OP_SLICE;
-}
-
 int aj_codegen_lowers(const aj_node *n, const aj_type *in_types) {
-    if (n->op == AJ_OP_MASK || n->op == AJ_OP_MATMUL || is_ew(n->op) || is_view_op(n->op)) return 1;
+    if (n->op == AJ_OP_MASK || n->op == AJ_OP_MATMUL || aj_op_elementwise(n->op) || aj_op_view(n->op)) return 1;
     if (n->op == AJ_OP_SUM || n->op == AJ_OP_MEAN || n->op == AJ_OP_MAX || n->op == AJ_OP_LOGSUMEXP) {
         /* a block of axes only (others run on the interpreter) */
-        aj_view x = {.rank = in_types[0].rank};
-        for (int a = 0; a < x.rank; a++) x.shape[a] = in_types[0].dim[a].off + (in_types[0].dim[a].syms ? 2 : 0);
+        aj_view x = {.rank = in_types[0].rank};   /* every dim is bound when programs are planned */
+        for (int a = 0; a < x.rank; a++) x.shape[a] = in_types[0].dim[a].off;
         int64_t o, r, i;
         return reduce_split(n, &x, &o, &r, &i);
     }
@@ -1498,8 +1502,8 @@ static int64_t lower_spec(aj_codegen *c, const aj_kspec *ks, aj_diag *d) {
     case AJ_KS_MM: return lower_matmul(c, n, d);
     case AJ_KS_GROUP: return lower_group(c);
     case AJ_KS_NODE:
-        if (is_ew(n->op)) return lower_elementwise(c, n);
-        if (is_view_op(n->op)) return lower_elementwise(c, NULL);
+        if (aj_op_elementwise(n->op)) return lower_elementwise(c, n);
+        if (aj_op_view(n->op)) return lower_elementwise(c, NULL);
         if (lowerings[n->op]) return lowerings[n->op](c, n);
         return aj_error(d, n->line, n->col, "codegen: no lowering for %s", aj_op_info(n->op)->name);
     case AJ_KS_RECUR: break;

@@ -43,38 +43,16 @@ static int lowerable(const aj_graph *g, const aj_node *n) {
     return aj_codegen_lowers(n, in_t);
 }
 
-static int is_elementwise(aj_op op) {
-    return (aj_op_info(op)->flags & AJ_EW) || op == AJ_OP_UNIFORM || op == AJ_OP_BERNOULLI || op == AJ_OP_NORMAL;
-}
-
-static int is_reduce(aj_op op) { return op == AJ_OP_SUM || op == AJ_OP_MEAN || op == AJ_OP_MAX; }
-
 /* the root of a group: an elementwise node or a lowerable sum/mean/max */
 static int groupable(const aj_graph *g, const aj_node *n) {
-    return (is_elementwise(n->op) || is_reduce(n->op)) && lowerable(g, n);
+    return (aj_op_elementwise(n->op) || aj_op_group_reduce(n->op)) && lowerable(g, n);
 }
 
-static int is_view_op(aj_op op) {
-    return op == AJ_OP_RESHAPE || op == AJ_OP_UNSQUEEZE || op == AJ_OP_TRANSPOSE || op == AJ_OP_BROADCAST ||
-           op == AJ_OP_SLICE;
-}
-
+/* v is its whole buffer, in order: nothing to copy */
 static int dense_whole(const aj_view *v, int64_t numel) {
-    int64_t s = 1;
-    for (int a = v->rank - 1; a >= 0; a--) {
-        if (v->shape[a] != 1 && v->stride[a] != s) return 0;
-        s *= v->shape[a];
-    }
-    return v->off == 0 && v->tlevel < 0 && v->swap_arg < 0 && s == numel;
-}
-
-static int dense_strides(const aj_view *v) {
-    int64_t s = 1;
-    for (int a = v->rank - 1; a >= 0; a--) {
-        if (v->shape[a] != 1 && v->stride[a] != s) return 0;
-        s *= v->shape[a];
-    }
-    return v->swap_arg < 0;
+    int64_t n = 1;
+    for (int a = 0; a < v->rank; a++) n *= v->shape[a];
+    return aj_view_contiguous(v) && v->off == 0 && v->tlevel < 0 && v->swap_arg < 0 && n == numel;
 }
 
 /* ---------------------------------------------------------------- emitting specs */
@@ -117,10 +95,7 @@ static int emit(fctx *f, aj_kspec ks) {
     return aj_plan_kernel(f->pl, &k, &ks, f->level) < 0 ? -1 : 0;
 }
 
-static aj_view whole(fctx *f, int b, const aj_type *t) {
-    aj_view v = aj_view_dense(b, t, &f->pl->m->bind);
-    return v;
-}
+static aj_view whole(fctx *f, int b, const aj_type *t) { return aj_view_dense(b, t, &f->pl->m->bind); }
 
 /* a fresh buffer for value v of f->g */
 static int new_buffer(fctx *f, int v) {
@@ -180,7 +155,6 @@ static int collect(fctx *f, int node, aj_kspec *ks) {
 static int plan_group(fctx *f, int i, aj_view out) {
     aj_kspec ks = {.kind = AJ_KS_GROUP, .m = f->pl->m, .g = f->g, .node = -1, .depth = f->depth, .nout = 1};
     ks.out[0] = out;
-    ks.out_val[0] = f->g->node[i].out[0];
     if (collect(f, i, &ks))
         return aj_error(f->pl->d, f->g->node[i].line, f->g->node[i].col, "fusion: group too large");
     int lo = f->g->node[i].line, hi = lo, len = 0;
@@ -197,8 +171,6 @@ static int plan_group(fctx *f, int i, aj_view out) {
 }
 
 /* ---------------------------------------------------------------- the graph */
-
-static int plan_graph(fctx *f);
 
 /* Fill uses/user/is_result and decide which values are folded inline. */
 static void classify(fctx *f, const int *extra_results, int nextra) {
@@ -223,10 +195,10 @@ static void classify(fctx *f, const int *extra_results, int nextra) {
             f->inl[v] = (char)ok;
             continue;
         }
-        if (!is_elementwise(n->op) || !lowerable(g, n) || f->uses[v] != 1 || f->user[v] < 0) continue;
+        if (!aj_op_elementwise(n->op) || !lowerable(g, n) || f->uses[v] != 1 || f->user[v] < 0) continue;
         const aj_node *c = &g->node[f->user[v]];
         if (!groupable(g, c)) continue;
-        if (is_elementwise(c->op) && !aj_type_eq(&g->val[v].type, &g->val[c->out[0]].type)) continue;
+        if (aj_op_elementwise(c->op) && !aj_type_eq(&g->val[v].type, &g->val[c->out[0]].type)) continue;
         f->inl[v] = 1;
     }
 }
@@ -280,7 +252,7 @@ typedef struct {
 
 static row_info rows_of_sub(const aj_kspec *ks) {
     row_info ri = {-1, 0};
-    if (ks->kind == AJ_KS_COPY || (ks->kind == AJ_KS_GROUP && !is_reduce(ks->g->node[ks->nodes[ks->nnodes - 1]].op))) {
+    if (ks->kind == AJ_KS_COPY || (ks->kind == AJ_KS_GROUP && !aj_op_group_reduce(ks->g->node[ks->nodes[ks->nnodes - 1]].op))) {
         if (ks->out[0].rank >= 1) ri.rows = ks->out[0].shape[0], ri.rank = ks->out[0].rank;
         return ri;
     }
@@ -309,7 +281,7 @@ static int row_aligned(const aj_view *v, row_info ri, int reduced_out) {
 }
 
 static int reduces(const aj_kspec *ks) {
-    return ks->kind == AJ_KS_GROUP && is_reduce(ks->g->node[ks->nodes[ks->nnodes - 1]].op);
+    return ks->kind == AJ_KS_GROUP && aj_op_group_reduce(ks->g->node[ks->nodes[ks->nnodes - 1]].op);
 }
 
 static int same_rows(const aj_view *a, const aj_view *b) {
@@ -392,13 +364,7 @@ static int fuse_recurrence(fctx *f, int i) {
     }
     for (int s = 0; s < r->nslice; s++) {
         int lv = body->leaf[r->ncarry + s], ax = r->slice_axis[s];
-        aj_view v = f->vv[n->in[r->ncarry + s]];
-        if (ax < 0) ax += v.rank;
-        v.tlevel = L - 1;
-        v.tstride = v.stride[ax];
-        for (int a = ax; a + 1 < v.rank; a++) v.shape[a] = v.shape[a + 1], v.stride[a] = v.stride[a + 1];
-        v.rank--;
-        b.vv[lv] = v, b.has[lv] = 1;
+        b.vv[lv] = aj_view_step(f->vv[n->in[r->ncarry + s]], ax, L), b.has[lv] = 1;
     }
     for (int u = 0; u < r->nuse; u++) {
         int lv = body->leaf[r->ncarry + r->nslice + u], ov = n->in[r->ncarry + r->nslice + u];
@@ -451,9 +417,10 @@ static int fuse_recurrence(fctx *f, int i) {
     k.nout = k.nargs;
     if (bind_args(&k, &rk)) {
         aj_error(pl->d, n->line, n->col, "a fused recurrence needs more than %d buffers", AJ_MAX_KARGS);
+        free(k.body);
         goto out;
     }
-    if (aj_plan_kernel(pl, &k, &rk, f->level) < 0) goto out;
+    if (aj_plan_kernel(pl, &k, &rk, f->level) < 0) goto out;   /* it took k.body */
     for (int c = 0; c < r->ncarry; c++) {
         int ov = n->out[c];
         if (f->vbuf[ov] < 0 && (f->vbuf[ov] = new_buffer(f, ov)) < 0) goto out;
@@ -485,7 +452,7 @@ static int plan_nodes(fctx *f, const body_targets *bt) {
             f->vv[v] = whole(f, f->vbuf[v], &g->val[v].type), f->has[v] = 1;
             continue;
         }
-        if (is_view_op(n->op)) {   /* no kernel: a view of the input */
+        if (aj_op_view(n->op)) {   /* no kernel: a view of the input */
             aj_view y;
             if (aj_view_of_node(pl->m, n, &f->vv[n->in[0]], &g->val[v].type, &y) &&
                 (materialise(f, n->in[0]) < 0 || aj_view_of_node(pl->m, n, &f->vv[n->in[0]], &g->val[v].type, &y)))
@@ -525,7 +492,7 @@ static int plan_nodes(fctx *f, const body_targets *bt) {
             aj_kspec ks = {.kind = AJ_KS_NODE, .m = pl->m, .g = g, .node = i, .depth = f->depth, .nin = n->nin,
                            .nout = n->nout};
             for (int j = 0; j < n->nin; j++) {
-                if (!f->has[n->in[j]] || !dense_strides(&f->vv[n->in[j]])) {
+                if (!f->has[n->in[j]] || !aj_view_contiguous(&f->vv[n->in[j]]) || f->vv[n->in[j]].swap_arg >= 0) {
                     if (materialise(f, n->in[j]) < 0) return -1;
                 }
                 ks.in[j] = f->vv[n->in[j]];
@@ -560,14 +527,9 @@ static int plan_nodes(fctx *f, const body_targets *bt) {
     return 0;
 }
 
-static int plan_graph(fctx *f) {
-    classify(f, NULL, 0);
-    return plan_nodes(f, NULL);
-}
-
 static int fused_fn(aj_planner *pl, const aj_graph *g, int *vbuf, int level, const aj_node *rec, const int *outer_vbuf) {
     fctx f;
-    int rc = fctx_init(&f, pl, g, level, vbuf) ? oom(&f) : plan_graph(&f);
+    int rc = fctx_init(&f, pl, g, level, vbuf) ? oom(&f) : (classify(&f, NULL, 0), plan_nodes(&f, NULL));
     /* results the graph left as views of other buffers: copied into the caller's */
     for (int k = 0; rc == 0 && k < g->nresult; k++) {
         int v = g->result[k];
@@ -575,7 +537,6 @@ static int fused_fn(aj_planner *pl, const aj_graph *g, int *vbuf, int level, con
             rc = -1;
     }
     fctx_free(&f);
-    (void)rec, (void)outer_vbuf;
     return rc;
 }
 

@@ -65,9 +65,18 @@ int aj_plan_arg(aj_kernel *k, int b) {
     return k->nargs++;
 }
 
+static int grow_kernels(aj_program *P) {
+    GROW(P->kern, P->nkern, P->capkern);
+    return 0;
+}
+
+/* Takes k->body, also on error. */
 int aj_plan_kernel(aj_planner *pl, aj_kernel *k, aj_kspec *ks, int level) {
     aj_program *P = pl->P;
-    GROW(P->kern, P->nkern, P->capkern);
+    if (grow_kernels(P)) {
+        free(k->body);
+        return -1;
+    }
     int id = P->nkern;
     if (ks) {
         char name[sizeof k->name];
@@ -76,7 +85,10 @@ int aj_plan_kernel(aj_planner *pl, aj_kernel *k, aj_kspec *ks, int level) {
                            ks->kind == AJ_KS_RECUR ? "recurrence" : aj_op_info(ks->g->node[node].op)->name;
         snprintf(name, sizeof name, "k%d_%s", id, what);
         memcpy(k->name, name, sizeof name);
-        if (aj_codegen_kernel(pl->cg, ks, k->name, k->nargs, &k->rows, pl->d)) return -1;
+        if (aj_codegen_kernel(pl->cg, ks, k->name, k->nargs, &k->rows, pl->d)) {
+            free(k->body);
+            return -1;
+        }
     }
     k->fn = NULL;
     P->kern[P->nkern++] = *k;
@@ -90,13 +102,7 @@ static aj_view dense_view(aj_planner *pl, int arg, const aj_type *t) { return aj
 /* A view of a sequence with `axis` indexed by the step of the loop at depth
  * `level` (1-based): the axis drops out and moves the offset. */
 aj_view aj_plan_step_view(aj_planner *pl, int arg, const aj_type *seq, int axis, int level) {
-    aj_view v = dense_view(pl, arg, seq);
-    if (axis < 0) axis += seq->rank;
-    v.tlevel = level - 1;
-    v.tstride = v.stride[axis];
-    for (int a = axis; a + 1 < v.rank; a++) v.shape[a] = v.shape[a + 1], v.stride[a] = v.stride[a + 1];
-    v.rank--;
-    return v;
+    return aj_view_step(dense_view(pl, arg, seq), axis, level);
 }
 
 /* ---------------------------------------------------------------- naive: one kernel per node */
@@ -126,7 +132,7 @@ int aj_plan_node(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int level)
     for (int j = 0; j < n->nin; j++) ks.in[j] = dense_view(pl, aj_plan_arg(&k, vbuf[n->in[j]]), &in_t[j]);
     /* a view op's copy reads its input through the view it makes */
     aj_view y;
-    if (n->op != AJ_OP_MATMUL && !(aj_op_info(n->op)->flags & AJ_EW) && n->nin == 1 &&
+    if (aj_op_view(n->op) &&
         aj_view_of_node(pl->m, n, &ks.in[0], &g->val[n->out[0]].type, &y) == 0)
         ks.in[0] = y;
     if (n->op != AJ_OP_MATMUL) return aj_plan_kernel(pl, &k, &ks, level) < 0 ? -1 : 0;

@@ -24,7 +24,7 @@ int aj_plan_buffer(aj_planner *pl, aj_buf_kind kind, int idx, const aj_type *t, 
 int aj_plan_instr(aj_planner *pl, aj_instr in);
 int aj_plan_arg(aj_kernel *k, int b);
 /* Emit kernel k (codegen of ks, unless ks is NULL: a host kernel) and its
- * instruction; its index or -1. */
+ * instruction; its index or -1. The program takes k->body either way. */
 int aj_plan_kernel(aj_planner *pl, aj_kernel *k, aj_kspec *ks, int level);
 aj_view aj_plan_step_view(aj_planner *pl, int arg, const aj_type *seq, int axis, int level);
 int aj_plan_copy(aj_planner *pl, int src, aj_view sv, int dst, aj_view dv, int level, const char *what, int line);

@@ -81,7 +81,6 @@ typedef struct {
     aj_instr_kind kind;
     int kernel;              /* KERNEL */
     int src, dst;            /* COPY: whole buffers (same size) */
-    int src_after;           /* COPY: read src as resolved after the loop at depth level+1 ended */
     int nbody;               /* LOOP: the next nbody instructions are its body */
     int64_t steps;
     int reverse;

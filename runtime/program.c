@@ -36,7 +36,6 @@ typedef struct {
     int64_t iter[AJ_MAX_DEPTH + 1];   /* iterations done by the loop at each depth */
     aj_kctx ctx;
     int ith, nth;
-    uint64_t seed;
     volatile int *failed;    /* shared: set by thread 0, read after a barrier */
     aj_diag *d;
 } runner;
@@ -65,7 +64,7 @@ static int run_host(runner *r, const aj_kernel *k) {
     const aj_node *n = &g->node[k->node];
     aj_tensor in[64], out[8];
     for (int j = 0; j < n->nin && j < 64; j++) in[j] = as_tensor(r->P->m, &g->val[n->in[j]], resolve(r, k->arg[k->in_arg[j]]));
-    if (aj_interp_node_steps(r->P->m, g, k->node, in, out, r->seed, r->ctx.t, (int)r->ctx.depth, r->d)) return -1;
+    if (aj_interp_node_steps(r->P->m, g, k->node, in, out, r->ctx.seed, r->ctx.t, (int)r->ctx.depth, r->d)) return -1;
     for (int o = 0; o < n->nout; o++) {
         memcpy(resolve(r, k->arg[o]), out[o].data, (size_t)aj_tensor_numel(&out[o]) * 4);
         aj_tensor_free(&out[o]);
@@ -185,7 +184,7 @@ int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inpu
 #pragma omp parallel num_threads(nth)
     {
         runner r = {.P = P, .base = base, .ith = omp_get_thread_num(), .nth = omp_get_num_threads(),
-                    .seed = seed, .failed = &failed, .d = d};
+                    .failed = &failed, .d = d};
         r.ctx.seed = seed;
         r.ctx.ith = r.ith, r.ctx.nth = r.nth;
         run_range(&r, 0, P->nins);
