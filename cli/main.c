@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <ctype.h>
@@ -1295,6 +1296,13 @@ static int parse_args(const command *c, int argc, char **argv, options *o)
 
 int main(int argc, char **argv)
 {
+    /* Every training step frees the old parameters and optimizer state and
+     * gets result tensors of the same sizes. glibc would map and unmap each
+     * (or trim the heap), and every page of a new one faults on first touch,
+     * which is most of the optimizer kernels' time; kept in the heap, the
+     * freed blocks are reused as they are. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     if (argc < 2) {
         print_usage(stderr);
         return EXIT_USAGE;
