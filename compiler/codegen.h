@@ -57,11 +57,14 @@ typedef struct aj_kspec_s {
     aj_view in[AJ_KS_MAX_IN];
     aj_view out[4];
     /* GROUP: nodes in order; in[k] is the view of group input value
-     * in_val[k]; out[0] is the root's result */
+     * in_val[k]; out[0] is the root's result, out[k > 0] stores member
+     * value out_val[k] as well (others read it: one pass, not two) */
     int nnodes;
     int nodes[AJ_KS_MAX_NODES];
     int in_val[AJ_KS_MAX_IN];
+    int out_val[4];
     int barrier_after;       /* inside RECUR: a later sub-kernel reads what this one wrote */
+    int row_block_next;      /* inside RECUR: run with the next by blocks of the same rows */
     char what[160];          /* inside RECUR: the ops it runs, for dumps */
     /* RECUR: the step loop around sub[0..nsub-1] (their views use this
      * kernel's arguments); every thread runs it, each taking its share of

@@ -6,7 +6,10 @@
  *   groups      an elementwise node whose only use is an elementwise node of
  *               the same shape (or a sum/mean/max) is computed inline in its
  *               consumer's loop; constants inline as literals. A group is a
- *               root and the producers folded into it: one loop, one store;
+ *               root and the producers folded into it: one loop, one store.
+ *               A value with more uses (or a result) is computed in its first
+ *               user's group too and stored there for the others (a side
+ *               output): h = sigmoid(a) and s = sum(h v) in one pass;
  *   recurrences whose body lowers entirely become one kernel: the step loop
  *               with every body group inside, slices read as views at step t,
  *               carries in ping-pong buffers, results written in place, every
@@ -26,6 +29,8 @@ typedef struct {
     aj_view *vv;             /* value -> its view; .arg/.swap_arg are buffer ids */
     char *has;               /* vv[v] is set */
     char *inl;               /* computed inline by its consumer's group */
+    char *side;              /* inl, and stored by that group for other users */
+    char *stored;            /* a side value whose group is planned: read it */
     int *uses, *user;        /* uses of each value; the using node when there is one */
     char *is_result;
     aj_kspec *sub;           /* inside a fused recurrence: the sub-kernels so far */
@@ -133,7 +138,7 @@ static int collect(fctx *f, int node, aj_kspec *ks) {
     const aj_node *n = &f->g->node[node];
     for (int j = 0; j < n->nin; j++) {
         int v = n->in[j];
-        if (f->inl[v]) {
+        if (f->inl[v] && !f->stored[v]) {
             int p = f->g->val[v].node, seen = 0;
             for (int k = 0; k < ks->nnodes; k++) seen |= ks->nodes[k] == p;
             if (!seen && collect(f, p, ks)) return -1;
@@ -160,17 +165,80 @@ static int plan_group(fctx *f, int i, aj_view out) {
     int lo = f->g->node[i].line, hi = lo, len = 0;
     for (int k = 0; k < ks.nnodes; k++) {
         const aj_node *n = &f->g->node[ks.nodes[k]];
+        int v = n->out[0];
         if (n->line && (n->line < lo || !lo)) lo = n->line;
         if (n->line > hi) hi = n->line;
+        if (f->side[v]) {   /* stored for its other users (classify) */
+            if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
+            ks.out_val[ks.nout] = v;
+            ks.out[ks.nout++] = whole(f, f->vbuf[v], &f->g->val[v].type);
+        }
         if (n->op != AJ_OP_CONSTANT && len < (int)sizeof f->what - 40)
-            len += snprintf(f->what + len, sizeof f->what - (size_t)len, "%s%s = %s", len ? "; " : "",
-                            f->g->val[n->out[0]].name, aj_op_info(n->op)->name);
+            len += snprintf(f->what + len, sizeof f->what - (size_t)len, "%s%s = %s%s", len ? "; " : "",
+                            f->g->val[v].name, aj_op_info(n->op)->name, f->side[v] ? " (kept)" : "");
     }
     f->line = lo, f->line_end = hi;
-    return emit(f, ks);
+    if (emit(f, ks)) return -1;
+    for (int k = 1; k < ks.nout; k++) {
+        int v = ks.out_val[k];
+        f->vv[v] = whole(f, f->vbuf[v], &f->g->val[v].type), f->has[v] = 1, f->stored[v] = 1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- the graph */
+
+/* a sum/mean/max over axis 0 of its input (all of it, when axis is empty) */
+static int reduces_rows(const aj_graph *g, const aj_node *n) {
+    if (!aj_op_group_reduce(n->op)) return 0;
+    const aj_attr *ax = aj_attr_get(n, "axis");
+    for (int j = 0; j < ax->n; j++)
+        if (ax->ints[j] == 0 || ax->ints[j] == -g->val[n->in[0]].type.rank) return 1;
+    return ax->n == 0;
+}
+
+/* The group that computes node c: the root its inline chain ends in. */
+static int root_of(const fctx *f, int c) {
+    while (f->g->node[c].nout == 1 && f->inl[f->g->node[c].out[0]]) c = f->user[f->g->node[c].out[0]];
+    return c;
+}
+
+/* Side outputs: an elementwise value used more than once (or a result of
+ * the fn, used once) goes into the group of its first user when that user
+ * could fold it and every other user comes after the group's root, so the
+ * stored value is there when they run. At most 3 per group (out[1..3]).
+ * Last node first, so a chain through a later side value (user[]: its
+ * first user) already leads to the root that will compute it. */
+static void classify_side(fctx *f) {
+    const aj_graph *g = f->g;
+    int *nside = calloc((size_t)g->nnode + 1, sizeof *nside);
+    if (!nside) return;   /* no side outputs: correct, one more pass */
+    for (int i = g->nnode - 1; i >= 0; i--) {
+        const aj_node *n = &g->node[i];
+        int v = n->out[0];
+        if (n->nout != 1 || f->inl[v] || n->op == AJ_OP_CONSTANT || !aj_op_elementwise(n->op) || !lowerable(g, n))
+            continue;
+        int res = f->is_result[v];
+        if (res ? f->sub || f->vbuf[v] < 0 || f->uses[v] < 1 : f->uses[v] < 2) continue;
+        int first = -1, last_before = 0;
+        for (int c = i + 1; c < g->nnode && first < 0; c++)
+            for (int j = 0; j < g->node[c].nin; j++)
+                if (g->node[c].in[j] == v) first = c;
+        if (first < 0) continue;
+        const aj_node *u = &g->node[first];
+        if (!groupable(g, u) || (aj_op_elementwise(u->op) && !aj_type_eq(&g->val[v].type, &g->val[u->out[0]].type)))
+            continue;
+        int r = root_of(f, first);
+        if (reduces_rows(g, &g->node[r])) continue;   /* v's rows would lose their threads */
+        for (int c = first + 1; c <= r; c++)
+            for (int j = 0; j < g->node[c].nin; j++)
+                if (g->node[c].in[j] == v) last_before = 1;
+        if (last_before || nside[r] == 3) continue;
+        nside[r]++;
+        f->inl[v] = f->side[v] = 1, f->user[v] = first;
+    }
+    free(nside);
+}
 
 /* Fill uses/user/is_result and decide which values are folded inline. */
 static void classify(fctx *f, const int *extra_results, int nextra) {
@@ -201,6 +269,7 @@ static void classify(fctx *f, const int *extra_results, int nextra) {
         if (aj_op_elementwise(c->op) && !aj_type_eq(&g->val[v].type, &g->val[c->out[0]].type)) continue;
         f->inl[v] = 1;
     }
+    classify_side(f);
 }
 
 static int fctx_init(fctx *f, aj_planner *pl, const aj_graph *g, int level, int *vbuf) {
@@ -209,15 +278,17 @@ static int fctx_init(fctx *f, aj_planner *pl, const aj_graph *g, int level, int 
     size_t n = (size_t)g->nval + 1;
     f->vv = calloc(n, sizeof *f->vv);
     f->has = calloc(n, 1), f->inl = calloc(n, 1), f->is_result = calloc(n, 1);
+    f->side = calloc(n, 1), f->stored = calloc(n, 1);
     f->uses = calloc(n, sizeof *f->uses), f->user = calloc(n, sizeof *f->user);
-    if (!f->vv || !f->has || !f->inl || !f->is_result || !f->uses || !f->user) return -1;
+    if (!f->vv || !f->has || !f->inl || !f->is_result || !f->side || !f->stored || !f->uses || !f->user) return -1;
     for (int v = 0; v < g->nval; v++)
         if (vbuf[v] >= 0) f->vv[v] = whole(f, vbuf[v], &g->val[v].type), f->has[v] = 1;
     return 0;
 }
 
 static void fctx_free(fctx *f) {
-    free(f->vv), free(f->has), free(f->inl), free(f->is_result), free(f->uses), free(f->user);
+    free(f->vv), free(f->has), free(f->inl), free(f->is_result), free(f->side), free(f->stored), free(f->uses),
+        free(f->user);
 }
 
 /* Inside a fused recurrence body: where result value v must end up
@@ -288,8 +359,19 @@ static int same_rows(const aj_view *a, const aj_view *b) {
     return a->off == b->off && a->stride[0] == b->stride[0] && a->tlevel == b->tlevel && a->tstride == b->tstride;
 }
 
-/* may a and b run without a barrier between them? */
-static int independent(const aj_kspec *a, const aj_kspec *b) {
+/* Could views a and b touch the same buffer? In one step a ping-pong view
+ * {A, B} is A or B by the step's parity, so only the same pair matches; a
+ * sub-kernel of another step sees the pair the other way round. */
+static int may_alias(const aj_view *a, const aj_view *b, int across) {
+    if (!across) return a->arg == b->arg && a->swap_arg == b->swap_arg;
+    return a->arg == b->arg || a->arg == b->swap_arg ||
+           (a->swap_arg >= 0 && (a->swap_arg == b->arg || a->swap_arg == b->swap_arg));
+}
+
+/* May a and b run without a barrier between them: b later in the same step,
+ * or (across) b in a later step? Across steps a view that moves with t is
+ * another slab each step: safe to write (a stack), not to read. */
+static int independent(const aj_kspec *a, const aj_kspec *b, int across) {
     row_info ra = rows_of_sub(a), rb = rows_of_sub(b);
     int na = a->nout + a->nin, nb = b->nout + b->nin;
     for (int i = 0; i < na; i++) {
@@ -297,26 +379,44 @@ static int independent(const aj_kspec *a, const aj_kspec *b) {
         for (int j = 0; j < nb; j++) {
             const aj_view *vb = j < b->nout ? &b->out[j] : &b->in[j - b->nout];
             int writes = i < a->nout || j < b->nout;
-            if (!writes || va->arg != vb->arg || va->swap_arg != vb->swap_arg) continue;
+            if (!writes || !may_alias(va, vb, across)) continue;
             if (ra.rows < 0 || ra.rows != rb.rows || !row_aligned(va, ra, i < a->nout && reduces(a)) ||
                 !row_aligned(vb, rb, j < b->nout && reduces(b)) || !same_rows(va, vb))
                 return 0;
+            if (across && (va->tlevel >= 0 || vb->tlevel >= 0) && !(i < a->nout && j < b->nout)) return 0;
         }
     }
     return 1;
 }
 
 /* A barrier after sub-kernel k only where a later one could see another
- * thread's rows; always one at the end of the step. */
+ * thread's rows. The step ends with one only when the next step's first
+ * barrier-free run could see the rows of this step's last: a step that
+ * touches every shared buffer by the same rows needs no barrier at all. */
 static void place_barriers(aj_kspec *sub, int n) {
-    int seg = 0;
-    for (int k = 0; k < n; k++) {
-        sub[k].barrier_after = 1;
-        if (k + 1 == n) break;
+    int seg = 0, first_end = n - 1;
+    for (int k = 0; k + 1 < n; k++) {
         int ok = 1;
-        for (int j = seg; j <= k && ok; j++) ok = independent(&sub[j], &sub[k + 1]);
-        if (ok) sub[k].barrier_after = 0;
-        else seg = k + 1;
+        for (int j = seg; j <= k && ok; j++) ok = independent(&sub[j], &sub[k + 1], 0);
+        sub[k].barrier_after = !ok;
+        if (!ok) {
+            if (first_end == n - 1) first_end = k;
+            seg = k + 1;
+        }
+    }
+    int ok = 1;
+    for (int a = seg; a < n && ok; a++)
+        for (int b = 0; b <= first_end && ok; b++) ok = independent(&sub[a], &sub[b], 1);
+    sub[n - 1].barrier_after = !ok;
+}
+
+/* Consecutive sub-kernels with no barrier between them and the same rows
+ * run interleaved by blocks of rows (row_block_next): each block's rows of
+ * every one of them in turn, so what one writes the next reads from L1. */
+static void place_row_blocks(aj_kspec *sub, int n) {
+    for (int k = 0; k + 1 < n; k++) {
+        row_info a = rows_of_sub(&sub[k]), b = rows_of_sub(&sub[k + 1]);
+        sub[k].row_block_next = !sub[k].barrier_after && a.rows > 0 && a.rows == b.rows;
     }
 }
 
@@ -398,6 +498,7 @@ static int fuse_recurrence(fctx *f, int i) {
         if (emit(&b, ks)) goto out;
     }
     place_barriers(b.sub, b.nsub);
+    place_row_blocks(b.sub, b.nsub);
     aj_kspec rk = {.kind = AJ_KS_RECUR, .m = pl->m, .g = g, .node = -1, .depth = f->level, .sub = b.sub,
                    .nsub = b.nsub, .steps = aj_attr_dim_value(pl->m, n, "steps"),
                    .reverse = (int)aj_attr_int(n, "reverse"), .level = L};

@@ -83,8 +83,10 @@ static int check_finite(runner *r, const aj_kernel *k) {
                 char at[96] = "";
                 if (r->ctx.depth)
                     snprintf(at, sizeof at, " at step t=%lld of its recurrence", (long long)r->ctx.t[r->ctx.depth - 1]);
-                return aj_error(r->d, k->line, 0, "nan check: kernel %s (%s) wrote %s to %s[%lld]%s", k->name, k->what,
-                                isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf", b->name, (long long)i, at);
+                char lines[48] = "";   /* a fused kernel: the NaN came from one of its lines */
+                if (k->line_end > k->line) snprintf(lines, sizeof lines, "lines %d-%d: ", k->line, k->line_end);
+                return aj_error(r->d, k->line, 0, "nan check: kernel %s (%s%s) wrote %s to %s[%lld]%s", k->name, lines,
+                                k->what, isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf", b->name, (long long)i, at);
             }
     }
     return 0;
