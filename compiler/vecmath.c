@@ -200,28 +200,12 @@ LLVMValueRef aj_vm_tanh(LLVMBuilderRef b, LLVMValueRef x) {
     return LLVMBuildSelect(b, fcmp_k(b, LLVMRealOLT, a, 0.625), small, big, "tanh");
 }
 
-/* 1 / (1 + e^-x). The divide, the slowest vector op here, may become a
- * reciprocal estimate and one Newton step (arcp, ninf; aj_vm_fn_attrs),
- * which needs a finite 1 + e^-x: x is clamped at -87.3 (e^87.3 < FLT_MAX)
- * and below that, where sigmoid(x) < FLT_MIN, the result is 0. A NaN x
- * fails both ordered compares and stays NaN. */
+/* 1 / (1 + e^-x): e^-x = inf for x < -88.7 gives 0, e^-x = 0 gives 1 */
 LLVMValueRef aj_vm_sigmoid(LLVMBuilderRef b, LLVMValueRef x) {
     LLVMTypeRef ty = LLVMTypeOf(x);
-    LLVMValueRef one = aj_vm_const(ty, 1.0), lo = aj_vm_const(ty, -87.3);
-    LLVMValueRef under = fcmp_k(b, LLVMRealOLT, x, -87.3);
-    LLVMValueRef e = aj_vm_exp(b, LLVMBuildFNeg(b, LLVMBuildSelect(b, under, lo, x, ""), ""));
-    LLVMValueRef y = LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, e, ""), "");
-    LLVMSetFastMathFlags(y, LLVMFastMathAllowReciprocal | LLVMFastMathNoInfs);
-    return LLVMBuildSelect(b, under, aj_vm_const(ty, 0.0), y, "sigmoid");
-}
-
-/* x86 turns a 1/x marked arcp into rcp14 and one Newton step (about 1 ulp)
- * when the function asks for it; other targets ignore the attribute. */
-void aj_vm_fn_attrs(LLVMValueRef fn) {
-    LLVMContextRef cx = LLVMGetTypeContext(LLVMTypeOf(fn));
-    static const char k[] = "reciprocal-estimates", v[] = "divf:1,vec-divf:1";
-    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
-                            LLVMCreateStringAttribute(cx, k, sizeof k - 1, v, sizeof v - 1));
+    LLVMValueRef one = aj_vm_const(ty, 1.0);
+    LLVMValueRef e = aj_vm_exp(b, LLVMBuildFNeg(b, x, ""));
+    return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, e, ""), "sigmoid");
 }
 
 /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|): the exp never overflows and

@@ -24,8 +24,6 @@ LLVMValueRef aj_vm_exp(LLVMBuilderRef b, LLVMValueRef x);
 LLVMValueRef aj_vm_log(LLVMBuilderRef b, LLVMValueRef x);
 LLVMValueRef aj_vm_tanh(LLVMBuilderRef b, LLVMValueRef x);
 LLVMValueRef aj_vm_sigmoid(LLVMBuilderRef b, LLVMValueRef x);
-/* Function attributes the vecmath code wants (fast reciprocals on x86). */
-void aj_vm_fn_attrs(LLVMValueRef fn);
 LLVMValueRef aj_vm_softplus(LLVMBuilderRef b, LLVMValueRef x);
 
 /* Small helpers the other emitters share; all type-generic like the above. */

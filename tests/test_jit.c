@@ -167,7 +167,6 @@ static void emit_map(aj_jit_module *m, const char *name, vm_emit f, int lanes) {
     LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0), pt[3] = {ptr, ptr, i64};
     LLVMValueRef fn = LLVMAddFunction(aj_jit_module_llvm(m), name,
                                       LLVMFunctionType(LLVMVoidTypeInContext(ctx), pt, 3, 0));
-    aj_vm_fn_attrs(fn);   /* as the code generator does */
     LLVMValueRef out = LLVMGetParam(fn, 0), in = LLVMGetParam(fn, 1), n = LLVMGetParam(fn, 2);
     LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
     LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(ctx, fn, "entry");
