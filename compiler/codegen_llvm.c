@@ -834,7 +834,8 @@ static void group_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRe
     store_side(c, u);
 }
 
-/* views of a group's loop: out[0], in[], then the side outputs out[1..] */
+/* views of an elementwise group's loop: out[0], in[], then the side
+ * outputs out[1..] (a reduction has none: fuse.c) */
 static int group_views(const aj_kspec *ks, aj_view *vs) {
     vs[0] = ks->out[0];
     for (int k = 0; k < ks->nin; k++) vs[1 + k] = ks->in[k];
@@ -869,9 +870,11 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     for (int a = 0; a < rank; a++) shape[a] = aj_dim_bind(xv->type.dim[a], &ks->m->bind).off;
     reduce_block(root, rank, shape, &lo_ax, &hi_ax, &outer, &red, &inner);
     int64_t rows = group_rows(ks, &nch);
-    aj_view vs[AJ_KS_MAX_IN + 4];
-    int is_max = root->op == AJ_OP_MAX, nv = group_views(ks, vs);
-    LLVMValueRef init = f32c(c, is_max ? -INFINITY : 0.0), base[AJ_KS_MAX_IN + 4], idx[AJ_MAX_RANK], offs[AJ_KS_MAX_IN + 4];
+    int is_max = root->op == AJ_OP_MAX, nv = 1 + ks->nin;
+    LLVMValueRef init = f32c(c, is_max ? -INFINITY : 0.0), base[AJ_KS_MAX_IN + 1], idx[AJ_MAX_RANK], offs[AJ_KS_MAX_IN + 1];
+    aj_view vs[AJ_KS_MAX_IN + 1];
+    vs[0] = ks->out[0];
+    for (int k = 0; k < ks->nin; k++) vs[1 + k] = ks->in[k];
     for (int k = 0; k < nv; k++) base[k] = view_base(c, &vs[k]);
     loop ql, rl, il;
     LLVMValueRef q = loop_open(c, &ql, c->lo, c->hi, "q");
@@ -905,7 +908,6 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     u->offs = offs, u->flat = rank ? flat : i64c(c, 0);
     memset(u->memo, 0, sizeof u->memo);
     LLVMValueRef v = gval(c, u, root->in[0]);
-    store_side(c, u);
     LLVMValueRef at = acc ? acc : NULL, yi = acc ? NULL : add(c, yrow, i);
     LLVMValueRef a = acc ? LLVMBuildLoad2(c->b, c->f32, at, "") : load_at(c, &vs[0], yi);
     LLVMValueRef nv_ = is_max ? aj_vm_max(c->b, a, v) : acc ? fadd_reassoc(c, a, v) : fadd_(c, a, v);
@@ -1491,7 +1493,6 @@ static void begin_fn(aj_codegen *c, const char *name, int nargs) {
     for (int i = 0; i < nargs; i++) pt[3 + i] = c->ptr;
     c->fn = LLVMAddFunction(c->m, name, LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0));
     fn_attr(c, LLVMAttributeFunctionIndex, "nounwind");
-    aj_vm_fn_attrs(c->fn);
     for (int i = 0; i < nargs; i++) {
         fn_attr(c, (unsigned)i + 4, "noalias");
         fn_attr(c, (unsigned)i + 4, "nocapture");
@@ -1526,10 +1527,6 @@ static int64_t lower_spec(aj_codegen *c, const aj_kspec *ks, aj_diag *d) {
     return aj_error(d, 0, 0, "codegen: a recurrence inside a fused recurrence");
 }
 
-/* Rows interleaved sub-kernels run per block: about this many elements of
- * each view, so a block stays in L1 from one sub-kernel to the next. */
-#define ROW_BLOCK_ELEMS 2048
-
 /* A whole recurrence: every thread runs the step loop; each sub-kernel
  * (an internal function, inlined) gets this thread's share of its rows,
  * then a barrier. Its context is a copy of ctx with t and odd set. */
@@ -1563,43 +1560,20 @@ static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name,
     LLVMValueRef args[AJ_MAX_KARGS + 3];
     LLVMTypeRef pt[AJ_MAX_KARGS + 3] = {c->i64, c->i64, c->ptr};
     for (int i = 0; i < nargs; i++) args[3 + i] = c->arg[i], pt[3 + i] = c->ptr;
-    LLVMTypeRef sub_t = LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0);
-    for (int k = 0; k < ks->nsub;) {
-        /* sub-kernels k..e-1 interleaved by blocks of rb rows (fuse.c) */
-        int e = k + 1;
-        int64_t row_elems = 1;
-        while (ks->sub[e - 1].row_block_next && e < ks->nsub && rows[e] == rows[k]) e++;
-        for (int j = k; j < e; j++)
-            for (int v = 0; v < ks->sub[j].nin + ks->sub[j].nout; v++) {
-                const aj_view *w = v < ks->sub[j].nout ? &ks->sub[j].out[v] : &ks->sub[j].in[v - ks->sub[j].nout];
-                int64_t per = w->rank >= 1 && w->shape[0] == rows[k] ? prod(w->shape, 1, w->rank) : 1;
-                if (per > row_elems) row_elems = per;
-            }
-        int64_t rb = e - k > 1 && row_elems < ROW_BLOCK_ELEMS ? ROW_BLOCK_ELEMS / row_elems : rows[k];
+    for (int k = 0; k < ks->nsub; k++) {
         /* this thread's rows: [ith chunk, (ith+1) chunk) clipped to rows */
         LLVMValueRef R = i64c(c, rows[k]);
         LLVMValueRef chunk = LLVMBuildSDiv(c->b, add(c, R, LLVMBuildNSWSub(c->b, nth, i64c(c, 1), "")), nth, "");
         LLVMValueRef lo = mul(c, ith, chunk), hi = add(c, lo, chunk);
         lo = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, lo, R, ""), lo, R);
         hi = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, hi, R, ""), hi, R);
-        loop bl;
-        LLVMValueRef r0 = lo, r1 = hi;
-        if (rb < rows[k]) {
-            LLVMValueRef nb = LLVMBuildSDiv(c->b, add(c, LLVMBuildNSWSub(c->b, hi, lo, ""), i64c(c, rb - 1)), i64c(c, rb), "");
-            r0 = add(c, lo, mul(c, loop_open(c, &bl, i64c(c, 0), nb, "rowblock"), i64c(c, rb)));
-            r1 = add(c, r0, i64c(c, rb));
-            r1 = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, r1, hi, ""), r1, hi);
-        }
-        args[0] = r0, args[1] = r1, args[2] = local;
-        for (int j = k; j < e; j++) {
-            char sub[96];
-            snprintf(sub, sizeof sub, "%s_%d", name, j);
-            LLVMBuildCall2(c->b, sub_t, LLVMGetNamedFunction(c->m, sub), args, (unsigned)nargs + 3, "");
-        }
-        if (rb < rows[k]) loop_close(c, &bl);
-        if (ks->sub[e - 1].barrier_after)
+        args[0] = lo, args[1] = hi, args[2] = local;
+        char sub[96];
+        snprintf(sub, sizeof sub, "%s_%d", name, k);
+        LLVMBuildCall2(c->b, LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0), LLVMGetNamedFunction(c->m, sub),
+                       args, (unsigned)nargs + 3, "");
+        if (ks->sub[k].barrier_after)
             LLVMBuildCall2(c->b, LLVMFunctionType(c->void_, NULL, 0, 0), barrier, NULL, 0, "");
-        k = e;
     }
     loop_close(c, &sl);
     end_fn(c);

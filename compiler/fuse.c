@@ -8,8 +8,8 @@
  *               consumer's loop; constants inline as literals. A group is a
  *               root and the producers folded into it: one loop, one store.
  *               A value with more uses (or a result) is computed in its first
- *               user's group too and stored there for the others (a side
- *               output): h = sigmoid(a) and s = sum(h v) in one pass;
+ *               user's elementwise group too and stored there for the others
+ *               (a side output): Adam's m', v' and w' in one pass;
  *   recurrences whose body lowers entirely become one kernel: the step loop
  *               with every body group inside, slices read as views at step t,
  *               carries in ping-pong buffers, results written in place, every
@@ -188,15 +188,6 @@ static int plan_group(fctx *f, int i, aj_view out) {
 
 /* ---------------------------------------------------------------- the graph */
 
-/* a sum/mean/max over axis 0 of its input (all of it, when axis is empty) */
-static int reduces_rows(const aj_graph *g, const aj_node *n) {
-    if (!aj_op_group_reduce(n->op)) return 0;
-    const aj_attr *ax = aj_attr_get(n, "axis");
-    for (int j = 0; j < ax->n; j++)
-        if (ax->ints[j] == 0 || ax->ints[j] == -g->val[n->in[0]].type.rank) return 1;
-    return ax->n == 0;
-}
-
 /* The group that computes node c: the root its inline chain ends in. */
 static int root_of(const fctx *f, int c) {
     while (f->g->node[c].nout == 1 && f->inl[f->g->node[c].out[0]]) c = f->user[f->g->node[c].out[0]];
@@ -205,8 +196,10 @@ static int root_of(const fctx *f, int c) {
 
 /* Side outputs: an elementwise value used more than once (or a result of
  * the fn, used once) goes into the group of its first user when that user
- * could fold it and every other user comes after the group's root, so the
- * stored value is there when they run. At most 3 per group (out[1..3]).
+ * could fold it, the group is elementwise, and every other user comes after
+ * the group's root, so the stored value is there when they run. At most 3
+ * per group (out[1..3]). Not into a reduction: with a store in its loop,
+ * NADE's backward step ran 15% slower (h = sigmoid(a) kept in s = sum(h v)).
  * Last node first, so a chain through a later side value (user[]: its
  * first user) already leads to the root that will compute it. */
 static void classify_side(fctx *f) {
@@ -229,7 +222,7 @@ static void classify_side(fctx *f) {
         if (!groupable(g, u) || (aj_op_elementwise(u->op) && !aj_type_eq(&g->val[v].type, &g->val[u->out[0]].type)))
             continue;
         int r = root_of(f, first);
-        if (reduces_rows(g, &g->node[r])) continue;   /* v's rows would lose their threads */
+        if (!aj_op_elementwise(g->node[r].op)) continue;
         for (int c = first + 1; c <= r; c++)
             for (int j = 0; j < g->node[c].nin; j++)
                 if (g->node[c].in[j] == v) last_before = 1;
@@ -410,16 +403,6 @@ static void place_barriers(aj_kspec *sub, int n) {
     sub[n - 1].barrier_after = !ok;
 }
 
-/* Consecutive sub-kernels with no barrier between them and the same rows
- * run interleaved by blocks of rows (row_block_next): each block's rows of
- * every one of them in turn, so what one writes the next reads from L1. */
-static void place_row_blocks(aj_kspec *sub, int n) {
-    for (int k = 0; k + 1 < n; k++) {
-        row_info a = rows_of_sub(&sub[k]), b = rows_of_sub(&sub[k + 1]);
-        sub[k].row_block_next = !sub[k].barrier_after && a.rows > 0 && a.rows == b.rows;
-    }
-}
-
 /* A recurrence as one kernel. 1 when its body cannot be fused (the caller
  * plans it the naive way), 0 done, -1 error. */
 static int fuse_recurrence(fctx *f, int i) {
@@ -498,7 +481,6 @@ static int fuse_recurrence(fctx *f, int i) {
         if (emit(&b, ks)) goto out;
     }
     place_barriers(b.sub, b.nsub);
-    place_row_blocks(b.sub, b.nsub);
     aj_kspec rk = {.kind = AJ_KS_RECUR, .m = pl->m, .g = g, .node = -1, .depth = f->level, .sub = b.sub,
                    .nsub = b.nsub, .steps = aj_attr_dim_value(pl->m, n, "steps"),
                    .reverse = (int)aj_attr_int(n, "reverse"), .level = L};
