@@ -13,7 +13,11 @@
  * through time): the forward recurrence also stacks its carry at the start
  * of every step, and the backward body recomputes that one step from the
  * kept carry and differentiates it, carrying the carry's adjoint backwards
- * and summing the adjoints of invariant inputs. */
+ * and summing the adjoints of invariant inputs. With invert=1, a carry
+ * updated as c' = c + u, u independent of every carry, is not stacked: the
+ * backward recurrence carries it too and recovers c_t = c_{t+1} - u_t
+ * (NADE's a: no [D, B, H] history, at a rounding error of a few ulps of c
+ * per step). */
 #include "arjit.h"
 #include "compiler/emit.h"
 #include <stdlib.h>
@@ -580,6 +584,52 @@ static int copy_nodes(aj_emit *c, const aj_graph *src, int *map) {
     return 0;
 }
 
+/* Carries c whose update is next c = c + u (either order, same type), u
+ * depending on no carry: inv[k] = u's value in the body, else -1. */
+static int invertible_carries(const aj_recur *r, int *inv) {
+    const aj_graph *b = r->body;
+    char *dep = calloc((size_t)b->nval + 1, 1);
+    if (!dep) return -1;
+    for (int k = 0; k < r->ncarry; k++) dep[b->leaf[k]] = 1;
+    for (int i = 0; i < b->nnode; i++) {
+        const aj_node *n = &b->node[i];
+        int any = 0;
+        for (int j = 0; j < n->nin; j++) any |= dep[n->in[j]];
+        for (int j = 0; j < n->nout; j++) dep[n->out[j]] = (char)any;
+    }
+    for (int k = 0; k < r->ncarry; k++) {
+        const aj_value *nv = &b->val[b->result[k]];
+        const aj_node *n = nv->kind == AJ_VAL_NODE ? &b->node[nv->node] : NULL;
+        inv[k] = -1;
+        if (!n || n->op != AJ_OP_ADD) continue;
+        for (int j = 0; j < 2; j++) {
+            int c = n->in[j], u = n->in[1 - j];
+            if (c == b->leaf[k] && !dep[u] && aj_type_eq(&b->val[u].type, &b->val[c].type)) inv[k] = u;
+        }
+    }
+    free(dep);
+    return 0;
+}
+
+/* Copy into c->g the nodes of src that `want` (a value) depends on, reading
+ * src value v as map[v] (leaves preset); map gains their results. */
+static int copy_cone(aj_emit *c, const aj_graph *src, int want, int *map, char *done) {
+    const aj_value *v = &src->val[want];
+    if (v->kind != AJ_VAL_NODE || done[v->node]) return 0;
+    const aj_node *n = &src->node[v->node];
+    for (int k = 0; k < n->nin; k++)
+        if (copy_cone(c, src, n->in[k], map, done)) return -1;
+    done[v->node] = 1;
+    int in[64];
+    for (int k = 0; k < n->nin; k++) in[k] = map[n->in[k]];
+    int id = aj_graph_add_node(c->g, n->op, in, n->nin, n->nout, NULL);
+    aj_node *m = &c->g->node[id];
+    memcpy(m->attr, n->attr, sizeof m->attr);
+    m->line = n->line, m->col = n->col;
+    for (int k = 0; k < n->nout; k++) map[n->out[k]] = m->out[k];
+    return aj_graph_infer_node(c->m, c->g, id, c->d);
+}
+
 /* The recurrence's VJP: a reverse recurrence over the same steps.
  * Forward:  (c, s_t, u) -> (c', y_t)   for t in order
  * Backward: carries dc (the adjoint of c) and du (summed adjoints of u);
@@ -595,12 +645,20 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     for (int i = 0; i < n.nin; i++) in_needs[i] = c->needs[n.in[i]];
     body_needs(r, in_needs, bneeds);
 
-    /* 1. the forward recurrence also stacks each carry as step t starts */
+    /* 1. the forward recurrence also stacks each carry as step t starts,
+     * but those it can recover backwards (invert=1) */
     aj_graph *fb = r->body;
-    int hist[64];
+    int hist[64], inv[64], nrev = 0;
+    if (invertible_carries(r, inv)) return free(bneeds), aj_error(c->d, n.line, n.col, "out of memory");
+    for (int k = 0; k < C; k++) {
+        if (!aj_attr_int(&n, "invert")) inv[k] = -1;
+        nrev += inv[k] >= 0;
+    }
     aj_node *fn = &g->node[node];
     fn->out = realloc(fn->out, sizeof(int) * (size_t)(fn->nout + C));
     for (int k = 0; k < C; k++) {
+        hist[k] = -1;
+        if (inv[k] >= 0) continue;
         fb->result = realloc(fb->result, sizeof(int) * (size_t)(fb->nresult + 1));
         fb->result[fb->nresult++] = fb->leaf[k];
         r->stack_axis[r->nstack] = 0;
@@ -641,8 +699,17 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         ins[nin++] = em_constant(c, 0, &t);
         nu++;
     }
+    int rev[64], nr = 0;
+    for (int k = 0; k < C; k++) {   /* carries: the recovered ones, from their final values */
+        if (inv[k] < 0) continue;
+        char nm[96];
+        snprintf(nm, sizeof nm, "%s_after", fb->val[fb->leaf[k]].name);
+        rev[k] = add_leaf(bb, nm, AJ_VAL_CARRY, C + nu + nr++, fb->val[fb->leaf[k]].type);
+        ins[nin++] = g->node[node].out[k];
+    }
     int ns = 0;
     for (int k = 0; k < C; k++) {   /* slices: the kept carries */
+        if (inv[k] >= 0) continue;
         map[fb->leaf[k]] = add_leaf(bb, fb->val[fb->leaf[k]].name, AJ_VAL_SLICE, ns, fb->val[fb->leaf[k]].type);
         br->slice_axis[ns++] = 0;
         ins[nin++] = hist[k];
@@ -676,8 +743,24 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     bb->leaf = malloc(sizeof(int) * (size_t)nin);
     for (int i = 0; i < nin; i++) bb->leaf[i] = i;   /* leaves were added first, in order */
 
-    /* 3. recompute step t, then differentiate it */
+    /* 3. recompute step t, then differentiate it. A recovered carry is
+     * c_t = c_{t+1} - u_t from its own copy of u's nodes, which have no
+     * "needs": backprop leaves the recovery alone, and simplify's CSE merges
+     * the copy with the one the step differentiates. */
     aj_emit inner = {c->m, bb, c->d, NULL};
+    if (nrev) {
+        int *map2 = malloc(sizeof(int) * (size_t)map_size);
+        char *done = calloc((size_t)fb->nnode + 1, 1);
+        int bad = !map2 || !done;
+        for (int i = 0; !bad && i < map_size; i++) map2[i] = map[i];
+        for (int k = 0; k < C && !bad; k++) {
+            if (inv[k] < 0) continue;
+            bad = copy_cone(&inner, fb, inv[k], map2, done) ||
+                  (map[fb->leaf[k]] = em_op2(&inner, AJ_OP_SUB, rev[k], map2[inv[k]])) < 0;
+        }
+        free(map2), free(done);
+        if (bad) goto out;
+    }
     if (copy_nodes(&inner, fb, map)) goto out;
     int nfwd = bb->nnode, nval = bb->nval;
     int *adj = malloc(sizeof(int) * (size_t)nval);
@@ -702,6 +785,8 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         int a = adj[map[fb->leaf[C + S + u]]];
         res[nres++] = a >= 0 ? em_op2(&inner, AJ_OP_ADD, du[use_acc[u]], a) : du[use_acc[u]];
     }
+    for (int k = 0; k < C; k++)   /* next: c_t, recovered at this step */
+        if (inv[k] >= 0) res[nres++] = map[fb->leaf[k]];
     int nstk = 0, stacked_of[64];
     for (int s = 0; s < S; s++) {
         stacked_of[s] = -1;
@@ -716,14 +801,15 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     bb->nresult = nres;
     bb->result = malloc(sizeof(int) * (size_t)nres);
     memcpy(bb->result, res, sizeof(int) * (size_t)nres);
-    br->ncarry = C + nu, br->nslice = ns, br->nuse = U, br->nstack = nstk;
+    br->ncarry = C + nu + nrev, br->nslice = ns, br->nuse = U, br->nstack = nstk;
     br->body = bb;
 
     /* 5. the reverse recurrence in the outer graph */
-    int id = aj_graph_add_node(g, AJ_OP_RECURRENCE, ins, nin, C + nu + nstk, NULL);
+    int id = aj_graph_add_node(g, AJ_OP_RECURRENCE, ins, nin, C + nu + nrev + nstk, NULL);
     aj_node *bn = &g->node[id];
     memcpy(bn->attr, n.attr, sizeof bn->attr);
     ((aj_attr *)aj_attr_get(bn, "reverse"))->i = !aj_attr_int(&n, "reverse");
+    ((aj_attr *)aj_attr_get(bn, "invert"))->i = 0;
     bn->rec = br;
     bn->line = n.line, bn->col = n.col;
     bb = NULL, br = NULL;
@@ -733,7 +819,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     for (int u = 0; u < U; u++)
         if (use_acc[u] >= 0) dx[C + S + u] = outs[C + use_acc[u]];
     for (int s = 0; s < S; s++)
-        if (stacked_of[s] >= 0) dx[C + s] = outs[C + nu + stacked_of[s]];
+        if (stacked_of[s] >= 0) dx[C + s] = outs[C + nu + nrev + stacked_of[s]];
     rc = 0;
 out2:
     free(adj), free(needs);

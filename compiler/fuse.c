@@ -472,8 +472,7 @@ static int fuse_recurrence(fctx *f, int i) {
         int v = bt.val[k], cnt;
         target_of(&bt, v, &cnt);
         const aj_value *val = &body->val[v];
-        int in_place = val->kind == AJ_VAL_NODE && !b.inl[v] && cnt == 1 && b.uses[v] == 0 &&
-                       groupable(body, &body->node[val->node]);
+        int in_place = val->kind == AJ_VAL_NODE && !b.inl[v] && cnt == 1 && groupable(body, &body->node[val->node]);
         if (in_place) continue;
         aj_kspec ks = {.kind = AJ_KS_COPY, .m = pl->m, .node = -1, .depth = L, .nin = 1, .nout = 1};
         ks.in[0] = b.vv[v], ks.out[0] = bt.target[k];
@@ -560,8 +559,8 @@ static int plan_nodes(fctx *f, const body_targets *bt) {
             int cnt;
             const aj_view *t = target_of(bt, v, &cnt);
             aj_view out;
-            if (t && cnt == 1 && f->uses[v] == 0) {
-                out = *t;   /* a body result nothing else reads: written in place */
+            if (t && cnt == 1) {
+                out = *t;   /* a body result: written in place, read there by the step's later users */
             } else {
                 if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
                 out = whole(f, f->vbuf[v], &g->val[v].type);

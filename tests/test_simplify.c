@@ -215,11 +215,20 @@ static void test_nade(void **state) {
     assert_true(step.st.merged_cse > 0);   /* Adam's constants repeat per parameter */
 }
 
-/* NADE's reverse body loses the recomputation and the slice of W it read. */
+/* loglik's recurrence with its invert attribute set to `inv` */
+static void set_invert(aj_module *m, int inv) {
+    aj_graph *f = aj_module_fn(m, "loglik");
+    for (int i = 0; i < f->nnode; i++)
+        if (f->node[i].rec) ((aj_attr *)aj_attr_get(&f->node[i], "invert"))->i = inv;
+}
+
+/* NADE stored-history form (invert=0): its reverse body loses the
+ * recomputation and the slice of W it read. */
 static void test_nade_reverse_body(void **state) {
     (void)state;
     aj_bind b;
     aj_module *m = load_model("nade.graph", "D=6,H=4,B=3", &b);
+    set_invert(m, 0);
     aj_diag d = {0};
     aj_graph *g = aj_autodiff(m, "loglik", &d);
     assert_non_null(g);
@@ -243,6 +252,32 @@ static void test_nade_reverse_body(void **state) {
     assert_int_equal(rev->rec->slice_axis[3], 0);
     assert_int_equal(rev->rec->slice_axis[4], 1);
     assert_int_equal(aj_module_infer(m, &b, &d), 0);
+    aj_module_free(m);
+}
+
+/* NADE as written (invert=1): the forward stacks no history of a; the
+ * reverse recurrence carries a_after from the final a and recovers
+ * a = a_after - x_i W_i, whose copy of x_i W_i CSE merges with the one the
+ * step differentiates. Both forms give the same gradients (simplify_checked
+ * runs them; test_engines compares every engine on the model). */
+static void test_nade_invert(void **state) {
+    (void)state;
+    aj_bind b;
+    aj_module *m = load_model("nade.graph", "D=6,H=4,B=3", &b);
+    aj_diag d = {0};
+    aj_graph *g = aj_autodiff(m, "loglik", &d);
+    assert_non_null(g);
+    assert_int_equal(aj_graph_find(g, "a_hist"), -1);
+    const aj_node *rev = def_of(g, "d_W");
+    assert_non_null(rev);
+    int n_sub = count_op(rev->rec->body, AJ_OP_SUB), n_mul = count_op(rev->rec->body, AJ_OP_MUL);
+    assert_int_equal(aj_simplify(m, g, NULL, &d), 0);
+    rev = def_of(g, "d_W");
+    const aj_graph *bb = rev->rec->body;
+    assert_int_equal(rev->rec->ncarry, 2);   /* d_a, a_after */
+    assert_string_equal(bb->val[bb->leaf[1]].name, "a_after");
+    assert_int_equal(count_op(bb, AJ_OP_SUB), n_sub);       /* the recovery stays */
+    assert_int_equal(count_op(bb, AJ_OP_MUL), n_mul - 1);   /* x_i W_i once */
     aj_module_free(m);
 }
 
@@ -495,6 +530,7 @@ int main(void) {
         cmocka_unit_test(test_fvsbn),
         cmocka_unit_test(test_nade),
         cmocka_unit_test(test_nade_reverse_body),
+        cmocka_unit_test(test_nade_invert),
         cmocka_unit_test(test_dead_code),
         cmocka_unit_test(test_dead_code_in_recurrence),
         cmocka_unit_test(test_cse),
