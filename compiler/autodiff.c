@@ -562,25 +562,29 @@ static int add_leaf(aj_graph *b, const char *name, aj_val_kind kind, int idx, aj
     return v;
 }
 
-/* Copy the nodes of `src` into c->g, reading src value v as map[v]; map
- * gains the copies' results. Names are kept where free. */
-static int copy_nodes(aj_emit *c, const aj_graph *src, int *map) {
-    for (int i = 0; i < src->nnode; i++) {
-        const aj_node *n = &src->node[i];
-        int in[64];
-        for (int k = 0; k < n->nin; k++) in[k] = map[n->in[k]];
-        int id = aj_graph_add_node(c->g, n->op, in, n->nin, n->nout, NULL);
-        aj_node *m = &c->g->node[id];
-        memcpy(m->attr, n->attr, sizeof m->attr);
-        m->line = n->line, m->col = n->col;
-        if (n->rec) m->rec = aj_recur_clone(n->rec);
-        for (int k = 0; k < n->nout; k++) {
-            map[n->out[k]] = m->out[k];
-            aj_value_rename(c->g, m->out[k], src->val[n->out[k]].name);
-            c->g->val[m->out[k]].line = src->val[n->out[k]].line;
-        }
-        if (aj_graph_infer_node(c->m, c->g, id, c->d)) return -1;
+/* Copy node i of `src` into c->g, reading src value v as map[v]; map gains
+ * the copy's results. Names are kept where free. */
+static int copy_node(aj_emit *c, const aj_graph *src, int i, int *map) {
+    const aj_node *n = &src->node[i];
+    int in[64];
+    for (int k = 0; k < n->nin; k++) in[k] = map[n->in[k]];
+    int id = aj_graph_add_node(c->g, n->op, in, n->nin, n->nout, NULL);
+    aj_node *m = &c->g->node[id];
+    memcpy(m->attr, n->attr, sizeof m->attr);
+    m->line = n->line, m->col = n->col;
+    if (n->rec) m->rec = aj_recur_clone(n->rec);
+    for (int k = 0; k < n->nout; k++) {
+        map[n->out[k]] = m->out[k];
+        aj_value_rename(c->g, m->out[k], src->val[n->out[k]].name);
+        c->g->val[m->out[k]].line = src->val[n->out[k]].line;
     }
+    return aj_graph_infer_node(c->m, c->g, id, c->d);
+}
+
+/* every node of src, in order */
+static int copy_nodes(aj_emit *c, const aj_graph *src, int *map) {
+    for (int i = 0; i < src->nnode; i++)
+        if (copy_node(c, src, i, map)) return -1;
     return 0;
 }
 
@@ -620,14 +624,7 @@ static int copy_cone(aj_emit *c, const aj_graph *src, int want, int *map, char *
     for (int k = 0; k < n->nin; k++)
         if (copy_cone(c, src, n->in[k], map, done)) return -1;
     done[v->node] = 1;
-    int in[64];
-    for (int k = 0; k < n->nin; k++) in[k] = map[n->in[k]];
-    int id = aj_graph_add_node(c->g, n->op, in, n->nin, n->nout, NULL);
-    aj_node *m = &c->g->node[id];
-    memcpy(m->attr, n->attr, sizeof m->attr);
-    m->line = n->line, m->col = n->col;
-    for (int k = 0; k < n->nout; k++) map[n->out[k]] = m->out[k];
-    return aj_graph_infer_node(c->m, c->g, id, c->d);
+    return copy_node(c, src, v->node, map);
 }
 
 /* The recurrence's VJP: a reverse recurrence over the same steps.

@@ -296,3 +296,48 @@ def malloc_setting():
     env = [f"{v}={os.environ[v]}" for v in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
            if v in os.environ]
     return "glibc, " + " ".join(env) if env else "glibc default"
+
+
+def check_ckpt(args, torch, model, d, variants, build, nll_fns, ref, chunk):
+    """--ckpt: the mean NLL of a data file under an arjit checkpoint, for each
+    variant and for variant `ref` in float64 (how far float32 rounding alone
+    moves it); chunk(v) examples at a time."""
+    p = build(torch)
+    meta = load_ckpt_into(args.ckpt, torch, p, model)
+    path = args.data or find_data("binarized_mnist_test.amat")
+    xs = torch.from_numpy(load_amat(path, limit=args.limit, d=d))
+    out = {"model": model, "ckpt": args.ckpt, "ckpt_dims": meta.get("dims"),
+           "data": path, "n": xs.shape[0], "threads": args.threads, "nll": {}}
+    fns = nll_fns(torch, p)
+    fns[ref + "_f64"] = nll_fns(torch, {k: v.detach().double() for k, v in p.items()})[ref]
+    for v in variants + [ref + "_f64"]:
+        total = 0.0
+        with torch.no_grad():
+            for s in range(0, xs.shape[0], chunk(v)):
+                x = xs[s:s + chunk(v)]
+                if v.endswith("f64"):
+                    x = x.double()
+                total += float(fns[v](x).double().sum())
+        out["nll"][v] = round(total / xs.shape[0], 6)
+    report(out)
+
+
+def run(model, doc, d, dims, variants, build, nll_fns, ref, chunk=lambda v: 1000):
+    """A model script's main: time every variant's training step (the best
+    median is the model's time), or check a checkpoint (--ckpt)."""
+    args, torch = parse_args(model, variants, doc)
+    chosen = variants if args.variant == "all" else [args.variant]
+    if args.ckpt:
+        return check_ckpt(args, torch, model, d, chosen, build, nll_fns, ref, chunk)
+    x, data = batch_x(args, torch, d)
+    out = header(args, torch, model, dims, data)
+    out["variants"] = {}
+    for v in chosen:
+        torch.manual_seed(args.seed)
+        p = build(torch)
+        step = train_step_fn(torch, list(p.values()), x, nll_fns(torch, p)[v], args.lr)
+        out["variants"][v] = time_steps(torch, step, args.steps)
+    best = min(out["variants"], key=lambda v: out["variants"][v]["ms_median"])
+    out["best"] = best
+    out["ms_median"] = out["variants"][best]["ms_median"]
+    report(out)

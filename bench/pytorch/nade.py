@@ -59,48 +59,7 @@ def nll_fns(torch, p):
     return {"loop": loop, "vectorised": vectorised}
 
 
-def check_ckpt(args, torch, variants):
-    p = build(torch)
-    meta = common.load_ckpt_into(args.ckpt, torch, p, "nade")
-    path = args.data or common.find_data("binarized_mnist_test.amat")
-    xs = torch.from_numpy(common.load_amat(path, limit=args.limit, d=D))
-    out = {"model": "nade", "ckpt": args.ckpt, "ckpt_dims": meta.get("dims"),
-           "data": path, "n": xs.shape[0], "threads": args.threads, "nll": {}}
-    fns = nll_fns(torch, p)
-    # the same function in float64: how far float32 rounding alone moves it
-    p64 = {k: v.detach().double() for k, v in p.items()}
-    fns["loop_f64"] = nll_fns(torch, p64)["loop"]
-    for v in variants + ["loop_f64"]:
-        chunk = 100 if v == "vectorised" else 1000   # [chunk, D, H] floats for vectorised
-        total = 0.0
-        with torch.no_grad():
-            for s in range(0, xs.shape[0], chunk):
-                x = xs[s:s + chunk]
-                if v.endswith("f64"):
-                    x = x.double()
-                total += float(fns[v](x).double().sum())
-        out["nll"][v] = round(total / xs.shape[0], 6)
-    common.report(out)
-
-
-def main():
-    args, torch = common.parse_args("nade", VARIANTS, __doc__)
-    variants = VARIANTS if args.variant == "all" else [args.variant]
-    if args.ckpt:
-        return check_ckpt(args, torch, variants)
-    x, data = common.batch_x(args, torch, D)
-    out = common.header(args, torch, "nade", f"D={D},H={H}", data)
-    out["variants"] = {}
-    for v in variants:
-        torch.manual_seed(args.seed)
-        p = build(torch)
-        step = common.train_step_fn(torch, list(p.values()), x, nll_fns(torch, p)[v], args.lr)
-        out["variants"][v] = common.time_steps(torch, step, args.steps)
-    best = min(out["variants"], key=lambda v: out["variants"][v]["ms_median"])
-    out["best"] = best
-    out["ms_median"] = out["variants"][best]["ms_median"]
-    common.report(out)
-
-
 if __name__ == "__main__":
-    main()
+    # vectorised holds [chunk, D, H] floats: 100 examples at a time
+    common.run("nade", __doc__, D, f"D={D},H={H}", VARIANTS, build, nll_fns, "loop",
+               chunk=lambda v: 100 if v == "vectorised" else 1000)
