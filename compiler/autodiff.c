@@ -796,6 +796,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     for (int i = 0; i < nres; i++)
         if (res[i] < 0) goto out2;
     bb->nresult = nres;
+    bb->line = fb->line, bb->end_line = fb->end_line;
     bb->result = malloc(sizeof(int) * (size_t)nres);
     memcpy(bb->result, res, sizeof(int) * (size_t)nres);
     br->ncarry = C + nu + nrev, br->nslice = ns, br->nuse = U, br->nstack = nstk;
@@ -865,7 +866,9 @@ static int backprop(aj_emit *c, int nfwd, int *adj, const char *needs) {
         if (!vjp[n.op])
             return aj_error(c->d, n.line, n.col, "%s has no gradient rule yet", aj_op_info(n.op)->name);
         for (int k = 0; k < n.nin; k++) dx[k] = -1;
+        int first = c->g->nnode;
         if (vjp[n.op](c, i, dy, dx) || c->d->set) return -1;
+        em_lines_from(c, first, n.line, n.col);
         for (int k = 0; k < n.nin; k++) {
             int v = c->g->node[i].in[k];
             if (dx[k] < 0 || !needs[v]) continue;
@@ -894,9 +897,11 @@ aj_graph *aj_autodiff(aj_module *m, const char *fn_name, aj_diag *d) {
         aj_graph_free(g);
         return aj_error(d, src->line, 1, "fn '%s': its first result must be f32 to differentiate", fn_name), NULL;
     }
+    int first = g->nnode;
     int loss = em_op1(&c, AJ_OP_MEAN, r0);
     if (!strcmp(fn_name, "loglik")) loss = em_op1(&c, AJ_OP_NEG, loss);
     if (loss < 0) return aj_graph_free(g), NULL;
+    em_lines_from(&c, first, g->val[r0].line, 0);
     aj_value_rename(g, loss, "loss");
 
     int nfwd = g->nnode, nval = g->nval, rc = -1;

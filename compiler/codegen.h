@@ -64,7 +64,7 @@ typedef struct aj_kspec_s {
     int in_val[AJ_KS_MAX_IN];
     int out_val[4];
     int barrier_after;       /* inside RECUR: a later sub-kernel reads what this one wrote */
-    char what[160];          /* inside RECUR: the ops it runs, for dumps */
+    char what[AJ_WHAT_LEN];  /* inside RECUR: the ops it runs, for dumps */
     /* RECUR: the step loop around sub[0..nsub-1] (their views use this
      * kernel's arguments); every thread runs it, each taking its share of
      * every sub-kernel's rows, with a barrier after each sub-kernel */

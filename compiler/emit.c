@@ -14,6 +14,16 @@ int em_node_new(aj_emit *c, aj_op op, const int *in, int nin) {
 
 aj_attr *em_attr(aj_emit *c, int node, const char *name) { return (aj_attr *)aj_attr_get(&c->g->node[node], name); }
 
+void em_lines_from(aj_emit *c, int first, int line, int col) {
+    for (int i = first; i < c->g->nnode; i++) {
+        aj_node *n = &c->g->node[i];
+        if (n->line) continue;
+        n->line = line, n->col = col;
+        for (int k = 0; k < n->nout; k++)
+            if (!c->g->val[n->out[k]].line) c->g->val[n->out[k]].line = line;
+    }
+}
+
 /* Type the node and return its (first) result. */
 int em_node_done(aj_emit *c, int node) {
     if (node < 0 || aj_graph_infer_node(c->m, c->g, node, c->d)) return -1;

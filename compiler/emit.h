@@ -23,6 +23,10 @@ int em_node_new(aj_emit *c, aj_op op, const int *in, int nin);
 aj_attr *em_attr(aj_emit *c, int node, const char *name);
 /* Verify and type the node; its first result. */
 int em_node_done(aj_emit *c, int node);
+/* Nodes [first, end) that have no source line get (line, col), and their
+ * results too: generated code is then named after the line it came from
+ * (a gradient after its op's line, an update after its parameter's). */
+void em_lines_from(aj_emit *c, int first, int line, int col);
 int em_op1(aj_emit *c, aj_op op, int x);
 int em_op2(aj_emit *c, aj_op op, int x, int y);
 int em_op3(aj_emit *c, aj_op op, int x, int y, int z);

@@ -35,7 +35,7 @@ typedef struct {
     char *is_result;
     aj_kspec *sub;           /* inside a fused recurrence: the sub-kernels so far */
     int nsub, capsub;
-    char what[160];
+    char what[AJ_WHAT_LEN];
     int line, line_end;
 } fctx;
 
@@ -166,8 +166,9 @@ static int plan_group(fctx *f, int i, aj_view out) {
     for (int k = 0; k < ks.nnodes; k++) {
         const aj_node *n = &f->g->node[ks.nodes[k]];
         int v = n->out[0];
-        if (n->line && (n->line < lo || !lo)) lo = n->line;
-        if (n->line > hi) hi = n->line;
+        int ln = n->op == AJ_OP_CONSTANT ? 0 : n->line;   /* a literal may be shared (CSE) */
+        if (ln && (ln < lo || !lo)) lo = ln;
+        if (ln > hi) hi = ln;
         if (f->side[v]) {   /* stored for its other users (classify) */
             if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
             ks.out_val[ks.nout] = v;
@@ -485,7 +486,7 @@ static int fuse_recurrence(fctx *f, int i) {
                    .reverse = (int)aj_attr_int(n, "reverse"), .level = L};
     aj_kernel k = {.node = -1, .collective = 1, .line = n->line, .line_end = body->end_line};
     int nbar = 0;
-    size_t cap = (size_t)b.nsub * 160 + 1, len = 0;
+    size_t cap = (size_t)b.nsub * (AJ_WHAT_LEN + 16) + 1, len = 0;
     if (!(k.body = malloc(cap))) goto out;
     k.body[0] = 0;
     for (int j = 0; j < b.nsub; j++) {

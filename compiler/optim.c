@@ -101,7 +101,7 @@ aj_graph *aj_train_step(aj_module *m, const char *fn_name, const aj_optim *o, aj
     int *res = malloc(sizeof(int) * (size_t)(1 + np * (1 + ns)));
     res[0] = g->result[0];
     for (int k = 0; k < np; k++) {
-        int p = pval[k], gr = g->result[k + 1], upd = -1, st[2] = {-1, -1};
+        int p = pval[k], gr = g->result[k + 1], upd = -1, st[2] = {-1, -1}, first = g->nnode;
         if (scale >= 0) gr = em_op2(c, AJ_OP_MUL, gr, scale);
         switch (o->kind) {
         case AJ_OPT_SGD:
@@ -125,6 +125,7 @@ aj_graph *aj_train_step(aj_module *m, const char *fn_name, const aj_optim *o, aj
             free(res);
             goto fail;
         }
+        em_lines_from(c, first, m->param[pidx[k]].line, m->param[pidx[k]].col);
         char nm[96];
         snprintf(nm, sizeof nm, "new_%s", m->param[pidx[k]].name);
         aj_value_rename(g, np1, nm);

@@ -211,7 +211,7 @@ int aj_plan_recurrence(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int 
     /* next carries into the partner buffers, stacked values into place */
     for (int c = 0; c < r->ncarry; c++) {
         const aj_value *nv = &body->val[body->result[c]];
-        char what[160];
+        char what[AJ_WHAT_LEN];
         snprintf(what, sizeof what, "next %s = %s", body->val[body->leaf[c]].name, nv->name);
         aj_view v = dense_view(pl, 0, &nv->type);
         if (aj_plan_copy(pl, bbuf[body->result[c]], v, pl->P->buf[carry[c]].swap, v, L, what, r->res_line[c])) goto out;
@@ -219,7 +219,7 @@ int aj_plan_recurrence(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int 
     for (int k = 0; k < r->nstack; k++) {
         const aj_value *sv = &body->val[body->result[r->ncarry + k]];
         const aj_value *ov = &g->val[n->out[r->ncarry + k]];
-        char what[160];
+        char what[AJ_WHAT_LEN];
         snprintf(what, sizeof what, "stack %s", sv->name);
         aj_view dv = aj_plan_step_view(pl, 0, &ov->type, r->stack_axis[k], L);
         if (aj_plan_copy(pl, bbuf[body->result[r->ncarry + k]], dense_view(pl, 0, &sv->type), vbuf[n->out[r->ncarry + k]],
@@ -250,7 +250,7 @@ int aj_plan_slices(aj_planner *pl, const aj_graph *body, int *bbuf, int L, const
         int b = aj_plan_buffer(pl, AJ_BUF_ARENA, 0, &sv->type, L, sv->name);
         if (b < 0) return -1;
         bbuf[lv] = b;
-        char what[160];
+        char what[AJ_WHAT_LEN];
         snprintf(what, sizeof what, "slice %s", sv->name);
         aj_view src = aj_plan_step_view(pl, 0, &outer->val[n->in[r->ncarry + s]].type, r->slice_axis[s], L);
         if (aj_plan_copy(pl, seq, src, b, dense_view(pl, 0, &sv->type), L, what, sv->line)) return -1;

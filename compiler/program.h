@@ -24,6 +24,7 @@
 #include <ffi.h>
 
 enum { AJ_MAX_DEPTH = 8, AJ_MAX_KARGS = 24 };
+enum { AJ_WHAT_LEN = 256 };   /* a kernel's "what": the ops it runs, for dumps */
 
 /* What every kernel can read besides its buffers: the step index of each
  * enclosing loop (outermost first) and the sampling seed. */
@@ -64,7 +65,7 @@ typedef struct {
     int nout;                /* the first nout args are written (NaN check) */
     int64_t rows;            /* iteration space */
     int line, line_end;      /* graph lines it came from */
-    char what[160];          /* the ops it runs, for dumps and the profile */
+    char what[AJ_WHAT_LEN];  /* the ops it runs, for dumps and the profile */
     const aj_graph *g;       /* host kernel (no LLVM lowering): run node `node` */
     int node;                /* ... through the interpreter; -1 for JIT kernels */
     int collective;          /* every thread calls it once (a fused recurrence) */
