@@ -3,7 +3,8 @@
  * One parallel region per run. Every thread walks the same instruction list;
  * at a kernel each takes its share of the kernel's rows and calls it
  * through the kernel's prepared libffi interface, then all meet at a
- * barrier (a fork/join per kernel would cost ~1 us each, a barrier less).
+ * barrier (aj_rt_barrier; a fork/join per kernel would cost ~1 us each, a
+ * barrier about 0.1 us).
  * Loops set the step index t in each thread's own kernel context; carries
  * swap their ping-pong buffers on odd iterations, so no data moves.
  * Host kernels (ops without an LLVM lowering) run the interpreter's kernel
@@ -15,16 +16,48 @@
 
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 static int n_threads;
 
-/* What fused recurrence kernels call between their sub-kernels: every
- * thread of the team runs the kernel, so this is the team's barrier. */
+/* What fused recurrence kernels call between their sub-kernels (thousands
+ * per run): a sense-reversing barrier over the run's team. It spins briefly
+ * (a step's sub-kernels are microseconds apart), then yields the CPU: when
+ * the machine has more runnable threads than cores, the thread everyone
+ * waits for may be descheduled, and spinning through its time slice (as an
+ * OpenMP barrier does) made 2-thread steps 10-100x slower. */
+typedef struct {
+    _Atomic int arrived, sense;
+    int nth;
+} team;
+
+static _Thread_local team *my_team;
+static _Thread_local int my_sense;
+
+enum { SPINS = 2000 };
+
 void aj_rt_barrier(void) {
-#pragma omp barrier
+    team *t = my_team;
+    if (t->nth == 1) return;
+    int s = my_sense = !my_sense;
+    if (atomic_fetch_add_explicit(&t->arrived, 1, memory_order_acq_rel) == t->nth - 1) {
+        atomic_store_explicit(&t->arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&t->sense, s, memory_order_release);   /* publishes every thread's writes */
+        return;
+    }
+    for (int i = 0; atomic_load_explicit(&t->sense, memory_order_acquire) != s; i++) {
+        if (i < SPINS) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
 }
 
 void aj_set_threads(int n) { n_threads = n > 0 ? n : 0; }
@@ -114,14 +147,12 @@ static void run_kernel(runner *r, int ki) {
         if (hi > k->rows) hi = k->rows;
         if (lo < hi) call_kernel(r, k, lo, hi);
     }
-#pragma omp barrier
+    aj_rt_barrier();
     if (r->ith == 0) {
         if (P->profile) P->prof_ns[2 * ki] += now_ns() - t0, P->prof_ns[2 * ki + 1]++;
         if (P->nan_check && !*r->failed && check_finite(r, k)) *r->failed = 1;
     }
-    if (P->nan_check) {   /* everyone sees *failed before going on */
-#pragma omp barrier
-    }
+    if (P->nan_check) aj_rt_barrier();   /* everyone sees *failed before going on */
 }
 
 static void run_copy(runner *r, const aj_instr *in) {
@@ -129,7 +160,7 @@ static void run_copy(runner *r, const aj_instr *in) {
     int64_t n = s->numel, chunk = (n + r->nth - 1) / r->nth, lo = r->ith * chunk, hi = lo + chunk;
     if (hi > n) hi = n;
     if (lo < hi) memcpy((char *)resolve(r, in->dst) + lo * 4, (char *)resolve(r, in->src) + lo * 4, (size_t)(hi - lo) * 4);
-#pragma omp barrier
+    aj_rt_barrier();
 }
 
 /* instructions [from, to) at loop depth `depth` */
@@ -183,10 +214,14 @@ int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inpu
     }
     volatile int failed = 0;
     int nth = aj_threads();
+    team tm = {0};
 #pragma omp parallel num_threads(nth)
     {
         runner r = {.P = P, .base = base, .ith = omp_get_thread_num(), .nth = omp_get_num_threads(),
                     .failed = &failed, .d = d};
+        if (r.ith == 0) tm.nth = r.nth;
+#pragma omp barrier
+        my_team = &tm, my_sense = 0;
         r.ctx.seed = seed;
         r.ctx.ith = r.ith, r.ctx.nth = r.nth;
         run_range(&r, 0, P->nins);
