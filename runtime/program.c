@@ -30,7 +30,7 @@ static int n_threads;
  * threads: 47 ms against 52). It spins briefly, then yields the CPU rather
  * than burn a time slice while the thread it waits for is descheduled; that
  * alone does not save a busy machine (a CPU hog beside a 2-thread run makes
- * NADE's fused step 70 ms either way, 33 ms on 1 thread): use fewer threads
+ * NADE's fused step 70 ms either way, 31 ms on 1 thread): use fewer threads
  * than free cores. */
 typedef struct {
     _Atomic int arrived, sense;
