@@ -44,7 +44,7 @@ enum { SPINS = 2000 };
 
 void aj_rt_barrier(void) {
     team *t = my_team;
-    if (t->nth == 1) return;
+    if (!t || t->nth == 1) return;   /* one thread, or a kernel called outside a run */
     int s = my_sense = !my_sense;
     if (atomic_fetch_add_explicit(&t->arrived, 1, memory_order_acq_rel) == t->nth - 1) {
         atomic_store_explicit(&t->arrived, 0, memory_order_relaxed);
