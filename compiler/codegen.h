@@ -13,6 +13,12 @@
 typedef struct {
     int arg;                 /* kernel argument (buffer) */
     int swap_arg;            /* a carry: this argument instead on odd steps of the fused loop; -1 none */
+    /* a split sum's output (fuse.c): thread 0 writes arg at step t as
+     * above; thread i > 0 its partials, argument thread_arg from element
+     * (i - 1) * thread_slot, at slot ring (of AJ_RING) instead of t.
+     * thread_slot 0: not split. */
+    int thread_arg;
+    int64_t thread_slot;
     int64_t off;             /* element offset ... */
     int tlevel;              /* ... + t[tlevel] * tstride when tlevel >= 0 */
     int64_t tstride;
@@ -44,7 +50,9 @@ typedef enum {
     AJ_KS_MM_PACK,  /* matmul node: pack B (in[1]) into scratch out[0] */
     AJ_KS_MM,       /* matmul node: out[0] = in[0] x in[1] (in[2]: B packed when present) */
     AJ_KS_GROUP,    /* fused: nodes[] of g, elementwise over one shape, maybe ending in a reduction */
-    AJ_KS_RECUR     /* fused: a whole recurrence, sub[] run in order every step */
+    AJ_KS_RECUR,    /* fused: a whole recurrence, sub[] run in order every step */
+    AJ_KS_COMBINE   /* inside RECUR, every AJ_RING steps: out[0] at those steps += the
+                     * other threads' partials in[0] of a split sum */
 } aj_ks_kind;
 
 typedef struct aj_kspec_s {
@@ -64,13 +72,17 @@ typedef struct aj_kspec_s {
     int in_val[AJ_KS_MAX_IN];
     int out_val[4];
     int barrier_after;       /* inside RECUR: a later sub-kernel reads what this one wrote */
+    /* GROUP inside RECUR, a sum over axis 0: each thread sums its own rows
+     * into its partial out[0] (thread_arg), so no thread reads another's */
+    int split;
+    int at_flush;            /* COMBINE inside RECUR: run when the partials' ring is full */
     char what[AJ_WHAT_LEN];  /* inside RECUR: the ops it runs, for dumps */
     /* RECUR: the step loop around sub[0..nsub-1] (their views use this
      * kernel's arguments); every thread runs it, each taking its share of
      * every sub-kernel's rows, with a barrier after each sub-kernel */
     struct aj_kspec_s *sub;
     int nsub;
-    int64_t steps;
+    int64_t steps;           /* RECUR; COMBINE: its step loop's */
     int reverse, level;
 } aj_kspec;
 

@@ -43,7 +43,7 @@ struct aj_codegen {
 };
 
 /* aj_kctx's fields as i64 indices */
-enum { CTX_T = 0, CTX_DEPTH = AJ_MAX_DEPTH, CTX_SEED, CTX_ITH, CTX_NTH, CTX_ODD };
+enum { CTX_T = 0, CTX_DEPTH = AJ_MAX_DEPTH, CTX_SEED, CTX_ITH, CTX_NTH, CTX_ODD, CTX_RING };
 
 /* ---------------------------------------------------------------- views */
 
@@ -88,6 +88,12 @@ static LLVMTypeRef elem_type(aj_codegen *c, aj_dtype dt) { return dt == AJ_F32 ?
 static LLVMValueRef ctx_field(aj_codegen *c, int i);
 
 static LLVMValueRef vptr(aj_codegen *c, const aj_view *v) {
+    if (v->thread_slot) {   /* thread 0: arg; thread i: its partials, i - 1 of thread_arg */
+        LLVMValueRef ith = ctx_field(c, CTX_ITH);
+        LLVMValueRef at = muli(c, LLVMBuildNSWSub(c->b, ith, i64c(c, 1), ""), v->thread_slot);
+        LLVMValueRef mine = LLVMBuildGEP2(c->b, elem_type(c, v->dtype), c->arg[v->thread_arg], &at, 1, "");
+        return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, ith, i64c(c, 0), ""), c->arg[v->arg], mine, "");
+    }
     if (v->swap_arg < 0) return c->arg[v->arg];
     LLVMValueRef odd = LLVMBuildICmp(c->b, LLVMIntNE, ctx_field(c, CTX_ODD), i64c(c, 0), "");
     return LLVMBuildSelect(c->b, odd, c->arg[v->swap_arg], c->arg[v->arg], "");
@@ -122,7 +128,12 @@ static LLVMValueRef step_t(aj_codegen *c, int level) { return ctx_field(c, CTX_T
 
 static LLVMValueRef view_base(aj_codegen *c, const aj_view *v) {
     LLVMValueRef base = i64c(c, v->off);
-    if (v->tlevel >= 0 && v->tstride) base = add(c, base, muli(c, step_t(c, v->tlevel), v->tstride));
+    if (v->tlevel >= 0 && v->tstride) {
+        LLVMValueRef t = step_t(c, v->tlevel);
+        if (v->thread_slot)   /* a split's partials: the step's slot in the ring */
+            t = sel(c, LLVMBuildICmp(c->b, LLVMIntEQ, ctx_field(c, CTX_ITH), i64c(c, 0), ""), t, ctx_field(c, CTX_RING));
+        base = add(c, base, muli(c, t, v->tstride));
+    }
     return base;
 }
 
@@ -869,7 +880,9 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     int64_t shape[AJ_MAX_RANK], outer, red, inner, nch = 1;
     for (int a = 0; a < rank; a++) shape[a] = aj_dim_bind(xv->type.dim[a], &ks->m->bind).off;
     reduce_block(root, rank, shape, &lo_ax, &hi_ax, &outer, &red, &inner);
-    int64_t rows = group_rows(ks, &nch);
+    /* split (fuse.c): over axis 0 only, so outer = 1; the threads split the
+     * reduced rows r instead of the kept columns, each summing its own */
+    int64_t rows = ks->split ? red : group_rows(ks, &nch), chunk = ks->split ? inner : CHUNK;
     int is_max = root->op == AJ_OP_MAX, nv = 1 + ks->nin;
     LLVMValueRef init = f32c(c, is_max ? -INFINITY : 0.0), base[AJ_KS_MAX_IN + 1], idx[AJ_MAX_RANK], offs[AJ_KS_MAX_IN + 1];
     aj_view vs[AJ_KS_MAX_IN + 1];
@@ -877,10 +890,10 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     for (int k = 0; k < ks->nin; k++) vs[1 + k] = ks->in[k];
     for (int k = 0; k < nv; k++) base[k] = view_base(c, &vs[k]);
     loop ql, rl, il;
-    LLVMValueRef q = loop_open(c, &ql, c->lo, c->hi, "q");
+    LLVMValueRef q = loop_open(c, &ql, ks->split ? i64c(c, 0) : c->lo, ks->split ? i64c(c, outer) : c->hi, "q");
     LLVMValueRef o = LLVMBuildSDiv(c->b, q, i64c(c, nch), ""), ch = LLVMBuildSRem(c->b, q, i64c(c, nch), "");
     unflatten(c, o, shape, lo_ax, idx);
-    LLVMValueRef i0 = muli(c, ch, CHUNK), i1 = add(c, i0, i64c(c, CHUNK));
+    LLVMValueRef i0 = muli(c, ch, chunk), i1 = add(c, i0, i64c(c, chunk));
     i1 = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, i1, i64c(c, inner), ""), i1, i64c(c, inner));
     LLVMValueRef yrow = add(c, base[0], muli(c, o, inner));
     LLVMValueRef acc = inner == 1 ? alloca_f(c, "acc") : NULL;
@@ -891,7 +904,7 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
         store_at(c, &vs[0], add(c, yrow, i), init);
         loop_close(c, &il);
     }
-    LLVMValueRef r = loop_open(c, &rl, i64c(c, 0), i64c(c, red), "r");
+    LLVMValueRef r = loop_open(c, &rl, ks->split ? c->lo : i64c(c, 0), ks->split ? c->hi : i64c(c, red), "r");
     unflatten(c, r, shape + lo_ax, hi_ax - lo_ax + 1, idx + lo_ax);
     LLVMValueRef i = acc ? i64c(c, 0) : loop_open(c, &il, i0, i1, "i");
     if (hi_ax + 1 < rank) unflatten(c, i, shape + hi_ax + 1, rank - hi_ax - 1, idx + hi_ax + 1);
@@ -926,6 +939,28 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     }
     loop_close(c, &ql);
     return rows;
+}
+
+/* The partial sums of a split, at the ring's slots p in [lo, hi): the
+ * steps t0, t0 +- 1, ... (ctx's t is t0, the slots' first step). Slot p of
+ * thread i > 0 is in[(i - 1) K S + p S + j], j < S the slab of one step:
+ *   out[t(p) S + j] += sum over i > 0 of in[(i - 1) K S + p S + j] */
+static int64_t lower_combine(aj_codegen *c) {
+    const aj_kspec *ks = c->ks;
+    int64_t S = prod(ks->out[0].shape, 0, ks->out[0].rank) / ks->steps, KS = prod(ks->in[0].shape, 0, ks->in[0].rank);
+    loop pl, il, jl;
+    LLVMValueRef p = loop_open(c, &pl, c->lo, c->hi, "p");
+    LLVMValueRef t = ks->reverse ? LLVMBuildNSWSub(c->b, step_t(c, ks->level - 1), p, "") : add(c, step_t(c, ks->level - 1), p);
+    LLVMValueRef to = muli(c, t, S), from = muli(c, p, S);
+    LLVMValueRef i = loop_open(c, &il, i64c(c, 1), ctx_field(c, CTX_NTH), "i");
+    LLVMValueRef at = add(c, from, muli(c, LLVMBuildNSWSub(c->b, i, i64c(c, 1), ""), KS));
+    LLVMValueRef j = loop_open(c, &jl, i64c(c, 0), i64c(c, S), "j");
+    LLVMValueRef y = add(c, to, j);
+    store_at(c, &ks->out[0], y, fadd_(c, load_at(c, &ks->out[0], y), load_at(c, &ks->in[0], add(c, at, j))));
+    loop_close(c, &jl);
+    loop_close(c, &il);
+    loop_close(c, &pl);
+    return AJ_RING;
 }
 
 static int64_t lower_group(aj_codegen *c) {
@@ -1517,6 +1552,7 @@ static int64_t lower_spec(aj_codegen *c, const aj_kspec *ks, aj_diag *d) {
     case AJ_KS_MM_PACK:
     case AJ_KS_MM: return lower_matmul(c, n, d);
     case AJ_KS_GROUP: return lower_group(c);
+    case AJ_KS_COMBINE: return lower_combine(c);
     case AJ_KS_NODE:
         if (aj_op_elementwise(n->op)) return lower_elementwise(c, n);
         if (aj_op_view(n->op)) return lower_elementwise(c, NULL);
@@ -1527,11 +1563,37 @@ static int64_t lower_spec(aj_codegen *c, const aj_kspec *ks, aj_diag *d) {
     return aj_error(d, 0, 0, "codegen: a recurrence inside a fused recurrence");
 }
 
+/* Sub-kernel k of recurrence `name`, on this thread's share of its R rows:
+ * [ith chunk, (ith + 1) chunk) clipped to R. args[3..]: the buffers. */
+static void call_sub(aj_codegen *c, const char *name, int k, LLVMValueRef R, LLVMValueRef ctx, LLVMValueRef *args,
+                     int nargs) {
+    LLVMValueRef ith = ctx_field(c, CTX_ITH), nth = ctx_field(c, CTX_NTH);
+    LLVMValueRef chunk = LLVMBuildSDiv(c->b, add(c, R, LLVMBuildNSWSub(c->b, nth, i64c(c, 1), "")), nth, "");
+    LLVMValueRef lo = mul(c, ith, chunk), hi = add(c, lo, chunk);
+    args[0] = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, lo, R, ""), lo, R);
+    args[1] = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, hi, R, ""), hi, R);
+    args[2] = ctx;
+    LLVMTypeRef pt[AJ_MAX_KARGS + 3] = {c->i64, c->i64, c->ptr};
+    for (int i = 0; i < nargs; i++) pt[3 + i] = c->ptr;
+    char sub[96];
+    snprintf(sub, sizeof sub, "%s_%d", name, k);
+    LLVMBuildCall2(c->b, LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0), LLVMGetNamedFunction(c->m, sub), args,
+                   (unsigned)nargs + 3, "");
+}
+
+static void set_ctx(aj_codegen *c, LLVMValueRef ctx, int field, LLVMValueRef v) {
+    LLVMValueRef i = i64c(c, field);
+    LLVMBuildStore(c->b, v, LLVMBuildInBoundsGEP2(c->b, c->i64, ctx, &i, 1, ""));
+}
+
 /* A whole recurrence: every thread runs the step loop; each sub-kernel
  * (an internal function, inlined) gets this thread's share of its rows,
- * then a barrier. Its context is a copy of ctx with t and odd set. */
+ * then a barrier where fuse.c placed one. Its context is a copy of ctx
+ * with t, odd and ring set. Split sums' partials are combined whenever
+ * their ring of AJ_RING steps is full, between two barriers. */
 static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name, int nargs, aj_diag *d) {
     int64_t rows[256];
+    int nflush = 0;
     if (ks->nsub > 256) return aj_error(d, 0, 0, "codegen: a recurrence body of %d kernels", ks->nsub);
     for (int k = 0; k < ks->nsub; k++) {
         char sub[96];
@@ -1542,38 +1604,45 @@ static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name,
         rows[k] = lower_spec(c, &ks->sub[k], d);
         end_fn(c);
         if (rows[k] < 0) return -1;
+        nflush += ks->sub[k].at_flush;
     }
     begin_fn(c, name, nargs);
     c->ks = ks;
-    LLVMTypeRef kctx = LLVMArrayType(c->i64, CTX_ODD + 1);
+    LLVMTypeRef kctx = LLVMArrayType(c->i64, CTX_RING + 1);
     LLVMValueRef local = LLVMBuildAlloca(c->eb, kctx, "ctx");
-    LLVMBuildMemCpy(c->b, local, 8, c->ctx, 8, i64c(c, (CTX_ODD + 1) * 8));
-    LLVMValueRef ith = ctx_field(c, CTX_ITH), nth = ctx_field(c, CTX_NTH);
+    LLVMBuildMemCpy(c->b, local, 8, c->ctx, 8, i64c(c, (CTX_RING + 1) * 8));
     LLVMValueRef barrier = LLVMGetNamedFunction(c->m, "aj_rt_barrier");   /* runtime/program.c */
     if (!barrier) barrier = LLVMAddFunction(c->m, "aj_rt_barrier", LLVMFunctionType(c->void_, NULL, 0, 0));
+    LLVMTypeRef bty = LLVMFunctionType(c->void_, NULL, 0, 0);
     loop sl;
     LLVMValueRef s = loop_open(c, &sl, i64c(c, 0), i64c(c, ks->steps), "step");
     LLVMValueRef t = ks->reverse ? LLVMBuildNSWSub(c->b, i64c(c, ks->steps - 1), s, "") : s;
-    LLVMValueRef ti = i64c(c, CTX_T + ks->level - 1), oi = i64c(c, CTX_ODD);
-    LLVMBuildStore(c->b, t, LLVMBuildInBoundsGEP2(c->b, c->i64, local, &ti, 1, ""));
-    LLVMBuildStore(c->b, LLVMBuildAnd(c->b, s, i64c(c, 1), ""), LLVMBuildInBoundsGEP2(c->b, c->i64, local, &oi, 1, ""));
+    LLVMValueRef ring = LLVMBuildSRem(c->b, s, i64c(c, AJ_RING), "");
+    set_ctx(c, local, CTX_T + ks->level - 1, t);
+    set_ctx(c, local, CTX_ODD, LLVMBuildAnd(c->b, s, i64c(c, 1), ""));
+    set_ctx(c, local, CTX_RING, ring);
     LLVMValueRef args[AJ_MAX_KARGS + 3];
-    LLVMTypeRef pt[AJ_MAX_KARGS + 3] = {c->i64, c->i64, c->ptr};
-    for (int i = 0; i < nargs; i++) args[3 + i] = c->arg[i], pt[3 + i] = c->ptr;
+    for (int i = 0; i < nargs; i++) args[3 + i] = c->arg[i];
     for (int k = 0; k < ks->nsub; k++) {
-        /* this thread's rows: [ith chunk, (ith+1) chunk) clipped to rows */
-        LLVMValueRef R = i64c(c, rows[k]);
-        LLVMValueRef chunk = LLVMBuildSDiv(c->b, add(c, R, LLVMBuildNSWSub(c->b, nth, i64c(c, 1), "")), nth, "");
-        LLVMValueRef lo = mul(c, ith, chunk), hi = add(c, lo, chunk);
-        lo = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, lo, R, ""), lo, R);
-        hi = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, hi, R, ""), hi, R);
-        args[0] = lo, args[1] = hi, args[2] = local;
-        char sub[96];
-        snprintf(sub, sizeof sub, "%s_%d", name, k);
-        LLVMBuildCall2(c->b, LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0), LLVMGetNamedFunction(c->m, sub),
-                       args, (unsigned)nargs + 3, "");
-        if (ks->sub[k].barrier_after)
-            LLVMBuildCall2(c->b, LLVMFunctionType(c->void_, NULL, 0, 0), barrier, NULL, 0, "");
+        if (ks->sub[k].at_flush) continue;
+        call_sub(c, name, k, i64c(c, rows[k]), local, args, nargs);
+        if (ks->sub[k].barrier_after) LLVMBuildCall2(c->b, bty, barrier, NULL, 0, "");
+    }
+    if (nflush) {   /* the ring is full, or the last step: its steps' slots, from the first */
+        LLVMValueRef full = LLVMBuildOr(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, ring, i64c(c, AJ_RING - 1), ""),
+                                        LLVMBuildICmp(c->b, LLVMIntEQ, s, i64c(c, ks->steps - 1), ""), "");
+        LLVMBasicBlockRef flush = LLVMAppendBasicBlockInContext(c->cx, c->fn, "flush");
+        LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(c->cx, c->fn, "next");
+        LLVMBuildCondBr(c->b, full, flush, next);
+        LLVMPositionBuilderAtEnd(c->b, flush);
+        LLVMBuildCall2(c->b, bty, barrier, NULL, 0, "");
+        LLVMValueRef s0 = LLVMBuildNSWSub(c->b, s, ring, "");
+        set_ctx(c, local, CTX_T + ks->level - 1, ks->reverse ? LLVMBuildNSWSub(c->b, i64c(c, ks->steps - 1), s0, "") : s0);
+        for (int k = 0; k < ks->nsub; k++)
+            if (ks->sub[k].at_flush) call_sub(c, name, k, add(c, ring, i64c(c, 1)), local, args, nargs);
+        LLVMBuildCall2(c->b, bty, barrier, NULL, 0, "");   /* before the ring is written again */
+        LLVMBuildBr(c->b, next);
+        LLVMPositionBuilderAtEnd(c->b, next);
     }
     loop_close(c, &sl);
     end_fn(c);

@@ -28,6 +28,7 @@ void aj_program_free(aj_program *P) {
     free(P->ins);
     free(P->result_buf);
     free(P->arena);
+    free(P->partials);
     free(P->prof_ns);
     aj_jit_free(P->jit);
     aj_graph_free(P->simplified);
@@ -128,16 +129,19 @@ void aj_program_stats_get(const aj_program *P, aj_program_stats *s) {
     }
     s->arena_bytes = P->arena_bytes;
     s->naive_bytes = P->naive_bytes;
+    s->thread_bytes = P->thread_bytes;
     s->compile_ms = P->compile_ms;
     s->cache_hit = P->cache_hit;
 }
 
-static const char *const buf_kinds[] = {"arena", "param", "input", "result", "const"};
+static const char *const buf_kinds[] = {"arena", "param", "input", "result", "const", "per-thread"};
 
 void aj_program_print(const aj_program *P, FILE *f) {
     const char *path = P->m->path ? P->m->path : "-";
-    fprintf(f, "# program %s (%s): %d kernels, %d buffers, arena %lld bytes (%lld without reuse)\n", P->fn->name,
+    fprintf(f, "# program %s (%s): %d kernels, %d buffers, arena %lld bytes (%lld without reuse)", P->fn->name,
             P->fused ? "fused" : "naive", P->nkern, P->nbuf, (long long)P->arena_bytes, (long long)P->naive_bytes);
+    if (P->thread_bytes) fprintf(f, ", %lld more per thread after the first", (long long)P->thread_bytes);
+    fputc('\n', f);
     int depth = 0, end[AJ_MAX_DEPTH + 2] = {P->nins};
     for (int p = 0; p < P->nins; p++) {
         while (depth > 0 && p >= end[depth]) {

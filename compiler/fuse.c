@@ -66,6 +66,7 @@ static int dense_whole(const aj_view *v, int64_t numel) {
 static int bind_args(aj_kernel *k, aj_kspec *ks) {
     for (int i = 0; i < ks->nout; i++) {
         if ((ks->out[i].arg = aj_plan_arg(k, ks->out[i].arg)) < 0) return -1;
+        if (ks->out[i].thread_slot && (ks->out[i].thread_arg = aj_plan_arg(k, ks->out[i].thread_arg)) < 0) return -1;
         if (ks->out[i].swap_arg >= 0 && (ks->out[i].swap_arg = aj_plan_arg(k, ks->out[i].swap_arg)) < 0) return -1;
     }
     for (int i = 0; i < ks->nin; i++) {
@@ -88,7 +89,7 @@ static int emit(fctx *f, aj_kspec ks) {
             f->sub = p, f->capsub = nc;
         }
         ks.barrier_after = 1;
-        snprintf(ks.what, sizeof ks.what, "%s", ks.kind == AJ_KS_COPY || ks.kind == AJ_KS_GROUP ? f->what
+        snprintf(ks.what, sizeof ks.what, "%s", ks.kind == AJ_KS_COPY || ks.kind == AJ_KS_GROUP || ks.kind == AJ_KS_COMBINE ? f->what
                                                : aj_op_info(ks.g->node[ks.node].op)->name);
         f->sub[f->nsub++] = ks;
         return 0;
@@ -158,7 +159,8 @@ static int collect(fctx *f, int node, aj_kspec *ks) {
 
 /* the group rooted at node i writing to view `out` */
 static int plan_group(fctx *f, int i, aj_view out) {
-    aj_kspec ks = {.kind = AJ_KS_GROUP, .m = f->pl->m, .g = f->g, .node = -1, .depth = f->depth, .nout = 1};
+    aj_kspec ks = {.kind = AJ_KS_GROUP, .m = f->pl->m, .g = f->g, .node = -1, .depth = f->depth, .nout = 1,
+                   .split = out.thread_slot != 0};
     ks.out[0] = out;
     if (collect(f, i, &ks))
         return aj_error(f->pl->d, f->g->node[i].line, f->g->node[i].col, "fusion: group too large");
@@ -285,23 +287,79 @@ static void fctx_free(fctx *f) {
         free(f->user);
 }
 
-/* Inside a fused recurrence body: where result value v must end up
- * (a carry's next buffer, a stacked output at step t), or NULL. */
+/* Inside a fused recurrence body: where result value val[k] must end up
+ * (a carry's next buffer for k < ncarry, else a stacked output at step t),
+ * whether a group wrote it there (done), and the per-thread partials of a
+ * split sum stacked there (partial, a buffer, or -1). */
 typedef struct {
-    int nres;
+    int nres, ncarry;
+    int64_t steps;
     int val[128];
     aj_view target[128];
+    char done[128];
+    int partial[128];
 } body_targets;
 
-static const aj_view *target_of(const body_targets *bt, int v, int *count) {
-    const aj_view *t = NULL;
-    *count = 0;
+/* The one target of value v: its index in bt, or -1 (none, or several). */
+static int target_of(const body_targets *bt, int v) {
+    int at = -1, count = 0;
     for (int k = 0; bt && k < bt->nres; k++)
-        if (bt->val[k] == v) t = &bt->target[k], ++*count;
-    return t;
+        if (bt->val[k] == v) at = k, count++;
+    return count == 1 ? at : -1;
 }
 
-static int plan_nodes(fctx *f, const body_targets *bt);
+/* Where group value v can be written in place: its own target, or through
+ * a chain of reshapes (each the only use of the one before) that of the
+ * value they end in (*end), a contiguous target seen in v's shape. The
+ * target's index in bt, or -1. */
+static int in_place(const fctx *f, const body_targets *bt, int v, aj_view *out, int *end) {
+    const aj_graph *g = f->g;
+    int w = v;
+    while (!f->is_result[w] && f->uses[w] == 1 && f->user[w] >= 0 && g->node[f->user[w]].op == AJ_OP_RESHAPE)
+        w = g->node[f->user[w]].out[0];
+    int k = target_of(bt, w);
+    *end = w;
+    if (k < 0) return -1;
+    const aj_view *t = &bt->target[k];
+    if (w == v) return *out = *t, k;
+    if (!aj_view_contiguous(t)) return -1;
+    *out = aj_view_dense(t->arg, &g->val[v].type, &f->pl->m->bind);
+    out->swap_arg = t->swap_arg, out->off = t->off, out->tlevel = t->tlevel, out->tstride = t->tstride;
+    return k;
+}
+
+/* Group node i, written to stacked target k through value `end`, is a sum
+ * over the rows (axis 0) that nothing in the step reads, stacked on axis
+ * 0: every thread can sum its own rows into its own partial (a split),
+ * and the partials be added up every AJ_RING steps, instead of all
+ * threads waiting for every row and reading each other's every step (a
+ * barrier, and rows moved between cores' caches). */
+static int splittable(const fctx *f, const body_targets *bt, int i, int k, int end) {
+    const aj_node *n = &f->g->node[i];
+    const aj_view *t = &bt->target[k];
+    if (k < bt->ncarry || f->uses[end] || (n->op != AJ_OP_SUM && n->op != AJ_OP_MEAN) || t->off ||
+        t->tstride * bt->steps != f->pl->P->buf[t->arg].numel)
+        return 0;
+    const aj_type *xt = &f->g->val[n->in[0]].type;
+    const aj_attr *ax = aj_attr_get(n, "axis");
+    return xt->rank >= 1 && xt->dtype == AJ_F32 && ax->n == 1 && (ax->ints[0] == 0 || ax->ints[0] == -xt->rank);
+}
+
+/* the partials of a split written through view *out: a ring of AJ_RING
+ * steps' slabs per thread */
+static int add_partials(fctx *f, body_targets *bt, int k, aj_view *out) {
+    int64_t numel = (bt->steps < AJ_RING ? bt->steps : AJ_RING) * bt->target[k].tstride;
+    char name[64];
+    snprintf(name, sizeof name, "%.50s_part", f->pl->P->buf[out->arg].name);
+    aj_type st = {.dtype = AJ_F32, .rank = 1, .dim = {aj_dim_const(numel)}};
+    int pb = aj_plan_buffer(f->pl, AJ_BUF_THREAD, 0, &st, f->level, name);
+    if (pb < 0) return -1;
+    out->thread_arg = pb, out->thread_slot = numel;
+    bt->partial[k] = pb;
+    return 0;
+}
+
+static int plan_nodes(fctx *f, body_targets *bt);
 
 /* ---------------------------------------------------------------- barriers */
 
@@ -324,6 +382,10 @@ static row_info rows_of_sub(const aj_kspec *ks) {
     if (ks->kind != AJ_KS_GROUP) return ri;
     const aj_node *root = &ks->g->node[ks->nodes[ks->nnodes - 1]];
     const aj_type *xt = &ks->g->val[root->in[0]].type;
+    if (ks->split) {   /* its rows are the ones it sums */
+        ri.rows = aj_dim_bind(xt->dim[0], &ks->m->bind).off, ri.rank = xt->rank;
+        return ri;
+    }
     const aj_attr *ax = aj_attr_get(root, "axis");
     if (ax->n == 0 || xt->rank < 2) return ri;
     /* sum over trailing axes only, axis 0 kept: rows are axis 0 */
@@ -373,7 +435,8 @@ static int independent(const aj_kspec *a, const aj_kspec *b, int across) {
         for (int j = 0; j < nb; j++) {
             const aj_view *vb = j < b->nout ? &b->out[j] : &b->in[j - b->nout];
             int writes = i < a->nout || j < b->nout;
-            if (!writes || !may_alias(va, vb, across)) continue;
+            /* a split's partials: this thread's alone, read after the kernel */
+            if (!writes || va->thread_slot || vb->thread_slot || !may_alias(va, vb, across)) continue;
             if (ra.rows < 0 || ra.rows != rb.rows || !row_aligned(va, ra, i < a->nout && reduces(a)) ||
                 !row_aligned(vb, rb, j < b->nout && reduces(b)) || !same_rows(va, vb))
                 return 0;
@@ -443,9 +506,12 @@ static int fuse_recurrence(fctx *f, int i) {
         aj_instr cp = {.kind = AJ_I_COPY, .src = init, .dst = A, .level = f->level};
         if (aj_plan_instr(pl, cp) < 0) goto out;
         bt.val[bt.nres] = body->result[c];
+        bt.partial[bt.nres] = -1;
         bt.target[bt.nres] = whole(f, B, &cv->type);
         bt.target[bt.nres++].swap_arg = A;
     }
+    bt.ncarry = r->ncarry;
+    bt.steps = aj_attr_dim_value(pl->m, n, "steps");
     for (int s = 0; s < r->nslice; s++) {
         int lv = body->leaf[r->ncarry + s], ax = r->slice_axis[s];
         b.vv[lv] = aj_view_step(f->vv[n->in[r->ncarry + s]], ax, L), b.has[lv] = 1;
@@ -461,6 +527,7 @@ static int fuse_recurrence(fctx *f, int i) {
         f->vv[ov] = whole(f, f->vbuf[ov], &g->val[ov].type), f->has[ov] = 1;
         aj_view t = aj_plan_step_view(pl, f->vbuf[ov], &g->val[ov].type, r->stack_axis[k], L);
         bt.val[bt.nres] = body->result[r->ncarry + k];
+        bt.partial[bt.nres] = -1;
         bt.target[bt.nres++] = t;
     }
     classify(&b, bt.val, bt.nres);
@@ -470,17 +537,25 @@ static int fuse_recurrence(fctx *f, int i) {
     if (plan_nodes(&b, &bt)) goto out;
     /* results not written in place by their group: copied at the end of the step */
     for (int k = 0; k < bt.nres; k++) {
-        int v = bt.val[k], cnt;
-        target_of(&bt, v, &cnt);
-        const aj_value *val = &body->val[v];
-        int in_place = val->kind == AJ_VAL_NODE && !b.inl[v] && cnt == 1 && groupable(body, &body->node[val->node]);
-        if (in_place) continue;
+        if (bt.done[k]) continue;
+        const aj_value *val = &body->val[bt.val[k]];
         aj_kspec ks = {.kind = AJ_KS_COPY, .m = pl->m, .node = -1, .depth = L, .nin = 1, .nout = 1};
-        ks.in[0] = b.vv[v], ks.out[0] = bt.target[k];
+        ks.in[0] = b.vv[bt.val[k]], ks.out[0] = bt.target[k];
         snprintf(b.what, sizeof b.what, "%s %s", k < r->ncarry ? "next" : "stack", val->name);
         if (emit(&b, ks)) goto out;
     }
     place_barriers(b.sub, b.nsub);
+    for (int s = 0; s < r->nstack; s++) {   /* the split sums: thread 0's result += the others' partials */
+        int pb = bt.partial[r->ncarry + s], ov = n->out[r->ncarry + s];
+        if (pb < 0) continue;
+        aj_type pt = {.dtype = AJ_F32, .rank = 1, .dim = {aj_dim_const(pl->P->buf[pb].numel)}};
+        aj_kspec cs = {.kind = AJ_KS_COMBINE, .m = pl->m, .node = -1, .depth = L, .nin = 1, .nout = 1,
+                       .at_flush = 1, .steps = bt.steps, .reverse = (int)aj_attr_int(n, "reverse"), .level = L};
+        cs.in[0] = whole(f, pb, &pt), cs.out[0] = whole(f, f->vbuf[ov], &g->val[ov].type);
+        snprintf(b.what, sizeof b.what, "every %d steps: %s += the other threads' partial sums", AJ_RING, g->val[ov].name);
+        if (emit(&b, cs)) goto out;
+        b.sub[b.nsub - 1].barrier_after = 0;
+    }
     aj_kspec rk = {.kind = AJ_KS_RECUR, .m = pl->m, .g = g, .node = -1, .depth = f->level, .sub = b.sub,
                    .nsub = b.nsub, .steps = aj_attr_dim_value(pl->m, n, "steps"),
                    .reverse = (int)aj_attr_int(n, "reverse"), .level = L};
@@ -523,7 +598,7 @@ out:
 }
 
 /* Every node of f->g in order (bt: the body's in-place targets). */
-static int plan_nodes(fctx *f, const body_targets *bt) {
+static int plan_nodes(fctx *f, body_targets *bt) {
     const aj_graph *g = f->g;
     aj_planner *pl = f->pl;
     for (int i = 0; i < g->nnode; i++) {
@@ -557,11 +632,11 @@ static int plan_nodes(fctx *f, const body_targets *bt) {
             continue;
         }
         if (n->nout == 1 && groupable(g, n)) {
-            int cnt;
-            const aj_view *t = target_of(bt, v, &cnt);
             aj_view out;
-            if (t && cnt == 1) {
-                out = *t;   /* a body result: written in place, read there by the step's later users */
+            int end, k = in_place(f, bt, v, &out, &end);
+            if (k >= 0) {   /* a body result: written in place, read there by the step's later users */
+                bt->done[k] = 1;
+                if (splittable(f, bt, i, k, end) && add_partials(f, bt, k, &out)) return -1;
             } else {
                 if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
                 out = whole(f, f->vbuf[v], &g->val[v].type);

@@ -82,7 +82,8 @@ int aj_plan_kernel(aj_planner *pl, aj_kernel *k, aj_kspec *ks, int level) {
         char name[sizeof k->name];
         int node = ks->kind == AJ_KS_GROUP ? ks->nodes[ks->nnodes - 1] : ks->node;
         const char *what = ks->kind == AJ_KS_COPY ? "copy" : ks->kind == AJ_KS_MM_PACK ? "pack" :
-                           ks->kind == AJ_KS_RECUR ? "recurrence" : aj_op_info(ks->g->node[node].op)->name;
+                           ks->kind == AJ_KS_RECUR ? "recurrence" : ks->kind == AJ_KS_COMBINE ? "combine" :
+                           aj_op_info(ks->g->node[node].op)->name;
         snprintf(name, sizeof name, "k%d_%s", id, what);
         memcpy(k->name, name, sizeof name);
         if (aj_codegen_kernel(pl->cg, ks, k->name, k->nargs, &k->rows, pl->d)) {
@@ -386,6 +387,10 @@ void aj_plan_memory(aj_program *P) {
             bf->first = o->first = f, bf->last = o->last = l;
         }
     }
+    /* per-thread partials: live through the whole run, side by side */
+    P->thread_bytes = 0;
+    for (int b = 0; b < P->nbuf; b++)
+        if (P->buf[b].kind == AJ_BUF_THREAD) P->buf[b].offset = P->thread_bytes, P->thread_bytes += (P->buf[b].numel * 4 + 63) / 64 * 64;
     /* first-fit by start, over the buffers already placed */
     int64_t peak = 0, total = 0;
     int *placed = malloc(((size_t)P->nbuf + 1) * sizeof *placed), np = 0;

@@ -24,7 +24,8 @@
 #include <ffi.h>
 
 enum { AJ_MAX_DEPTH = 8, AJ_MAX_KARGS = 24 };
-enum { AJ_WHAT_LEN = 256 };   /* a kernel's "what": the ops it runs, for dumps */
+enum { AJ_WHAT_LEN = 256 };
+enum { AJ_RING = 64 };         /* steps of partial sums a split keeps per thread (fuse.c) */   /* a kernel's "what": the ops it runs, for dumps */
 
 /* What every kernel can read besides its buffers: the step index of each
  * enclosing loop (outermost first) and the sampling seed. */
@@ -34,6 +35,7 @@ typedef struct {
     uint64_t seed;
     int64_t ith, nth;        /* this thread and the team's size (collective kernels) */
     int64_t odd;             /* inside a fused recurrence: the step is odd (carries swap) */
+    int64_t ring;            /* ... the step's slot in split sums' partials (step mod AJ_RING) */
 } aj_kctx;
 
 typedef enum {
@@ -41,7 +43,9 @@ typedef enum {
     AJ_BUF_PARAM,   /* module parameter idx */
     AJ_BUF_INPUT,   /* fn argument idx */
     AJ_BUF_RESULT,  /* fn result idx: the caller's result tensor */
-    AJ_BUF_CONST    /* data computed at compile time (masks) */
+    AJ_BUF_CONST,   /* data computed at compile time (masks) */
+    AJ_BUF_THREAD   /* partial sums of a split reduction, for every thread but the
+                     * first: (nth - 1) x numel from offset x (nth - 1) */
 } aj_buf_kind;
 
 typedef struct {
@@ -49,7 +53,7 @@ typedef struct {
     int idx;
     aj_dtype dtype;
     int64_t numel;
-    int64_t offset;          /* ARENA: bytes from the arena's start */
+    int64_t offset;          /* ARENA: bytes from the arena's start; THREAD: see above */
     int swap;                /* a carry's ping-pong partner, -1: none */
     int swap_level;          /* ... swapped on odd iterations of the loop at this depth */
     int level;               /* loop depth of the graph that owns the value */
@@ -99,10 +103,13 @@ typedef struct aj_program {
     int *result_buf;         /* buffer of each fn result */
     int64_t arena_bytes;     /* the memory plan's peak */
     int64_t naive_bytes;     /* the sum of every arena buffer: what no reuse would need */
+    int64_t thread_bytes;    /* THREAD buffers: bytes for each thread after the first */
     double compile_ms;
     int cache_hit;           /* code came from the disk cache */
     aj_jit *jit;
     void *arena;             /* arena_bytes, allocated at the first run */
+    void *partials;          /* (partials_nth - 1) x thread_bytes, grown when a run has more threads */
+    int partials_nth;
     int64_t *prof_ns;        /* per kernel: [2k] nanoseconds, [2k+1] calls */
 } aj_program;
 

@@ -46,6 +46,7 @@ typedef struct {
     int64_t calls;           /* kernel calls per run (loops counted out) */
     int64_t arena_bytes;     /* peak of the memory plan */
     int64_t naive_bytes;     /* every intermediate in its own buffer */
+    int64_t thread_bytes;    /* split reductions' partials: this much more per thread after the first */
     double compile_ms;
     int cache_hit;
 } aj_program_stats;

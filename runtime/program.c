@@ -194,6 +194,15 @@ int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inpu
     const aj_graph *g = P->fn;
     if (!P->arena && P->arena_bytes && !(P->arena = aligned_alloc(64, (size_t)(P->arena_bytes + 63) / 64 * 64)))
         return aj_error(d, 0, 0, "out of memory: the arena of %s needs %lld bytes", g->name, (long long)P->arena_bytes);
+    int nth = aj_threads();
+    if (P->thread_bytes && nth > P->partials_nth) {   /* every thread after the first: its own partials */
+        free(P->partials);
+        P->partials_nth = 0;
+        if (!(P->partials = aligned_alloc(64, (size_t)(nth - 1) * (size_t)P->thread_bytes)))
+            return aj_error(d, 0, 0, "out of memory: the partial sums of %s need %lld bytes for %d threads", g->name,
+                            (long long)P->thread_bytes * (nth - 1), nth);
+        P->partials_nth = nth;
+    }
     void **base = calloc((size_t)P->nbuf + 1, sizeof *base);
     if (!base) return aj_error(d, 0, 0, "out of memory");
     int nres = 0, rc = -1;
@@ -212,10 +221,10 @@ int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inpu
         case AJ_BUF_INPUT: base[b] = inputs[bf->idx].data; break;
         case AJ_BUF_RESULT: base[b] = results[bf->idx].data; break;
         case AJ_BUF_CONST: base[b] = bf->data; break;
+        case AJ_BUF_THREAD: base[b] = nth > 1 ? (char *)P->partials + bf->offset * (nth - 1) : NULL; break;
         }
     }
     volatile int failed = 0;
-    int nth = aj_threads();
     team tm = {0};
 #pragma omp parallel num_threads(nth)
     {

@@ -147,6 +147,28 @@ static void test_model(void **state) {
     if (bad) fail_msg("%s: %d results differ between engines", path, bad);
 }
 
+/* A split sum (compiler/fuse.c) keeps AJ_RING = 64 steps of partial sums
+ * per thread: NADE over 150 steps fills that ring twice and then part of
+ * it, in its gradient's reversed loop; at 2 and 3 threads. */
+static void test_split_ring(void **state) {
+    char path[1024];
+    aj_diag d = {0};
+    snprintf(path, sizeof path, "%s/models/nade.graph", (const char *)*state);
+    int bad = 0;
+    for (int nth = 2; nth <= 3; nth++) {
+        aj_module *m = aj_load_file(path, "B=5,D=150,H=6", NULL, &d);
+        if (!m) {
+            aj_diag_print(&d, stderr);
+            fail_msg("%s does not load", path);
+        }
+        aj_set_threads(nth);
+        bad += compare_module(m, "nade, 150 steps");
+        aj_module_free(m);
+    }
+    aj_set_threads(2);
+    if (bad) fail_msg("nade over 150 steps: %d results differ between engines", bad);
+}
+
 /* ------------------------------------------------------------ op cases */
 
 /* Ops with no gradient to build (sampling), and forms the gradient cases
@@ -222,7 +244,7 @@ int main(void) {
         fprintf(stderr, "no models match %s\n", pattern);
         return 1;
     }
-    struct CMUnitTest *t = calloc(gl.gl_pathc + 1, sizeof *t);
+    struct CMUnitTest *t = calloc(gl.gl_pathc + 2, sizeof *t);
     for (size_t i = 0; i < gl.gl_pathc; i++) {
         t[i] = (struct CMUnitTest)cmocka_unit_test(test_model);
         t[i].name = gl.gl_pathv[i];
@@ -231,8 +253,10 @@ int main(void) {
     /* ARJIT_TEST_FILTER, ARJIT_TEST_SKIP: run only, or skip, the tests whose names match a glob */
     if (getenv("ARJIT_TEST_FILTER")) cmocka_set_test_filter(getenv("ARJIT_TEST_FILTER"));
     if (getenv("ARJIT_TEST_SKIP")) cmocka_set_skip_filter(getenv("ARJIT_TEST_SKIP"));
+    t[gl.gl_pathc] = (struct CMUnitTest){"split sums over a ring of steps", test_split_ring, NULL, NULL,
+                                         (void *)(src ? src : ARJIT_SOURCE_DIR)};
     aj_set_threads(2);
-    int rc = _cmocka_run_group_tests("engines on models", t, gl.gl_pathc, NULL, NULL);
+    int rc = _cmocka_run_group_tests("engines on models", t, gl.gl_pathc + 1, NULL, NULL);
     free(t);
 
     struct CMUnitTest ops[COUNT(cases) + COUNT(forward_cases)];
