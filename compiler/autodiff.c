@@ -555,10 +555,13 @@ static void body_needs(const aj_recur *r, const char *in_needs, char *needs) {
     }
 }
 
-static int add_leaf(aj_graph *b, const char *name, aj_val_kind kind, int idx, aj_type t) {
+/* a leaf of a backward body, named and typed, on the line of the forward
+ * statement it comes from (dumps and errors) */
+static int add_leaf(aj_graph *b, const char *name, aj_val_kind kind, int idx, aj_type t, int line) {
     int v = aj_graph_add_value(b, NULL, kind, -1, idx);
     aj_value_rename(b, v, name);
     b->val[v].type = t;
+    b->val[v].line = line;
     return v;
 }
 
@@ -680,7 +683,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     for (int k = 0; k < C; k++) {   /* carries: dc */
         char nm[96];
         snprintf(nm, sizeof nm, "d_%s", fb->val[fb->leaf[k]].name);
-        dc[k] = add_leaf(bb, nm, AJ_VAL_CARRY, k, em_ty(c, n.in[k]));
+        dc[k] = add_leaf(bb, nm, AJ_VAL_CARRY, k, em_ty(c, n.in[k]), fb->val[fb->leaf[k]].line);
         aj_type t = em_ty(c, n.in[k]);
         ins[nin++] = dy[k] >= 0 ? dy[k] : em_constant(c, 0, &t);
     }
@@ -692,7 +695,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         snprintf(nm, sizeof nm, "d_%s", fb->val[fb->leaf[C + S + u]].name);
         aj_type t = em_ty(c, n.in[C + S + u]);
         use_acc[u] = nu;
-        du[nu] = add_leaf(bb, nm, AJ_VAL_CARRY, C + nu, t);
+        du[nu] = add_leaf(bb, nm, AJ_VAL_CARRY, C + nu, t, fb->val[fb->leaf[C + S + u]].line);
         ins[nin++] = em_constant(c, 0, &t);
         nu++;
     }
@@ -701,18 +704,20 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         if (inv[k] < 0) continue;
         char nm[96];
         snprintf(nm, sizeof nm, "%s_after", fb->val[fb->leaf[k]].name);
-        rev[k] = add_leaf(bb, nm, AJ_VAL_CARRY, C + nu + nr++, fb->val[fb->leaf[k]].type);
+        rev[k] = add_leaf(bb, nm, AJ_VAL_CARRY, C + nu + nr++, fb->val[fb->leaf[k]].type, fb->val[fb->leaf[k]].line);
         ins[nin++] = g->node[node].out[k];
     }
     int ns = 0;
     for (int k = 0; k < C; k++) {   /* slices: the kept carries */
         if (inv[k] >= 0) continue;
-        map[fb->leaf[k]] = add_leaf(bb, fb->val[fb->leaf[k]].name, AJ_VAL_SLICE, ns, fb->val[fb->leaf[k]].type);
+        map[fb->leaf[k]] = add_leaf(bb, fb->val[fb->leaf[k]].name, AJ_VAL_SLICE, ns, fb->val[fb->leaf[k]].type,
+                                    fb->val[fb->leaf[k]].line);
         br->slice_axis[ns++] = 0;
         ins[nin++] = hist[k];
     }
     for (int s = 0; s < S; s++) {   /* slices: the forward's own */
-        map[fb->leaf[C + s]] = add_leaf(bb, fb->val[fb->leaf[C + s]].name, AJ_VAL_SLICE, ns, fb->val[fb->leaf[C + s]].type);
+        map[fb->leaf[C + s]] = add_leaf(bb, fb->val[fb->leaf[C + s]].name, AJ_VAL_SLICE, ns,
+                                        fb->val[fb->leaf[C + s]].type, fb->val[fb->leaf[C + s]].line);
         br->slice_axis[ns++] = r->slice_axis[s];
         ins[nin++] = n.in[C + s];
     }
@@ -722,12 +727,13 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         if (dy[C + j] < 0) continue;
         char nm[96];
         snprintf(nm, sizeof nm, "d_%s", fb->val[fb->result[C + j]].name);
-        dys[j] = add_leaf(bb, nm, AJ_VAL_SLICE, ns, fb->val[fb->result[C + j]].type);
+        dys[j] = add_leaf(bb, nm, AJ_VAL_SLICE, ns, fb->val[fb->result[C + j]].type, r->res_line[C + j]);
         br->slice_axis[ns++] = r->stack_axis[j];
         ins[nin++] = dy[C + j];
     }
     for (int u = 0; u < U; u++) {   /* uses */
-        map[fb->leaf[C + S + u]] = add_leaf(bb, fb->val[fb->leaf[C + S + u]].name, AJ_VAL_USE, u, fb->val[fb->leaf[C + S + u]].type);
+        map[fb->leaf[C + S + u]] = add_leaf(bb, fb->val[fb->leaf[C + S + u]].name, AJ_VAL_USE, u,
+                                            fb->val[fb->leaf[C + S + u]].type, fb->val[fb->leaf[C + S + u]].line);
         ins[nin++] = n.in[C + S + u];
     }
     if (nin > 64) {
@@ -754,6 +760,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
             if (inv[k] < 0) continue;
             bad = copy_cone(&inner, fb, inv[k], map2, done) ||
                   (map[fb->leaf[k]] = em_op2(&inner, AJ_OP_SUB, rev[k], map2[inv[k]])) < 0;
+            em_lines_from(&inner, bb->nnode - 1, r->res_line[k], r->res_col[k]);   /* the carry's `next` */
         }
         free(map2), free(done);
         if (bad) goto out;
@@ -765,36 +772,41 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     for (int i = 0; i < nval; i++) adj[i] = -1;
     for (int i = 0; i < fb->nval; i++) needs[map[i]] = bneeds[i];   /* map covers every body value now */
     for (int k = 0; k < C + K; k++) {   /* seeds: dc for each next, dy_t for each stacked */
-        int seed = k < C ? dc[k] : dys[k - C], v = map[fb->result[k]];
+        int seed = k < C ? dc[k] : dys[k - C], v = map[fb->result[k]], first = bb->nnode;
         if (seed >= 0) adj[v] = adj[v] < 0 ? seed : em_op2(&inner, AJ_OP_ADD, adj[v], seed);
+        em_lines_from(&inner, first, r->res_line[k], r->res_col[k]);
     }
     if (backprop(&inner, nfwd, adj, needs)) goto out2;
 
     /* 4. results: next dc, next du, stacked ds */
-    int nres = 0, res[192];
+    int nres = 0, res[192];   /* each on the line of the forward statement it answers */
     for (int k = 0; k < C; k++) {
         int a = adj[map[fb->leaf[k]]];
         aj_type t = em_ty(c, n.in[k]);
+        br->res_line[nres] = fb->val[fb->leaf[k]].line;
         res[nres++] = a >= 0 ? a : em_constant(&inner, 0, &t);
     }
     for (int u = 0; u < U; u++) {
         if (use_acc[u] < 0) continue;
         int a = adj[map[fb->leaf[C + S + u]]];
+        br->res_line[nres] = fb->val[fb->leaf[C + S + u]].line;
         res[nres++] = a >= 0 ? em_op2(&inner, AJ_OP_ADD, du[use_acc[u]], a) : du[use_acc[u]];
     }
     for (int k = 0; k < C; k++)   /* next: c_t, recovered at this step */
-        if (inv[k] >= 0) res[nres++] = map[fb->leaf[k]];
+        if (inv[k] >= 0) br->res_line[nres] = r->res_line[k], res[nres++] = map[fb->leaf[k]];
     int nstk = 0, stacked_of[64];
     for (int s = 0; s < S; s++) {
         stacked_of[s] = -1;
         if (!bneeds[fb->leaf[C + s]]) continue;
         int a = adj[map[fb->leaf[C + s]]];
+        br->res_line[nres] = fb->val[fb->leaf[C + s]].line;
         res[nres++] = a >= 0 ? a : em_constant(&inner, 0, &fb->val[fb->leaf[C + s]].type);
         br->stack_axis[nstk] = r->slice_axis[s];
         stacked_of[s] = nstk++;
     }
     for (int i = 0; i < nres; i++)
         if (res[i] < 0) goto out2;
+    em_lines_from(&inner, 0, n.line, n.col);   /* the rest: zeros, the uses' sums */
     bb->nresult = nres;
     bb->line = fb->line, bb->end_line = fb->end_line;
     bb->result = malloc(sizeof(int) * (size_t)nres);

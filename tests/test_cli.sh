@@ -104,6 +104,11 @@ run 0 dump --stage fused "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "program train
     has "$OUT" "recurrence" && has "$OUT" "nade.graph:"
 run 0 dump --stage naive "$NADE" --dims D=5,H=4,B=3 --fn loglik && has "$OUT" "program loglik (naive)" &&
     has "$OUT" "loop 5 steps"
+# every kernel names the graph line it came from, generated gradient code too
+for engine in naive fused; do
+    run 0 dump --stage $engine "$NADE" --dims D=5,H=4,B=3 --fn train_step && has "$OUT" "nade.graph:" &&
+        if grep -q 'nade.graph:0[ -]' "$OUT"; then fail "a $engine kernel on line 0"; fi
+done
 run 0 dump --stage fused "$FVSBN" --dims D=4 --fn grad_loglik && has "$OUT" "program grad_loglik (fused)"
 # B, free in the model, is 100: x0 : [B, D] holds 400 values
 run 0 dump --stage naive "$FVSBN" --dims D=4 --fn sample && has "$OUT" "program sample (naive)" && has "$OUT" "x0[400]"
