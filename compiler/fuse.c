@@ -337,7 +337,7 @@ static int in_place(const fctx *f, const body_targets *bt, int v, aj_view *out, 
 static int splittable(const fctx *f, const body_targets *bt, int i, int k, int end) {
     const aj_node *n = &f->g->node[i];
     const aj_view *t = &bt->target[k];
-    if (k < bt->ncarry || f->uses[end] || (n->op != AJ_OP_SUM && n->op != AJ_OP_MEAN) || t->off ||
+    if (k < bt->ncarry || bt->steps < 1 || f->uses[end] || (n->op != AJ_OP_SUM && n->op != AJ_OP_MEAN) || t->off ||
         t->tstride * bt->steps != f->pl->P->buf[t->arg].numel)
         return 0;
     const aj_type *xt = &f->g->val[n->in[0]].type;
