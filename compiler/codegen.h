@@ -16,7 +16,8 @@ typedef struct {
     /* a split sum's output (fuse.c): thread 0 writes arg at step t as
      * above; thread i > 0 its partials, argument thread_arg from element
      * (i - 1) * thread_slot, at slot ring (of AJ_RING) instead of t.
-     * thread_slot 0: not split. */
+     * thread_slot 0: not split. A GROUP whose out[0] is split sums over
+     * axis 0, each thread its own rows, so no thread reads another's. */
     int thread_arg;
     int64_t thread_slot;
     int64_t off;             /* element offset ... */
@@ -72,9 +73,6 @@ typedef struct aj_kspec_s {
     int in_val[AJ_KS_MAX_IN];
     int out_val[4];
     int barrier_after;       /* inside RECUR: a later sub-kernel reads what this one wrote */
-    /* GROUP inside RECUR, a sum over axis 0: each thread sums its own rows
-     * into its partial out[0] (thread_arg), so no thread reads another's */
-    int split;
     int at_flush;            /* COMBINE inside RECUR: run when the partials' ring is full */
     char what[AJ_WHAT_LEN];  /* inside RECUR: the ops it runs, for dumps */
     /* RECUR: the step loop around sub[0..nsub-1] (their views use this

@@ -882,7 +882,8 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     reduce_block(root, rank, shape, &lo_ax, &hi_ax, &outer, &red, &inner);
     /* split (fuse.c): over axis 0 only, so outer = 1; the threads split the
      * reduced rows r instead of the kept columns, each summing its own */
-    int64_t rows = ks->split ? red : group_rows(ks, &nch), chunk = ks->split ? inner : CHUNK;
+    int split = ks->out[0].thread_slot != 0;
+    int64_t rows = split ? red : group_rows(ks, &nch), chunk = split ? inner : CHUNK;
     int is_max = root->op == AJ_OP_MAX, nv = 1 + ks->nin;
     LLVMValueRef init = f32c(c, is_max ? -INFINITY : 0.0), base[AJ_KS_MAX_IN + 1], idx[AJ_MAX_RANK], offs[AJ_KS_MAX_IN + 1];
     aj_view vs[AJ_KS_MAX_IN + 1];
@@ -890,7 +891,7 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     for (int k = 0; k < ks->nin; k++) vs[1 + k] = ks->in[k];
     for (int k = 0; k < nv; k++) base[k] = view_base(c, &vs[k]);
     loop ql, rl, il;
-    LLVMValueRef q = loop_open(c, &ql, ks->split ? i64c(c, 0) : c->lo, ks->split ? i64c(c, outer) : c->hi, "q");
+    LLVMValueRef q = loop_open(c, &ql, split ? i64c(c, 0) : c->lo, split ? i64c(c, outer) : c->hi, "q");
     LLVMValueRef o = LLVMBuildSDiv(c->b, q, i64c(c, nch), ""), ch = LLVMBuildSRem(c->b, q, i64c(c, nch), "");
     unflatten(c, o, shape, lo_ax, idx);
     LLVMValueRef i0 = muli(c, ch, chunk), i1 = add(c, i0, i64c(c, chunk));
@@ -904,7 +905,7 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
         store_at(c, &vs[0], add(c, yrow, i), init);
         loop_close(c, &il);
     }
-    LLVMValueRef r = loop_open(c, &rl, ks->split ? c->lo : i64c(c, 0), ks->split ? c->hi : i64c(c, red), "r");
+    LLVMValueRef r = loop_open(c, &rl, split ? c->lo : i64c(c, 0), split ? c->hi : i64c(c, red), "r");
     unflatten(c, r, shape + lo_ax, hi_ax - lo_ax + 1, idx + lo_ax);
     LLVMValueRef i = acc ? i64c(c, 0) : loop_open(c, &il, i0, i1, "i");
     if (hi_ax + 1 < rank) unflatten(c, i, shape + hi_ax + 1, rank - hi_ax - 1, idx + hi_ax + 1);
@@ -1581,6 +1582,11 @@ static void call_sub(aj_codegen *c, const char *name, int k, LLVMValueRef R, LLV
                    (unsigned)nargs + 3, "");
 }
 
+/* the step index t of loop iteration s */
+static LLVMValueRef step_of(aj_codegen *c, const aj_kspec *ks, LLVMValueRef s) {
+    return ks->reverse ? LLVMBuildNSWSub(c->b, i64c(c, ks->steps - 1), s, "") : s;
+}
+
 static void set_ctx(aj_codegen *c, LLVMValueRef ctx, int field, LLVMValueRef v) {
     LLVMValueRef i = i64c(c, field);
     LLVMBuildStore(c->b, v, LLVMBuildInBoundsGEP2(c->b, c->i64, ctx, &i, 1, ""));
@@ -1616,9 +1622,8 @@ static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name,
     LLVMTypeRef bty = LLVMFunctionType(c->void_, NULL, 0, 0);
     loop sl;
     LLVMValueRef s = loop_open(c, &sl, i64c(c, 0), i64c(c, ks->steps), "step");
-    LLVMValueRef t = ks->reverse ? LLVMBuildNSWSub(c->b, i64c(c, ks->steps - 1), s, "") : s;
     LLVMValueRef ring = LLVMBuildSRem(c->b, s, i64c(c, AJ_RING), "");
-    set_ctx(c, local, CTX_T + ks->level - 1, t);
+    set_ctx(c, local, CTX_T + ks->level - 1, step_of(c, ks, s));
     set_ctx(c, local, CTX_ODD, LLVMBuildAnd(c->b, s, i64c(c, 1), ""));
     set_ctx(c, local, CTX_RING, ring);
     LLVMValueRef args[AJ_MAX_KARGS + 3];
@@ -1637,7 +1642,7 @@ static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name,
         LLVMPositionBuilderAtEnd(c->b, flush);
         LLVMBuildCall2(c->b, bty, barrier, NULL, 0, "");
         LLVMValueRef s0 = LLVMBuildNSWSub(c->b, s, ring, "");
-        set_ctx(c, local, CTX_T + ks->level - 1, ks->reverse ? LLVMBuildNSWSub(c->b, i64c(c, ks->steps - 1), s0, "") : s0);
+        set_ctx(c, local, CTX_T + ks->level - 1, step_of(c, ks, s0));
         for (int k = 0; k < ks->nsub; k++)
             if (ks->sub[k].at_flush) call_sub(c, name, k, add(c, ring, i64c(c, 1)), local, args, nargs);
         LLVMBuildCall2(c->b, bty, barrier, NULL, 0, "");   /* before the ring is written again */

@@ -159,8 +159,7 @@ static int collect(fctx *f, int node, aj_kspec *ks) {
 
 /* the group rooted at node i writing to view `out` */
 static int plan_group(fctx *f, int i, aj_view out) {
-    aj_kspec ks = {.kind = AJ_KS_GROUP, .m = f->pl->m, .g = f->g, .node = -1, .depth = f->depth, .nout = 1,
-                   .split = out.thread_slot != 0};
+    aj_kspec ks = {.kind = AJ_KS_GROUP, .m = f->pl->m, .g = f->g, .node = -1, .depth = f->depth, .nout = 1};
     ks.out[0] = out;
     if (collect(f, i, &ks))
         return aj_error(f->pl->d, f->g->node[i].line, f->g->node[i].col, "fusion: group too large");
@@ -382,7 +381,7 @@ static row_info rows_of_sub(const aj_kspec *ks) {
     if (ks->kind != AJ_KS_GROUP) return ri;
     const aj_node *root = &ks->g->node[ks->nodes[ks->nnodes - 1]];
     const aj_type *xt = &ks->g->val[root->in[0]].type;
-    if (ks->split) {   /* its rows are the ones it sums */
+    if (ks->out[0].thread_slot) {   /* a split: its rows are the ones it sums */
         ri.rows = aj_dim_bind(xt->dim[0], &ks->m->bind).off, ri.rank = xt->rank;
         return ri;
     }
