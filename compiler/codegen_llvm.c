@@ -19,6 +19,8 @@
 
 #include "compiler/matmul_llvm.h"
 #include "compiler/vecmath.h"
+
+#include <llvm-c/DebugInfo.h>
 #include "runtime/interp.h"
 
 #include <math.h>
@@ -40,7 +42,9 @@ struct aj_codegen {
     LLVMBasicBlockRef entry;
     LLVMBuilderRef eb;       /* at the end of the entry block: allocas, ctx loads */
     int nmm;                 /* matmul helpers emitted so far */
+    int vw;                  /* floats in the host's widest vector */
 };
+
 
 /* aj_kctx's fields as i64 indices */
 enum { CTX_T = 0, CTX_DEPTH = AJ_MAX_DEPTH, CTX_SEED, CTX_ITH, CTX_NTH, CTX_ODD, CTX_RING };
@@ -159,12 +163,54 @@ static LLVMValueRef loop_open(aj_codegen *c, loop *L, LLVMValueRef from, LLVMVal
     return L->iv;
 }
 
-static void loop_close(aj_codegen *c, loop *L) {
+/* the loop's back edge: its branch */
+static LLVMValueRef loop_close(aj_codegen *c, loop *L) {
     LLVMValueRef next = add(c, L->iv, i64c(c, 1));
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
     LLVMAddIncoming(L->iv, &next, &latch, 1);
-    LLVMBuildBr(c->b, L->head);
+    LLVMValueRef br = LLVMBuildBr(c->b, L->head);
     LLVMPositionBuilderAtEnd(c->b, L->exit);
+    return br;
+}
+
+static LLVMMetadataRef loop_hint(aj_codegen *c, const char *name, LLVMValueRef v) {
+    LLVMMetadataRef ops[2] = {LLVMMDStringInContext2(c->cx, name, strlen(name)), LLVMValueAsMetadata(v)};
+    return LLVMMDNodeInContext2(c->cx, ops, 2);
+}
+
+/* Tell the loop vectoriser to run the loop ending in back edge br as
+ * vectors of the host's width, the last one masked (a predicated tail):
+ * the loop's own id, !{self, hints...}, on its branch. */
+static void vectorise_masked(aj_codegen *c, LLVMValueRef br) {
+    LLVMTypeRef i1 = LLVMInt1TypeInContext(c->cx);
+    LLVMMetadataRef self = LLVMTemporaryMDNode(c->cx, NULL, 0);
+    LLVMMetadataRef ops[4] = {self, loop_hint(c, "llvm.loop.vectorize.enable", LLVMConstInt(i1, 1, 0)),
+                              loop_hint(c, "llvm.loop.vectorize.predicate.enable", LLVMConstInt(i1, 1, 0)),
+                              loop_hint(c, "llvm.loop.vectorize.width", LLVMConstInt(c->i32, (unsigned)c->vw, 0))};
+    LLVMMetadataRef id = LLVMMDNodeInContext2(c->cx, ops, 4);
+    LLVMMetadataReplaceAllUsesWith(self, id);
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(c->cx, "llvm.loop", 9), LLVMMetadataAsValue(c->cx, id));
+}
+
+typedef void (*index_fn)(aj_codegen *c, void *user, LLVMValueRef j);
+
+/* for j in [0, n), n known: the innermost loop of a kernel, the one LLVM
+ * vectorises. Left alone, LLVM runs 4 vectors per iteration and the rest
+ * (52 of NADE's 500 columns) as narrower vectors and then scalars: each
+ * scalar exp costs as much as a vector of 16, so that tail cost 19% of
+ * the row. Instead: whole blocks of 4 vectors, then one loop of vectors
+ * with the last one masked. (The body is emitted twice.) */
+static void vector_loop(aj_codegen *c, int64_t n, index_fn body, void *user) {
+    int64_t m = n - n % (4 * c->vw);
+    loop l;
+    if (m > 0) {
+        body(c, user, loop_open(c, &l, i64c(c, 0), i64c(c, m), "j"));
+        loop_close(c, &l);
+    }
+    if (m < n) {
+        body(c, user, loop_open(c, &l, i64c(c, m), i64c(c, n), "jtail"));
+        vectorise_masked(c, loop_close(c, &l));
+    }
 }
 
 /* idx[0..n-1] of flat index r over shape[0..n-1], row-major. */
@@ -300,12 +346,31 @@ static int64_t bstride(const aj_view *v, int a, int r) {
     return av >= 0 && v->shape[av] != 1 ? v->stride[av] : 0;
 }
 
+typedef struct {
+    elem_fn body;
+    void *user;
+    int nv;
+    const aj_view *vs;
+    LLVMValueRef *offm, *offs, *idx, flat0;   /* flat0: the row's first flat index */
+    int rank;
+} inner_loop;
+
+static void inner_elem(aj_codegen *c, void *user, LLVMValueRef j) {
+    inner_loop *il = user;
+    il->idx[il->rank - 1] = j;
+    for (int k = 0; k < il->nv; k++) {
+        int64_t sj = bstride(&il->vs[k], il->rank - 1, il->rank);
+        il->offs[k] = sj ? add(c, il->offm[k], muli(c, j, sj)) : il->offm[k];
+    }
+    il->body(c, il->user, il->idx, add(c, il->flat0, j), il->offs);
+}
+
 static void for_each_element(aj_codegen *c, int rank, const int64_t *shape, const aj_view *vs, int nv,
                              elem_fn body, void *user) {
     enum { MAXV = AJ_KS_MAX_IN + 4 };
     LLVMValueRef base[MAXV], off0[MAXV], offm[MAXV], offs[MAXV], idx[AJ_MAX_RANK + 1];
     for (int k = 0; k < nv; k++) base[k] = view_base(c, &vs[k]);
-    loop l0, lm, lj;
+    loop l0, lm;
     LLVMValueRef a0 = loop_open(c, &l0, c->lo, c->hi, "a0");
     if (rank == 0) {
         body(c, user, idx, i64c(c, 0), base);
@@ -326,14 +391,8 @@ static void for_each_element(aj_codegen *c, int rank, const int64_t *shape, cons
         offm[k] = off0[k];
         for (int a = 1; a < rank - 1; a++) offm[k] = add(c, offm[k], muli(c, idx[a], bstride(&vs[k], a, rank)));
     }
-    LLVMValueRef j = loop_open(c, &lj, i64c(c, 0), i64c(c, inner), "j");
-    idx[rank - 1] = j;
-    for (int k = 0; k < nv; k++) {
-        int64_t sj = bstride(&vs[k], rank - 1, rank);
-        offs[k] = sj ? add(c, offm[k], muli(c, j, sj)) : offm[k];
-    }
-    body(c, user, idx, add(c, muli(c, add(c, muli(c, a0, M), m), inner), j), offs);
-    loop_close(c, &lj);
+    inner_loop il = {body, user, nv, vs, offm, offs, idx, muli(c, add(c, muli(c, a0, M), m), inner), rank};
+    vector_loop(c, inner, inner_elem, &il);
     if (M > 1) loop_close(c, &lm);
     loop_close(c, &l0);
 }
@@ -871,71 +930,107 @@ static int64_t group_rows(const aj_kspec *ks, int64_t *nch) {
     return outer * *nch;
 }
 
-/* y[o, i] = reduce over r of E(o, r, i), E the root's input expression */
-static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
-    const aj_kspec *ks = c->ks;
-    const aj_node *root = group_root(ks);
-    const aj_value *xv = &ks->g->val[root->in[0]];
-    int rank = xv->type.rank, lo_ax, hi_ax;
-    int64_t shape[AJ_MAX_RANK], outer, red, inner, nch = 1;
-    for (int a = 0; a < rank; a++) shape[a] = aj_dim_bind(xv->type.dim[a], &ks->m->bind).off;
-    reduce_block(root, rank, shape, &lo_ax, &hi_ax, &outer, &red, &inner);
-    /* split (fuse.c): over axis 0 only, so outer = 1; the threads split the
-     * reduced rows r instead of the kept columns, each summing its own */
-    int split = ks->out[0].thread_slot != 0;
-    int64_t rows = split ? red : group_rows(ks, &nch), chunk = split ? inner : CHUNK;
-    int is_max = root->op == AJ_OP_MAX, nv = 1 + ks->nin;
-    LLVMValueRef init = f32c(c, is_max ? -INFINITY : 0.0), base[AJ_KS_MAX_IN + 1], idx[AJ_MAX_RANK], offs[AJ_KS_MAX_IN + 1];
+/* One reduction's loop state: E is the root's input expression over X
+ * (shape[rank]); r runs over the reduced axes lo_ax..hi_ax, i over the
+ * kept trailing ones; y[yrow + i] (or the register acc) takes each term. */
+typedef struct {
+    group_elem *u;
+    const aj_node *root;
+    int rank, lo_ax, hi_ax, nv, is_max;
+    int64_t shape[AJ_MAX_RANK];
     aj_view vs[AJ_KS_MAX_IN + 1];
-    vs[0] = ks->out[0];
-    for (int k = 0; k < ks->nin; k++) vs[1 + k] = ks->in[k];
-    for (int k = 0; k < nv; k++) base[k] = view_base(c, &vs[k]);
-    loop ql, rl, il;
-    LLVMValueRef q = loop_open(c, &ql, split ? i64c(c, 0) : c->lo, split ? i64c(c, outer) : c->hi, "q");
-    LLVMValueRef o = LLVMBuildSDiv(c->b, q, i64c(c, nch), ""), ch = LLVMBuildSRem(c->b, q, i64c(c, nch), "");
-    unflatten(c, o, shape, lo_ax, idx);
-    LLVMValueRef i0 = muli(c, ch, chunk), i1 = add(c, i0, i64c(c, chunk));
-    i1 = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, i1, i64c(c, inner), ""), i1, i64c(c, inner));
-    LLVMValueRef yrow = add(c, base[0], muli(c, o, inner));
-    LLVMValueRef acc = inner == 1 ? alloca_f(c, "acc") : NULL;
-    if (acc) {
-        LLVMBuildStore(c->b, init, acc);
-    } else {
-        LLVMValueRef i = loop_open(c, &il, i0, i1, "i");
-        store_at(c, &vs[0], add(c, yrow, i), init);
-        loop_close(c, &il);
-    }
-    LLVMValueRef r = loop_open(c, &rl, split ? c->lo : i64c(c, 0), split ? c->hi : i64c(c, red), "r");
-    unflatten(c, r, shape + lo_ax, hi_ax - lo_ax + 1, idx + lo_ax);
-    LLVMValueRef i = acc ? i64c(c, 0) : loop_open(c, &il, i0, i1, "i");
-    if (hi_ax + 1 < rank) unflatten(c, i, shape + hi_ax + 1, rank - hi_ax - 1, idx + hi_ax + 1);
-    for (int k = 1; k < nv; k++) {
-        offs[k] = base[k];
+    LLVMValueRef base[AJ_KS_MAX_IN + 1], idx[AJ_MAX_RANK], acc, yrow, r;
+} reduce_state;
+
+/* y[i] (or acc) op= E(r, i) at reduced position st->r, kept position i */
+static void reduce_term(aj_codegen *c, reduce_state *st, LLVMValueRef i) {
+    LLVMValueRef offs[AJ_KS_MAX_IN + 1];
+    int rank = st->rank;
+    unflatten(c, st->r, st->shape + st->lo_ax, st->hi_ax - st->lo_ax + 1, st->idx + st->lo_ax);
+    if (st->hi_ax + 1 < rank) unflatten(c, i, st->shape + st->hi_ax + 1, rank - st->hi_ax - 1, st->idx + st->hi_ax + 1);
+    for (int k = 1; k < st->nv; k++) {
+        offs[k] = st->base[k];
         for (int a = 0; a < rank; a++) {
-            int64_t st = bstride(&vs[k], a, rank);
-            if (st) offs[k] = add(c, offs[k], muli(c, idx[a], st));
+            int64_t sa = bstride(&st->vs[k], a, rank);
+            if (sa) offs[k] = add(c, offs[k], muli(c, st->idx[a], sa));
         }
     }
     /* the counter of a sampling producer: its element's flat index in X */
-    LLVMValueRef flat = idx[0];
-    for (int a = 1; a < rank; a++) flat = add(c, muli(c, flat, shape[a]), idx[a]);
+    LLVMValueRef flat = st->idx[0];
+    for (int a = 1; a < rank; a++) flat = add(c, muli(c, flat, st->shape[a]), st->idx[a]);
+    group_elem *u = st->u;
     u->offs = offs, u->flat = rank ? flat : i64c(c, 0);
     memset(u->memo, 0, sizeof u->memo);
-    LLVMValueRef v = gval(c, u, root->in[0]);
-    LLVMValueRef at = acc ? acc : NULL, yi = acc ? NULL : add(c, yrow, i);
-    LLVMValueRef a = acc ? LLVMBuildLoad2(c->b, c->f32, at, "") : load_at(c, &vs[0], yi);
-    LLVMValueRef nv_ = is_max ? aj_vm_max(c->b, a, v) : acc ? fadd_reassoc(c, a, v) : fadd_(c, a, v);
-    if (acc) LLVMBuildStore(c->b, nv_, acc);
-    else store_at(c, &vs[0], yi, nv_);
-    if (!acc) loop_close(c, &il);
-    loop_close(c, &rl);
-    double scale = root->op == AJ_OP_MEAN ? 1.0 / (double)red : 1.0;
-    if (acc) {
-        store_at(c, &vs[0], yrow, fmul_(c, LLVMBuildLoad2(c->b, c->f32, acc, ""), f32c(c, scale)));
+    LLVMValueRef v = gval(c, u, st->root->in[0]);
+    LLVMValueRef yi = st->acc ? NULL : add(c, st->yrow, i);
+    LLVMValueRef a = st->acc ? LLVMBuildLoad2(c->b, c->f32, st->acc, "") : load_at(c, &st->vs[0], yi);
+    LLVMValueRef y = st->is_max ? aj_vm_max(c->b, a, v) : st->acc ? fadd_reassoc(c, a, v) : fadd_(c, a, v);
+    if (st->acc) LLVMBuildStore(c->b, y, st->acc);
+    else store_at(c, &st->vs[0], yi, y);
+}
+
+static void reduce_over_r(aj_codegen *c, void *user, LLVMValueRef r) {
+    reduce_state *st = user;
+    st->r = r;
+    reduce_term(c, st, i64c(c, 0));
+}
+
+static void reduce_over_i(aj_codegen *c, void *user, LLVMValueRef i) { reduce_term(c, user, i); }
+
+/* y[o, i] = reduce over r of E(o, r, i), E the root's input expression.
+ * A split (fuse.c) is over axis 0 only, so o has one value; the threads
+ * split the reduced rows r instead of the kept columns, each summing its
+ * own into its own y (thread 0 the result, the others their partials). */
+static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
+    const aj_kspec *ks = c->ks;
+    reduce_state st = {.u = u, .root = group_root(ks), .nv = 1 + ks->nin};
+    const aj_value *xv = &ks->g->val[st.root->in[0]];
+    int64_t outer, red, inner, nch = 1;
+    st.rank = xv->type.rank;
+    for (int a = 0; a < st.rank; a++) st.shape[a] = aj_dim_bind(xv->type.dim[a], &ks->m->bind).off;
+    reduce_block(st.root, st.rank, st.shape, &st.lo_ax, &st.hi_ax, &outer, &red, &inner);
+    int split = ks->out[0].thread_slot != 0;
+    int64_t rows = split ? red : group_rows(ks, &nch), chunk = split ? inner : CHUNK;
+    st.is_max = st.root->op == AJ_OP_MAX;
+    double scale = st.root->op == AJ_OP_MEAN ? 1.0 / (double)red : 1.0;
+    LLVMValueRef init = f32c(c, st.is_max ? -INFINITY : 0.0);
+    st.vs[0] = ks->out[0];
+    for (int k = 0; k < ks->nin; k++) st.vs[1 + k] = ks->in[k];
+    for (int k = 0; k < st.nv; k++) st.base[k] = view_base(c, &st.vs[k]);
+    loop ql, rl, il;
+    LLVMValueRef q = loop_open(c, &ql, split ? i64c(c, 0) : c->lo, split ? i64c(c, outer) : c->hi, "q");
+    LLVMValueRef o = LLVMBuildSDiv(c->b, q, i64c(c, nch), ""), ch = LLVMBuildSRem(c->b, q, i64c(c, nch), "");
+    unflatten(c, o, st.shape, st.lo_ax, st.idx);
+    LLVMValueRef i0 = muli(c, ch, chunk), i1 = add(c, i0, i64c(c, chunk));
+    i1 = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, i1, i64c(c, inner), ""), i1, i64c(c, inner));
+    st.yrow = add(c, st.base[0], muli(c, o, inner));
+    /* one column: a register accumulator (a split adds into its own y) */
+    st.acc = inner == 1 && !split ? alloca_f(c, "acc") : NULL;
+    if (st.acc) {
+        LLVMBuildStore(c->b, init, st.acc);
+    } else {
+        LLVMValueRef i = loop_open(c, &il, i0, i1, "i");
+        store_at(c, &st.vs[0], add(c, st.yrow, i), init);
+        loop_close(c, &il);
+    }
+    if (st.acc) {   /* a row's sum: the reduced positions are the inner loop */
+        vector_loop(c, red, reduce_over_r, &st);
+    } else if (split) {   /* this thread's rows, each a vector loop over all columns */
+        st.r = loop_open(c, &rl, c->lo, c->hi, "r");
+        vector_loop(c, inner, reduce_over_i, &st);
+        loop_close(c, &rl);
+    } else {   /* a chunk of columns, over every reduced position */
+        st.r = loop_open(c, &rl, i64c(c, 0), i64c(c, red), "r");
+        reduce_term(c, &st, loop_open(c, &il, i0, i1, "i"));
+        loop_close(c, &il);
+        loop_close(c, &rl);
+    }
+    if (st.acc) {
+        store_at(c, &st.vs[0], st.yrow, fmul_(c, LLVMBuildLoad2(c->b, c->f32, st.acc, ""), f32c(c, scale)));
     } else if (scale != 1.0) {
-        i = loop_open(c, &il, i0, i1, "i");
-        LLVMValueRef p = add(c, yrow, i);
-        store_at(c, &vs[0], p, fmul_(c, load_at(c, &vs[0], p), f32c(c, scale)));
+        LLVMValueRef i = loop_open(c, &il, i0, i1, "i");
+        LLVMValueRef p = add(c, st.yrow, i);
+        store_at(c, &st.vs[0], p, fmul_(c, load_at(c, &st.vs[0], p), f32c(c, scale)));
         loop_close(c, &il);
     }
     loop_close(c, &ql);
@@ -1500,6 +1595,7 @@ aj_codegen *aj_codegen_new(aj_jit *jit, aj_jit_module *mod) {
     aj_codegen *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->jit = jit, c->mod = mod;
+    c->vw = aj_jit_vector_width(jit);
     c->cx = aj_jit_module_context(mod);
     c->m = aj_jit_module_llvm(mod);
     c->b = LLVMCreateBuilderInContext(c->cx);
