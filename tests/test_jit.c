@@ -350,6 +350,12 @@ static void test_vecmath_special(void **state) {
     assert_true(t[0] == 0 && t[2] == 1e-30f && t[10] == 1 && t[11] == -1 && t[12] == 1 && t[13] == -1);
     assert_true(isnan(t[14]));
     assert_true(s[0] == 0.5f && s[10] == 1 && s[11] == 0 && s[12] == 1 && s[13] == 0 && isnan(s[14]));
+    assert_true(s[6] == 0 && s[7] == 0);   /* the sigmoid's documented flush below 4e-39 (x < -88.38) */
+    static const float tail[] = {-86.0f, -87.3f, -88.0f, -88.3f, 87.5f, 88.5f};
+    float st[6];
+    maps[3][0](st, tail, 6);
+    for (int i = 0; i < 6; i++)   /* exact to a denormal's last bit just above it */
+        assert_true(fabs(st[i] - ref_sigmoid(tail[i])) <= 2e-7 * ref_sigmoid(tail[i]) + 0x1p-149);
     assert_true(fabsf(p[0] - 0.693147181f) < 1e-7f && p[10] == 1000 && p[11] == 0 && p[12] == INFINITY);
     assert_true(p[13] == 0 && isnan(p[14]));
     assert_true(fabsf(p[8] - (float)exp(-200.0)) <= 0x1p-149f);     /* ~0, no NaN */
