@@ -132,6 +132,47 @@ static int materialise(fctx *f, int v) {
     return b;
 }
 
+/* Inside a fused recurrence body: where result value val[k] must end up
+ * (a carry's next buffer for k < ncarry, else a stacked output at step t),
+ * whether a group wrote it there (done), and the per-thread partials of a
+ * split sum stacked there (partial, a buffer, or -1). */
+typedef struct {
+    int nres, ncarry;
+    int64_t steps;
+    int val[128];
+    aj_view target[128];
+    char done[128];
+    int partial[128];
+} body_targets;
+
+/* The one target of value v: its index in bt, or -1 (none, or several). */
+static int target_of(const body_targets *bt, int v) {
+    int at = -1, count = 0;
+    for (int k = 0; bt && k < bt->nres; k++)
+        if (bt->val[k] == v) at = k, count++;
+    return count == 1 ? at : -1;
+}
+
+/* Where group value v can be written in place: its own target, or through
+ * a chain of reshapes (each the only use of the one before) that of the
+ * value they end in (*end), a contiguous target seen in v's shape. The
+ * target's index in bt, or -1. */
+static int in_place(const fctx *f, const body_targets *bt, int v, aj_view *out, int *end) {
+    const aj_graph *g = f->g;
+    int w = v;
+    while (!f->is_result[w] && f->uses[w] == 1 && f->user[w] >= 0 && g->node[f->user[w]].op == AJ_OP_RESHAPE)
+        w = g->node[f->user[w]].out[0];
+    int k = target_of(bt, w);
+    *end = w;
+    if (k < 0) return -1;
+    const aj_view *t = &bt->target[k];
+    if (w == v) return *out = *t, k;
+    if (!aj_view_contiguous(t)) return -1;
+    *out = aj_view_dense(t->arg, &g->val[v].type, &f->pl->m->bind);
+    out->swap_arg = t->swap_arg, out->off = t->off, out->tlevel = t->tlevel, out->tstride = t->tstride;
+    return k;
+}
+
 /* ---------------------------------------------------------------- groups */
 
 /* members of the group rooted at node i: producers folded in, post-order */
@@ -157,8 +198,9 @@ static int collect(fctx *f, int node, aj_kspec *ks) {
     return 0;
 }
 
-/* the group rooted at node i writing to view `out` */
-static int plan_group(fctx *f, int i, aj_view out) {
+/* the group rooted at node i writing to view `out`; a side output that
+ * is a body result goes straight to its target in bt */
+static int plan_group(fctx *f, body_targets *bt, int i, aj_view out) {
     aj_kspec ks = {.kind = AJ_KS_GROUP, .m = f->pl->m, .g = f->g, .node = -1, .depth = f->depth, .nout = 1};
     ks.out[0] = out;
     if (collect(f, i, &ks))
@@ -171,9 +213,16 @@ static int plan_group(fctx *f, int i, aj_view out) {
         if (ln && (ln < lo || !lo)) lo = ln;
         if (ln > hi) hi = ln;
         if (f->side[v]) {   /* stored for its other users (classify) */
-            if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
+            aj_view at;
+            int end, t = in_place(f, bt, v, &at, &end);
+            if (t >= 0 && end == v) {
+                bt->done[t] = 1;
+            } else {
+                if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
+                at = whole(f, f->vbuf[v], &f->g->val[v].type);
+            }
             ks.out_val[ks.nout] = v;
-            ks.out[ks.nout++] = whole(f, f->vbuf[v], &f->g->val[v].type);
+            ks.out[ks.nout++] = at;
         }
         if (n->op != AJ_OP_CONSTANT && len < (int)sizeof f->what - 40)
             len += snprintf(f->what + len, sizeof f->what - (size_t)len, "%s%s = %s%s", len ? "; " : "",
@@ -181,10 +230,7 @@ static int plan_group(fctx *f, int i, aj_view out) {
     }
     f->line = lo, f->line_end = hi;
     if (emit(f, ks)) return -1;
-    for (int k = 1; k < ks.nout; k++) {
-        int v = ks.out_val[k];
-        f->vv[v] = whole(f, f->vbuf[v], &f->g->val[v].type), f->has[v] = 1, f->stored[v] = 1;
-    }
+    for (int k = 1; k < ks.nout; k++) f->vv[ks.out_val[k]] = ks.out[k], f->has[ks.out_val[k]] = 1, f->stored[ks.out_val[k]] = 1;
     return 0;
 }
 
@@ -197,7 +243,9 @@ static int root_of(const fctx *f, int c) {
 }
 
 /* Side outputs: an elementwise value used more than once (or a result of
- * the fn, used once) goes into the group of its first user when that user
+ * the fn, or of a recurrence body, used once: NADE's gradient stores its
+ * recovered carry from the sigmoid's group that reads it, one pass over
+ * [B, H] fewer a step) goes into the group of its first user when that user
  * could fold it, the group is elementwise, and every other user comes after
  * the group's root, so the stored value is there when they run. At most 3
  * per group (out[1..3]). Not into a reduction: with a store in its loop,
@@ -214,7 +262,8 @@ static void classify_side(fctx *f) {
         if (n->nout != 1 || f->inl[v] || n->op == AJ_OP_CONSTANT || !aj_op_elementwise(n->op) || !lowerable(g, n))
             continue;
         int res = f->is_result[v];
-        if (res ? f->sub || f->vbuf[v] < 0 || f->uses[v] < 1 : f->uses[v] < 2) continue;
+        /* a result: inside a recurrence, a body result (its group writes it in place) */
+        if (res ? f->uses[v] < 1 || (!f->sub && f->vbuf[v] < 0) : f->uses[v] < 2) continue;
         int first = -1, last_before = 0;
         for (int c = i + 1; c < g->nnode && first < 0; c++)
             for (int j = 0; j < g->node[c].nin; j++)
@@ -284,47 +333,6 @@ static int fctx_init(fctx *f, aj_planner *pl, const aj_graph *g, int level, int 
 static void fctx_free(fctx *f) {
     free(f->vv), free(f->has), free(f->inl), free(f->is_result), free(f->side), free(f->stored), free(f->uses),
         free(f->user);
-}
-
-/* Inside a fused recurrence body: where result value val[k] must end up
- * (a carry's next buffer for k < ncarry, else a stacked output at step t),
- * whether a group wrote it there (done), and the per-thread partials of a
- * split sum stacked there (partial, a buffer, or -1). */
-typedef struct {
-    int nres, ncarry;
-    int64_t steps;
-    int val[128];
-    aj_view target[128];
-    char done[128];
-    int partial[128];
-} body_targets;
-
-/* The one target of value v: its index in bt, or -1 (none, or several). */
-static int target_of(const body_targets *bt, int v) {
-    int at = -1, count = 0;
-    for (int k = 0; bt && k < bt->nres; k++)
-        if (bt->val[k] == v) at = k, count++;
-    return count == 1 ? at : -1;
-}
-
-/* Where group value v can be written in place: its own target, or through
- * a chain of reshapes (each the only use of the one before) that of the
- * value they end in (*end), a contiguous target seen in v's shape. The
- * target's index in bt, or -1. */
-static int in_place(const fctx *f, const body_targets *bt, int v, aj_view *out, int *end) {
-    const aj_graph *g = f->g;
-    int w = v;
-    while (!f->is_result[w] && f->uses[w] == 1 && f->user[w] >= 0 && g->node[f->user[w]].op == AJ_OP_RESHAPE)
-        w = g->node[f->user[w]].out[0];
-    int k = target_of(bt, w);
-    *end = w;
-    if (k < 0) return -1;
-    const aj_view *t = &bt->target[k];
-    if (w == v) return *out = *t, k;
-    if (!aj_view_contiguous(t)) return -1;
-    *out = aj_view_dense(t->arg, &g->val[v].type, &f->pl->m->bind);
-    out->swap_arg = t->swap_arg, out->off = t->off, out->tlevel = t->tlevel, out->tstride = t->tstride;
-    return k;
 }
 
 /* Group node i, written to stacked target k through value `end`, is a sum
@@ -529,10 +537,10 @@ static int fuse_recurrence(fctx *f, int i) {
         bt.partial[bt.nres] = -1;
         bt.target[bt.nres++] = t;
     }
-    classify(&b, bt.val, bt.nres);
     b.sub = calloc(16, sizeof *b.sub);
     b.capsub = b.sub ? 16 : 0;
     if (!b.sub) goto out;
+    classify(&b, bt.val, bt.nres);
     if (plan_nodes(&b, &bt)) goto out;
     /* results not written in place by their group: copied at the end of the step */
     for (int k = 0; k < bt.nres; k++) {
@@ -640,7 +648,7 @@ static int plan_nodes(fctx *f, body_targets *bt) {
                 if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
                 out = whole(f, f->vbuf[v], &g->val[v].type);
             }
-            if (plan_group(f, i, out)) return -1;
+            if (plan_group(f, bt, i, out)) return -1;
             f->vv[v] = out, f->has[v] = 1;
             continue;
         }

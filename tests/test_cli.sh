@@ -101,7 +101,9 @@ run 0 dump --stage=ir --dims B=2 "$TMP/tiny.graph" && has "$OUT" "dim B = 2"
 # --- compiled stages: dump --stage naive|fused|llvm|asm --------------------
 NADE=$SRC/models/nade.graph FVSBN=$SRC/models/fvsbn.graph
 run 0 dump --stage fused "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "program train_step (fused)" &&
-    has "$OUT" "recurrence" && has "$OUT" "nade.graph:"
+    has "$OUT" "recurrence" && has "$OUT" "nade.graph:" &&
+    has "$OUT" "0 barriers per step" &&
+    has "$OUT" "= sub (kept); h = sigmoid"   # the recovered carry, stored by the group that reads it
 run 0 dump --stage naive "$NADE" --dims D=5,H=4,B=3 --fn loglik && has "$OUT" "program loglik (naive)" &&
     has "$OUT" "loop 5 steps"
 # every kernel names the graph line it came from, generated gradient code too
