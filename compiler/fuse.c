@@ -474,6 +474,56 @@ static void place_barriers(aj_kspec *sub, int n) {
     sub[n - 1].barrier_after = !ok;
 }
 
+/* Carry `leaf`, whose new value is `res`, is updated in place (one buffer,
+ * not a ping-pong pair) when res is computed by an elementwise group (as
+ * its root or a side output) and every read of the old value comes in an
+ * earlier sub-kernel or in that group at the same element: nothing reads
+ * it once overwritten. The update then reads and writes the same cache
+ * lines; into a partner it would fetch the partner's lines before writing
+ * them, a third stream through L2 (and a second buffer). */
+static int carry_in_place(const fctx *f, int leaf, int res) {
+    const aj_graph *g = f->g;
+    int pn = g->val[res].node;
+    if (f->is_result[leaf] || pn < 0 || g->node[pn].nout != 1 || !aj_op_elementwise(g->node[pn].op) ||
+        !lowerable(g, &g->node[pn]))
+        return 0;
+    int r = root_of(f, pn);
+    if (!aj_op_elementwise(g->node[r].op)) return 0;
+    for (int u = 0; u < g->nnode; u++) {
+        const aj_node *un = &g->node[u];
+        int reads = 0;
+        for (int j = 0; j < un->nin; j++) reads |= un->in[j] == leaf;
+        if (!reads) continue;
+        int ru = root_of(f, u);
+        if (ru > r || aj_op_view(un->op) || un->nout != 1) return 0;
+        if (ru == r && (!aj_op_elementwise(un->op) || !aj_type_eq(&g->val[un->out[0]].type, &g->val[leaf].type)))
+            return 0;
+    }
+    return 1;
+}
+
+/* Carry pair {A, B} in the step's sub-kernels as the one buffer A, kept
+ * when that costs no barrier (a reader of other threads' rows before the
+ * update, such as a matmul, would then need one): 1 done, 0 not (the
+ * sub-kernels as they were), -1 out of memory. */
+static int one_buffer(aj_kspec *sub, int n, int A, int B) {
+    int before = 0, after = 0;
+    for (int k = 0; k < n; k++) before += sub[k].barrier_after;
+    aj_kspec *was = malloc((size_t)n * sizeof *was);
+    if (!was) return -1;
+    memcpy(was, sub, (size_t)n * sizeof *sub);
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < sub[k].nout + sub[k].nin; i++) {
+            aj_view *v = i < sub[k].nout ? &sub[k].out[i] : &sub[k].in[i - sub[k].nout];
+            if ((v->arg == A && v->swap_arg == B) || (v->arg == B && v->swap_arg == A)) v->arg = A, v->swap_arg = -1;
+        }
+    place_barriers(sub, n);
+    for (int k = 0; k < n; k++) after += sub[k].barrier_after;
+    if (after > before) memcpy(sub, was, (size_t)n * sizeof *sub);
+    free(was);
+    return after <= before;
+}
+
 /* A recurrence as one kernel. 1 when its body cannot be fused (the caller
  * plans it the naive way), 0 done, -1 error. */
 static int fuse_recurrence(fctx *f, int i) {
@@ -498,6 +548,15 @@ static int fuse_recurrence(fctx *f, int i) {
     body_targets bt = {0};
     if (fctx_init(&b, pl, body, L, bbuf)) goto out;
     b.level = f->level;   /* body buffers: all live through the kernel (threads share them) */
+    /* what the body's results are, to classify its values by */
+    for (int k = 0; k < r->ncarry + r->nstack; k++) bt.val[k] = body->result[k], bt.partial[k] = -1;
+    bt.nres = r->ncarry + r->nstack;
+    bt.ncarry = r->ncarry;
+    bt.steps = aj_attr_dim_value(pl->m, n, "steps");
+    b.sub = calloc(16, sizeof *b.sub);
+    b.capsub = b.sub ? 16 : 0;
+    if (!b.sub) goto out;
+    classify(&b, bt.val, bt.nres);
     for (int c = 0; c < r->ncarry; c++) {
         const aj_value *cv = &body->val[body->leaf[c]];
         char name[64];
@@ -512,13 +571,9 @@ static int fuse_recurrence(fctx *f, int i) {
         b.has[body->leaf[c]] = 1;
         aj_instr cp = {.kind = AJ_I_COPY, .src = init, .dst = A, .level = f->level};
         if (aj_plan_instr(pl, cp) < 0) goto out;
-        bt.val[bt.nres] = body->result[c];
-        bt.partial[bt.nres] = -1;
-        bt.target[bt.nres] = whole(f, B, &cv->type);
-        bt.target[bt.nres++].swap_arg = A;
+        bt.target[c] = whole(f, B, &cv->type);
+        bt.target[c].swap_arg = A;
     }
-    bt.ncarry = r->ncarry;
-    bt.steps = aj_attr_dim_value(pl->m, n, "steps");
     for (int s = 0; s < r->nslice; s++) {
         int lv = body->leaf[r->ncarry + s], ax = r->slice_axis[s];
         b.vv[lv] = aj_view_step(f->vv[n->in[r->ncarry + s]], ax, L), b.has[lv] = 1;
@@ -532,15 +587,8 @@ static int fuse_recurrence(fctx *f, int i) {
         int ov = n->out[r->ncarry + k];
         if (f->vbuf[ov] < 0 && (f->vbuf[ov] = new_buffer(f, ov)) < 0) goto out;
         f->vv[ov] = whole(f, f->vbuf[ov], &g->val[ov].type), f->has[ov] = 1;
-        aj_view t = aj_plan_step_view(pl, f->vbuf[ov], &g->val[ov].type, r->stack_axis[k], L);
-        bt.val[bt.nres] = body->result[r->ncarry + k];
-        bt.partial[bt.nres] = -1;
-        bt.target[bt.nres++] = t;
+        bt.target[r->ncarry + k] = aj_plan_step_view(pl, f->vbuf[ov], &g->val[ov].type, r->stack_axis[k], L);
     }
-    b.sub = calloc(16, sizeof *b.sub);
-    b.capsub = b.sub ? 16 : 0;
-    if (!b.sub) goto out;
-    classify(&b, bt.val, bt.nres);
     if (plan_nodes(&b, &bt)) goto out;
     /* results not written in place by their group: copied at the end of the step */
     for (int k = 0; k < bt.nres; k++) {
@@ -552,6 +600,11 @@ static int fuse_recurrence(fctx *f, int i) {
         if (emit(&b, ks)) goto out;
     }
     place_barriers(b.sub, b.nsub);
+    for (int c = 0; c < r->ncarry; c++) {
+        int own = carry_in_place(&b, body->leaf[c], body->result[c]) ? one_buffer(b.sub, b.nsub, carry[c], partner[c]) : 0;
+        if (own < 0) goto out;
+        if (own) partner[c] = carry[c];
+    }
     for (int s = 0; s < r->nstack; s++) {   /* the split sums: thread 0's result += the others' partials */
         int pb = bt.partial[r->ncarry + s], ov = n->out[r->ncarry + s];
         if (pb < 0) continue;
