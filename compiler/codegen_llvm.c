@@ -904,8 +904,8 @@ static void group_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRe
     store_side(c, u);
 }
 
-/* views of an elementwise group's loop: out[0], in[], then the side
- * outputs out[1..] (a reduction has none: fuse.c) */
+/* views of a group's loop: out[0], in[], then the side outputs out[1..]
+ * (at the root's element, or a reduction's input element) */
 static int group_views(const aj_kspec *ks, aj_view *vs) {
     vs[0] = ks->out[0];
     for (int k = 0; k < ks->nin; k++) vs[1 + k] = ks->in[k];
@@ -938,13 +938,13 @@ typedef struct {
     const aj_node *root;
     int rank, lo_ax, hi_ax, nv, is_max;
     int64_t shape[AJ_MAX_RANK];
-    aj_view vs[AJ_KS_MAX_IN + 1];
-    LLVMValueRef base[AJ_KS_MAX_IN + 1], idx[AJ_MAX_RANK], acc, yrow, r;
+    aj_view vs[AJ_KS_MAX_IN + 4];
+    LLVMValueRef base[AJ_KS_MAX_IN + 4], idx[AJ_MAX_RANK], acc, yrow, r;
 } reduce_state;
 
 /* y[i] (or acc) op= E(r, i) at reduced position st->r, kept position i */
 static void reduce_term(aj_codegen *c, reduce_state *st, LLVMValueRef i) {
-    LLVMValueRef offs[AJ_KS_MAX_IN + 1];
+    LLVMValueRef offs[AJ_KS_MAX_IN + 4];
     int rank = st->rank;
     unflatten(c, st->r, st->shape + st->lo_ax, st->hi_ax - st->lo_ax + 1, st->idx + st->lo_ax);
     if (st->hi_ax + 1 < rank) unflatten(c, i, st->shape + st->hi_ax + 1, rank - st->hi_ax - 1, st->idx + st->hi_ax + 1);
@@ -962,6 +962,7 @@ static void reduce_term(aj_codegen *c, reduce_state *st, LLVMValueRef i) {
     u->offs = offs, u->flat = rank ? flat : i64c(c, 0);
     memset(u->memo, 0, sizeof u->memo);
     LLVMValueRef v = gval(c, u, st->root->in[0]);
+    store_side(c, u);
     LLVMValueRef yi = st->acc ? NULL : add(c, st->yrow, i);
     LLVMValueRef a = st->acc ? LLVMBuildLoad2(c->b, c->f32, st->acc, "") : load_at(c, &st->vs[0], yi);
     LLVMValueRef y = st->is_max ? aj_vm_max(c->b, a, v) : st->acc ? fadd_reassoc(c, a, v) : fadd_(c, a, v);
@@ -983,7 +984,7 @@ static void reduce_over_i(aj_codegen *c, void *user, LLVMValueRef i) { reduce_te
  * own into its own y (thread 0 the result, the others their partials). */
 static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     const aj_kspec *ks = c->ks;
-    reduce_state st = {.u = u, .root = group_root(ks), .nv = 1 + ks->nin};
+    reduce_state st = {.u = u, .root = group_root(ks)};
     const aj_value *xv = &ks->g->val[st.root->in[0]];
     int64_t outer, red, inner, nch = 1;
     st.rank = xv->type.rank;
@@ -994,8 +995,7 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     st.is_max = st.root->op == AJ_OP_MAX;
     double scale = st.root->op == AJ_OP_MEAN ? 1.0 / (double)red : 1.0;
     LLVMValueRef init = f32c(c, st.is_max ? -INFINITY : 0.0);
-    st.vs[0] = ks->out[0];
-    for (int k = 0; k < ks->nin; k++) st.vs[1 + k] = ks->in[k];
+    st.nv = group_views(ks, st.vs);
     for (int k = 0; k < st.nv; k++) st.base[k] = view_base(c, &st.vs[k]);
     loop ql, rl, il;
     LLVMValueRef q = loop_open(c, &ql, split ? i64c(c, 0) : c->lo, split ? i64c(c, outer) : c->hi, "q");

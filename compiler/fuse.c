@@ -243,14 +243,15 @@ static int root_of(const fctx *f, int c) {
 }
 
 /* Side outputs: an elementwise value used more than once (or a result of
- * the fn, or of a recurrence body, used once: NADE's gradient stores its
- * recovered carry from the sigmoid's group that reads it, one pass over
- * [B, H] fewer a step) goes into the group of its first user when that user
- * could fold it, the group is elementwise, and every other user comes after
- * the group's root, so the stored value is there when they run. At most 3
- * per group (out[1..3]). Not into a reduction: with a store in its loop,
- * NADE's backward step ran 15% slower (h = sigmoid(a) kept in s = sum(h v)).
- * Last node first, so a chain through a later side value (user[]: its
+ * the fn, or of a recurrence body, used once) goes into the group of its
+ * first user when that user could fold it and every other user comes
+ * after the group's root, so the stored value is there when they run; a
+ * reduction's group stores it at each element of the sum's input. At most
+ * 3 per group (out[1..3]). NADE's gradient step computes the recovered
+ * carry, stores it and h = sigmoid of it, and sums h V in one pass over
+ * [B, H] where it took three. (In session 3 a store in a reduction's loop
+ * measured 15% slower; with whole-vector loops and masked tails it is 2%
+ * faster.) Last node first, so a chain through a later side value (user[]: its
  * first user) already leads to the root that will compute it. */
 static void classify_side(fctx *f) {
     const aj_graph *g = f->g;
@@ -273,7 +274,6 @@ static void classify_side(fctx *f) {
         if (!groupable(g, u) || (aj_op_elementwise(u->op) && !aj_type_eq(&g->val[v].type, &g->val[u->out[0]].type)))
             continue;
         int r = root_of(f, first);
-        if (!aj_op_elementwise(g->node[r].op)) continue;
         for (int c = first + 1; c <= r; c++)
             for (int j = 0; j < g->node[c].nin; j++)
                 if (g->node[c].in[j] == v) last_before = 1;
@@ -488,7 +488,6 @@ static int carry_in_place(const fctx *f, int leaf, int res) {
         !lowerable(g, &g->node[pn]))
         return 0;
     int r = root_of(f, pn);
-    if (!aj_op_elementwise(g->node[r].op)) return 0;
     for (int u = 0; u < g->nnode; u++) {
         const aj_node *un = &g->node[u];
         int reads = 0;
