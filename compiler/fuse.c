@@ -175,6 +175,18 @@ static int in_place(const fctx *f, const body_targets *bt, int v, aj_view *out, 
 
 /* ---------------------------------------------------------------- groups */
 
+/* The view of value v, a view (reshape, slice, ...) of a planned value
+ * that plan_nodes has not reached yet; 0, or -1 when there is none. */
+static int view_ahead(fctx *f, int v) {
+    int p = f->g->val[v].node;
+    if (f->has[v]) return 0;
+    if (p < 0 || !aj_op_view(f->g->node[p].op) || view_ahead(f, f->g->node[p].in[0]) ||
+        aj_view_of_node(f->pl->m, &f->g->node[p], &f->vv[f->g->node[p].in[0]], &f->g->val[v].type, &f->vv[v]))
+        return -1;
+    f->has[v] = 1;
+    return 0;
+}
+
 /* members of the group rooted at node i: producers folded in, post-order */
 static int collect(fctx *f, int node, aj_kspec *ks) {
     const aj_node *n = &f->g->node[node];
@@ -189,7 +201,7 @@ static int collect(fctx *f, int node, aj_kspec *ks) {
         int seen = 0;
         for (int k = 0; k < ks->nin; k++) seen |= ks->in_val[k] == v;
         if (seen) continue;
-        if (ks->nin == AJ_KS_MAX_IN || !f->has[v]) return -1;
+        if (ks->nin == AJ_KS_MAX_IN || view_ahead(f, v)) return -1;
         ks->in_val[ks->nin] = v;
         ks->in[ks->nin++] = f->vv[v];
     }
@@ -203,6 +215,11 @@ static int collect(fctx *f, int node, aj_kspec *ks) {
 static int plan_group(fctx *f, body_targets *bt, int i, aj_view out) {
     aj_kspec ks = {.kind = AJ_KS_GROUP, .m = f->pl->m, .g = f->g, .node = -1, .depth = f->depth, .nout = 1};
     ks.out[0] = out;
+    for (int v = 0; v < f->g->nval; v++)   /* siblings it computes too (classify_hosted) */
+        if (f->side[v] && f->user[v] == i && !f->uses[v]) {
+            aj_kspec was = ks;
+            if (collect(f, f->g->val[v].node, &ks)) ks = was, f->inl[v] = f->side[v] = 0;   /* planned on its own */
+        }
     if (collect(f, i, &ks))
         return aj_error(f->pl->d, f->g->node[i].line, f->g->node[i].col, "fusion: group too large");
     int lo = f->g->node[i].line, hi = lo, len = 0;
@@ -284,6 +301,53 @@ static void classify_side(fctx *f) {
     free(nside);
 }
 
+/* Whether everything the inline expression of node i reads (its inputs
+ * not folded into it, through views) is computed by a group before node h. */
+static int ready_before(const fctx *f, int i, int h) {
+    const aj_node *n = &f->g->node[i];
+    for (int j = 0; j < n->nin; j++) {
+        int w = n->in[j], p = f->g->val[w].node;
+        if (p < 0) continue;   /* a leaf: there all along */
+        int folded = (f->inl[w] && !f->side[w]) || aj_op_view(f->g->node[p].op);
+        if (folded ? !ready_before(f, p, h) : root_of(f, p) >= h) return 0;
+    }
+    return 1;
+}
+
+/* Sibling fusion, inside a recurrence: a body result that nothing in the
+ * step reads (a carry's or a stack's new value, such as NADE's a + x_t W_t)
+ * is computed by the latest earlier group that iterates over its shape and
+ * runs after everything it reads, and stored there as a side output: one
+ * pass over the step's [B, H] values instead of two. A group iterates over
+ * its root's shape, a reduction's group over the sum's input. */
+static void classify_hosted(fctx *f) {
+    const aj_graph *g = f->g;
+    int *nside = calloc((size_t)g->nnode + 1, sizeof *nside);
+    if (!f->sub || !nside) {
+        free(nside);
+        return;
+    }
+    for (int v = 0; v < g->nval; v++)
+        if (f->side[v]) nside[root_of(f, f->user[v])]++;
+    for (int i = 0; i < g->nnode; i++) {
+        const aj_node *n = &g->node[i];
+        int v = n->out[0];
+        if (n->nout != 1 || f->inl[v] || !f->is_result[v] || f->uses[v] || !aj_op_elementwise(n->op) ||
+            n->op == AJ_OP_CONSTANT || !lowerable(g, n))
+            continue;
+        for (int h = i - 1; h >= 0; h--) {
+            const aj_node *hn = &g->node[h];
+            if (hn->nout != 1 || f->inl[hn->out[0]] || !groupable(g, hn)) continue;
+            const aj_value *it = &g->val[aj_op_group_reduce(hn->op) ? hn->in[0] : hn->out[0]];
+            if (!aj_type_eq(&it->type, &g->val[v].type) || nside[h] == 3 || !ready_before(f, i, h)) continue;
+            nside[h]++;
+            f->inl[v] = f->side[v] = 1, f->user[v] = h;
+            break;
+        }
+    }
+    free(nside);
+}
+
 /* Fill uses/user/is_result and decide which values are folded inline. */
 static void classify(fctx *f, const int *extra_results, int nextra) {
     const aj_graph *g = f->g;
@@ -314,6 +378,7 @@ static void classify(fctx *f, const int *extra_results, int nextra) {
         f->inl[v] = 1;
     }
     classify_side(f);
+    classify_hosted(f);
 }
 
 static int fctx_init(fctx *f, aj_planner *pl, const aj_graph *g, int level, int *vbuf) {

@@ -104,6 +104,7 @@ run 0 dump --stage fused "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "program train
     has "$OUT" "recurrence" && has "$OUT" "nade.graph:" &&
     has "$OUT" "0 barriers per step" &&
     has "$OUT" "= sub (kept); h = sigmoid" &&   # the recovered carry, stored by the group that reads it
+    has "$OUT" "a2 = add (kept); h = sigmoid" &&   # the forward's next carry, by the sibling group over [B, H]
     if grep -q "_next\[" "$OUT"; then fail "a NADE carry in a ping-pong pair, not updated in place"; fi
 run 0 dump --stage naive "$NADE" --dims D=5,H=4,B=3 --fn loglik && has "$OUT" "program loglik (naive)" &&
     has "$OUT" "loop 5 steps"
