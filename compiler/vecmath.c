@@ -98,17 +98,15 @@ static LLVMValueRef pow2i(LLVMBuilderRef b, LLVMValueRef k, LLVMTypeRef fty) {
 /* exp(x) = 2^n e^r with n = round(x log2(e)), |r| <= ln2/2.
  * r = x - n ln2 uses ln2 = C1 + C2 with C1 = 0.693359375 (9 bits, so n C1 is
  * exact for |n| < 2^15) and C2 the rest: r carries no cancellation error.
- * e^r = 1 + r + r^2 P(r), P Cephes' degree-5 minimax polynomial.
+ * e^r = 1 + r + r^2 P(r), P of nP coefficients (highest first).
  * Returns e^r, and n as an integer in *ni. */
-static LLVMValueRef exp_reduced(LLVMBuilderRef b, LLVMValueRef x, LLVMValueRef *ni) {
-    static const double P[] = {1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3,
-                               4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1};
+static LLVMValueRef exp_reduced(LLVMBuilderRef b, LLVMValueRef x, const double *P, int nP, LLVMValueRef *ni) {
     LLVMTypeRef ty = LLVMTypeOf(x);
     LLVMValueRef n = intrin1(b, "llvm.floor", fma_kc(b, x, 1.44269504088896341, aj_vm_const(ty, 0.5)));
     LLVMValueRef r = fma_kc(b, n, -0.693359375, x);
     r = fma_kc(b, n, 2.12194440e-4, r);
     LLVMValueRef r2 = LLVMBuildFMul(b, r, r, "");
-    LLVMValueRef y = aj_vm_fma(b, horner(b, r, P, 6), r2, r);
+    LLVMValueRef y = aj_vm_fma(b, horner(b, r, P, nP), r2, r);
     /* n is NaN only when x is, and then y is NaN whatever the scale: freeze
      * turns fptosi's poison on NaN into some fixed integer */
     *ni = LLVMBuildFreeze(b, LLVMBuildFPToSI(b, n, int_type(ty), ""), "");
@@ -121,10 +119,13 @@ static LLVMValueRef exp_reduced(LLVMBuilderRef b, LLVMValueRef x, LLVMValueRef *
  * overflow to inf and underflow through the denormals to 0 in the last
  * multiply, as a correctly rounded expf does. */
 LLVMValueRef aj_vm_exp(LLVMBuilderRef b, LLVMValueRef x) {
+    /* Cephes' degree-5 minimax P: about 1 ulp */
+    static const double P[] = {1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3,
+                               4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1};
     LLVMTypeRef ty = LLVMTypeOf(x);
     x = aj_vm_max(b, x, aj_vm_const(ty, -104.0));
     x = aj_vm_min(b, x, aj_vm_const(ty, 89.0));
-    LLVMValueRef ni, y = exp_reduced(b, x, &ni);
+    LLVMValueRef ni, y = exp_reduced(b, x, P, 6, &ni);
     LLVMValueRef k = LLVMBuildAShr(b, ni, iconst(ty, 1), "");
     y = LLVMBuildFMul(b, y, pow2i(b, k, ty), "");
     return LLVMBuildFMul(b, y, pow2i(b, LLVMBuildSub(b, ni, k, ""), ty), "exp");
@@ -212,12 +213,20 @@ LLVMValueRef aj_vm_tanh(LLVMBuilderRef b, LLVMValueRef x) {
  * 1 anyway; above 88.38 (n = 128), e^z = inf and the result 0, where the
  * exact one is a denormal below 4e-39 (x < -88.38). That saves five of the
  * sigmoid's thirty instructions, and the sigmoid is most of NADE's step. */
+/* The sigmoid's e^r: a degree-3 P, two FMAs fewer than exp's, fitted to
+ * e^r's relative error on |r| <= ln2/2 by compiler/fit_exp_poly.py (1.05e-7
+ * at worst). With the rounding of the rest the sigmoid is within 2.4e-7 of
+ * the exact value (test_jit: 2.8 ulp, at x = -17), against 1.5e-7 with
+ * exp's polynomial; it saves 1.3 ms of NADE's 22 ms training step. */
+static const double SIG_P[] = {0.00831252698920531, 0.041890116252758756, 0.16667114451834328, 0.4999923176204875};
+enum { NSIG_P = 4 };
+
 LLVMValueRef aj_vm_sigmoid(LLVMBuilderRef b, LLVMValueRef x) {
     LLVMTypeRef ty = LLVMTypeOf(x);
     LLVMValueRef one = aj_vm_const(ty, 1.0);
     LLVMValueRef z = aj_vm_max(b, LLVMBuildFNeg(b, x, ""), aj_vm_const(ty, -87.3));
     z = aj_vm_min(b, z, aj_vm_const(ty, 88.8));
-    LLVMValueRef ni, y = exp_reduced(b, z, &ni);
+    LLVMValueRef ni, y = exp_reduced(b, z, SIG_P, NSIG_P, &ni);
     LLVMValueRef e = LLVMBuildFMul(b, y, pow2i(b, ni, ty), "");
     return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, e, ""), "sigmoid");
 }
