@@ -942,11 +942,11 @@ typedef struct {
     LLVMValueRef base[AJ_KS_MAX_IN + 4], idx[AJ_MAX_RANK], acc, yrow, r;
 } reduce_state;
 
-/* y[i] (or acc) op= E(r, i) at reduced position st->r, kept position i */
-static void reduce_term(aj_codegen *c, reduce_state *st, LLVMValueRef i) {
+/* E(r, i) at reduced position r, kept position i (its side outputs stored) */
+static LLVMValueRef term_at(aj_codegen *c, reduce_state *st, LLVMValueRef r, LLVMValueRef i) {
     LLVMValueRef offs[AJ_KS_MAX_IN + 4];
     int rank = st->rank;
-    unflatten(c, st->r, st->shape + st->lo_ax, st->hi_ax - st->lo_ax + 1, st->idx + st->lo_ax);
+    unflatten(c, r, st->shape + st->lo_ax, st->hi_ax - st->lo_ax + 1, st->idx + st->lo_ax);
     if (st->hi_ax + 1 < rank) unflatten(c, i, st->shape + st->hi_ax + 1, rank - st->hi_ax - 1, st->idx + st->hi_ax + 1);
     for (int k = 1; k < st->nv; k++) {
         offs[k] = st->base[k];
@@ -963,6 +963,11 @@ static void reduce_term(aj_codegen *c, reduce_state *st, LLVMValueRef i) {
     memset(u->memo, 0, sizeof u->memo);
     LLVMValueRef v = gval(c, u, st->root->in[0]);
     store_side(c, u);
+    return v;
+}
+
+/* y[i] (or acc) op= v */
+static void accumulate(aj_codegen *c, reduce_state *st, LLVMValueRef i, LLVMValueRef v) {
     LLVMValueRef yi = st->acc ? NULL : add(c, st->yrow, i);
     LLVMValueRef a = st->acc ? LLVMBuildLoad2(c->b, c->f32, st->acc, "") : load_at(c, &st->vs[0], yi);
     LLVMValueRef y = st->is_max ? aj_vm_max(c->b, a, v) : st->acc ? fadd_reassoc(c, a, v) : fadd_(c, a, v);
@@ -972,11 +977,24 @@ static void reduce_term(aj_codegen *c, reduce_state *st, LLVMValueRef i) {
 
 static void reduce_over_r(aj_codegen *c, void *user, LLVMValueRef r) {
     reduce_state *st = user;
-    st->r = r;
-    reduce_term(c, st, i64c(c, 0));
+    accumulate(c, st, i64c(c, 0), term_at(c, st, r, i64c(c, 0)));
 }
 
-static void reduce_over_i(aj_codegen *c, void *user, LLVMValueRef i) { reduce_term(c, user, i); }
+static void reduce_over_i(aj_codegen *c, void *user, LLVMValueRef i) {
+    reduce_state *st = user;
+    accumulate(c, st, i, term_at(c, st, st->r, i));
+}
+
+enum { SPLIT_ROWS = 4 };   /* rows a split sum adds per pass over y */
+
+/* y[i] += (E(r, i) + E(r + 1, i)) + (E(r + 2, i) + E(r + 3, i)): y is
+ * loaded and stored once per four rows, not per row */
+static void reduce_over_i4(aj_codegen *c, void *user, LLVMValueRef i) {
+    reduce_state *st = user;
+    LLVMValueRef v[SPLIT_ROWS];
+    for (int k = 0; k < SPLIT_ROWS; k++) v[k] = term_at(c, st, add(c, st->r, i64c(c, k)), i);
+    accumulate(c, st, i, fadd_(c, fadd_(c, v[0], v[1]), fadd_(c, v[2], v[3])));
+}
 
 /* y[o, i] = reduce over r of E(o, r, i), E the root's input expression.
  * A split (fuse.c) is over axis 0 only, so o has one value; the threads
@@ -1015,13 +1033,19 @@ static int64_t lower_group_reduce(aj_codegen *c, group_elem *u) {
     }
     if (st.acc) {   /* a row's sum: the reduced positions are the inner loop */
         vector_loop(c, red, reduce_over_r, &st);
-    } else if (split) {   /* this thread's rows, each a vector loop over all columns */
-        st.r = loop_open(c, &rl, c->lo, c->hi, "r");
+    } else if (split) {   /* this thread's rows, four at a time, each pass a vector loop over all columns */
+        LLVMValueRef n4 = LLVMBuildSDiv(c->b, LLVMBuildNSWSub(c->b, c->hi, c->lo, ""), i64c(c, SPLIT_ROWS), "");
+        LLVMValueRef q4 = loop_open(c, &rl, i64c(c, 0), n4, "r4");
+        st.r = add(c, c->lo, muli(c, q4, SPLIT_ROWS));
+        vector_loop(c, inner, reduce_over_i4, &st);
+        loop_close(c, &rl);
+        st.r = loop_open(c, &rl, add(c, c->lo, muli(c, n4, SPLIT_ROWS)), c->hi, "r");
         vector_loop(c, inner, reduce_over_i, &st);
         loop_close(c, &rl);
     } else {   /* a chunk of columns, over every reduced position */
         st.r = loop_open(c, &rl, i64c(c, 0), i64c(c, red), "r");
-        reduce_term(c, &st, loop_open(c, &il, i0, i1, "i"));
+        LLVMValueRef i = loop_open(c, &il, i0, i1, "i");
+        accumulate(c, &st, i, term_at(c, &st, st.r, i));
         loop_close(c, &il);
         loop_close(c, &rl);
     }
