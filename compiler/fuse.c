@@ -8,12 +8,15 @@
  *               consumer's loop; constants inline as literals. A group is a
  *               root and the producers folded into it: one loop, one store.
  *               A value with more uses (or a result) is computed in its first
- *               user's elementwise group too and stored there for the others
- *               (a side output): Adam's m', v' and w' in one pass;
+ *               user's group too and stored there for the others (a side
+ *               output): Adam's m', v' and w' in one pass;
  *   recurrences whose body lowers entirely become one kernel: the step loop
  *               with every body group inside, slices read as views at step t,
- *               carries in ping-pong buffers, results written in place, every
- *               thread taking its rows of each group with a barrier between.
+ *               carries updated in place (or in ping-pong buffers when a
+ *               later read needs the old value), results written in place, a
+ *               result nothing in the step reads computed by an earlier
+ *               group over its shape (sibling fusion), every thread taking
+ *               its rows of each group, with a barrier only where needed.
  * Everything else is planned as the naive engine does it (plan.c). */
 #include "compiler/fuse.h"
 
