@@ -268,6 +268,19 @@ static const gcase cases[] = {
      "    m = mul(col, ct)\n    es = sum(e)\n    y = add(m, es)\n    z = tanh(y)\n    stack z, axis=-1\n  }\n"
      "  u = unskew(ys)\n  l = square(u)\nend\n"},
 
+    /* fusion inside a step (compiler/fuse.c): hn is stored by the group of
+     * the sum that reads it; y reads the old h after that group, so h
+     * keeps two buffers (not updated in place); z, read by nothing, is
+     * computed by y's group (sibling fusion) */
+    {"recurrence (carry read after its update, sibling result)", "B=2",
+     "dim B\ndim T = 4\ndim H = 3\nparam p : f32[T, H]\nparam w : f32[H]\nparam h0 : f32[H]\n"
+     "fn loss(x : f32[B, T, H]) -> l\n  hb = broadcast(h0, shape=[B, H])\n  a = add(x, p)\n"
+     "  hT, ys, zs = recurrence(steps=T) {\n    carry h = hb\n    slice at = a, axis=1\n"
+     "    s = add(h, at)\n    hn = tanh(s)\n    m = sum(hn, axis=1)\n    mc = unsqueeze(m, axis=1)\n"
+     "    y = mul(h, mc)\n    z = mul(h, w)\n    next h = hn\n    stack y, axis=1\n    stack z, axis=1\n  }\n"
+     "  f = sum(ys, axis=[1, 2])\n  g = sum(zs, axis=[1, 2])\n  u = sum(hT, axis=1)\n  l1 = add(f, g)\n"
+     "  l2 = add(l1, u)\n  l = square(l2)\nend\n"},
+
     /* body results that are leaves: the carry as the step found it, a
      * parameter used as is, a slice as is */
     {"recurrence (leaves stacked directly)", "B=2",
