@@ -45,7 +45,6 @@ struct aj_codegen {
     int vw;                  /* floats in the host's widest vector */
 };
 
-
 /* aj_kctx's fields as i64 indices */
 enum { CTX_T = 0, CTX_DEPTH = AJ_MAX_DEPTH, CTX_SEED, CTX_ITH, CTX_NTH, CTX_ODD, CTX_RING };
 
