@@ -17,12 +17,12 @@
  * Ops with none of these run on the interpreter (aj_codegen_lowers). */
 #include "compiler/plan.h"
 
+#include "compiler/ir_loop.h"
 #include "compiler/matmul_llvm.h"
 #include "compiler/vecmath.h"
-
-#include <llvm-c/DebugInfo.h>
 #include "runtime/interp.h"
 
+#include <llvm-c/DebugInfo.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,35 +142,15 @@ static LLVMValueRef view_base(aj_codegen *c, const aj_view *v) {
 
 static LLVMValueRef alloca_f(aj_codegen *c, const char *name) { return LLVMBuildAlloca(c->eb, c->f32, name); }
 
-/* for (iv = from; iv < to; iv++) */
-typedef struct {
-    LLVMBasicBlockRef head, exit;
-    LLVMValueRef iv;
-} loop;
+/* for (iv = from; iv < to; iv++) (compiler/ir_loop.h) */
+typedef aj_ir_loop loop;
 
 static LLVMValueRef loop_open(aj_codegen *c, loop *L, LLVMValueRef from, LLVMValueRef to, const char *name) {
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
-    L->head = LLVMAppendBasicBlockInContext(c->cx, c->fn, name);
-    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->cx, c->fn, "body");
-    L->exit = LLVMAppendBasicBlockInContext(c->cx, c->fn, "exit");
-    LLVMBuildBr(c->b, L->head);
-    LLVMPositionBuilderAtEnd(c->b, L->head);
-    L->iv = LLVMBuildPhi(c->b, c->i64, name);
-    LLVMAddIncoming(L->iv, &from, &pre, 1);
-    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, L->iv, to, ""), body, L->exit);
-    LLVMPositionBuilderAtEnd(c->b, body);
-    return L->iv;
+    return aj_ir_loop_open(c->b, L, from, to, i64c(c, 1), name);
 }
 
 /* the loop's back edge: its branch */
-static LLVMValueRef loop_close(aj_codegen *c, loop *L) {
-    LLVMValueRef next = add(c, L->iv, i64c(c, 1));
-    LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
-    LLVMAddIncoming(L->iv, &next, &latch, 1);
-    LLVMValueRef br = LLVMBuildBr(c->b, L->head);
-    LLVMPositionBuilderAtEnd(c->b, L->exit);
-    return br;
-}
+static LLVMValueRef loop_close(aj_codegen *c, loop *L) { return aj_ir_loop_close(c->b, L); }
 
 static LLVMMetadataRef loop_hint(aj_codegen *c, const char *name, LLVMValueRef v) {
     LLVMMetadataRef ops[2] = {LLVMMDStringInContext2(c->cx, name, strlen(name)), LLVMValueAsMetadata(v)};

@@ -18,6 +18,7 @@
  * shapes. */
 #include "compiler/matmul_llvm.h"
 
+#include "compiler/ir_loop.h"
 #include "compiler/vecmath.h"
 
 #include <string.h>
@@ -102,36 +103,15 @@ static LLVMValueRef broadcast(mm_ctx *c, LLVMValueRef x) {
 
 /* ---------------------------------------------------------------- loops */
 
-/* for (iv = start; iv < end; iv += step): body between loop_begin and
- * loop_end; after loop_end the builder is at the exit, where iv holds the
- * first value that failed the test. */
-typedef struct {
-    LLVMBasicBlockRef head, exit;
-    LLVMValueRef iv, step;
-} mm_loop;
+/* for (iv = start; iv < end; iv += step) (compiler/ir_loop.h) */
+typedef aj_ir_loop mm_loop;
 
 static void loop_begin(mm_ctx *c, mm_loop *L, LLVMValueRef start, LLVMValueRef end, LLVMValueRef step,
                        const char *name) {
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
-    L->head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, name);
-    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "body");
-    L->exit = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "exit");
-    L->step = step;
-    LLVMBuildBr(c->b, L->head);
-    LLVMPositionBuilderAtEnd(c->b, L->head);
-    L->iv = LLVMBuildPhi(c->b, c->i64, name);
-    LLVMAddIncoming(L->iv, &start, &pre, 1);
-    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, L->iv, end, ""), body, L->exit);
-    LLVMPositionBuilderAtEnd(c->b, body);
+    aj_ir_loop_open(c->b, L, start, end, step, name);
 }
 
-static void loop_end(mm_ctx *c, mm_loop *L) {
-    LLVMValueRef next = add(c, L->iv, L->step);
-    LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
-    LLVMAddIncoming(L->iv, &next, &latch, 1);
-    LLVMBuildBr(c->b, L->head);
-    LLVMPositionBuilderAtEnd(c->b, L->exit);
-}
+static void loop_end(mm_ctx *c, mm_loop *L) { aj_ir_loop_close(c->b, L); }
 
 /* ---------------------------------------------------------------- the tile */
 
