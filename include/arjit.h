@@ -37,6 +37,9 @@ typedef struct {
     int line, col;       /* 1-based; 0 when not tied to a place */
     char msg[512];
     char text[256];      /* the source line, for the caret */
+    /* the def calls that led there, innermost first: printed as notes */
+    struct { char def[64]; int line, col; } call[8];
+    int ncall;
 } aj_diag;
 
 /* Record an error (first one wins; later calls are ignored). Returns -1. */
@@ -44,7 +47,10 @@ int aj_error(aj_diag *d, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Copy line `d->line` of `src` into d->text (when d has a place). */
 void aj_diag_source(aj_diag *d, const char *file, const char *src, size_t len);
-/* Print `d` as above to `f`. */
+/* Add "in def `def` called at line:col" to an error made inside an inlined
+ * def (after the first 8 calls only the outermost count is kept). */
+void aj_diag_call(aj_diag *d, const char *def, int line, int col);
+/* Print `d` as above to `f`, then a note line for each call. */
 void aj_diag_print(const aj_diag *d, FILE *f);
 
 /* ---------------------------------------------------------------- dims */
@@ -186,6 +192,7 @@ struct aj_node {
     aj_attr attr[AJ_MAX_ATTRS]; /* in the order of the op's spec, defaults filled */
     aj_recur *rec;           /* AJ_OP_RECURRENCE only */
     int line, col;           /* where the op is written */
+    int site;                /* inlined from a def: 1 + its aj_callsite index; 0 if not */
 };
 
 struct aj_graph {
@@ -237,6 +244,15 @@ typedef struct {
     int line, col;
 } aj_dimdef;
 
+/* A call of a `def` that the parser inlined: the nodes it made carry its
+ * index (aj_node.site), so a diagnostic names the call as well as the line
+ * in the def. `parent` is the call it was made from (1 + index; 0 at a fn). */
+typedef struct {
+    char *def;
+    int line, col;
+    int parent;
+} aj_callsite;
+
 struct aj_module {
     char *path;
     char *src; size_t srclen;   /* the source text, for diagnostics */
@@ -248,6 +264,7 @@ struct aj_module {
     aj_type **fn_arg_type;
     /* the binding of the last aj_module_infer: value types are under it */
     aj_bind bind;
+    aj_callsite *site; int nsite;   /* the def calls the parser inlined */
 };
 
 /* Node/attribute access by the names in the op's spec. */
@@ -297,6 +314,9 @@ int aj_bind_parse(const aj_module *m, aj_bind *b, const char *spec, aj_diag *d);
 int aj_dim_index(const aj_module *m, const char *name);
 /* Substitute the bound dims of `b` into d. */
 aj_dim aj_dim_bind(aj_dim d, const aj_bind *b);
+
+/* Add the def calls that made node n (its aj_node.site chain) to d. */
+void aj_diag_site(aj_diag *d, const aj_module *m, const aj_node *n);
 
 /* Verify every function and infer every value's type under binding `b`
  * (bound dims are substituted; free ones stay symbolic). Returns 0 or -1. */

@@ -28,6 +28,20 @@ void aj_diag_print(const aj_diag *d, FILE *f) {
         for (int i = 0; i + 1 < d->col && d->text[i]; i++) fputc(d->text[i] == '\t' ? '\t' : ' ', f);
         fputs("^\n", f);
     }
+    for (int i = 0; i < d->ncall; i++)
+        fprintf(f, "%s:%d:%d: note: in def '%s' called here\n", file, d->call[i].line, d->call[i].col, d->call[i].def);
+}
+
+void aj_diag_call(aj_diag *d, const char *def, int line, int col) {
+    if (!d || !d->set) return;
+    int k = d->ncall < 8 ? d->ncall++ : 7;   /* past 8 the outermost call overwrites the last */
+    snprintf(d->call[k].def, sizeof d->call[k].def, "%s", def);
+    d->call[k].line = line, d->call[k].col = col;
+}
+
+void aj_diag_site(aj_diag *d, const aj_module *m, const aj_node *n) {
+    for (int s = n->site; s > 0 && s <= m->nsite; s = m->site[s - 1].parent)
+        aj_diag_call(d, m->site[s - 1].def, m->site[s - 1].line, m->site[s - 1].col);
 }
 
 void aj_diag_source(aj_diag *d, const char *file, const char *src, size_t len) {

@@ -121,6 +121,8 @@ void aj_module_free(aj_module *m) {
         free(e->name), free(e->lib), free(e->fwd), free(e->grad);
     }
     for (int i = 0; i < m->nfn; i++) aj_graph_free(m->fn[i]), free(m->fn_arg_type[i]);
+    for (int i = 0; i < m->nsite; i++) free(m->site[i].def);
+    free(m->site);
     free(m->param), free(m->ext), free(m->fn), free(m->fn_arg_type), free(m->path), free(m->src);
     free(m);
 }

@@ -139,7 +139,10 @@ static int infer_graph(const aj_module *m, aj_graph *g, aj_diag *d) {
         v->type = bind_type(&m->param[v->idx].type, &m->bind);
     }
     for (int i = 0; i < g->nnode; i++)
-        if (aj_graph_infer_node(m, g, i, d)) return -1;
+        if (aj_graph_infer_node(m, g, i, d)) {
+            if (d && !d->ncall) aj_diag_site(d, m, &g->node[i]);   /* the innermost node names its def calls */
+            return -1;
+        }
     for (int i = 0; i < g->nresult; i++)
         if (g->result[i] < 0 || g->result[i] >= g->nval) return aj_error(d, g->line, 1, "%s: result %d is undefined", g->name, i);
     return 0;

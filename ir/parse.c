@@ -25,6 +25,12 @@ typedef struct {
 } token;
 
 typedef struct scope scope;
+typedef struct pdef pdef;
+
+enum {
+    MAX_NEST = 100,        /* parentheses, calls, unary minus and recurrences inside each other */
+    MAX_OPS = 1 << 20      /* ops in a file once its defs are inlined */
+};
 
 typedef struct {
     const char *src;
@@ -34,6 +40,11 @@ typedef struct {
     aj_module *m;
     aj_diag *d;
     scope *sc;           /* innermost graph being parsed */
+    pdef *defs;          /* the defs so far, callable from later lines */
+    int ndef;
+    int depth;           /* nesting, against MAX_NEST: recursion stays bounded */
+    long nops;           /* ops made, against MAX_OPS: nested defs cannot blow up */
+    int result[16];      /* what the last def inlined returned */
 } parser;
 
 static int is_name0(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
@@ -96,7 +107,7 @@ static int next(parser *p) {
     } else if (c == '-' && p->pos + 1 < p->len && s[1] == '>') {
         t.kind = T_ARROW;
         n = 2;
-    } else if (strchr("()[]{},:=+-*", c) && c) {
+    } else if (strchr("()[]{},:=+-*/@", c) && c) {
         n = 1;
     } else {
         char msg[64];
@@ -163,7 +174,7 @@ static int take_name(parser *p, char *buf, size_t n, const char *what) {
 }
 
 static int is_keyword(const char *s) {
-    static const char *kw[] = {"dim", "param", "extern", "fn", "end", "carry", "slice", "use", "next", "stack", "f32", "i32"};
+    static const char *kw[] = {"dim", "param", "extern", "fn", "def", "end", "carry", "slice", "use", "next", "stack", "f32", "i32"};
     for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++)
         if (!strcmp(s, kw[i])) return 1;
     return 0;
@@ -305,73 +316,254 @@ static int parse_type(parser *p, aj_type *t) {
 
 /* ------------------------------------------------------------------ scopes */
 
-/* A graph being parsed: a fn, or a recurrence body inside another scope. */
-struct scope {
-    aj_graph *g;
-    scope *parent;
-    /* recurrence bodies: the outer value ids behind each carry/slice/use */
-    int carry_init[64], slice_seq[64], use_outer[64];
-    int carry_leaf[64], slice_leaf[64], use_leaf[64];
-    int ncarry, nslice, nuse;
-    int has_ops;
-    /* values the parser made from literal numbers: no text names them, so a
-     * later definition of the same generated name (_N) takes it from them */
-    int *lits;
-    int nlits;
+/* A `def`: statements over untyped arguments, inlined at every call by
+ * parsing its text again in a frame that binds its names to the caller's
+ * values (docs/ir.md, "def"). Shapes are checked per call, after inlining. */
+typedef struct {
+    size_t pos;
+    int line, col;
+    token tok;
+} lexstate;
+
+struct pdef {
+    char name[64];
+    char (*arg)[64];
+    int narg, nres;
+    char res[16][64];
+    int res_line[16], res_col[16];
+    lexstate body;       /* the body's first token */
+    int line, col;
 };
 
-static void scope_free(scope *s) { free(s->lits); }
+/* A name a def's body binds (an argument or a local) and its value in the
+ * graph the def is inlined into. */
+typedef struct {
+    char name[64];
+    int v, line;
+} binding;
+
+typedef struct {
+    int *v;
+    int n, cap;
+} ivec;
+
+static int ivec_push(parser *p, ivec *a, int x) {
+    if (a->n == a->cap) {
+        int cap = a->cap ? 2 * a->cap : 16;
+        int *nv = realloc(a->v, sizeof(int) * (size_t)cap);
+        if (!nv) return aj_error(p->d, p->tok.line, p->tok.col, "out of memory");
+        a->v = nv, a->cap = cap;
+    }
+    a->v[a->n++] = x;
+    return 0;
+}
+
+/* A graph being parsed: a fn, a recurrence body inside another scope, or a
+ * frame: a def being inlined into its caller's graph. */
+struct scope {
+    aj_graph *g;
+    scope *parent;       /* recurrence bodies: the scope holding the recurrence */
+    scope *home;         /* the scope that owns g: itself, or a frame's caller's home */
+    scope *caller;       /* frames: where parameters are looked up (NULL when checking a def) */
+    const pdef *def;     /* frames: names resolve in `bound`, not in g */
+    binding *bound;
+    int nbound;
+    int site;            /* 1 + the aj_callsite of the def being inlined; 0 in a fn */
+    /* recurrence bodies: the outer value ids behind each carry/slice/use */
+    int carry_init[64], slice_seq[64];
+    int carry_leaf[64], slice_leaf[64];
+    ivec use_outer, use_leaf;
+    int ncarry, nslice;
+    int has_ops;
+    /* home scopes: made[v] is 1 while value v has a name the parser made up
+     * (_N for a literal or a subexpression, f_x for def f's local x): a
+     * later definition of the same name takes it, and a statement's result
+     * is given its name */
+    unsigned char *made;
+    int nmade;
+};
+
+static void scope_free(scope *s) {
+    free(s->made), free(s->bound), free(s->use_outer.v), free(s->use_leaf.v);
+}
+
+static int is_made(const scope *s, int v) { return v < s->home->nmade && s->home->made[v]; }
+
+static int set_made(parser *p, scope *s, int v, int made) {
+    scope *h = s->home;
+    if (v >= h->nmade) {
+        int n = 2 * v + 16;
+        unsigned char *nm = realloc(h->made, (size_t)n);
+        if (!nm) return aj_error(p->d, p->tok.line, p->tok.col, "out of memory");
+        memset(nm + h->nmade, 0, (size_t)(n - h->nmade));
+        h->made = nm, h->nmade = n;
+    }
+    h->made[v] = (unsigned char)made;
+    return 0;
+}
 
 static int add_use(parser *p, scope *s, const char *name, int outer, int line, int col) {
-    if (s->nuse == 64) return aj_error(p->d, line, col, "too many values used in one recurrence body (at most 64)");
-    int v = aj_graph_add_value(s->g, name, AJ_VAL_USE, -1, s->nuse);
+    int v = aj_graph_add_value(s->g, name, AJ_VAL_USE, -1, s->use_leaf.n);
     s->g->val[v].line = line, s->g->val[v].col = col;
-    s->use_outer[s->nuse] = outer;
-    s->use_leaf[s->nuse++] = v;
+    if (ivec_push(p, &s->use_outer, outer) || ivec_push(p, &s->use_leaf, v)) return -1;
     return v;
 }
 
+static int bind_name(parser *p, scope *s, const char *name, int v, int line) {
+    binding *nb = realloc(s->bound, sizeof *nb * (size_t)(s->nbound + 1));
+    if (!nb) return aj_error(p->d, line, 0, "out of memory");
+    s->bound = nb;
+    snprintf(nb[s->nbound].name, sizeof nb->name, "%s", name);
+    nb[s->nbound].v = v, nb[s->nbound++].line = line;
+    return 0;
+}
+
+static const binding *bound(const scope *s, const char *name) {
+    for (int i = s->nbound - 1; i >= 0; i--)
+        if (!strcmp(s->bound[i].name, name)) return &s->bound[i];
+    return NULL;
+}
+
 /* Find `name` as a value of scope s: its own values, then (implicitly
- * captured as a `use`) the enclosing scopes', then the module parameters. */
+ * captured as a `use`) the enclosing scopes', then the module parameters.
+ * A def's frame sees its arguments, its own values and the parameters. */
 static int lookup(parser *p, scope *s, const char *name, int line, int col) {
-    int v = aj_graph_find(s->g, name);
-    if (v >= 0) return v;
-    if (s->parent) {
-        int outer = lookup(p, s->parent, name, line, col);
-        if (outer < 0) return -1;
-        return add_use(p, s, name, outer, line, col);
+    int v;
+    if (s->def) {
+        const binding *b = bound(s, name);
+        if (b) return b->v;
+        if (s->caller && aj_module_param_index(p->m, name) >= 0) return lookup(p, s->caller, name, line, col);
+    } else {
+        v = aj_graph_find(s->g, name);
+        if (v >= 0) return v;
+        if (s->parent) {
+            int outer = lookup(p, s->parent, name, line, col);
+            if (outer < 0) return -1;
+            return add_use(p, s, name, outer, line, col);
+        }
     }
     int k = aj_module_param_index(p->m, name);
     if (k < 0) {
         if (aj_dim_index(p->m, name) >= 0)
             return aj_error(p->d, line, col, "'%s' is a dim, not a value", name);
+        if (s->def)
+            return aj_error(p->d, line, col, "undefined value '%s' (def '%s' sees its arguments, its own values and the parameters)",
+                            name, s->def->name);
         return aj_error(p->d, line, col, "undefined value '%s'", name);
     }
+    if (s->def && (v = aj_graph_find(s->g, name)) >= 0) return v;   /* checking a def: its scratch graph */
     v = aj_graph_add_value(s->g, name, AJ_VAL_PARAM, -1, k);
     s->g->val[v].line = line, s->g->val[v].col = col;
     return v;
 }
 
+/* A made-up name that text now wants yields it. */
+static void yield_name(scope *s, const char *name) {
+    int v = aj_graph_find(s->g, name);
+    if (v >= 0 && is_made(s, v)) aj_value_rename(s->g, v, "_0");
+}
+
 /* A new name in scope s must not be taken by a value, param or dim. */
 static int check_new_name(parser *p, scope *s, const char *name, int line, int col) {
     if (is_keyword(name)) return aj_error(p->d, line, col, "'%s' is a keyword and cannot name a value", name);
-    int v = aj_graph_find(s->g, name);
-    for (int i = 0; v >= 0 && i < s->nlits; i++)
-        if (s->lits[i] == v) {
-            aj_value_rename(s->g, v, "_0");   /* the literal yields its made-up name */
-            v = -1;
-        }
-    if (v >= 0) {
-        const aj_value *old = &s->g->val[v];
-        if (old->line > 0) return aj_error(p->d, line, col, "'%s' is already defined at line %d", name, old->line);
-        return aj_error(p->d, line, col, "'%s' is already defined", name);
+    int taken_line = -1;
+    if (s->def) {
+        const binding *b = bound(s, name);
+        if (b) taken_line = b->line;
+    } else {
+        yield_name(s, name);
+        int v = aj_graph_find(s->g, name);
+        if (v >= 0) taken_line = s->g->val[v].line;
     }
-    if (aj_module_param_index(p->m, name) >= 0) return aj_error(p->d, line, col, "'%s' is already a parameter", name);
+    if (taken_line > 0) return aj_error(p->d, line, col, "'%s' is already defined at line %d", name, taken_line);
+    if (taken_line == 0) return aj_error(p->d, line, col, "'%s' is already defined", name);
+    /* a def's names may shadow parameters: `def cell(x, W)` is called with each layer's W */
+    if (!s->def && aj_module_param_index(p->m, name) >= 0) return aj_error(p->d, line, col, "'%s' is already a parameter", name);
     if (aj_dim_index(p->m, name) >= 0) return aj_error(p->d, line, col, "'%s' is already a dim", name);
     return 0;
 }
 
+/* Give v, a value the parser made, the name a statement wrote for it. In a
+ * def's frame the graph's name is the def's, `f_x`, and the frame binds x. */
+static int define(parser *p, scope *s, int v, const char *name, int line, int col) {
+    if (!strcmp(name, "_")) return 0;
+    if (!is_made(s, v))
+        return aj_error(p->d, line, col, "'%s' would only be a second name for '%s'", name, s->g->val[v].name);
+    if (s->def) {
+        char mangled[140];
+        snprintf(mangled, sizeof mangled, "%s_%s", s->def->name, name);
+        aj_value_rename(s->g, v, mangled);
+        if (bind_name(p, s, name, v, line)) return -1;
+    } else {
+        yield_name(s, name);
+        aj_value_rename(s->g, v, name);
+        if (set_made(p, s, v, 0)) return -1;
+    }
+    s->g->val[v].line = line, s->g->val[v].col = col;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ statements */
+
+/* A parsed expression: its values (several only for a call with several
+ * results), where it starts, and what made it (for messages). */
+typedef struct {
+    int v[16], n;
+    int line, col;
+    int bare;            /* a lone name: no op made it */
+    char what[64];
+} expr;
+
+static int enter(parser *p, int line, int col) {
+    if (++p->depth > MAX_NEST)
+        return aj_error(p->d, line, col, "nested too deeply (more than %d levels of parentheses, calls, unary minus or recurrences)",
+                        MAX_NEST);
+    return 0;
+}
+
+/* A node in the current scope whose results are values with made-up names. */
+static int emit(parser *p, aj_op op, const int *in, const int *in_col, int nin, int nout, int line, int col) {
+    scope *s = p->sc;
+    if (++p->nops > MAX_OPS)
+        return aj_error(p->d, line, col, "more than %d ops in this file once its defs are inlined", MAX_OPS);
+    int id = aj_graph_add_node(s->g, op, in, nin, nout, NULL);
+    aj_node *n = &s->g->node[id];
+    if (in_col && nin) memcpy(n->in_col, in_col, sizeof(int) * (size_t)nin);
+    n->line = line, n->col = col, n->site = s->site;
+    for (int k = 0; k < nout; k++) {
+        int v = n->out[k];
+        s->g->val[v].line = line, s->g->val[v].col = col;
+        if (set_made(p, s, v, 1)) return -1;
+    }
+    s->has_ops = s->home->has_ops = 1;
+    return id;
+}
+
+static int emit_literal(parser *p, double x, int line, int col, expr *e) {
+    int id = emit(p, AJ_OP_CONSTANT, NULL, NULL, 0, 1, line, col);
+    if (id < 0) return -1;
+    p->sc->g->node[id].attr[0].f = x;
+    e->v[0] = p->sc->g->node[id].out[0];
+    snprintf(e->what, sizeof e->what, "a number");
+    return 0;
+}
+
+static int need_one(parser *p, const expr *e) {
+    if (e->n == 1) return 0;
+    return aj_error(p->d, e->line, e->col, "%s gives %d results: an operand needs exactly one", e->what, e->n);
+}
+
+/* e = op(e, r): an infix operator or unary minus (r NULL) at line:col. */
+static int apply(parser *p, aj_op op, expr *e, const expr *r, int line, int col) {
+    if (need_one(p, e) || (r && need_one(p, r))) return -1;
+    int in[2] = {e->v[0], r ? r->v[0] : 0}, cols[2] = {e->col, r ? r->col : 0};
+    int id = emit(p, op, in, cols, r ? 2 : 1, 1, line, col);
+    if (id < 0) return -1;
+    e->v[0] = p->sc->g->node[id].out[0];
+    e->bare = 0;
+    snprintf(e->what, sizeof e->what, "%s", aj_op_info(op)->name);
+    return 0;
+}
 
 static int parse_attr_value(parser *p, const aj_attr_spec *spec, aj_attr *a, const char *op) {
     int line = p->tok.line, col = p->tok.col;
@@ -430,13 +622,17 @@ static int edit_distance(const char *a, const char *b) {
 }
 
 static int unknown_op(parser *p, const char *name, int line, int col) {
+    if (aj_module_fn(p->m, name))
+        return aj_error(p->d, line, col, "'%s' is a fn, which cannot be called: write the block as a def", name);
     const char *best = NULL;
     int bd = 3;
-    /* the ops a call may name: the built-in ones, then the module's externs
-     * (the `extern` op itself is only ever called by an extern's name) */
-    for (int i = 0; i < AJ_OP_COUNT + p->m->nextern; i++) {
+    /* the ops a call may name: the built-in ones, the module's externs (the
+     * `extern` op itself is only ever called by an extern's name), the defs */
+    for (int i = 0; i < AJ_OP_COUNT + p->m->nextern + p->ndef; i++) {
         if (i == AJ_OP_EXTERN) continue;
-        const char *op = i < AJ_OP_COUNT ? aj_op_info((aj_op)i)->name : p->m->ext[i - AJ_OP_COUNT].name;
+        const char *op = i < AJ_OP_COUNT ? aj_op_info((aj_op)i)->name
+                         : i < AJ_OP_COUNT + p->m->nextern ? p->m->ext[i - AJ_OP_COUNT].name
+                                                           : p->defs[i - AJ_OP_COUNT - p->m->nextern].name;
         int dd = edit_distance(name, op);
         if (dd < bd) bd = dd, best = op;
     }
@@ -444,125 +640,258 @@ static int unknown_op(parser *p, const char *name, int line, int col) {
     return aj_error(p->d, line, col, "unknown op '%s' (docs/ir.md lists the ops)", name);
 }
 
+/* Is the current name token followed by '=' (key=value, or a statement)? */
+static int name_then(const parser *p, char c) {
+    size_t i = p->pos;
+    while (i < p->len && (p->src[i] == ' ' || p->src[i] == '\t' || p->src[i] == '\r')) i++;
+    return i < p->len && p->src[i] == c;
+}
+
+static int parse_expr(parser *p, expr *e);
+
+/* The arguments of a call, after its name: `(x, y + 1, key=value)`.
+ * Inputs come first, then attributes of op `def` (NULL: a def, which has
+ * none). */
+typedef struct {
+    int in[64], in_col[64], in_line[64], nin;
+    aj_node proto;
+    int seen[AJ_MAX_ATTRS];
+} call_args;
+
+static int parse_args(parser *p, const aj_op_def *def, int ext, const char *name, int line, int col, call_args *a) {
+    memset(a, 0, sizeof *a);
+    if (def) {
+        a->proto.op = (aj_op)(def - aj_op_info((aj_op)0));
+        aj_node_set_defaults(&a->proto);
+    }
+    if (expect_punct(p, '(')) return -1;
+    while (!tok_punct(p, ')')) {
+        int aline = p->tok.line, acol = p->tok.col;
+        if (p->tok.kind == T_NAME && name_then(p, '=')) {   /* key=value: an attribute */
+            char key[64];
+            if (take_name(p, key, sizeof key, "an attribute")) return -1;
+            int k = -1;
+            for (int i = 0; def && i < def->nattr; i++)
+                if (!strcmp(def->attr[i].name, key)) k = i;
+            if (ext >= 0 && k == 0)   /* `fn` is the extern's index: its name says it */
+                return aj_error(p->d, aline, acol, "%s has no attribute '%s' (it has: grad)", name, key);
+            if (k < 0) {
+                char list[128] = "";
+                int na = def ? def->nattr : 0;
+                for (int i = 0; i < na; i++)
+                    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", def->attr[i].name);
+                return aj_error(p->d, aline, acol, "%s has no attribute '%s'%s%s%s", name, key, na ? " (it has: " : "", list,
+                                na ? ")" : "");
+            }
+            if (a->seen[k]) return aj_error(p->d, aline, acol, "attribute '%s' given twice", key);
+            a->seen[k] = 1;
+            if (next(p) || parse_attr_value(p, &def->attr[k], &a->proto.attr[k], name)) return -1;
+        } else {
+            if (p->tok.kind != T_NAME && p->tok.kind != T_NUM && !tok_punct(p, '-') && !tok_punct(p, '('))
+                return expected(p, "an input name, a number or key=value");
+            for (int i = 0; i < AJ_MAX_ATTRS; i++)
+                if (a->seen[i]) return aj_error(p->d, aline, acol, "inputs must come before attributes");
+            if (a->nin == 64) return aj_error(p->d, aline, acol, "too many inputs");
+            expr x;
+            if (parse_expr(p, &x) || need_one(p, &x)) return -1;
+            a->in_line[a->nin] = aline, a->in_col[a->nin] = acol;
+            a->in[a->nin++] = x.v[0];
+        }
+        if (expect_sep(p, ')')) return -1;
+    }
+    if (next(p)) return -1;
+    if (ext >= 0) a->proto.attr[0].i = ext, a->seen[0] = 1;   /* attribute fn: the extern's name says it */
+    for (int i = 0; def && i < def->nattr; i++)
+        if (def->attr[i].required && !a->seen[i])
+            return aj_error(p->d, line, col, "%s needs attribute '%s'", name, def->attr[i].name);
+    return 0;
+}
+
+static int parse_block(parser *p, const char *kind, const char *name, int line);
+
+static int add_site(parser *p, const char *def, int line, int col, int parent) {
+    aj_callsite *ns = realloc(p->m->site, sizeof *ns * (size_t)(p->m->nsite + 1));
+    char *dn = strdup(def);
+    if (ns) p->m->site = ns;
+    if (!ns || !dn) {
+        free(dn);
+        return aj_error(p->d, line, col, "out of memory");
+    }
+    ns[p->m->nsite] = (aj_callsite){dn, line, col, parent};
+    return ++p->m->nsite;
+}
+
+static lexstate lex_save(const parser *p) { return (lexstate){p->pos, p->line, p->col, p->tok}; }
+static void lex_restore(parser *p, lexstate s) { p->pos = s.pos, p->line = s.line, p->col = s.col, p->tok = s.tok; }
+
+/* Parse def d's body, from the current token to its `end`, in frame fr
+ * (its graph, arguments and call site set), into fr's graph. The values it
+ * returns go to p->result. */
+static int run_def(parser *p, const pdef *d, scope *fr) {
+    scope *sc = p->sc;
+    p->sc = fr;
+    int rc = parse_block(p, "def", d->name, d->line);
+    for (int k = 0; !rc && k < d->nres; k++) {
+        const binding *b = bound(fr, d->res[k]);
+        if (!b) rc = aj_error(p->d, d->res_line[k], d->res_col[k], "def '%s' has no value '%s' to return", d->name, d->res[k]);
+        else p->result[k] = b->v;
+    }
+    p->sc = sc;
+    return rc;
+}
+
+static int call_def(parser *p, const pdef *d, int line, int col, expr *e) {
+    call_args a;
+    if (parse_args(p, NULL, -1, d->name, line, col, &a)) return -1;
+    if (a.nin != d->narg)
+        return aj_error(p->d, line, col, "def '%s' takes %d argument%s, got %d", d->name, d->narg, d->narg == 1 ? "" : "s", a.nin);
+    if (enter(p, line, col)) return -1;
+    scope fr;
+    memset(&fr, 0, sizeof fr);
+    fr.g = p->sc->g, fr.home = p->sc->home, fr.caller = p->sc, fr.def = d;
+    int rc = (fr.site = add_site(p, d->name, line, col, p->sc->site)) < 0;
+    for (int i = 0; !rc && i < d->narg; i++) rc = bind_name(p, &fr, d->arg[i], a.in[i], d->line);
+    if (!rc) {   /* its text again, then back to the call */
+        lexstate back = lex_save(p);
+        lex_restore(p, d->body);
+        rc = run_def(p, d, &fr);
+        lex_restore(p, back);
+    }
+    scope_free(&fr);
+    if (rc) {
+        aj_diag_call(p->d, d->name, line, col);
+        return -1;
+    }
+    p->depth--;
+    e->n = d->nres;
+    memcpy(e->v, p->result, sizeof(int) * (size_t)d->nres);
+    snprintf(e->what, sizeof e->what, "%s", d->name);
+    return 0;
+}
+
+static const pdef *find_def(const parser *p, const char *name) {
+    for (int i = 0; i < p->ndef; i++)
+        if (!strcmp(p->defs[i].name, name)) return &p->defs[i];
+    return NULL;
+}
+
+/* NAME(args...): an op, an extern op or a def; the name is read already. */
+static int parse_call(parser *p, const char *name, int line, int col, expr *e) {
+    const pdef *d = find_def(p, name);
+    if (d) return call_def(p, d, line, col, e);
+    if (!strcmp(name, "recurrence"))
+        return aj_error(p->d, line, col, "recurrence is a statement of its own: `a, b = recurrence(steps=T) { ... }`");
+    int ext = aj_extern_index(p->m, name);   /* a declared extern op, called by its name */
+    aj_op op = ext >= 0 ? AJ_OP_EXTERN : aj_op_lookup(name);
+    if (op == AJ_OP_COUNT || (op == AJ_OP_EXTERN && ext < 0)) return unknown_op(p, name, line, col);
+    const aj_op_def *def = aj_op_info(op);
+    call_args a;
+    if (enter(p, line, col) || parse_args(p, def, ext, name, line, col, &a)) return -1;
+    p->depth--;
+    int min_in = def->min_in, max_in = def->max_in, nout = def->nout;
+    if (ext >= 0) {   /* f(x_1..x_k) -> y; its gradient f(x_1..x_k, dy, grad=1) -> dx_1..dx_k */
+        int grad = a.proto.attr[1].i != 0;
+        if (a.proto.attr[1].i != grad) return aj_error(p->d, line, col, "%s: grad must be 0 or 1", name);
+        min_in = max_in = p->m->ext[ext].nin + grad;
+        nout = grad ? p->m->ext[ext].nin : 1;
+    }
+    if (a.nin < min_in || a.nin > max_in) {
+        if (min_in == max_in)
+            return aj_error(p->d, line, col, "%s takes %d input%s, got %d", name, min_in, min_in == 1 ? "" : "s", a.nin);
+        return aj_error(p->d, line, col, "%s takes %d to %d inputs, got %d", name, min_in, max_in, a.nin);
+    }
+    int id = emit(p, op, a.in, a.in_col, a.nin, nout, line, col);
+    if (id < 0) return -1;
+    aj_node *n = &p->sc->g->node[id];
+    memcpy(n->attr, a.proto.attr, sizeof n->attr);
+    e->n = nout;
+    memcpy(e->v, n->out, sizeof(int) * (size_t)nout);
+    snprintf(e->what, sizeof e->what, "%s", name);
+    return 0;
+}
+
+/* primary := NUMBER | NAME | NAME '(' args ')' | '(' expr ')' */
+static int parse_primary(parser *p, expr *e) {
+    int line = p->tok.line, col = p->tok.col;
+    e->n = 1, e->bare = 0, e->line = line, e->col = col;
+    if (tok_punct(p, '(')) {
+        if (enter(p, line, col) || next(p) || parse_expr(p, e)) return -1;
+        p->depth--;
+        e->line = line, e->col = col;
+        return expect_punct(p, ')');
+    }
+    if (p->tok.kind == T_NUM) {
+        double x;
+        return parse_float(p, &x) || emit_literal(p, x, line, col, e);
+    }
+    if (p->tok.kind == T_NAME) {
+        char name[64];
+        if (take_name(p, name, sizeof name, "a value")) return -1;
+        if (tok_punct(p, '(')) return parse_call(p, name, line, col, e);
+        if ((e->v[0] = lookup(p, p->sc, name, line, col)) < 0) return -1;
+        e->bare = 1;
+        snprintf(e->what, sizeof e->what, "%.60s", name);
+        return 0;
+    }
+    return expected(p, "a value, a number, a call or '('");
+}
+
+/* unary := '-' unary | primary; `-2` is the literal -2, as printed */
+static int parse_unary(parser *p, expr *e) {
+    if (!tok_punct(p, '-')) return parse_primary(p, e);
+    int line = p->tok.line, col = p->tok.col;
+    if (enter(p, line, col) || next(p)) return -1;
+    if (p->tok.kind == T_NUM) {
+        double x;
+        e->n = 1, e->bare = 0, e->line = line, e->col = col;
+        if (parse_float(p, &x) || emit_literal(p, -x, line, col, e)) return -1;
+    } else if (parse_unary(p, e) || apply(p, AJ_OP_NEG, e, NULL, line, col)) {
+        return -1;
+    }
+    e->line = line, e->col = col;
+    p->depth--;
+    return 0;
+}
+
+/* term := unary { ('*' | '/' | '@') unary }; expr := term { ('+' | '-') term }
+ * a * b is mul, a / b div, a @ b matmul, a + b add, a - b sub. */
+static int parse_term(parser *p, expr *e) {
+    if (parse_unary(p, e)) return -1;
+    while (tok_punct(p, '*') || tok_punct(p, '/') || tok_punct(p, '@')) {
+        char c = p->tok.c;
+        int line = p->tok.line, col = p->tok.col;
+        expr r;
+        if (next(p) || parse_unary(p, &r)) return -1;
+        if (apply(p, c == '*' ? AJ_OP_MUL : c == '/' ? AJ_OP_DIV : AJ_OP_MATMUL, e, &r, line, col)) return -1;
+    }
+    return 0;
+}
+
+static int parse_expr(parser *p, expr *e) {
+    if (parse_term(p, e)) return -1;
+    while (tok_punct(p, '+') || tok_punct(p, '-')) {
+        char c = p->tok.c;
+        int line = p->tok.line, col = p->tok.col;
+        expr r;
+        if (next(p) || parse_term(p, &r)) return -1;
+        if (apply(p, c == '+' ? AJ_OP_ADD : AJ_OP_SUB, e, &r, line, col)) return -1;
+    }
+    return 0;
+}
+
+/* An expression whose one value a carry, slice, next or stack line names. */
+static int parse_value(parser *p, int *v) {
+    expr e;
+    if (parse_expr(p, &e) || need_one(p, &e)) return -1;
+    *v = e.v[0];
+    return 0;
+}
+
 typedef struct {
     char name[16][64];
     int line[16], col[16];
     int n;
 } lhs_list;
-
-static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int opcol, aj_attr *attrs);
-
-/* `a, b = op(x, y, 0.5, key=value) [{ body }]` — the names are read already. */
-static int parse_op_stmt(parser *p, lhs_list *lhs) {
-    scope *s = p->sc;
-    char opname[64];
-    int opline = p->tok.line, opcol = p->tok.col;
-    if (take_name(p, opname, sizeof opname, "an op name")) return -1;
-    int ext = aj_extern_index(p->m, opname);   /* a declared extern op, called by its name */
-    aj_op op = ext >= 0 ? AJ_OP_EXTERN : aj_op_lookup(opname);
-    if (op == AJ_OP_COUNT || (op == AJ_OP_EXTERN && ext < 0)) return unknown_op(p, opname, opline, opcol);
-    const aj_op_def *def = aj_op_info(op);
-    if (expect_punct(p, '(')) return -1;
-
-    int in[64], in_col[64], nin = 0;
-    aj_node proto;
-    memset(&proto, 0, sizeof proto);
-    proto.op = op;
-    aj_node_set_defaults(&proto);
-    int seen[AJ_MAX_ATTRS] = {0};
-    while (!tok_punct(p, ')')) {
-        int line = p->tok.line, col = p->tok.col;
-        if (p->tok.kind == T_NAME) {
-            char name[64];
-            if (take_name(p, name, sizeof name, "an argument")) return -1;
-            if (tok_punct(p, '=')) {        /* key=value: an attribute */
-                int k = -1;
-                for (int i = 0; i < def->nattr; i++)
-                    if (!strcmp(def->attr[i].name, name)) k = i;
-                if (ext >= 0 && k == 0)   /* `fn` is the extern's index: its name says it */
-                    return aj_error(p->d, line, col, "%s has no attribute '%s' (it has: grad)", opname, name);
-                if (k < 0) {
-                    char list[128] = "";
-                    for (int i = 0; i < def->nattr; i++)
-                        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", def->attr[i].name);
-                    return aj_error(p->d, line, col, "%s has no attribute '%s'%s%s%s", opname, name,
-                                    def->nattr ? " (it has: " : "", list, def->nattr ? ")" : "");
-                }
-                if (seen[k]) return aj_error(p->d, line, col, "attribute '%s' given twice", name);
-                seen[k] = 1;
-                if (next(p) || parse_attr_value(p, &def->attr[k], &proto.attr[k], opname)) return -1;
-            } else {                        /* a value */
-                for (int i = 0; i < def->nattr; i++)
-                    if (seen[i]) return aj_error(p->d, line, col, "inputs must come before attributes");
-                if (nin == 64) return aj_error(p->d, line, col, "too many inputs");
-                int v = lookup(p, s, name, line, col);
-                if (v < 0) return -1;
-                in_col[nin] = col;
-                in[nin++] = v;
-            }
-        } else if (p->tok.kind == T_NUM || tok_punct(p, '-')) {  /* a literal: a scalar constant */
-            for (int i = 0; i < def->nattr; i++)
-                if (seen[i]) return aj_error(p->d, line, col, "inputs must come before attributes");
-            if (nin == 64) return aj_error(p->d, line, col, "too many inputs");
-            double v;
-            if (parse_float(p, &v)) return -1;
-            int c = aj_graph_add_node(s->g, AJ_OP_CONSTANT, NULL, 0, 1, NULL);
-            s->g->node[c].attr[0].f = v;
-            s->g->node[c].line = line, s->g->node[c].col = col;
-            int cv = s->g->node[c].out[0];
-            int *nl = realloc(s->lits, sizeof(int) * (size_t)(s->nlits + 1));
-            if (!nl) return aj_error(p->d, line, col, "out of memory");
-            s->lits = nl;
-            s->lits[s->nlits++] = cv;
-            s->g->val[cv].line = line, s->g->val[cv].col = col;
-            in_col[nin] = col;
-            in[nin++] = cv;
-        } else {
-            return expected(p, "an input name, a number or key=value");
-        }
-        if (expect_sep(p, ')')) return -1;
-    }
-    int close_line = p->tok.line, close_col = p->tok.col;
-    if (next(p)) return -1;
-    if (ext >= 0) proto.attr[0].i = ext, seen[0] = 1;   /* attribute fn: the extern's name says it */
-    for (int i = 0; i < def->nattr; i++)
-        if (def->attr[i].required && !seen[i])
-            return aj_error(p->d, opline, opcol, "%s needs attribute '%s'", opname, def->attr[i].name);
-
-    if (op == AJ_OP_RECURRENCE) {
-        if (nin) return aj_error(p->d, in_col[0] ? opline : close_line, in_col[0] ? in_col[0] : close_col,
-                                 "recurrence takes no inputs: declare them in its body with carry, slice and use");
-        if (!tok_punct(p, '{')) return expected(p, "'{' to open the recurrence body");
-        if (next(p)) return -1;
-        return parse_body(p, s, lhs, opline, opcol, proto.attr);
-    }
-    if (tok_punct(p, '{')) return aj_error(p->d, p->tok.line, p->tok.col, "only recurrence has a body");
-    int min_in = def->min_in, max_in = def->max_in, nout = def->nout;
-    if (ext >= 0) {   /* f(x_1..x_k) -> y; its gradient f(x_1..x_k, dy, grad=1) -> dx_1..dx_k */
-        int grad = proto.attr[1].i != 0;
-        if (proto.attr[1].i != grad) return aj_error(p->d, opline, opcol, "%s: grad must be 0 or 1", opname);
-        min_in = max_in = p->m->ext[ext].nin + grad;
-        nout = grad ? p->m->ext[ext].nin : 1;
-    }
-    if (nin < min_in || nin > max_in) {
-        if (min_in == max_in)
-            return aj_error(p->d, opline, opcol, "%s takes %d input%s, got %d", opname, min_in, min_in == 1 ? "" : "s", nin);
-        return aj_error(p->d, opline, opcol, "%s takes %d to %d inputs, got %d", opname, min_in, max_in, nin);
-    }
-    if (lhs->n != nout)
-        return aj_error(p->d, lhs->line[0], lhs->col[0], "%s gives %d result%s, but %d name%s assigned", opname,
-                        nout, nout == 1 ? "" : "s", lhs->n, lhs->n == 1 ? " is" : "s are");
-    const char *names[16];
-    for (int i = 0; i < lhs->n; i++) names[i] = strcmp(lhs->name[i], "_") ? lhs->name[i] : NULL;
-    int id = aj_graph_add_node(s->g, op, in, nin, lhs->n, names);
-    aj_node *n = &s->g->node[id];
-    memcpy(n->attr, proto.attr, sizeof n->attr);
-    memcpy(n->in_col, in_col, (size_t)nin * sizeof(int));
-    n->line = opline, n->col = opcol;
-    for (int i = 0; i < lhs->n; i++) s->g->val[n->out[i]].line = lhs->line[i], s->g->val[n->out[i]].col = lhs->col[i];
-    s->has_ops = 1;
-    return expect_nl(p);
-}
 
 /* names '=' ... : the left-hand side of a statement */
 static int parse_lhs(parser *p, lhs_list *lhs) {
@@ -597,19 +926,57 @@ static int parse_axis_clause(parser *p, int *axis) {
     return 0;
 }
 
+static int parse_body(parser *p, scope *outer, const lhs_list *lhs, int opline, int opcol, aj_attr *attrs);
+
+/* `a, b = recurrence(steps=T, ...) { body }`, after the names */
+static int parse_recurrence(parser *p, const lhs_list *lhs) {
+    int line = p->tok.line, col = p->tok.col;
+    call_args a;
+    if (next(p) || parse_args(p, aj_op_info(AJ_OP_RECURRENCE), -1, "recurrence", line, col, &a)) return -1;
+    if (a.nin) return aj_error(p->d, a.in_line[0], a.in_col[0], "recurrence takes no inputs: declare them in its body with carry, slice and use");
+    if (!tok_punct(p, '{')) return expected(p, "'{' to open the recurrence body");
+    if (enter(p, line, col) || next(p) || parse_body(p, p->sc, lhs, line, col, a.proto.attr)) return -1;
+    p->depth--;
+    return 0;
+}
+
+/* lhs '=' expr  |  lhs '=' recurrence(...) { ... } */
+static int parse_stmt(parser *p) {
+    lhs_list lhs;
+    if (parse_lhs(p, &lhs)) return -1;
+    if (tok_is(p, "recurrence") && name_then(p, '(')) {
+        if (parse_recurrence(p, &lhs)) return -1;
+        return expect_nl(p);
+    }
+    expr e;
+    if (parse_expr(p, &e)) return -1;
+    if (tok_punct(p, '{')) return aj_error(p->d, p->tok.line, p->tok.col, "only recurrence has a body");
+    if (e.bare)
+        return aj_error(p->d, lhs.line[0], lhs.col[0], "'%s = %s' computes nothing: use '%s' itself", lhs.name[0],
+                        p->sc->g->val[e.v[0]].name, p->sc->g->val[e.v[0]].name);
+    if (lhs.n != e.n)
+        return aj_error(p->d, lhs.line[0], lhs.col[0], "%s gives %d result%s, but %d name%s assigned", e.what, e.n,
+                        e.n == 1 ? "" : "s", lhs.n, lhs.n == 1 ? " is" : "s are");
+    for (int i = 0; i < lhs.n; i++)
+        if (define(p, p->sc, e.v[i], lhs.name[i], lhs.line[i], lhs.col[i])) return -1;
+    return expect_nl(p);
+}
+
 /* The body of a recurrence, after '{' and up to its '}'. Builds the body
  * graph, then the recurrence node in the outer scope. */
-static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int opcol, aj_attr *attrs) {
+static int parse_body(parser *p, scope *outer, const lhs_list *lhs, int opline, int opcol, aj_attr *attrs) {
     if (expect_nl(p)) return -1;
     scope body;
     memset(&body, 0, sizeof body);
     body.g = aj_graph_new("body");
     body.parent = outer;
+    body.home = &body;
+    body.site = outer->site;
     body.g->line = opline;
     p->sc = &body;
     aj_recur *rec = calloc(1, sizeof *rec);
     int next_of[64], next_set[64] = {0}, stack_val[64], res_line[128], res_col[128];
-    int nstack = 0, rc = -1;
+    int nstack = 0, rc = -1, *in = NULL;
     if (!rec) goto out;
     for (;;) {
         while (p->tok.kind == T_NL)
@@ -620,7 +987,8 @@ static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int op
             goto out;
         }
         /* a forgotten '}' shows up as the fn's `end` (or the next section) */
-        if (tok_is(p, "end") || tok_is(p, "fn") || tok_is(p, "dim") || tok_is(p, "param") || tok_is(p, "extern")) {
+        if (tok_is(p, "end") || tok_is(p, "fn") || tok_is(p, "def") || tok_is(p, "dim") || tok_is(p, "param") ||
+            tok_is(p, "extern")) {
             aj_error(p->d, line, col, "recurrence body opened at line %d has no closing '}' before this line", opline);
             goto out;
         }
@@ -640,10 +1008,11 @@ static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int op
             if (take_name(p, name, sizeof name, "a name") || check_new_name(p, &body, name, nline, ncol) ||
                 expect_punct(p, '='))
                 goto out;
-            int oline = p->tok.line, ocol = p->tok.col;
-            if (take_name(p, other, sizeof other, "an outer value")) goto out;
-            int ov = lookup(p, outer, other, oline, ocol);
-            if (ov < 0) goto out;
+            int ov;
+            p->sc = outer;   /* the initial value or the sequence is computed outside */
+            int bad = parse_value(p, &ov);
+            p->sc = &body;
+            if (bad) goto out;
             if ((is_carry ? body.ncarry : body.nslice) == 64) {
                 aj_error(p->d, line, col, "too many %ss (at most 64)", is_carry ? "carrie" : "slice");
                 goto out;
@@ -704,20 +1073,14 @@ static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int op
                 aj_error(p->d, line, col, "carry '%s' has two 'next' lines", name);
                 goto out;
             }
-            if (expect_punct(p, '=')) goto out;
-            int vline = p->tok.line, vcol = p->tok.col;
-            if (take_name(p, other, sizeof other, "a value")) goto out;
-            int v = lookup(p, &body, other, vline, vcol);
-            if (v < 0) goto out;
-            next_of[k] = v, next_set[k] = 1;
+            if (expect_punct(p, '=') || parse_value(p, &next_of[k])) goto out;
+            next_set[k] = 1;
             res_line[k] = line, res_col[k] = col;
             if (expect_nl(p)) goto out;
         } else if (tok_is(p, "stack")) {
             if (next(p)) goto out;
-            int vline = p->tok.line, vcol = p->tok.col;
-            if (take_name(p, other, sizeof other, "a value")) goto out;
-            int v = lookup(p, &body, other, vline, vcol);
-            if (v < 0) goto out;
+            int v;
+            if (parse_value(p, &v)) goto out;
             if (nstack == 64) {
                 aj_error(p->d, line, col, "too many stacked outputs (at most 64)");
                 goto out;
@@ -727,8 +1090,7 @@ static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int op
             stack_val[nstack++] = v;
             if (expect_nl(p)) goto out;
         } else {
-            lhs_list inner;
-            if (parse_lhs(p, &inner) || parse_op_stmt(p, &inner)) goto out;
+            if (parse_stmt(p)) goto out;
             p->sc = &body;
         }
     }
@@ -747,17 +1109,22 @@ static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int op
     }
     /* leaves in canonical order: carries, slices, uses; results: nexts, stacks */
     aj_graph *g = body.g;
-    g->nleaf = body.ncarry + body.nslice + body.nuse;
+    int nuse = body.use_leaf.n, nin = 0;
+    g->nleaf = body.ncarry + body.nslice + nuse;
     g->leaf = malloc(sizeof(int) * (size_t)(g->nleaf ? g->nleaf : 1));
     g->nresult = body.ncarry + nstack;
     g->result = malloc(sizeof(int) * (size_t)(g->nresult ? g->nresult : 1));
-    int in[192], nin = 0;
+    in = malloc(sizeof(int) * (size_t)(g->nleaf ? g->nleaf : 1));
+    if (!g->leaf || !g->result || !in) {
+        aj_error(p->d, opline, opcol, "out of memory");
+        goto out;
+    }
     for (int i = 0; i < body.ncarry; i++) g->leaf[nin] = body.carry_leaf[i], in[nin++] = body.carry_init[i];
     for (int i = 0; i < body.nslice; i++) g->leaf[nin] = body.slice_leaf[i], in[nin++] = body.slice_seq[i];
-    for (int i = 0; i < body.nuse; i++) g->leaf[nin] = body.use_leaf[i], in[nin++] = body.use_outer[i];
+    for (int i = 0; i < nuse; i++) g->leaf[nin] = body.use_leaf.v[i], in[nin++] = body.use_outer.v[i];
     for (int i = 0; i < body.ncarry; i++) g->result[i] = next_of[i];
     for (int i = 0; i < nstack; i++) g->result[body.ncarry + i] = stack_val[i];
-    rec->ncarry = body.ncarry, rec->nslice = body.nslice, rec->nuse = body.nuse, rec->nstack = nstack;
+    rec->ncarry = body.ncarry, rec->nslice = body.nslice, rec->nuse = nuse, rec->nstack = nstack;
     for (int i = 0; i < body.ncarry; i++) rec->res_line[i] = res_line[i], rec->res_col[i] = res_col[i];
     for (int i = 0; i < nstack; i++)
         rec->res_line[body.ncarry + i] = res_line[64 + i], rec->res_col[body.ncarry + i] = res_col[64 + i];
@@ -765,26 +1132,42 @@ static int parse_body(parser *p, scope *outer, lhs_list *lhs, int opline, int op
         aj_error(p->d, opline, opcol, "recurrence has %d inputs (at most 64)", nin);
         goto out;
     }
-    const char *names[16];
-    for (int i = 0; i < lhs->n; i++) names[i] = strcmp(lhs->name[i], "_") ? lhs->name[i] : NULL;
-    int id = aj_graph_add_node(outer->g, AJ_OP_RECURRENCE, in, nin, lhs->n, names);
+    p->sc = outer;
+    int id = emit(p, AJ_OP_RECURRENCE, in, NULL, nin, lhs->n, opline, opcol);
+    if (id < 0) goto out;
     aj_node *n = &outer->g->node[id];
     memcpy(n->attr, attrs, sizeof n->attr);
-    n->line = opline, n->col = opcol;
     n->rec = rec;
     rec->body = body.g;
     body.g->end_line = p->tok.line;
     rec = NULL, body.g = NULL;
-    for (int i = 0; i < lhs->n; i++)
-        outer->g->val[n->out[i]].line = lhs->line[i], outer->g->val[n->out[i]].col = lhs->col[i];
-    outer->has_ops = 1;
-    rc = expect_nl(p);
+    rc = 0;
+    for (int i = 0; !rc && i < lhs->n; i++)
+        rc = define(p, outer, outer->g->node[id].out[i], lhs->name[i], lhs->line[i], lhs->col[i]);
 out:
     p->sc = outer;
     free(rec);
+    free(in);
     aj_graph_free(body.g);
     scope_free(&body);
     return rc;
+}
+
+/* Statements up to `end` (left as the current token), in the current scope. */
+static int parse_block(parser *p, const char *kind, const char *name, int line) {
+    for (;;) {
+        while (p->tok.kind == T_NL)
+            if (next(p)) return -1;
+        if (p->tok.kind == T_EOF) return aj_error(p->d, p->tok.line, p->tok.col, "%s '%s' (line %d) has no 'end'", kind, name, line);
+        if (tok_is(p, "end")) return 0;
+        if (tok_is(p, "carry") || tok_is(p, "slice") || tok_is(p, "use") || tok_is(p, "next") || tok_is(p, "stack")) {
+            char buf[64];
+            return aj_error(p->d, p->tok.line, p->tok.col, "%s only belongs in a recurrence body", tok_desc(&p->tok, buf, sizeof buf));
+        }
+        if (tok_is(p, "fn") || tok_is(p, "def") || tok_is(p, "dim") || tok_is(p, "param") || tok_is(p, "extern"))
+            return aj_error(p->d, p->tok.line, p->tok.col, "%s '%s' (line %d) has no 'end' before this line", kind, name, line);
+        if (parse_stmt(p)) return -1;
+    }
 }
 
 /* ------------------------------------------------------------------ top level */
@@ -916,6 +1299,90 @@ static int parse_extern(parser *p) {
     return 0;
 }
 
+/* def NAME(a, b, ...) -> r, ...  NL statements 'end'. The body is checked
+ * once here (syntax and names, in a scratch graph) and parsed again at every
+ * call, where its shapes are checked. */
+static int parse_def(parser *p) {
+    pdef d;
+    memset(&d, 0, sizeof d);
+    d.line = p->tok.line;
+    if (next(p)) return -1;
+    d.col = p->tok.col;
+    int line = p->tok.line, col = p->tok.col, rc = -1;
+    if (take_name(p, d.name, sizeof d.name, "a def name")) return -1;
+    if (is_keyword(d.name)) return aj_error(p->d, line, col, "'%s' is a keyword and cannot name a def", d.name);
+    if (aj_op_lookup(d.name) != AJ_OP_COUNT || aj_extern_index(p->m, d.name) >= 0)
+        return aj_error(p->d, line, col, "'%s' is already an op", d.name);
+    if (find_def(p, d.name)) return aj_error(p->d, line, col, "def '%s' is already defined", d.name);
+    if (aj_module_fn(p->m, d.name)) return aj_error(p->d, line, col, "'%s' is already a fn", d.name);
+    scope fr;
+    memset(&fr, 0, sizeof fr);
+    fr.g = aj_graph_new(d.name);
+    fr.home = &fr, fr.def = &d;
+    int nsite = p->m->nsite;
+    long nops = p->nops;
+    if (expect_punct(p, '(')) goto out;
+    while (!tok_punct(p, ')')) {
+        int aline = p->tok.line, acol = p->tok.col;
+        char an[64];
+        if (take_name(p, an, sizeof an, "an argument name") || check_new_name(p, &fr, an, aline, acol)) goto out;
+        if (d.narg == 64) {
+            aj_error(p->d, aline, acol, "too many arguments (at most 64)");
+            goto out;
+        }
+        char (*na)[64] = realloc(d.arg, sizeof *na * (size_t)(d.narg + 1));
+        if (!na) {
+            aj_error(p->d, aline, acol, "out of memory");
+            goto out;
+        }
+        d.arg = na;
+        memcpy(d.arg[d.narg], an, sizeof an);
+        /* checking the body: each argument a leaf of unknown type */
+        int v = aj_graph_add_value(fr.g, an, AJ_VAL_INPUT, -1, d.narg++);
+        if (bind_name(p, &fr, an, v, aline)) goto out;
+        if (expect_sep(p, ')')) goto out;
+    }
+    if (next(p)) goto out;
+    if (p->tok.kind != T_ARROW) {
+        expected(p, "'->' and the def's results");
+        goto out;
+    }
+    if (next(p)) goto out;
+    for (;;) {
+        if (d.nres == 16) {
+            aj_error(p->d, p->tok.line, p->tok.col, "too many results (at most 16)");
+            goto out;
+        }
+        d.res_line[d.nres] = p->tok.line, d.res_col[d.nres] = p->tok.col;
+        if (take_name(p, d.res[d.nres], sizeof d.res[0], "a result name")) goto out;
+        d.nres++;
+        if (!tok_punct(p, ',')) break;
+        if (next(p)) goto out;
+    }
+    if (expect_nl(p)) goto out;
+    d.body = lex_save(p);
+    if (run_def(p, &d, &fr) || next(p) || expect_nl(p)) goto out;
+    pdef *nd = realloc(p->defs, sizeof *nd * (size_t)(p->ndef + 1));
+    if (!nd) {
+        aj_error(p->d, line, col, "out of memory");
+        goto out;
+    }
+    p->defs = nd;
+    p->defs[p->ndef++] = d;
+    d.arg = NULL;
+    rc = 0;
+out:
+    /* the check's calls and ops made nothing that stays */
+    for (int i = nsite; i < p->m->nsite; i++) free(p->m->site[i].def);
+    p->m->nsite = nsite;
+    p->nops = nops;
+    free(d.arg);
+    aj_graph_free(fr.g);
+    scope_free(&fr);
+    p->sc = NULL;
+    return rc;
+}
+
 static int parse_fn(parser *p) {
     int fline = p->tok.line;
     if (next(p)) return -1;
@@ -923,8 +1390,10 @@ static int parse_fn(parser *p) {
     int line = p->tok.line, col = p->tok.col;
     if (take_name(p, name, sizeof name, "a function name")) return -1;
     if (aj_module_fn(p->m, name)) return aj_error(p->d, line, col, "fn '%s' is already defined", name);
+    if (find_def(p, name)) return aj_error(p->d, line, col, "'%s' is already a def", name);
     scope fs;
     memset(&fs, 0, sizeof fs);
+    fs.home = &fs;
     fs.g = aj_graph_new(name);
     fs.g->line = fline;
     p->sc = &fs;
@@ -964,27 +1433,7 @@ static int parse_fn(parser *p) {
         if (!tok_punct(p, ',')) break;
         if (next(p)) goto out;
     }
-    if (expect_nl(p)) goto out;
-    for (;;) {
-        while (p->tok.kind == T_NL)
-            if (next(p)) goto out;
-        if (p->tok.kind == T_EOF) {
-            aj_error(p->d, p->tok.line, p->tok.col, "fn '%s' (line %d) has no 'end'", name, fline);
-            goto out;
-        }
-        if (tok_is(p, "end")) break;
-        if (tok_is(p, "carry") || tok_is(p, "slice") || tok_is(p, "use") || tok_is(p, "next") || tok_is(p, "stack")) {
-            char buf[64];
-            aj_error(p->d, p->tok.line, p->tok.col, "%s only belongs in a recurrence body", tok_desc(&p->tok, buf, sizeof buf));
-            goto out;
-        }
-        if (tok_is(p, "fn") || tok_is(p, "dim") || tok_is(p, "param") || tok_is(p, "extern")) {
-            aj_error(p->d, p->tok.line, p->tok.col, "fn '%s' (line %d) has no 'end' before this line", name, fline);
-            goto out;
-        }
-        lhs_list lhs;
-        if (parse_lhs(p, &lhs) || parse_op_stmt(p, &lhs)) goto out;
-    }
+    if (expect_nl(p) || parse_block(p, "fn", name, fline)) goto out;
     fs.g->end_line = p->tok.line;
     if (next(p) || expect_nl(p)) goto out;
     fs.g->nleaf = nargs;
@@ -1019,6 +1468,11 @@ out:
     return rc;
 }
 
+static void defs_free(parser *p) {
+    for (int i = 0; i < p->ndef; i++) free(p->defs[i].arg);
+    free(p->defs);
+}
+
 aj_module *aj_parse_string(const char *src, size_t len, const char *path, aj_diag *d) {
     aj_diag local;
     if (!d) d = &local;
@@ -1040,15 +1494,18 @@ aj_module *aj_parse_string(const char *src, size_t len, const char *path, aj_dia
         else if (tok_is(&p, "param")) r = parse_param(&p);
         else if (tok_is(&p, "extern")) r = parse_extern(&p);
         else if (tok_is(&p, "fn")) r = parse_fn(&p);
-        else r = expected(&p, "'dim', 'param', 'extern' or 'fn' at the start of a line");
+        else if (tok_is(&p, "def")) r = parse_def(&p);
+        else r = expected(&p, "'dim', 'param', 'extern', 'def' or 'fn' at the start of a line");
         if (r) goto fail;
     }
     if (m->nfn == 0) {
         aj_error(d, p.tok.line, p.tok.col, "no fn in this file (a model declares at least 'fn loglik')");
         goto fail;
     }
+    defs_free(&p);
     return m;
 fail:
+    defs_free(&p);
     aj_diag_source(d, m->path, src, len);
     aj_module_free(m);
     return NULL;

@@ -196,7 +196,7 @@ static const bad_case bad_cases[] = {
     {"empty_file", "", 0, 1, 1, "no fn in this file"},
     {"only_comments", "# nothing\n   # but comments\n", 0, 3, 1, "no fn in this file"},
     {"statement_outside_fn", "dim D = 4\ny = neg(x)\n", 0, 2, 1,
-     "expected 'dim', 'param', 'extern' or 'fn' at the start of a line, found 'y'"},
+     "expected 'dim', 'param', 'extern', 'def' or 'fn' at the start of a line, found 'y'"},
     {"trailing_garbage", FN1("y = neg(x) extra"), 0, 2, 14, "expected end of line, found 'extra'"},
 
     /* ---- bytes and numbers */
