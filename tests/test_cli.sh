@@ -114,8 +114,9 @@ for engine in naive fused; do
         if grep -q 'nade.graph:0[ -]' "$OUT"; then fail "a $engine kernel on line 0"; fi
 done
 run 0 dump --stage fused "$FVSBN" --dims D=4 --fn grad_loglik && has "$OUT" "program grad_loglik (fused)"
-# B, free in the model, is 100: x0 : [B, D] holds 400 values
-run 0 dump --stage naive "$FVSBN" --dims D=4 --fn sample && has "$OUT" "program sample (naive)" && has "$OUT" "x0[400]"
+# B, free in the model, is 100: the initial x : [B, D] holds 400 values
+run 0 dump --stage naive "$FVSBN" --dims D=4 --fn sample && has "$OUT" "program sample (naive)" && has "$OUT" "= constant  rows=100" &&
+    has "$OUT" "[400])"
 run 0 dump --stage llvm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "define"
 run 0 dump --stage llvm "$NADE" --dims D=5,H=4,B=3 --engine naive && has "$OUT" "define"
 run 0 dump --stage asm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "ret"
