@@ -132,12 +132,27 @@ static int compare_module(aj_module *m, const char *what) {
     return bad;
 }
 
+/* Small values for the dims models use, so the interpreter is quick; B=3
+ * so rows split unevenly over threads. A model gets those it declares. */
+static void small_dims(const char *path, char *spec, size_t n) {
+    static const char *small[] = {"B=3", "D=7", "H=5", "T=5", "V=7", "E=8", "L=2", "K=3"};
+    aj_diag d = {0};
+    aj_module *m = aj_parse_file(path, &d);
+    spec[0] = 0;
+    for (size_t i = 0; m && i < COUNT(small); i++) {
+        char name[8];
+        snprintf(name, sizeof name, "%.*s", (int)(strchr(small[i], '=') - small[i]), small[i]);
+        if (aj_dim_index(m, name) >= 0) snprintf(spec + strlen(spec), n - strlen(spec), "%s%s", spec[0] ? "," : "", small[i]);
+    }
+    aj_module_free(m);
+}
+
 static void test_model(void **state) {
     const char *path = *state;
     aj_diag d = {0};
-    /* small dims so the interpreter is quick; B=3 so rows split unevenly over threads */
-    aj_module *m = aj_load_file(path, "B=3,D=7,H=5", NULL, &d);
-    if (!m) m = aj_load_file(path, "B=3", NULL, &d);
+    char dims[128];
+    small_dims(path, dims, sizeof dims);
+    aj_module *m = aj_load_file(path, dims, NULL, &d);
     if (!m) {
         aj_diag_print(&d, stderr);
         fail_msg("%s does not load", path);
