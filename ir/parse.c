@@ -29,7 +29,9 @@ typedef struct pdef pdef;
 
 enum {
     MAX_NEST = 100,        /* parentheses, calls, unary minus and recurrences inside each other */
-    MAX_OPS = 1 << 20      /* ops in a file once its defs are inlined */
+    MAX_INLINED = 1 << 16  /* ops made by def calls: defs calling defs twice over
+                            * grow exponentially; a stack of many alike layers
+                            * is a recurrence over a layer axis instead */
 };
 
 typedef struct {
@@ -43,7 +45,7 @@ typedef struct {
     pdef *defs;          /* the defs so far, callable from later lines */
     int ndef;
     int depth;           /* nesting, against MAX_NEST: recursion stays bounded */
-    long nops;           /* ops made, against MAX_OPS: nested defs cannot blow up */
+    long inlined;        /* ops made inside def calls and checks, against MAX_INLINED */
     int result[16];      /* what the last def inlined returned */
 } parser;
 
@@ -524,8 +526,10 @@ static int enter(parser *p, int line, int col) {
 /* A node in the current scope whose results are values with made-up names. */
 static int emit(parser *p, aj_op op, const int *in, const int *in_col, int nin, int nout, int line, int col) {
     scope *s = p->sc;
-    if (++p->nops > MAX_OPS)
-        return aj_error(p->d, line, col, "more than %d ops in this file once its defs are inlined", MAX_OPS);
+    if ((s->def || s->site) && ++p->inlined > MAX_INLINED)
+        return aj_error(p->d, line, col,
+                        "the def calls make more than %d ops (stack many alike layers with a recurrence over a layer axis, docs/ir.md)",
+                        MAX_INLINED);
     int id = aj_graph_add_node(s->g, op, in, nin, nout, NULL);
     aj_node *n = &s->g->node[id];
     if (in_col && nin) memcpy(n->in_col, in_col, sizeof(int) * (size_t)nin);
@@ -1320,7 +1324,7 @@ static int parse_def(parser *p) {
     fr.g = aj_graph_new(d.name);
     fr.home = &fr, fr.def = &d;
     int nsite = p->m->nsite;
-    long nops = p->nops;
+    long inlined = p->inlined;
     if (expect_punct(p, '(')) goto out;
     while (!tok_punct(p, ')')) {
         int aline = p->tok.line, acol = p->tok.col;
@@ -1375,7 +1379,7 @@ out:
     /* the check's calls and ops made nothing that stays */
     for (int i = nsite; i < p->m->nsite; i++) free(p->m->site[i].def);
     p->m->nsite = nsite;
-    p->nops = nops;
+    p->inlined = inlined;
     free(d.arg);
     aj_graph_free(fr.g);
     scope_free(&fr);
