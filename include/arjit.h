@@ -331,13 +331,18 @@ typedef struct {
     aj_dtype dtype;
     int rank;
     int64_t shape[AJ_MAX_RANK];
-    void *data;              /* float* or int32_t*, row-major, contiguous */
+    void *data;              /* float* or int32_t*, row-major, contiguous
+                                (double* for f32 in aj_interp_run_f64) */
 } aj_tensor;
 
 int64_t aj_tensor_numel(const aj_tensor *t);
 /* Allocate zeroed data for a tensor of this (concrete) type; NULL on overflow. */
 aj_tensor aj_tensor_new(aj_dtype dt, int rank, const int64_t *shape);
 aj_tensor aj_tensor_of_type(const aj_type *t);   /* type must be all-constant */
+/* The same with f32 elements of f32_size bytes: 4, or 8 for the double
+ * interpreter (aj_interp_run_f64), which holds f32 values as double. */
+aj_tensor aj_tensor_new_sized(aj_dtype dt, int rank, const int64_t *shape, size_t f32_size);
+aj_tensor aj_tensor_of_type_sized(const aj_type *t, size_t f32_size);
 void aj_tensor_free(aj_tensor *t);
 
 /* Initialise module parameter `i` (shape under `b`) from its initialiser
