@@ -9,11 +9,13 @@
  * (valid for every likelihood in models/), i32 inputs are 0 or 1.
  *
  * The error of a probe is |num - ana| / max(|num|, |ana|, floor), relative
- * except below floor = 1e-3 max_i |g_i| over the parameter (at least 1e-12),
- * where it is absolute: an entry whose derivative nearly cancels (a weight
- * whose input is 0 in all but one example) is judged against the scale of
- * its parameter's gradient, not its own. A wrong rule is off by the size of
- * the gradient itself, an error near 1.
+ * except below the floor, where it is absolute. The floor is the larger of
+ * 1e-3 max_i |g_i| over the parameter, so that an entry whose derivative
+ * nearly cancels (a weight whose input is 0 in all but one example) is
+ * judged against the scale of its parameter's gradient, not its own; and
+ * 1000 ulp of the loss over the step, the rounding in num = (L+ - L-) / h,
+ * below which a derivative cannot be measured. A wrong rule is off by the
+ * size of the gradient itself, an error near 1.
  *
  * Which entries: all when there are at most max_probes; else probes
  * alternate between an entry drawn at random (a gradient missing where there
@@ -23,6 +25,7 @@
 #include "arjit.h"
 #include "runtime/interp.h"
 #include "runtime/rng.h"
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,7 +105,10 @@ static int gradcheck(aj_module *m, aj_graph *fn, uint64_t seed, int max_probes, 
                         fn->name, aj_op_info(rnd->op)->name);
     int nused = 0;
     for (int p = 0; p < m->nparam; p++) nused += uses_param(fn, p);
-    if (!nused) return aj_error(d, fn->line, fn->col, "fn %s uses no parameters: nothing to differentiate", fn->name);
+    const aj_value *loss = &fn->val[fn->result[0]];
+    if (!nused)
+        return aj_error(d, loss->line, loss->col, "fn %s uses no parameters: nothing to differentiate %s by",
+                        fn->name, loss->name);
     char gname[96];
     snprintf(gname, sizeof gname, "grad_%s", fn->name);
     aj_graph *grad = aj_module_fn(m, gname);
@@ -147,7 +153,6 @@ static int gradcheck(aj_module *m, aj_graph *fn, uint64_t seed, int max_probes, 
         int64_t n = aj_tensor_numel(&params[p]);
         double gmax = 0;
         for (int64_t i = 0; i < n; i++) gmax = fmax(gmax, fabs(ga[i]));
-        double floor = fmax(1e-3 * gmax, 1e-12);
         aj_gradcheck_result *pr = &out[(*nout)++];
         memset(pr, 0, sizeof *pr);
         snprintf(pr->name, sizeof pr->name, "%s", m->param[p].name);
@@ -168,6 +173,7 @@ static int gradcheck(aj_module *m, aj_graph *fn, uint64_t seed, int max_probes, 
             /* the step actually taken, not the one asked for */
             double h = (keep + eps) - (keep - eps);
             double num = (lp - lm) / h, ana = ga[i];
+            double floor = fmax(1e-3 * gmax, 1e3 * DBL_EPSILON * fmax(fabs(lp), fabs(lm)) / h);
             double err = fabs(num - ana) / fmax(fmax(fabs(num), fabs(ana)), floor);
             if (isnan(err) || err > pr->max_rel_err) pr->max_rel_err = err, pr->worst_analytic = ana, pr->worst_numeric = num;
             pr->probes++;
