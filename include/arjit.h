@@ -369,9 +369,10 @@ aj_graph *aj_autodiff(aj_module *m, const char *fn, aj_diag *d);
 /* Whether op has a gradient rule (or needs none: constants, sampling). */
 int aj_has_gradient(aj_op op);
 
-/* One parameter's gradient check: the worst relative error between the
- * gradient of grad_<fn> and central differences of the loss, over `probes`
- * of its entries (all of them when it has at most max_probes). */
+/* One parameter's gradient check: the worst error between the gradient of
+ * grad_<fn> and central differences of the loss, both in double, over
+ * `probes` of its entries (all of them when it has at most max_probes):
+ * relative, and absolute below a floor (runtime/gradcheck.c). */
 typedef struct {
     char name[64];
     int64_t numel;
@@ -381,7 +382,9 @@ typedef struct {
 } aj_gradcheck_result;
 
 /* Check every parameter fn uses (m inferred with every dim bound; builds
- * grad_<fn> if missing). out needs room for m->nparam entries. */
+ * grad_<fn> if missing), with steps of eps. out needs room for m->nparam
+ * entries. -1 with d set (file:line:col) for a fn that draws random numbers
+ * or uses no parameters, or a parameter or argument that cannot be held. */
 int aj_gradcheck(aj_module *m, const char *fn, uint64_t seed, int max_probes, double eps,
                  aj_gradcheck_result *out, int *nout, aj_diag *d);
 
