@@ -351,13 +351,18 @@ typedef struct {
     aj_dtype dtype;
     int rank;
     int64_t shape[AJ_MAX_RANK];
-    void *data;              /* float* or int32_t*, row-major, contiguous */
+    void *data;              /* float* or int32_t*, row-major, contiguous
+                                (double* for f32 in aj_interp_run_f64) */
 } aj_tensor;
 
 int64_t aj_tensor_numel(const aj_tensor *t);
 /* Allocate zeroed data for a tensor of this (concrete) type; NULL on overflow. */
 aj_tensor aj_tensor_new(aj_dtype dt, int rank, const int64_t *shape);
 aj_tensor aj_tensor_of_type(const aj_type *t);   /* type must be all-constant */
+/* The same with f32 elements of f32_size bytes: 4, or 8 for the double
+ * interpreter (aj_interp_run_f64), which holds f32 values as double. */
+aj_tensor aj_tensor_new_sized(aj_dtype dt, int rank, const int64_t *shape, size_t f32_size);
+aj_tensor aj_tensor_of_type_sized(const aj_type *t, size_t f32_size);
 void aj_tensor_free(aj_tensor *t);
 
 /* Initialise module parameter `i` (shape under `b`) from its initialiser
@@ -384,9 +389,10 @@ aj_graph *aj_autodiff(aj_module *m, const char *fn, aj_diag *d);
 /* Whether op has a gradient rule (or needs none: constants, sampling). */
 int aj_has_gradient(aj_op op);
 
-/* One parameter's gradient check: the worst relative error between the
- * gradient of grad_<fn> and central differences of the loss, over `probes`
- * of its entries (all of them when it has at most max_probes). */
+/* One parameter's gradient check: the worst error between the gradient of
+ * grad_<fn> and central differences of the loss, both in double, over
+ * `probes` of its entries (all of them when it has at most max_probes):
+ * relative, and absolute below a floor (runtime/gradcheck.c). */
 typedef struct {
     char name[64];
     int64_t numel;
@@ -396,7 +402,9 @@ typedef struct {
 } aj_gradcheck_result;
 
 /* Check every parameter fn uses (m inferred with every dim bound; builds
- * grad_<fn> if missing). out needs room for m->nparam entries. */
+ * grad_<fn> if missing), with steps of eps. out needs room for m->nparam
+ * entries. -1 with d set (file:line:col) for a fn that draws random numbers
+ * or uses no parameters, or a parameter or argument that cannot be held. */
 int aj_gradcheck(aj_module *m, const char *fn, uint64_t seed, int max_probes, double eps,
                  aj_gradcheck_result *out, int *nout, aj_diag *d);
 

@@ -6,7 +6,19 @@
  * node's results are allocated from their types before its kernel runs; a
  * kernel only fills them. An intermediate is freed after its last use.
  * Runtime errors (an index out of range, out of memory) go to the diag at the
- * node's line and column. */
+ * node's line and column.
+ *
+ * f32 values are held as `real`: float here, as every engine stores them,
+ * and double when runtime/interp_f64.c compiles this file again as
+ * aj_interp_run_f64, so that gradcheck takes finite differences of a loss
+ * free of f32 rounding. i32 values are int32_t in both. */
+#ifdef AJ_INTERP_F64
+typedef double real;
+#define aj_interp_run aj_interp_run_f64
+#else
+typedef float real;
+#endif
+
 #include "runtime/interp.h"
 #include "runtime/extern_op.h"
 #include "runtime/rng.h"
@@ -40,7 +52,8 @@ static int fail(ictx *c, const aj_node *n, const char *fmt, ...) {
     return aj_error(c->d, n->line, n->col, "%s: %s", aj_op_info(n->op)->name, msg);
 }
 
-static float *fdata(const aj_tensor *t) { return (float *)t->data; }
+static real *fdata(const aj_tensor *t) { return (real *)t->data; }
+static size_t esize(const aj_tensor *t) { return t->dtype == AJ_F32 ? sizeof(real) : sizeof(int32_t); }
 static int32_t *idata(const aj_tensor *t) { return (int32_t *)t->data; }
 
 static int norm_axis(int64_t axis, int rank) { return (int)(axis < 0 ? axis + rank : axis); }
@@ -59,14 +72,20 @@ static void split(const aj_tensor *t, int ax, int64_t *outer, int64_t *len, int6
     *inner = prod(t->shape, ax + 1, t->rank);
 }
 
+/* dst[di..di+n-1] = src[si..si+n-1], elements of one dtype; data moves as
+ * bytes, so any dtype. */
+static void copy_elems(const aj_tensor *src, int64_t si, aj_tensor *dst, int64_t di, int64_t n) {
+    size_t es = esize(src);
+    if (n > 0) memcpy((char *)dst->data + (size_t)di * es, (const char *)src->data + (size_t)si * es, (size_t)n * es);
+}
+
 /* dst[o, dst_from + k, :] = src[o, src_from + k, :] for k < count, with both
- * seen as [outer, len, inner]. Data moves as 4-byte words, so any dtype. */
+ * seen as [outer, len, inner]. */
 static void copy_along(const aj_tensor *src, int64_t src_len, int64_t src_from, aj_tensor *dst,
                        int64_t dst_len, int64_t dst_from, int64_t count, int64_t outer, int64_t inner) {
     if (count <= 0 || inner == 0) return;
     for (int64_t o = 0; o < outer; o++)
-        memcpy((uint32_t *)dst->data + (o * dst_len + dst_from) * inner,
-               (const uint32_t *)src->data + (o * src_len + src_from) * inner, (size_t)(count * inner) * 4);
+        copy_elems(src, (o * src_len + src_from) * inner, dst, (o * dst_len + dst_from) * inner, count * inner);
 }
 
 /* f32 -> i32 truncates toward zero; NaN gives 0 and out-of-range values
@@ -124,7 +143,7 @@ static void walk_next(walk *w) {
 
 /* log sum_k exp(x[k*stride]) over K values, stably: m + log sum exp(x - m).
  * -inf for K == 0 or all -inf. */
-static double row_lse(const float *x, int64_t K, int64_t stride) {
+static double row_lse(const real *x, int64_t K, int64_t stride) {
     double m = -INFINITY, s = 0;
     for (int64_t k = 0; k < K; k++) m = fmax(m, x[k * stride]);
     if (isinf(m)) return m;
@@ -134,7 +153,7 @@ static double row_lse(const float *x, int64_t K, int64_t stride) {
 
 /* Inverse CDF of softmax(l * inv_temp) over K > 0 logits at u in [0, 1):
  * the first k whose cumulative weight exceeds u * total. */
-static int64_t pick(const float *l, int64_t K, double inv_temp, float u) {
+static int64_t pick(const real *l, int64_t K, double inv_temp, float u) {
     double m = -INFINITY, total = 0, cum = 0;
     for (int64_t k = 0; k < K; k++) m = fmax(m, l[k]);
     for (int64_t k = 0; k < K; k++) total += exp((l[k] - m) * inv_temp);
@@ -152,7 +171,7 @@ static int64_t pick(const float *l, int64_t K, double inv_temp, float u) {
 
 /* One scalar function per elementwise op: x holds this element's inputs
  * (after broadcasting); key and i feed the sampling ops (runtime/rng.h). */
-typedef float (*ew_fn)(const float *x, uint64_t key, uint64_t i);
+typedef real (*ew_fn)(const real *x, uint64_t key, uint64_t i);
 
 static double sigmoid(double x) { return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)); }
 /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|) */
@@ -163,42 +182,42 @@ static double gauss_nll(double x, double mu, double ls) {
     return 0.9189385332046727 + ls + 0.5 * z * z;
 }
 
-static float ew_neg(const float *x, uint64_t k, uint64_t i) { return -x[0]; }
-static float ew_exp(const float *x, uint64_t k, uint64_t i) { return (float)exp(x[0]); }
-static float ew_log(const float *x, uint64_t k, uint64_t i) { return (float)log(x[0]); }
-static float ew_tanh(const float *x, uint64_t k, uint64_t i) { return (float)tanh(x[0]); }
-static float ew_sigmoid(const float *x, uint64_t k, uint64_t i) { return (float)sigmoid(x[0]); }
-static float ew_relu(const float *x, uint64_t k, uint64_t i) { return x[0] > 0 ? x[0] : 0; }
-static float ew_softplus(const float *x, uint64_t k, uint64_t i) { return (float)softplus(x[0]); }
-static float ew_sqrt(const float *x, uint64_t k, uint64_t i) { return (float)sqrt(x[0]); }
-static float ew_square(const float *x, uint64_t k, uint64_t i) { return x[0] * x[0]; }
+static real ew_neg(const real *x, uint64_t k, uint64_t i) { return -x[0]; }
+static real ew_exp(const real *x, uint64_t k, uint64_t i) { return (real)exp(x[0]); }
+static real ew_log(const real *x, uint64_t k, uint64_t i) { return (real)log(x[0]); }
+static real ew_tanh(const real *x, uint64_t k, uint64_t i) { return (real)tanh(x[0]); }
+static real ew_sigmoid(const real *x, uint64_t k, uint64_t i) { return (real)sigmoid(x[0]); }
+static real ew_relu(const real *x, uint64_t k, uint64_t i) { return x[0] > 0 ? x[0] : 0; }
+static real ew_softplus(const real *x, uint64_t k, uint64_t i) { return (real)softplus(x[0]); }
+static real ew_sqrt(const real *x, uint64_t k, uint64_t i) { return (real)sqrt(x[0]); }
+static real ew_square(const real *x, uint64_t k, uint64_t i) { return x[0] * x[0]; }
 /* gelu, tanh form: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
-static float ew_gelu(const float *x, uint64_t k, uint64_t i) {
+static real ew_gelu(const real *x, uint64_t k, uint64_t i) {
     double v = x[0];
-    return (float)(0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))));
+    return (real)(0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))));
 }
-static float ew_step(const float *x, uint64_t k, uint64_t i) { return x[0] > 0 ? 1.0f : 0.0f; }
-static float ew_add(const float *x, uint64_t k, uint64_t i) { return x[0] + x[1]; }
-static float ew_sub(const float *x, uint64_t k, uint64_t i) { return x[0] - x[1]; }
-static float ew_mul(const float *x, uint64_t k, uint64_t i) { return x[0] * x[1]; }
-static float ew_div(const float *x, uint64_t k, uint64_t i) { return x[0] / x[1]; }
-static float ew_maximum(const float *x, uint64_t k, uint64_t i) { return x[0] > x[1] ? x[0] : x[1]; }
+static real ew_step(const real *x, uint64_t k, uint64_t i) { return x[0] > 0 ? 1.0f : 0.0f; }
+static real ew_add(const real *x, uint64_t k, uint64_t i) { return x[0] + x[1]; }
+static real ew_sub(const real *x, uint64_t k, uint64_t i) { return x[0] - x[1]; }
+static real ew_mul(const real *x, uint64_t k, uint64_t i) { return x[0] * x[1]; }
+static real ew_div(const real *x, uint64_t k, uint64_t i) { return x[0] / x[1]; }
+static real ew_maximum(const real *x, uint64_t k, uint64_t i) { return x[0] > x[1] ? x[0] : x[1]; }
 /* bernoulli_nll(l, x) = softplus(l) - x l */
-static float ew_bernoulli_nll(const float *x, uint64_t k, uint64_t i) {
-    return (float)(softplus(x[0]) - (double)x[1] * x[0]);
+static real ew_bernoulli_nll(const real *x, uint64_t k, uint64_t i) {
+    return (real)(softplus(x[0]) - (double)x[1] * x[0]);
 }
-static float ew_gaussian_nll(const float *x, uint64_t k, uint64_t i) {
-    return (float)gauss_nll(x[0], x[1], x[2]);
+static real ew_gaussian_nll(const real *x, uint64_t k, uint64_t i) {
+    return (real)gauss_nll(x[0], x[1], x[2]);
 }
 /* 1 with probability sigmoid(l) */
-static float ew_bernoulli(const float *x, uint64_t key, uint64_t i) {
+static real ew_bernoulli(const real *x, uint64_t key, uint64_t i) {
     return aj_rng_u01(key, i) < sigmoid(x[0]) ? 1.0f : 0.0f;
 }
 /* mu + e^ls z */
-static float ew_normal(const float *x, uint64_t key, uint64_t i) {
-    return (float)(x[0] + exp(x[1]) * aj_rng_normal(key, i));
+static real ew_normal(const real *x, uint64_t key, uint64_t i) {
+    return (real)(x[0] + exp(x[1]) * aj_rng_normal(key, i));
 }
-static float ew_uniform(const float *x, uint64_t key, uint64_t i) { return aj_rng_u01(key, i); }
+static real ew_uniform(const real *x, uint64_t key, uint64_t i) { return aj_rng_u01(key, i); }
 
 static const ew_fn ew_ops[AJ_OP_COUNT] = {
     [AJ_OP_NEG] = ew_neg, [AJ_OP_EXP] = ew_exp, [AJ_OP_LOG] = ew_log, [AJ_OP_TANH] = ew_tanh,
@@ -223,7 +242,7 @@ static int k_elementwise(ictx *c, const aj_node *n, const aj_tensor *in, aj_tens
     uint64_t key = node_key(c, n);
     int64_t N = aj_tensor_numel(out);
     for (int64_t i = 0; i < N; i++, walk_next(&w)) {
-        float x[3];
+        real x[3];
         for (int j = 0; j < n->nin; j++) x[j] = fdata(&in[j])[w.off[j]];
         fdata(out)[i] = f(x, key, (uint64_t)i);
     }
@@ -231,7 +250,7 @@ static int k_elementwise(ictx *c, const aj_node *n, const aj_tensor *in, aj_tens
 }
 
 static int k_constant(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
-    float v = (float)aj_attr_float(n, "value");
+    float v = (real)aj_attr_float(n, "value");
     for (int64_t i = 0, N = aj_tensor_numel(out); i < N; i++) fdata(out)[i] = v;
     return 0;
 }
@@ -284,7 +303,7 @@ static int k_reduce(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
         if (n->op == AJ_OP_MEAN) v = acc[o] / (double)count;   /* NaN over no elements */
         if (n->op == AJ_OP_MAX) v = m[o];
         if (n->op == AJ_OP_LOGSUMEXP) v = isinf(m[o]) ? m[o] : m[o] + log(acc[o]);
-        fdata(out)[o] = (float)v;
+        fdata(out)[o] = (real)v;
     }
     free(acc), free(m);
     return 0;
@@ -296,11 +315,11 @@ static int k_softmax(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *
     split(&in[0], norm_axis(aj_attr_int(n, "axis"), in[0].rank), &outer, &K, &inner);
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
-            const float *x = fdata(&in[0]) + o * K * inner + i;
-            float *y = fdata(out) + o * K * inner + i;
+            const real *x = fdata(&in[0]) + o * K * inner + i;
+            real *y = fdata(out) + o * K * inner + i;
             double lse = row_lse(x, K, inner);
             for (int64_t k = 0; k < K; k++)
-                y[k * inner] = (float)(n->op == AJ_OP_SOFTMAX ? exp(x[k * inner] - lse) : x[k * inner] - lse);
+                y[k * inner] = (real)(n->op == AJ_OP_SOFTMAX ? exp(x[k * inner] - lse) : x[k * inner] - lse);
         }
     return 0;
 }
@@ -319,13 +338,13 @@ static int k_matmul(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
     walk_add_bcast(&w, a->rank - 2, a->shape, M * K);
     walk_add_bcast(&w, b->rank - 2, b->shape, K * N);
     for (int64_t batch = 0, nb = prod(out->shape, 0, r - 2); batch < nb; batch++, walk_next(&w)) {
-        const float *A = fdata(a) + w.off[0], *B = fdata(b) + w.off[1];
-        float *C = fdata(out) + batch * M * N;
+        const real *A = fdata(a) + w.off[0], *B = fdata(b) + w.off[1];
+        real *C = fdata(out) + batch * M * N;
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) {
                 double s = 0;
                 for (int64_t k = 0; k < K; k++) s += (double)A[i * as_i + k * as_k] * B[k * bs_k + j * bs_j];
-                C[i * N + j] = (float)s;
+                C[i * N + j] = (real)s;
             }
     }
     return 0;
@@ -345,13 +364,13 @@ static int conv_keep(int64_t i, int64_t j, int64_t kh, int64_t kw, int with_cent
 /* MADE degree of hidden unit k with n variables: (k mod (n-1)) + 1. */
 static int64_t made_degree(int64_t k, int64_t n) { return k % (n - 1) + 1; }
 
-void aj_mask_fill(aj_mask_kind kind, int64_t nvars, const int64_t *shape, float *out) {
+static void mask_fill(aj_mask_kind kind, int64_t nvars, const int64_t *shape, real *out) {
     if (kind == AJ_MASK_CONV_A || kind == AJ_MASK_CONV_B) {
         int64_t kh = shape[2], kw = shape[3], planes = shape[0] * shape[1];
         for (int64_t p = 0; p < planes; p++)
             for (int64_t i = 0; i < kh; i++)
                 for (int64_t j = 0; j < kw; j++)
-                    out[(p * kh + i) * kw + j] = (float)conv_keep(i, j, kh, kw, kind == AJ_MASK_CONV_B);
+                    out[(p * kh + i) * kw + j] = (real)conv_keep(i, j, kh, kw, kind == AJ_MASK_CONV_B);
         return;
     }
     for (int64_t r = 0; r < shape[0]; r++)
@@ -370,9 +389,15 @@ void aj_mask_fill(aj_mask_kind kind, int64_t nvars, const int64_t *shape, float 
             case AJ_MASK_MADE_OUT: v = c + 1 > made_degree(r, nvars); break;
             case AJ_MASK_CONV_A: case AJ_MASK_CONV_B: break;
             }
-            out[r * shape[1] + c] = (float)v;
+            out[r * shape[1] + c] = (real)v;
         }
 }
+
+#ifndef AJ_INTERP_F64
+void aj_mask_fill(aj_mask_kind kind, int64_t nvars, const int64_t *shape, float *out) {
+    mask_fill(kind, nvars, shape, out);
+}
+#endif
 
 static aj_mask_kind mask_kind_of(const char *word) {
     aj_mask_kind k = AJ_MASK_LOWER;
@@ -386,7 +411,7 @@ static int k_mask(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out
     int64_t nvars = aj_attr_dim_value(c->m, n, "n");
     if (kind >= AJ_MASK_MADE_IN && kind <= AJ_MASK_MADE_OUT && nvars < 2)
         return fail(c, n, "n is %lld (unbound or below 2)", (long long)nvars);
-    aj_mask_fill(kind, nvars, out->shape, fdata(out));
+    mask_fill(kind, nvars, out->shape, fdata(out));
     return 0;
 }
 
@@ -405,11 +430,11 @@ static int k_attention(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor
     for (int64_t b = 0, nb = prod(q->shape, 0, r - 2); b < nb; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < Tq; i++) {
-                const float *qi = fdata(q) + (b * Tq + i) * E + h * dh;
+                const real *qi = fdata(q) + (b * Tq + i) * E + h * dh;
                 int64_t nk = causal ? i + 1 : Tk;
                 double mx = -INFINITY, sum = 0;
                 for (int64_t j = 0; j < nk; j++) {
-                    const float *kj = fdata(k) + (b * Tk + j) * E + h * dh;
+                    const real *kj = fdata(k) + (b * Tk + j) * E + h * dh;
                     double s = 0;
                     for (int64_t e = 0; e < dh; e++) s += (double)qi[e] * kj[e];
                     p[j] = s * scale;
@@ -419,7 +444,7 @@ static int k_attention(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor
                 for (int64_t e = 0; e < dv; e++) {
                     double o = 0;
                     for (int64_t j = 0; j < nk; j++) o += p[j] * fdata(v)[(b * Tk + j) * Ev + h * dv + e];
-                    fdata(out)[(b * Tq + i) * Ev + h * dv + e] = (float)(sum > 0 ? o / sum : 0);
+                    fdata(out)[(b * Tq + i) * Ev + h * dv + e] = (real)(sum > 0 ? o / sum : 0);
                 }
             }
     free(p);
@@ -457,7 +482,7 @@ static int k_conv2d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
                                 s += (double)fdata(w)[((o * Ci + ci) * kh + i) * kw + j] *
                                      fdata(x)[((b * Ci + ci) * H + yy) * W + xx];
                             }
-                    fdata(out)[((b * Co + o) * H + py) * W + px] = (float)s;
+                    fdata(out)[((b * Co + o) * H + py) * W + px] = (real)s;
                 }
     return 0;
 }
@@ -483,7 +508,7 @@ static int k_conv1d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
                         if (tt >= 0 && tt < T)
                             s += (double)fdata(w)[(o * Ci + ci) * K + i] * fdata(x)[(b * Ci + ci) * T + tt];
                     }
-                fdata(out)[(b * Co + o) * T + t] = (float)s;
+                fdata(out)[(b * Co + o) * T + t] = (real)s;
             }
     return 0;
 }
@@ -510,7 +535,7 @@ static int k_conv2d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
                                 s += (double)fdata(w)[((o * Ci + ci) * kh + i) * kw + j] *
                                      fdata(dy)[((b * Co + o) * H + yy) * W + xx];
                             }
-                    fdata(out)[((b * Ci + ci) * H + py) * W + px] = (float)s;
+                    fdata(out)[((b * Ci + ci) * H + py) * W + px] = (real)s;
                 }
     return 0;
 }
@@ -536,7 +561,7 @@ static int k_conv2d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
                                 s += (double)fdata(dy)[((b * Co + o) * H + py) * W + px] *
                                      fdata(x)[((b * Ci + ci) * H + yy) * W + xx];
                             }
-                    fdata(out)[((o * Ci + ci) * kh + i) * kw + j] = (float)s;
+                    fdata(out)[((o * Ci + ci) * kh + i) * kw + j] = (real)s;
                 }
     return 0;
 }
@@ -558,7 +583,7 @@ static int k_conv1d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
                         if (tt >= 0 && tt < T)
                             s += (double)fdata(w)[(o * Ci + ci) * K + i] * fdata(dy)[(b * Co + o) * T + tt];
                     }
-                fdata(out)[(b * Ci + ci) * T + t] = (float)s;
+                fdata(out)[(b * Ci + ci) * T + t] = (real)s;
             }
     return 0;
 }
@@ -577,7 +602,7 @@ static int k_conv1d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
                         if (tt >= 0 && tt < T)
                             s += (double)fdata(dy)[(b * Co + o) * T + t] * fdata(x)[(b * Ci + ci) * T + tt];
                     }
-                fdata(out)[(o * Ci + ci) * K + i] = (float)s;
+                fdata(out)[(o * Ci + ci) * K + i] = (real)s;
             }
     return 0;
 }
@@ -586,15 +611,13 @@ static int k_conv1d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
 
 /* reshape, unsqueeze: the same row-major data. */
 static int k_copy(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
-    int64_t N = aj_tensor_numel(out);
-    if (N) memcpy(out->data, in[0].data, (size_t)N * 4);
+    copy_elems(&in[0], 0, out, 0, aj_tensor_numel(out));
     return 0;
 }
 
-/* y[i] = x[w.off[0]] for each element i of y in walk order, as 4-byte words. */
+/* y[i] = x[w.off[0]] for each element i of y in walk order. */
 static void copy_walk(const aj_tensor *x, aj_tensor *y, walk *w) {
-    for (int64_t i = 0, N = aj_tensor_numel(y); i < N; i++, walk_next(w))
-        ((uint32_t *)y->data)[i] = ((const uint32_t *)x->data)[w->off[0]];
+    for (int64_t i = 0, N = aj_tensor_numel(y); i < N; i++, walk_next(w)) copy_elems(x, w->off[0], y, i, 1);
 }
 
 /* y[i_0, .., i_r] = x with index i_a on axis perm[a]. */
@@ -662,7 +685,7 @@ static int k_pad(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out)
     int64_t outer, len, inner, N = aj_tensor_numel(out);
     for (int64_t i = 0; i < N; i++)
         if (out->dtype == AJ_F32)
-            fdata(out)[i] = (float)value;
+            fdata(out)[i] = (real)value;
         else
             idata(out)[i] = to_i32(value);
     split(&in[0], ax, &outer, &len, &inner);
@@ -676,15 +699,13 @@ static int k_skew(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out
     int r = out->rank, skew = n->op == AJ_OP_SKEW;
     int64_t H = out->shape[r - 2], Wx = in[0].shape[r - 1], Wy = out->shape[r - 1];
     int64_t W = skew ? Wx : Wy;   /* the unskewed width */
-    const uint32_t *x = in[0].data;
-    uint32_t *y = out->data;
     for (int64_t b = 0, nb = prod(out->shape, 0, r - 2); b < nb; b++)
         for (int64_t i = 0; i < H; i++)
             for (int64_t j = 0; j < W; j++) {
                 if (skew)
-                    y[(b * H + i) * Wy + j + i] = x[(b * H + i) * Wx + j];
+                    copy_elems(&in[0], (b * H + i) * Wx + j, out, (b * H + i) * Wy + j + i, 1);
                 else
-                    y[(b * H + i) * Wy + j] = x[(b * H + i) * Wx + j + i];
+                    copy_elems(&in[0], (b * H + i) * Wx + j + i, out, (b * H + i) * Wy + j, 1);
             }
     return 0;
 }
@@ -698,8 +719,7 @@ static int k_gather(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
         if (ix < 0 || ix >= V)
             return fail(c, n, "index %lld at position %lld is out of range for a table of %lld rows",
                         (long long)ix, (long long)s, (long long)V);
-        if (row)
-            memcpy((uint32_t *)out->data + s * row, (const uint32_t *)table->data + ix * row, (size_t)row * 4);
+        copy_elems(table, ix * row, out, s * row, row);
     }
     return 0;
 }
@@ -722,7 +742,7 @@ static int k_cast(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out
     for (int64_t i = 0, N = aj_tensor_numel(out); i < N; i++) {
         double v = in[0].dtype == AJ_F32 ? fdata(&in[0])[i] : idata(&in[0])[i];
         if (out->dtype == AJ_F32)
-            fdata(out)[i] = (float)v;
+            fdata(out)[i] = (real)v;
         else
             idata(out)[i] = to_i32(v);
     }
@@ -737,14 +757,14 @@ static int k_layer_norm(ictx *c, const aj_node *n, const aj_tensor *in, aj_tenso
     double eps = aj_attr_float(n, "eps");
     split(&in[0], in[0].rank - 1, &rows, &E, &one);
     for (int64_t r = 0; r < rows; r++) {
-        const float *x = fdata(&in[0]) + r * E;
+        const real *x = fdata(&in[0]) + r * E;
         double mean = 0, var = 0;
         for (int64_t e = 0; e < E; e++) mean += x[e];
         mean /= (double)E;
         for (int64_t e = 0; e < E; e++) var += (x[e] - mean) * (x[e] - mean);
         var /= (double)E;
         for (int64_t e = 0; e < E; e++)
-            fdata(out)[r * E + e] = (float)((x[e] - mean) / sqrt(var + eps) * fdata(&in[1])[e] + fdata(&in[2])[e]);
+            fdata(out)[r * E + e] = (real)((x[e] - mean) / sqrt(var + eps) * fdata(&in[1])[e] + fdata(&in[2])[e]);
     }
     return 0;
 }
@@ -753,12 +773,12 @@ static int k_layer_norm(ictx *c, const aj_node *n, const aj_tensor *in, aj_tenso
 static int k_categorical_nll(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     int64_t K = in[0].shape[in[0].rank - 1];
     for (int64_t r = 0, R = aj_tensor_numel(out); r < R; r++) {
-        const float *l = fdata(&in[0]) + r * K;
+        const real *l = fdata(&in[0]) + r * K;
         int64_t t = idata(&in[1])[r];
         if (t < 0 || t >= K)
             return fail(c, n, "target %lld at position %lld is out of range for %lld classes", (long long)t,
                         (long long)r, (long long)K);
-        fdata(out)[r] = (float)(row_lse(l, K, 1) - l[t]);
+        fdata(out)[r] = (real)(row_lse(l, K, 1) - l[t]);
     }
     return 0;
 }
@@ -766,14 +786,14 @@ static int k_categorical_nll(ictx *c, const aj_node *n, const aj_tensor *in, aj_
 /* y = -lse_k(log_softmax(logit_pi)_k - gaussian_nll(x, mu_k, log_sigma_k)) */
 static int k_mog_nll(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     int64_t K = in[1].shape[in[1].rank - 1];
-    float *term = malloc(sizeof(float) * (size_t)(K + 1));
+    real *term = malloc(sizeof(real) * (size_t)(K + 1));
     if (!term) return fail(c, n, "out of memory");
     for (int64_t s = 0, S = aj_tensor_numel(out); s < S; s++) {
-        const float *pi = fdata(&in[1]) + s * K, *mu = fdata(&in[2]) + s * K, *ls = fdata(&in[3]) + s * K;
+        const real *pi = fdata(&in[1]) + s * K, *mu = fdata(&in[2]) + s * K, *ls = fdata(&in[3]) + s * K;
         double lse_pi = row_lse(pi, K, 1);
         for (int64_t k = 0; k < K; k++)
-            term[k] = (float)(pi[k] - lse_pi - gauss_nll(fdata(&in[0])[s], mu[k], ls[k]));
-        fdata(out)[s] = (float)-row_lse(term, K, 1);
+            term[k] = (real)(pi[k] - lse_pi - gauss_nll(fdata(&in[0])[s], mu[k], ls[k]));
+        fdata(out)[s] = (real)-row_lse(term, K, 1);
     }
     free(term);
     return 0;
@@ -800,7 +820,7 @@ static int k_mog(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out)
         uint64_t ctr = 3 * (uint64_t)s;
         int64_t k = s * K + pick(fdata(&in[0]) + s * K, K, 1, aj_rng_u01(key, ctr));
         float z = aj_rng_box_muller(aj_rng_u01(key, ctr + 1), aj_rng_u01(key, ctr + 2));
-        fdata(out)[s] = (float)(fdata(&in[1])[k] + exp(fdata(&in[2])[k]) * z);
+        fdata(out)[s] = (real)(fdata(&in[1])[k] + exp(fdata(&in[2])[k]) * z);
     }
     return 0;
 }
@@ -812,9 +832,29 @@ static int k_mog(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out)
 static int k_extern(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const float *x[AJ_MAX_EXTERN_IN + 1];
     float *y[AJ_MAX_EXTERN_IN];
-    for (int i = 0; i < n->nin; i++) x[i] = fdata(&in[i]);
-    for (int k = 0; k < n->nout; k++) y[k] = fdata(&out[k]);
-    return aj_extern_call(c->m, n, aj_tensor_numel(&out[0]), x, y, c->d);
+    int64_t N = aj_tensor_numel(&out[0]);
+    if (sizeof(real) == sizeof(float)) {
+        for (int i = 0; i < n->nin; i++) x[i] = (const float *)fdata(&in[i]);
+        for (int k = 0; k < n->nout; k++) y[k] = (float *)fdata(&out[k]);
+        return aj_extern_call(c->m, n, N, x, y, c->d);
+    }
+    /* double values: the library works in f32, on rounded copies */
+    int nbuf = n->nin + n->nout, rc = -1;
+    float *buf = malloc(sizeof(float) * (size_t)(N * nbuf + 1));
+    if (!buf) return fail(c, n, "out of memory");
+    for (int i = 0; i < n->nin; i++) {
+        float *xi = buf + i * N;
+        for (int64_t e = 0; e < N; e++) xi[e] = (float)fdata(&in[i])[e];
+        x[i] = xi;
+    }
+    for (int k = 0; k < n->nout; k++) y[k] = buf + (n->nin + k) * N;
+    if (!aj_extern_call(c->m, n, N, x, y, c->d)) {
+        for (int k = 0; k < n->nout; k++)
+            for (int64_t e = 0; e < N; e++) fdata(&out[k])[e] = y[k][e];
+        rc = 0;
+    }
+    free(buf);
+    return rc;
 }
 
 /* ------------------------------------------------------------ graphs */
@@ -873,7 +913,7 @@ static void free_all(aj_tensor *t, int n) {
 static int run_node(ictx *c, const aj_graph *g, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     for (int k = 0; k < n->nout; k++) {
         const aj_value *v = &g->val[n->out[k]];
-        out[k] = aj_tensor_of_type(&v->type);
+        out[k] = aj_tensor_of_type_sized(&v->type, sizeof(real));
         if (!out[k].data) {
             char buf[192];
             aj_type_str(c->m, &v->type, buf, sizeof buf);
@@ -891,10 +931,9 @@ static int run_node(ictx *c, const aj_graph *g, const aj_node *n, const aj_tenso
 }
 
 static int tensor_copy(const aj_tensor *src, aj_tensor *dst) {
-    *dst = aj_tensor_new(src->dtype, src->rank, src->shape);
+    *dst = aj_tensor_new_sized(src->dtype, src->rank, src->shape, sizeof(real));
     if (!dst->data) return -1;
-    int64_t N = aj_tensor_numel(src);
-    if (N) memcpy(dst->data, src->data, (size_t)N * 4);
+    copy_elems(src, 0, dst, 0, aj_tensor_numel(src));
     return 0;
 }
 
@@ -982,7 +1021,7 @@ static int k_recurrence(ictx *c, const aj_node *n, const aj_tensor *in, aj_tenso
     memcpy(leaf, in, sizeof(aj_tensor) * (size_t)nc);                        /* carries start at their inputs */
     memcpy(leaf + nc + ns, in + nc + ns, sizeof(aj_tensor) * (size_t)rec->nuse); /* uses are borrowed */
     for (int s = 0; s < ns; s++) {
-        leaf[nc + s] = aj_tensor_of_type(&body->val[body->leaf[nc + s]].type);
+        leaf[nc + s] = aj_tensor_of_type_sized(&body->val[body->leaf[nc + s]].type, sizeof(real));
         if (!leaf[nc + s].data) {
             fail(c, n, "out of memory");
             goto done;
@@ -1009,10 +1048,7 @@ static int k_recurrence(ictx *c, const aj_node *n, const aj_tensor *in, aj_tenso
             aj_tensor_free(&res[nc + k]);
         }
     }
-    for (int k = 0; k < nc; k++) {
-        int64_t N = aj_tensor_numel(&out[k]);
-        if (N) memcpy(out[k].data, leaf[k].data, (size_t)N * 4);
-    }
+    for (int k = 0; k < nc; k++) copy_elems(&leaf[k], 0, &out[k], 0, aj_tensor_numel(&out[k]));
     rc = 0;
 done:
     if (leaf) {
@@ -1063,6 +1099,7 @@ done:
     return rc;
 }
 
+#ifndef AJ_INTERP_F64
 int aj_interp_node(const aj_module *m, const aj_graph *g, int node, const aj_tensor *in, aj_tensor *out,
                    uint64_t seed, aj_diag *d) {
     return aj_interp_node_steps(m, g, node, in, out, seed, NULL, 0, d);
@@ -1075,3 +1112,4 @@ int aj_interp_node_steps(const aj_module *m, const aj_graph *g, int node, const 
     for (int i = 0; i < depth; i++) c.step[i] = steps[i];
     return check_tables(d) ? -1 : run_node(&c, g, &g->node[node], in, out);
 }
+#endif

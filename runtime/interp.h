@@ -16,6 +16,14 @@ int aj_interp_node(const aj_module *m, const aj_graph *g, int node, const aj_ten
 int aj_interp_node_steps(const aj_module *m, const aj_graph *g, int node, const aj_tensor *in, aj_tensor *out,
                          uint64_t seed, const int64_t *steps, int depth, aj_diag *d);
 
+/* aj_interp_run with every f32 tensor (parameters, inputs, results and
+ * every value in between) held as double, 8 bytes per element; i32 stays
+ * int32_t. The same kernels (runtime/interp_f64.c compiles interp.c over
+ * double), for gradient checks free of f32 rounding. Extern ops still
+ * compute in f32, on rounded copies. */
+int aj_interp_run_f64(const aj_module *m, const aj_graph *fn, const aj_tensor *params, const aj_tensor *inputs,
+                      aj_tensor *results, uint64_t seed, aj_diag *d);
+
 /* The mask kinds of the `mask` op, in ops.def's order. */
 typedef enum {
     AJ_MASK_LOWER, AJ_MASK_STRICT_LOWER, AJ_MASK_UPPER, AJ_MASK_STRICT_UPPER,

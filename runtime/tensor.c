@@ -12,27 +12,34 @@ int64_t aj_tensor_numel(const aj_tensor *t) {
 
 /* data is NULL when a dim is negative, the size overflows or calloc fails;
  * a tensor of 0 elements still gets a (1-element) allocation. */
-aj_tensor aj_tensor_new(aj_dtype dt, int rank, const int64_t *shape) {
+aj_tensor aj_tensor_new_sized(aj_dtype dt, int rank, const int64_t *shape, size_t f32_size) {
     aj_tensor t = {dt, rank, {0}, NULL};
     int64_t n = 1;
+    size_t es = dt == AJ_F32 ? f32_size : 4;
     if (rank < 0 || rank > AJ_MAX_RANK) return t;
     for (int i = 0; i < rank; i++) {
         if (shape[i] < 0 || __builtin_mul_overflow(n, shape[i], &n)) return t;
         t.shape[i] = shape[i];
     }
-    if ((uint64_t)n > PTRDIFF_MAX / 4) return t;
-    t.data = calloc(n ? (size_t)n : 1, 4);   /* f32 and i32 are both 4 bytes */
+    if ((uint64_t)n > PTRDIFF_MAX / es) return t;
+    t.data = calloc(n ? (size_t)n : 1, es);
     return t;
 }
 
-aj_tensor aj_tensor_of_type(const aj_type *ty) {
+aj_tensor aj_tensor_new(aj_dtype dt, int rank, const int64_t *shape) {
+    return aj_tensor_new_sized(dt, rank, shape, 4);   /* f32 and i32 are both 4 bytes */
+}
+
+aj_tensor aj_tensor_of_type_sized(const aj_type *ty, size_t f32_size) {
     int64_t shape[AJ_MAX_RANK];
     for (int i = 0; i < ty->rank; i++) {
         if (!aj_dim_is_const(ty->dim[i])) return (aj_tensor){ty->dtype, ty->rank, {0}, NULL};
         shape[i] = ty->dim[i].off + ty->dim[i].coef;
     }
-    return aj_tensor_new(ty->dtype, ty->rank, shape);
+    return aj_tensor_new_sized(ty->dtype, ty->rank, shape, f32_size);
 }
+
+aj_tensor aj_tensor_of_type(const aj_type *ty) { return aj_tensor_of_type_sized(ty, 4); }
 
 void aj_tensor_free(aj_tensor *t) {
     free(t->data);

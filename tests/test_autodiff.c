@@ -6,7 +6,9 @@
  * the adjoint reaching the op is not uniform and a wrong arrangement of it
  * (a bad transpose, a slice put back in the wrong place) shows. Then every
  * model in models/ is checked at small dims, and its gradient fn must print
- * and parse back to the same text.
+ * and parse back to the same text. Every case also runs on the interpreter
+ * in f32 and in double, which must agree, and aj_gradcheck must fail a
+ * gradient fn with a sign flipped and refuse what it cannot check.
  *
  * aj_gradcheck draws parameters from N(0, 0.5^2) and fills f32 inputs with
  * 0/1 (i32 inputs 0/1 too), so the graphs below keep arguments of log and
@@ -20,18 +22,20 @@
 #include <cmocka.h>
 
 #include "arjit.h"
+#include "runtime/interp.h"
 #include <glob.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-/* Central differences in f32: the loss carries ~1e-7 relative rounding, so
- * a step of 1e-2 keeps that noise (~1e-5 / step) and the truncation error
- * (~step^2 f''' / 6) both well under the tolerance. */
-#define EPS 1e-2
-#define TOL 1e-2
+/* Central differences in double: the loss carries ~1e-16 relative rounding,
+ * ~1e-12 after dividing by the step, so the truncation error (~step^2 f'''/6)
+ * is what remains: below 1e-6 on every case at a step of 1e-4. */
+#define EPS 1e-4
+#define TOL 1e-5
 #define PROBES 24
 #define SEED 11
 
@@ -49,13 +53,14 @@ static aj_module *load(const char *src, size_t len, const char *path, const char
 /* Gradient-check fn of m; every parameter it uses must be probed and agree
  * within TOL. Prints one line per parameter; returns the number failing. */
 static int check(aj_module *m, const char *fn, const char *what) {
-    aj_gradcheck_result res[64];
+    aj_gradcheck_result *res = calloc((size_t)m->nparam + 1, sizeof *res);
     int nres = 0, bad = 0;
     aj_diag d = {0};
-    assert_true(m->nparam <= COUNT(res));
+    assert_non_null(res);
     if (aj_gradcheck(m, fn, SEED, PROBES, EPS, res, &nres, &d)) {
         aj_diag_print(&d, stderr);
         fprintf(stderr, "%s: gradcheck failed to run: %s\n", what, d.msg);
+        free(res);
         return 1;
     }
     if (nres == 0) fprintf(stderr, "%s: no parameter was checked\n", what);
@@ -69,7 +74,59 @@ static int check(aj_module *m, const char *fn, const char *what) {
                     r->name, r->worst_analytic, r->worst_numeric, r->max_rel_err, r->probes);
         bad += !ok;
     }
+    free(res);
     return bad + (nres == 0);
+}
+
+/* Tensors of value types with every dim bound under m's binding: f32 held
+ * as float, or as double (f64), filled with x_i = 0.5 sin(1.3 i + k) for
+ * parameters (k their index) and 0/1 (i mod 2, i mod 3 == 1) for arguments,
+ * in range for the cases' i32 indices. */
+static aj_tensor filled(const aj_module *m, const aj_type *t, int f64, int param, int k) {
+    aj_type ty = *t;
+    for (int a = 0; a < ty.rank; a++) ty.dim[a] = aj_dim_bind(ty.dim[a], &m->bind);
+    aj_tensor x = aj_tensor_of_type_sized(&ty, f64 ? sizeof(double) : sizeof(float));
+    assert_non_null(x.data);
+    for (int64_t i = 0, n = aj_tensor_numel(&x); i < n; i++) {
+        double v = param ? 0.5 * sin(1.3 * (double)i + k) : (double)((i + k) % (2 + k % 2) == 1);
+        if (x.dtype == AJ_I32) ((int32_t *)x.data)[i] = (int32_t)v;
+        else if (f64) ((double *)x.data)[i] = v;
+        else ((float *)x.data)[i] = (float)v;
+    }
+    return x;
+}
+
+/* fn of m run by the interpreter in f32 and in double on the same values:
+ * every result agrees to f32 rounding (the double build runs the same
+ * kernels, moving data by its element size). */
+static void interp_modes_agree(const aj_module *m, const aj_graph *fn, const char *what) {
+    int np = m->nparam, nl = fn->nleaf, nr = fn->nresult;
+    aj_tensor *t = calloc((size_t)(2 * (np + nl + nr)) + 1, sizeof *t);
+    aj_tensor *par[2] = {t, t + np}, *arg[2] = {t + 2 * np, t + 2 * np + nl};
+    aj_tensor *res[2] = {t + 2 * (np + nl), t + 2 * (np + nl) + nr};
+    assert_non_null(t);
+    for (int f64 = 0; f64 < 2; f64++) {
+        aj_diag d = {0};
+        for (int p = 0; p < np; p++) par[f64][p] = filled(m, &m->param[p].type, f64, 1, p);
+        for (int a = 0; a < nl; a++) arg[f64][a] = filled(m, &fn->val[fn->leaf[a]].type, f64, 0, a);
+        int rc = (f64 ? aj_interp_run_f64 : aj_interp_run)(m, fn, par[f64], arg[f64], res[f64], SEED, &d);
+        if (rc) {
+            aj_diag_print(&d, stderr);
+            fail_msg("%s: fn %s does not run (%s)", what, fn->name, f64 ? "double" : "f32");
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int64_t i = 0, n = aj_tensor_numel(&res[0][r]); i < n; i++) {
+            double a, b;
+            if (res[0][r].dtype == AJ_I32)
+                a = ((int32_t *)res[0][r].data)[i], b = ((int32_t *)res[1][r].data)[i];
+            else
+                a = ((float *)res[0][r].data)[i], b = ((double *)res[1][r].data)[i];
+            if (!(fabs(a - b) <= 1e-4 * (1 + fabs(b))))
+                fail_msg("%s: fn %s result %d [%lld]: f32 %.9g, double %.17g", what, fn->name, r, (long long)i, a, b);
+        }
+    for (int i = 0; i < 2 * (np + nl + nr); i++) aj_tensor_free(&t[i]);
+    free(t);
 }
 
 /* ------------------------------------------------------------ every op has a rule */
@@ -114,8 +171,104 @@ static void test_case(void **state) {
     snprintf(grad, sizeof grad, "grad_%s", m->fn[0]->name);
     int bad = check(m, m->fn[0]->name, c->name);
     if (!bad) roundtrip(m, grad, c->dims, c->name);
+    if (!bad) {
+        interp_modes_agree(m, m->fn[0], c->name);
+        interp_modes_agree(m, aj_module_fn(m, grad), c->name);
+    }
     aj_module_free(m);
     if (bad) fail_msg("%s: %d parameter(s) fail the gradient check", c->name, bad);
+}
+
+/* ------------------------------------------------------------ what gradcheck fails or refuses */
+
+/* loss = mean(tanh(x + p)^2) over B=3 rows of 4, with its gradient written
+ * out: d_p = 2/(4B) sum_b y (1 - y^2) = 0.5 mean_b y (1 - y^2), y = tanh(a).
+ * TANH_VJP is tanh's VJP factor 1 - y^2 as `dt`. */
+#define TANH_LOSS(TANH_VJP)                                          \
+    "dim B\nparam p : f32[4]\n"                                      \
+    "fn loss(x : f32[B, 4]) -> l\n"                                   \
+    "  a = add(x, p)\n  y = tanh(a)\n  l = square(y)\nend\n"          \
+    "fn grad_loss(x : f32[B, 4]) -> loss, d_p\n"                      \
+    "  a = add(x, p)\n  y = tanh(a)\n  l = square(y)\n  loss = mean(l)\n" \
+    "  y2 = square(y)\n" TANH_VJP                                     \
+    "  g = mul(y, dt)\n  gm = mean(g, axis=0)\n  d_p = mul(gm, 0.5)\nend\n"
+
+/* The gradient fn as written passes; with tanh's VJP negated (y^2 - 1), it
+ * fails by a relative error of 2 (analytic = -numeric). */
+static void test_flipped_vjp_fails(void **state) {
+    const char *good = TANH_LOSS("  ny2 = neg(y2)\n  dt = add(ny2, 1)\n");
+    const char *flipped = TANH_LOSS("  dt = add(y2, -1)\n");
+    for (int flip = 0; flip < 2; flip++) {
+        const char *src = flip ? flipped : good;
+        aj_module *m = load(src, strlen(src), "tanh.graph", "B=3");
+        aj_gradcheck_result r;
+        int n = 0;
+        aj_diag d = {0};
+        assert_non_null(m);
+        assert_int_equal(aj_gradcheck(m, "loss", SEED, PROBES, EPS, &r, &n, &d), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(r.probes, 4);
+        printf("  %s: max rel err %.3g\n", flip ? "flipped" : "as written", r.max_rel_err);
+        if (flip) assert_true(fabs(r.max_rel_err - 2) < 1e-4 && r.worst_analytic * r.worst_numeric < 0);
+        else assert_true(r.max_rel_err < TOL);
+        aj_module_free(m);
+    }
+}
+
+/* aj_gradcheck's error for src (bound by dims) on fn: at line:col of the
+ * file, with the message containing want. */
+static void refused(const char *src, const char *dims, const char *fn, int line, int col, const char *want) {
+    aj_module *m = load(src, strlen(src), "refused.graph", dims);
+    aj_gradcheck_result r[4];
+    int n = 0;
+    aj_diag d = {0};
+    assert_non_null(m);
+    assert_int_equal(aj_gradcheck(m, fn, SEED, PROBES, EPS, r, &n, &d), -1);
+    aj_diag_print(&d, stdout);
+    assert_string_equal(d.file, "refused.graph");
+    assert_int_equal(d.line, line);
+    assert_int_equal(d.col, col);
+    assert_non_null(strstr(d.msg, want));
+    aj_module_free(m);
+}
+
+/* test_refusals asks for 8e12 bytes: under AddressSanitizer calloc must
+ * return NULL then, as it does in libc, rather than abort. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
+
+/* Random draws (inside a recurrence too), no parameters, a parameter too
+ * large to hold in double (a legal size: at most 2^40 elements), an unknown
+ * fn. */
+static void test_refusals(void **state) {
+    refused("dim B\nparam p : f32[4]\nfn draw(x : f32[B, 4]) -> y\n"
+            "  a = add(x, p)\n  _, y = recurrence(steps=2) {\n    carry c = a\n    z = bernoulli(c)\n"
+            "    next c = z\n    stack z, axis=0\n  }\nend\n",
+            "B=2", "draw", 7, 9, "fn draw draws random numbers (bernoulli)");
+    refused("dim B\nparam p : f32[4]\nfn none(x : f32[B, 4]) -> y\n  y = square(x)\nend\n", "B=2", "none", 4, 3,
+            "fn none uses no parameters: nothing to differentiate y by");
+    refused("dim B\ndim D\nparam W : f32[D, D]\nfn loss(x : f32[B, D]) -> y\n  y = matmul(x, W)\nend\n",
+            "B=2,D=1000000", "loss", 3, 7, "cannot allocate 8000000000000 bytes for parameter W");
+    refused("dim B\nparam p : f32[4]\nfn none(x : f32[B, 4]) -> y\n  y = square(x)\nend\n", "B=2", "nope", 0, 0,
+            "no fn 'nope'");
+}
+
+/* 70 parameters, each added at a step of a chain that scales by 0.9, so
+ * each has its own gradient: all are checked, whatever their count. */
+static void test_many_parameters(void **state) {
+    char src[8192];
+    size_t len = (size_t)snprintf(src, sizeof src, "dim B\n");
+    for (int i = 0; i < 70; i++) len += (size_t)snprintf(src + len, sizeof src - len, "param p%d : f32[2]\n", i);
+    len += (size_t)snprintf(src + len, sizeof src - len, "fn loss(x : f32[B, 2]) -> l\n  a0 = add(x, p0)\n");
+    for (int i = 1; i < 70; i++)
+        len += (size_t)snprintf(src + len, sizeof src - len, "  t%d = mul(a%d, 0.9)\n  a%d = add(t%d, p%d)\n", i, i - 1,
+                                i, i, i);
+    len += (size_t)snprintf(src + len, sizeof src - len, "  l = square(a69)\nend\n");
+    assert_true(len < sizeof src);
+    aj_module *m = load(src, len, "chain.graph", "B=3");
+    assert_non_null(m);
+    assert_int_equal(check(m, "loss", "70 parameters"), 0);
+    aj_module_free(m);
 }
 
 /* ------------------------------------------------------------ the models */
@@ -192,7 +345,9 @@ static void test_model_grad_roundtrip(void **state) {
 /* ------------------------------------------------------------ main */
 
 int main(void) {
-    const struct CMUnitTest basics[] = {cmocka_unit_test(test_every_op_has_gradient)};
+    const struct CMUnitTest basics[] = {cmocka_unit_test(test_every_op_has_gradient),
+                                        cmocka_unit_test(test_flipped_vjp_fails), cmocka_unit_test(test_refusals),
+                                        cmocka_unit_test(test_many_parameters)};
     struct CMUnitTest ops[COUNT(cases)];
     for (int i = 0; i < COUNT(cases); i++)
         ops[i] = (struct CMUnitTest){cases[i].name, test_case, NULL, NULL, (void *)&cases[i]};

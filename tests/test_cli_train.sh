@@ -74,7 +74,14 @@ run 1 train "$FVSBN" --resume "$TMP/junk.ck" && has "$ERR" "$TMP/junk.ck: error:
 run 0 gradcheck "$FVSBN" --dims D=8 && has "$OUT" "(D=8,B=2)" && has "$OUT" "PASS" && has "$OUT" "all 2 parameters pass"
 run 0 gradcheck "$SRC/models/nade.graph" --dims D=6,H=4,B=3 --probes 5 && has "$OUT" "(D=6,H=4,B=3)"
 run 1 gradcheck "$FVSBN" --dims D=8 --tol 1e-12 && has "$OUT" "FAIL" && has "$OUT" "2 of 2 parameters FAIL"
-run 1 gradcheck "$FVSBN" --dims D=8 --fn nope && has "$ERR" "no fn 'nope'"
+run 1 gradcheck "$FVSBN" --dims D=8 --fn nope && has "$ERR" "fvsbn.graph: error: the model has no fn 'nope'"
+# at its real size (D=784, a loss near 4000): double precision keeps the error far under the tolerance
+run 0 gradcheck "$FVSBN" && has "$OUT" "(D=784,B=2), eps 0.001, tol 0.001" && has "$OUT" "all 2 parameters pass"
+run 1 gradcheck "$FVSBN" --dims D=8 --fn sample &&
+    has "$ERR" "fvsbn.graph:45:10: error: fn sample draws random numbers (bernoulli)"
+# a legal [D, D] parameter too large to allocate (calloc must return NULL under ASan too)
+ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1 run 1 gradcheck "$FVSBN" --dims D=1000000 &&
+    has "$ERR" "fvsbn.graph:15:7: error: cannot allocate 8000000000000 bytes for parameter W : f32[1000000, 1000000]"
 
 # ---------------------------------------------------------------- train, eval, sample
 CK=$TMP/fv.ck
