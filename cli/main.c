@@ -1174,7 +1174,8 @@ static const command commands[] = {
       run_sample },
     { "gradcheck", "check autodiff gradients against finite differences",
       "FILE", 1, 1, gradcheck_flags,
-      "Draws parameters from N(0, 0.5^2) and 0/1 inputs, binds B=2 unless --dims\n"
+      "Draws parameters from N(0, 0.5^2) (matrices from N(0, 1/fan_in)) and 0/1\n"
+      "inputs, binds B=2 unless --dims\n"
       "binds it, and compares each parameter's gradient with central differences\n"
       "of the loss, both evaluated in double on the interpreter. Entries probed:\n"
       "alternately random ones and those of largest gradient. The error is relative,\n"

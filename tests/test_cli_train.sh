@@ -78,7 +78,7 @@ run 1 gradcheck "$FVSBN" --dims D=8 --fn nope && has "$ERR" "fvsbn.graph: error:
 # at its real size (D=784, a loss near 4000): double precision keeps the error far under the tolerance
 run 0 gradcheck "$FVSBN" && has "$OUT" "(D=784,B=2), eps 0.001, tol 0.001" && has "$OUT" "all 2 parameters pass"
 run 1 gradcheck "$FVSBN" --dims D=8 --fn sample &&
-    has "$ERR" "fvsbn.graph:45:10: error: fn sample draws random numbers (bernoulli)"
+    has "$ERR" "fvsbn.graph:34:10: error: fn sample draws random numbers (bernoulli)"
 # a legal [D, D] parameter too large to allocate (calloc must return NULL under ASan too)
 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1 run 1 gradcheck "$FVSBN" --dims D=1000000 &&
     has "$ERR" "fvsbn.graph:15:7: error: cannot allocate 8000000000000 bytes for parameter W : f32[1000000, 1000000]"
