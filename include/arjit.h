@@ -196,6 +196,12 @@ struct aj_graph {
     int *result; int nresult;/* result value ids */
     int line, col;           /* where the fn / block starts */
     int end_line;
+    /* The name index behind aj_graph_find (ir/graph.c): a chained hash whose
+     * chains list value ids in decreasing order, so a lookup meets the latest
+     * definition first. Values get names and change them only through
+     * aj_graph_add_value, aj_value_rename and aj_value_swap_names. */
+    int *hash_head; int nbucket; /* nbucket: a power of two, or 0 while empty */
+    int *hash_next;              /* per value: the next id in its chain, or -1 */
 };
 
 typedef enum { AJ_INIT_ZEROS, AJ_INIT_ONES, AJ_INIT_NORMAL, AJ_INIT_UNIFORM, AJ_INIT_XAVIER } aj_init_kind;
@@ -278,6 +284,8 @@ aj_graph *aj_graph_clone(const aj_graph *g);
 aj_recur *aj_recur_clone(const aj_recur *r);
 /* Rename value v to `base`, or base_2, base_3, ... if that is taken. */
 void aj_value_rename(aj_graph *g, int v, const char *base);
+/* Values a and b trade names. */
+void aj_value_swap_names(aj_graph *g, int a, int b);
 /* Verify node `id` of g (its inputs already typed) and type its results,
  * under the module's binding. */
 int aj_graph_infer_node(const aj_module *m, aj_graph *g, int id, aj_diag *d);

@@ -760,6 +760,73 @@ static void test_dim_bind(void **state) {
     aj_module_free(m);
 }
 
+/* ------------------------------------------------------------------ name index */
+
+/* aj_graph_find through adds, a duplicate, renames, a swap and a clone; and
+ * the index stays a hash: no chain grows long, so lookups stay O(1) and a
+ * graph of n values is built and checked in O(n) (a scan per lookup made
+ * `arjit check` quadratic in the number of statements). */
+static void test_name_index(void **state) {
+    (void)state;
+    enum { N = 5000 };
+    aj_graph *g = aj_graph_new("f");
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "v%d", i);
+        assert_int_equal(aj_graph_add_value(g, name, AJ_VAL_INPUT, -1, i), i);
+    }
+    int dup = aj_graph_add_value(g, "v5", AJ_VAL_INPUT, -1, N);
+    assert_int_equal(aj_graph_find(g, "v5"), dup);   /* the latest definition */
+    assert_int_equal(aj_graph_find(g, "v6"), 6);
+    assert_int_equal(aj_graph_find(g, "w"), -1);
+    aj_value_rename(g, dup, "v7");                    /* taken: becomes v7_2 */
+    assert_string_equal(g->val[dup].name, "v7_2");
+    assert_int_equal(aj_graph_find(g, "v5"), 5);      /* the older one shows again */
+    assert_int_equal(aj_graph_find(g, "v7_2"), dup);
+    aj_value_swap_names(g, 5, 6);
+    assert_int_equal(aj_graph_find(g, "v5"), 6);
+    assert_int_equal(aj_graph_find(g, "v6"), 5);
+    int fresh = aj_graph_add_value(g, NULL, AJ_VAL_INPUT, -1, 0);
+    assert_int_equal(aj_graph_find(g, g->val[fresh].name), fresh);
+    aj_graph *c = aj_graph_clone(g);
+    for (int i = 0; i < c->nval; i++) assert_int_equal(aj_graph_find(c, c->val[i].name), i);
+    int longest = 0;
+    for (int b = 0; b < c->nbucket; b++) {
+        int len = 0;
+        for (int v = c->hash_head[b]; v >= 0; v = c->hash_next[v]) len++;
+        longest = len > longest ? len : longest;
+    }
+    assert_true(c->nbucket >= 2 * c->nval);
+    assert_in_range(longest, 1, 8);
+    aj_graph_free(c), aj_graph_free(g);
+}
+
+/* A generated chain of 50000 statements v_i = add(v_{i-1}, x) parses, checks
+ * and prints back as written: this takes well under a second when each statement costs
+ * O(1), and minutes if a pass turns quadratic again. */
+static void test_long_chain(void **state) {
+    (void)state;
+    enum { N = 50000 };
+    size_t cap = (size_t)N * 40 + 100, len = 0;
+    char *src = malloc(cap);
+    assert_non_null(src);
+    len += (size_t)snprintf(src, cap, "dim B\n\nfn f(x : f32[B, 4]) -> v%d\n  v1 = add(x, x)\n", N);
+    for (int i = 2; i <= N; i++) len += (size_t)snprintf(src + len, cap - len, "  v%d = add(v%d, x)\n", i, i - 1);
+    len += (size_t)snprintf(src + len, cap - len, "end\n");
+    aj_diag d;
+    aj_module *m = parse_infer(src, len, &d);
+    assert_non_null(m);
+    const aj_graph *g = m->fn[0];
+    assert_int_equal(g->nnode, N);
+    char buf[128];
+    value_type(m, "f", "v50000", buf);
+    assert_string_equal(buf, "f32[B, 4]");
+    char *text = aj_module_text(m);
+    assert_string_equal(text, src);
+    free(text), free(src);
+    aj_module_free(m);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(void) {
@@ -778,6 +845,8 @@ int main(void) {
         cmocka_unit_test(test_dim_arithmetic),
         cmocka_unit_test(test_dim_basics),
         cmocka_unit_test(test_dim_bind),
+        cmocka_unit_test(test_name_index),
+        cmocka_unit_test(test_long_chain),
     };
     enum { NBAD = sizeof bad_cases / sizeof bad_cases[0] };
     struct CMUnitTest bad[NBAD];
