@@ -248,13 +248,12 @@ static int parse_dimfactor(parser *p, aj_dim *out) {
     return expected(p, "a dimension");
 }
 
-/* Why a * b (or a + b) is no aj_dim: a shape arjit cannot keep, or (when
- * the symbols fit) a coefficient or constant that overflowed. */
-static int dim_op_error(parser *p, int line, int col, aj_dim a, aj_dim b, int mul) {
-    int fits = mul ? (!a.syms || !b.syms || (!a.off && !b.off && !(a.syms & b.syms)))
-                   : (!a.syms || !b.syms || a.syms == b.syms);
-    if (fits) return aj_error(p->d, line, col, "dimension is too large");
-    return aj_error(p->d, line, col, "dimension expression too complex (arjit keeps dims as c*A*B+k)");
+/* Why a * b (or a + b) is no aj_dim (rc from aj_dim_add/sub/mul): a
+ * coefficient or constant overflowed, or the polynomial outgrew aj_dim. */
+static int dim_op_error(parser *p, int line, int col, int rc) {
+    if (rc == AJ_DIM_OVERFLOW) return aj_error(p->d, line, col, "dimension is too large");
+    return aj_error(p->d, line, col, "dimension expression has more than %d terms or a term of more than %d dims",
+                    AJ_DIM_TERMS, AJ_DIM_DEGREE);
 }
 
 static int parse_dimterm(parser *p, aj_dim *out) {
@@ -263,7 +262,8 @@ static int parse_dimterm(parser *p, aj_dim *out) {
         int line = p->tok.line, col = p->tok.col;
         aj_dim r;
         if (next(p) || parse_dimfactor(p, &r)) return -1;
-        if (aj_dim_mul(*out, r, out)) return dim_op_error(p, line, col, *out, r, 1);
+        int rc = aj_dim_mul(*out, r, out);
+        if (rc) return dim_op_error(p, line, col, rc);
     }
     return 0;
 }
@@ -275,8 +275,8 @@ static int parse_dimexpr(parser *p, aj_dim *out) {
         int line = p->tok.line, col = p->tok.col;
         aj_dim r;
         if (next(p) || parse_dimterm(p, &r)) return -1;
-        if ((op == '+' ? aj_dim_add(*out, r, out) : aj_dim_sub(*out, r, out)))
-            return dim_op_error(p, line, col, *out, r, 0);
+        int rc = op == '+' ? aj_dim_add(*out, r, out) : aj_dim_sub(*out, r, out);
+        if (rc) return dim_op_error(p, line, col, rc);
     }
     return 0;
 }

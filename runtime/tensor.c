@@ -29,7 +29,7 @@ aj_tensor aj_tensor_of_type(const aj_type *ty) {
     int64_t shape[AJ_MAX_RANK];
     for (int i = 0; i < ty->rank; i++) {
         if (!aj_dim_is_const(ty->dim[i])) return (aj_tensor){ty->dtype, ty->rank, {0}, NULL};
-        shape[i] = ty->dim[i].off + ty->dim[i].coef;
+        shape[i] = ty->dim[i].off;
     }
     return aj_tensor_new(ty->dtype, ty->rank, shape);
 }
