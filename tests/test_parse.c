@@ -242,6 +242,9 @@ static const bad_case bad_cases[] = {
     {"dim_nine_terms", "dim A\ndim B\ndim C\ndim D\ndim E\ndim F\ndim G\ndim H\ndim I\n"
      "fn f(x : f32[A+B+C+D+E+F+G+H+I]) -> x\nend\n", 0, 10, 29,
      "dimension expression has more than 8 terms or a term of more than 8 dims"},
+    {"dim_nested_too_deep", "dim T\nfn f(x : f32[((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((-(T"
+     "))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))]) -> x\nend\n", 0, 2, 78,
+     "dimension expression nested too deeply (at most 64 levels)"},
     {"dim_degree_nine", "dim T\nfn f(x : f32[T*T*T*T*T*T*T*T*T]) -> x\nend\n", 0, 2, 29,
      "dimension expression has more than 8 terms or a term of more than 8 dims"},
     {"negative_dim_argument", "dim D = 4\nfn f(x : f32[D-10]) -> x\nend\n", 0, 2, 6,
