@@ -58,14 +58,17 @@ static void push(sum *s, int64_t coef, const uint8_t *dim) {
     memcpy(s->t[s->n++].dim, dim, AJ_DIM_DEGREE);
 }
 
-static const uint8_t no_factors[AJ_DIM_DEGREE] = {AJ_DIM_NONE, AJ_DIM_NONE, AJ_DIM_NONE, AJ_DIM_NONE,
-                                                  AJ_DIM_NONE, AJ_DIM_NONE, AJ_DIM_NONE, AJ_DIM_NONE};
+static void push_const(sum *s, int64_t c) {
+    uint8_t none[AJ_DIM_DEGREE];
+    memset(none, AJ_DIM_NONE, AJ_DIM_DEGREE);
+    push(s, c, none);
+}
 
 /* The terms of d into s, each coefficient times k. */
 static int push_dim(sum *s, aj_dim d, int64_t k) {
     int64_t c;
     if (mul64(d.off, k, &c)) return AJ_DIM_OVERFLOW;
-    push(s, c, no_factors);
+    push_const(s, c);
     for (int i = 0; i < d.nterm; i++) {
         if (mul64(d.t[i].coef, k, &c)) return AJ_DIM_OVERFLOW;
         push(s, c, d.t[i].dim);
@@ -144,7 +147,7 @@ int aj_dim_mul(aj_dim a, aj_dim b, aj_dim *out) {
  * large (rather than a wrapped size that might pass). */
 aj_dim aj_dim_bind(aj_dim d, const aj_bind *b) {
     sum s = {0};
-    push(&s, d.off, no_factors);
+    push_const(&s, d.off);
     for (int i = 0; i < d.nterm; i++) {
         int64_t c = d.t[i].coef;
         uint8_t f[AJ_DIM_DEGREE];
