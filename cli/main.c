@@ -188,7 +188,7 @@ static void summarise(const aj_module *m, const aj_bind *b, const char *path)
                     numel = INT64_MAX;
             } else {
                 known = 0;
-                unbound |= t.dim[a].syms;
+                unbound |= aj_dim_syms(t.dim[a]);
             }
         }
         aj_type_str(m, &t, buf, sizeof buf);

@@ -206,9 +206,7 @@ static int cse_of(const aj_module *m, const aj_graph *g, int i, const int *rep) 
 /* Fn result v is to be replaced by r: r takes v's name if it can. */
 static int take_name(aj_graph *g, char *is_result, int v, int r) {
     if (g->val[r].kind != AJ_VAL_NODE || is_result[r]) return 0;
-    char *name = g->val[v].name;
-    g->val[v].name = g->val[r].name;
-    g->val[r].name = name;
+    aj_value_swap_names(g, v, r);
     is_result[r] = 1;
     return 1;
 }

@@ -23,7 +23,7 @@ extern "C" {
 
 #define AJ_MAX_RANK 6     /* most axes a tensor has */
 #define AJ_MAX_ATTRS 6    /* most attributes an op has */
-#define AJ_MAX_DIMS 64    /* most named dims in a module (a bit each in aj_dim.syms) */
+#define AJ_MAX_DIMS 64    /* most named dims in a module (a bit each in aj_dim_syms) */
 
 /* ---------------------------------------------------------------- errors */
 
@@ -55,21 +55,41 @@ void aj_diag_print(const aj_diag *d, FILE *f);
 
 /* ---------------------------------------------------------------- dims */
 
-/* A dimension: coef * (product of the named dims in `syms`) + off.
- * `syms` has bit k set for module dim k. A constant has syms == 0.
- * This covers what graph files write: 784, D, B*T, T+1, 2*H, H*W-1. */
+/* A dimension: a polynomial in the module's named dims with integer
+ * coefficients, off + sum of t[i].coef * (product of the dims t[i].dim):
+ * 784, D, B*T, T+1, 2*H, Tq+Tk, B*T+B (which (T+1)*B is), T*T-1.
+ * Canonical, so equal dims are equal in their used fields (aj_dim_eq): no
+ * two terms have the same factors, no coefficient is 0, terms are in
+ * increasing memcmp order of their factor lists (a product before its own
+ * prefix: A*B before A before B), a constant has nterm == 0 and its value
+ * in off. A zeroed aj_dim is the constant 0. The limits below hold what
+ * models write with room to spare (a flattened [C, D+2, H+2, W+2] is 7
+ * terms of degree 4); beyond them arithmetic fails with AJ_DIM_TOO_LONG. */
+#define AJ_DIM_TERMS 8     /* most non-constant terms in a dim */
+#define AJ_DIM_DEGREE 8    /* most dim factors in one term (T*T has 2) */
+#define AJ_DIM_NONE 0xff   /* fills a term's factor list after its last factor */
+
 typedef struct {
-    int64_t coef;
-    uint64_t syms;
-    int64_t off;
+    int64_t coef;                  /* never 0 */
+    uint8_t dim[AJ_DIM_DEGREE];    /* module dim indices, ascending (T*T: T twice), then AJ_DIM_NONE */
+} aj_dim_term;
+
+typedef struct {
+    int64_t off;                   /* the constant term */
+    int nterm;                     /* t[0..nterm-1] are used */
+    aj_dim_term t[AJ_DIM_TERMS];
 } aj_dim;
 
 aj_dim aj_dim_const(int64_t v);
 aj_dim aj_dim_sym(int k);
 int aj_dim_is_const(aj_dim d);
 int aj_dim_eq(aj_dim a, aj_dim b);
-/* Arithmetic; return 0 on success, -1 when the result is not of the form
- * above (e.g. (T+1)*B, T*T). */
+/* The dims d depends on: bit k for module dim k. */
+uint64_t aj_dim_syms(aj_dim d);
+/* Arithmetic; return 0 on success, or (with *out untouched) AJ_DIM_OVERFLOW
+ * when a coefficient leaves int64, AJ_DIM_TOO_LONG when the result has more
+ * terms or factors than an aj_dim holds. */
+enum { AJ_DIM_OVERFLOW = -1, AJ_DIM_TOO_LONG = -2 };
 int aj_dim_add(aj_dim a, aj_dim b, aj_dim *out);
 int aj_dim_sub(aj_dim a, aj_dim b, aj_dim *out);
 int aj_dim_mul(aj_dim a, aj_dim b, aj_dim *out);
@@ -203,6 +223,12 @@ struct aj_graph {
     int *result; int nresult;/* result value ids */
     int line, col;           /* where the fn / block starts */
     int end_line;
+    /* The name index behind aj_graph_find (ir/graph.c): a chained hash whose
+     * chains list value ids in decreasing order, so a lookup meets the latest
+     * definition first. Values get names and change them only through
+     * aj_graph_add_value, aj_value_rename and aj_value_swap_names. */
+    int *hash_head; int nbucket; /* nbucket: a power of two, or 0 while empty */
+    int *hash_next;              /* per value: the next id in its chain, or -1 */
 };
 
 typedef enum { AJ_INIT_ZEROS, AJ_INIT_ONES, AJ_INIT_NORMAL, AJ_INIT_UNIFORM, AJ_INIT_XAVIER } aj_init_kind;
@@ -295,6 +321,8 @@ aj_graph *aj_graph_clone(const aj_graph *g);
 aj_recur *aj_recur_clone(const aj_recur *r);
 /* Rename value v to `base`, or base_2, base_3, ... if that is taken. */
 void aj_value_rename(aj_graph *g, int v, const char *base);
+/* Values a and b trade names. */
+void aj_value_swap_names(aj_graph *g, int a, int b);
 /* Verify node `id` of g (its inputs already typed) and type its results,
  * under the module's binding. */
 int aj_graph_infer_node(const aj_module *m, aj_graph *g, int id, aj_diag *d);
@@ -312,7 +340,8 @@ void aj_bind_defaults(const aj_module *m, aj_bind *b);
 /* Apply "D=8,H=5" overrides; error names the dim. */
 int aj_bind_parse(const aj_module *m, aj_bind *b, const char *spec, aj_diag *d);
 int aj_dim_index(const aj_module *m, const char *name);
-/* Substitute the bound dims of `b` into d. */
+/* Substitute the bound dims of `b` into d. A value that overflows int64 on
+ * the way comes out as the constant INT64_MAX, which no check accepts. */
 aj_dim aj_dim_bind(aj_dim d, const aj_bind *b);
 
 /* Add the def calls that made node n (its aj_node.site chain) to d. */
@@ -341,8 +370,10 @@ int aj_extern_index(const aj_module *m, const char *name);
 void aj_module_print(const aj_module *m, FILE *f);
 /* The same text in a malloc'd string (NULL when out of memory). */
 char *aj_module_text(const aj_module *m);
-/* Print a dim / a type in graph-file syntax into buf. */
+/* Print a dim / a type in graph-file syntax into buf (truncated to fit),
+ * or a dim to f in full. */
 void aj_dim_str(const aj_module *m, aj_dim d, char *buf, size_t n);
+void aj_dim_print(FILE *f, const aj_module *m, aj_dim d);
 void aj_type_str(const aj_module *m, const aj_type *t, char *buf, size_t n);
 
 /* ---------------------------------------------------------------- tensors */

@@ -24,6 +24,54 @@ aj_graph *aj_graph_new(const char *name) {
     return g;
 }
 
+/* ---------------------------------------------------------------- name index */
+
+/* FNV-1a. */
+static uint32_t name_hash(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static int *bucket_of(const aj_graph *g, const char *name) {
+    return &g->hash_head[name_hash(name) & (uint32_t)(g->nbucket - 1)];
+}
+
+/* Put value v into its chain, keeping the chain's ids decreasing. A new
+ * value has the largest id and goes first, in O(1). */
+static void index_link(aj_graph *g, int v) {
+    int *at = bucket_of(g, g->val[v].name);
+    while (*at > v) at = &g->hash_next[*at];
+    g->hash_next[v] = *at;
+    *at = v;
+}
+
+static void index_unlink(aj_graph *g, int v) {
+    int *at = bucket_of(g, g->val[v].name);
+    while (*at != v) at = &g->hash_next[*at];
+    *at = g->hash_next[v];
+}
+
+/* Index every value anew in at least 2 * nval buckets (the chains average
+ * half a value, so lookups take O(1) expected time). */
+static void index_rebuild(aj_graph *g) {
+    int nb = 16;
+    while (nb < 2 * g->nval) nb *= 2;
+    g->nbucket = nb;
+    g->hash_head = xrealloc(g->hash_head, (size_t)nb * sizeof(int));
+    for (int b = 0; b < nb; b++) g->hash_head[b] = -1;
+    for (int v = 0; v < g->nval; v++) index_link(g, v);
+}
+
+int aj_graph_find(const aj_graph *g, const char *name) {
+    if (!g->nbucket) return -1;
+    for (int v = *bucket_of(g, name); v >= 0; v = g->hash_next[v])
+        if (!strcmp(g->val[v].name, name)) return v;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- graphs */
+
 void aj_graph_free(aj_graph *g) {
     if (!g) return;
     for (int i = 0; i < g->nval; i++) free(g->val[i].name);
@@ -33,6 +81,7 @@ void aj_graph_free(aj_graph *g) {
         if (n->rec) aj_graph_free(n->rec->body), free(n->rec);
     }
     free(g->val), free(g->node), free(g->leaf), free(g->result), free(g->name);
+    free(g->hash_head), free(g->hash_next);
     free(g);
 }
 
@@ -40,6 +89,7 @@ int aj_graph_add_value(aj_graph *g, const char *name, aj_val_kind kind, int node
     if (g->nval == g->capval) {
         g->capval = g->capval ? 2 * g->capval : 16;
         g->val = xrealloc(g->val, (size_t)g->capval * sizeof *g->val);
+        g->hash_next = xrealloc(g->hash_next, (size_t)g->capval * sizeof(int));
     }
     aj_value *v = &g->val[g->nval];
     memset(v, 0, sizeof *v);
@@ -52,7 +102,10 @@ int aj_graph_add_value(aj_graph *g, const char *name, aj_val_kind kind, int node
     }
     v->name = xstrdup(name);
     v->kind = kind, v->node = node, v->idx = idx;
-    return g->nval++;
+    int id = g->nval++;
+    if (g->nval > g->nbucket / 2) index_rebuild(g);
+    else index_link(g, id);
+    return id;
 }
 
 int aj_graph_add_node(aj_graph *g, aj_op op, const int *in, int nin, int nout,
@@ -78,12 +131,6 @@ int aj_graph_add_node(aj_graph *g, aj_op op, const int *in, int nin, int nout,
         g->node[id].out[k] = v;   /* g->node is stable here: values live elsewhere */
     }
     return id;
-}
-
-int aj_graph_find(const aj_graph *g, const char *name) {
-    for (int i = g->nval - 1; i >= 0; i--)
-        if (!strcmp(g->val[i].name, name)) return i;
-    return -1;
 }
 
 aj_graph *aj_module_fn(const aj_module *m, const char *name) {
@@ -175,6 +222,8 @@ aj_graph *aj_graph_clone(const aj_graph *g) {
     c->nval = c->capval = g->nval;
     c->val = xrealloc(NULL, (size_t)g->nval * sizeof *c->val);
     for (int i = 0; i < g->nval; i++) c->val[i] = g->val[i], c->val[i].name = xstrdup(g->val[i].name);
+    c->hash_next = xrealloc(NULL, (size_t)g->nval * sizeof(int));
+    index_rebuild(c);
     c->nnode = c->capnode = g->nnode;
     c->node = xrealloc(NULL, (size_t)g->nnode * sizeof *c->node);
     for (int i = 0; i < g->nnode; i++) {
@@ -197,8 +246,19 @@ void aj_value_rename(aj_graph *g, int v, const char *base) {
     snprintf(name, sizeof name, "%s", base);
     for (int k = 2; aj_graph_find(g, name) >= 0 && aj_graph_find(g, name) != v; k++)
         snprintf(name, sizeof name, "%s_%d", base, k);
+    index_unlink(g, v);
     free(g->val[v].name);
     g->val[v].name = xstrdup(name);
+    index_link(g, v);
+}
+
+void aj_value_swap_names(aj_graph *g, int a, int b) {
+    if (a == b) return;
+    index_unlink(g, a), index_unlink(g, b);
+    char *name = g->val[a].name;
+    g->val[a].name = g->val[b].name;
+    g->val[b].name = name;
+    index_link(g, a), index_link(g, b);
 }
 
 void aj_module_add_fn(aj_module *m, aj_graph *g, const aj_type *arg_types) {

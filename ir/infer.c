@@ -6,6 +6,7 @@
  * verifies its body, a graph of its own. */
 #include "arjit.h"
 #include "ir/shape.h"
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_ELEMENTS (1ll << 40)
@@ -103,12 +104,18 @@ int aj_graph_infer_node(const aj_module *m, aj_graph *g, int id, aj_diag *d) {
                                             : n->nout >= 1 && n->nout <= AJ_MAX_EXTERN_IN;
     if (!nout_ok)
         return aj_error(d, n->line, n->col, "%s: wrong number of results (%d)", def->name, n->nout);
-    aj_type in[64];
+    /* on the heap: an aj_type is about 1 KB (6 polynomial dims), and a
+     * recurrence's rule comes back here for its body, nested any depth */
+    aj_type *in = calloc((size_t)(n->nin + n->nout + 1), sizeof(aj_type)), *out = in + n->nin;
+    if (!in) return aj_error(d, n->line, n->col, "out of memory");
+    int rc = -1;
     for (int i = 0; i < n->nin; i++) {
         int v = n->in[i];
-        if (v < 0 || v >= g->nval || (g->val[v].kind == AJ_VAL_NODE && g->val[v].node >= id))
-            return aj_error(d, n->line, n->in_col[i] ? n->in_col[i] : n->col,
-                            "%s: input %d is used before it is defined (a cycle?)", def->name, i);
+        if (v < 0 || v >= g->nval || (g->val[v].kind == AJ_VAL_NODE && g->val[v].node >= id)) {
+            aj_error(d, n->line, n->in_col[i] ? n->in_col[i] : n->col,
+                     "%s: input %d is used before it is defined (a cycle?)", def->name, i);
+            goto done;
+        }
         in[i] = g->val[v].type;
     }
     /* rules see attribute dims under the binding, as the values are */
@@ -116,19 +123,20 @@ int aj_graph_infer_node(const aj_module *m, aj_graph *g, int id, aj_diag *d) {
     for (int i = 0; i < def->nattr; i++)
         if (bound.attr[i].kind == AJ_ATTR_DIM || bound.attr[i].kind == AJ_ATTR_SHAPE)
             for (int k = 0; k < bound.attr[i].n; k++) bound.attr[i].dims[k] = aj_dim_bind(bound.attr[i].dims[k], &m->bind);
-    aj_type out[128];
-    memset(out, 0, sizeof(aj_type) * (size_t)n->nout);
     int bad = -1;
     if (def->shape(m, &bound, in, out, &bad, d)) {
         if (!d->set) aj_error(d, n->line, n->col, "%s: invalid inputs", def->name);
-        return -1;
+        goto done;
     }
     for (int k = 0; k < n->nout; k++) {
         aj_value *v = &g->val[n->out[k]];
-        if (check_type(m, &out[k], v->line ? v->line : n->line, v->line ? v->col : n->col, def->name, d)) return -1;
+        if (check_type(m, &out[k], v->line ? v->line : n->line, v->line ? v->col : n->col, def->name, d)) goto done;
         v->type = out[k];
     }
-    return 0;
+    rc = 0;
+done:
+    free(in);
+    return rc;
 }
 
 static int infer_graph(const aj_module *m, aj_graph *g, aj_diag *d) {

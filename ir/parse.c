@@ -227,17 +227,24 @@ static int parse_float(parser *p, double *out) {
 
 /* ------------------------------------------------------------------ dims and types */
 
-static int parse_dimexpr(parser *p, aj_dim *out);
+/* Parentheses and unary minus nest at most this deep in one dim, so no
+ * input recurses the parser off its stack. */
+#define MAX_DIM_NESTING 64
 
-static int parse_dimfactor(parser *p, aj_dim *out) {
+static int parse_dimsum(parser *p, aj_dim *out, int depth);
+
+static int parse_dimfactor(parser *p, aj_dim *out, int depth) {
+    if ((tok_punct(p, '(') || tok_punct(p, '-')) && depth == MAX_DIM_NESTING)
+        return aj_error(p->d, p->tok.line, p->tok.col, "dimension expression nested too deeply (at most %d levels)",
+                        MAX_DIM_NESTING);
     if (tok_punct(p, '(')) {
-        if (next(p) || parse_dimexpr(p, out)) return -1;
+        if (next(p) || parse_dimsum(p, out, depth + 1)) return -1;
         return expect_punct(p, ')');
     }
     if (tok_punct(p, '-')) {   /* unary minus, as printed for negative coefficients */
         int line = p->tok.line, col = p->tok.col;
         aj_dim inner;
-        if (next(p) || parse_dimfactor(p, &inner)) return -1;
+        if (next(p) || parse_dimfactor(p, &inner, depth + 1)) return -1;
         if (aj_dim_mul(aj_dim_const(-1), inner, out)) return aj_error(p->d, line, col, "dimension out of range");
         return 0;
     }
@@ -261,38 +268,40 @@ static int parse_dimfactor(parser *p, aj_dim *out) {
     return expected(p, "a dimension");
 }
 
-/* Why a * b (or a + b) is no aj_dim: a shape arjit cannot keep, or (when
- * the symbols fit) a coefficient or constant that overflowed. */
-static int dim_op_error(parser *p, int line, int col, aj_dim a, aj_dim b, int mul) {
-    int fits = mul ? (!a.syms || !b.syms || (!a.off && !b.off && !(a.syms & b.syms)))
-                   : (!a.syms || !b.syms || a.syms == b.syms);
-    if (fits) return aj_error(p->d, line, col, "dimension is too large");
-    return aj_error(p->d, line, col, "dimension expression too complex (arjit keeps dims as c*A*B+k)");
+/* Why a * b (or a + b) is no aj_dim (rc from aj_dim_add/sub/mul): a
+ * coefficient or constant overflowed, or the polynomial outgrew aj_dim. */
+static int dim_op_error(parser *p, int line, int col, int rc) {
+    if (rc == AJ_DIM_OVERFLOW) return aj_error(p->d, line, col, "dimension is too large");
+    return aj_error(p->d, line, col, "dimension expression has more than %d terms or a term of more than %d dims",
+                    AJ_DIM_TERMS, AJ_DIM_DEGREE);
 }
 
-static int parse_dimterm(parser *p, aj_dim *out) {
-    if (parse_dimfactor(p, out)) return -1;
+static int parse_dimterm(parser *p, aj_dim *out, int depth) {
+    if (parse_dimfactor(p, out, depth)) return -1;
     while (tok_punct(p, '*')) {
         int line = p->tok.line, col = p->tok.col;
         aj_dim r;
-        if (next(p) || parse_dimfactor(p, &r)) return -1;
-        if (aj_dim_mul(*out, r, out)) return dim_op_error(p, line, col, *out, r, 1);
+        if (next(p) || parse_dimfactor(p, &r, depth)) return -1;
+        int rc = aj_dim_mul(*out, r, out);
+        if (rc) return dim_op_error(p, line, col, rc);
     }
     return 0;
 }
 
-static int parse_dimexpr(parser *p, aj_dim *out) {
-    if (parse_dimterm(p, out)) return -1;
+static int parse_dimsum(parser *p, aj_dim *out, int depth) {
+    if (parse_dimterm(p, out, depth)) return -1;
     while (tok_punct(p, '+') || tok_punct(p, '-')) {
         char op = p->tok.c;
         int line = p->tok.line, col = p->tok.col;
         aj_dim r;
-        if (next(p) || parse_dimterm(p, &r)) return -1;
-        if ((op == '+' ? aj_dim_add(*out, r, out) : aj_dim_sub(*out, r, out)))
-            return dim_op_error(p, line, col, *out, r, 0);
+        if (next(p) || parse_dimterm(p, &r, depth)) return -1;
+        int rc = op == '+' ? aj_dim_add(*out, r, out) : aj_dim_sub(*out, r, out);
+        if (rc) return dim_op_error(p, line, col, rc);
     }
     return 0;
 }
+
+static int parse_dimexpr(parser *p, aj_dim *out) { return parse_dimsum(p, out, 0); }
 
 /* "[d, d, ...]" with at most AJ_MAX_RANK entries */
 static int parse_shape(parser *p, aj_dim *dims, int *rank) {

@@ -36,11 +36,10 @@ static int is_literal(const aj_graph *g, int v) {
 }
 
 static void print_dims(FILE *f, const aj_module *m, const aj_dim *dims, int n) {
-    char buf[128];
     fputc('[', f);
     for (int i = 0; i < n; i++) {
-        aj_dim_str(m, dims[i], buf, sizeof buf);
-        fprintf(f, "%s%s", i ? ", " : "", buf);
+        if (i) fputs(", ", f);
+        aj_dim_print(f, m, dims[i]);
     }
     fputc(']', f);
 }
@@ -68,7 +67,7 @@ static void print_attr(FILE *f, const aj_module *m, const aj_attr_spec *s, const
     switch (s->kind) {
     case AJ_ATTR_INT: fprintf(f, "%lld", (long long)a->i); break;
     case AJ_ATTR_FLOAT: fmt_num(a->f, buf, sizeof buf); fputs(buf, f); break;
-    case AJ_ATTR_DIM: aj_dim_str(m, a->dims[0], buf, sizeof buf); fputs(buf, f); break;
+    case AJ_ATTR_DIM: aj_dim_print(f, m, a->dims[0]); break;
     case AJ_ATTR_SHAPE: print_dims(f, m, a->dims, a->n); break;
     case AJ_ATTR_INTS:
         fputc('[', f);

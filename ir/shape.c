@@ -23,10 +23,10 @@ static const char *dstr(const aj_module *m, aj_dim x, char *buf) {
     return buf;
 }
 
-/* The value of a constant dim (normal form: syms == 0, the value in off). */
+/* The value of a constant dim (no terms, the value in off). */
 static int is_const(aj_dim x, int64_t *v) {
     if (!aj_dim_is_const(x)) return 0;
-    *v = x.off + x.coef;
+    *v = x.off;
     return 1;
 }
 
@@ -399,7 +399,7 @@ AJ_SHAPE_RULE(shape_conv1d_grad_w) {
     return conv_grad_w(m, n, in, out, kernel, 1, pad_same(n), bad_input, d);
 }
 
-/* The product of dims; -1 when it is no aj_dim (e.g. (T+1)*B). */
+/* The product of dims; non-zero when it outgrows an aj_dim or overflows. */
 static int dims_product(const aj_dim *x, int r, aj_dim *p) {
     *p = aj_dim_const(1);
     for (int i = 0; i < r; i++)
@@ -408,8 +408,10 @@ static int dims_product(const aj_dim *x, int r, aj_dim *p) {
 }
 
 /* reshape: same element count, row-major. Dims both sides share cancel
- * first, so [B, T+1, 8] -> [B, T+1, 2, 4] needs no product (T+1)*B, which
- * is no aj_dim; what is left must multiply out equal. */
+ * first (which keeps the products small: [B, T+1, 8] -> [B, T+1, 2, 4]
+ * compares 8 with 2*4); what is left must multiply out to the same
+ * polynomial, e.g. [B, T+1, 8] -> [B*T+B, 8]. Unequal polynomials differ
+ * for some values of the dims, so a mismatch is an error, not a doubt. */
 AJ_SHAPE_RULE(shape_reshape) {
     aj_dim a[AJ_MAX_RANK], b[AJ_MAX_RANK], pa, pb;
     int na = 0, nb = 0, used[AJ_MAX_RANK] = {0};

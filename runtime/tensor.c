@@ -34,7 +34,7 @@ aj_tensor aj_tensor_of_type_sized(const aj_type *ty, size_t f32_size) {
     int64_t shape[AJ_MAX_RANK];
     for (int i = 0; i < ty->rank; i++) {
         if (!aj_dim_is_const(ty->dim[i])) return (aj_tensor){ty->dtype, ty->rank, {0}, NULL};
-        shape[i] = ty->dim[i].off + ty->dim[i].coef;
+        shape[i] = ty->dim[i].off;
     }
     return aj_tensor_new_sized(ty->dtype, ty->rank, shape, f32_size);
 }

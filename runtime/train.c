@@ -197,7 +197,7 @@ static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, aj_diag 
                            "the data x : f32[B, D]", fn->nleaf), NULL;
     const aj_value *x = &fn->val[fn->leaf[0]];
     aj_tensor probe = {x->type.dtype, x->type.rank, {0}, NULL};
-    for (int k = 0; k < x->type.rank; k++) probe.shape[k] = x->type.dim[k].coef + x->type.dim[k].off;
+    for (int k = 0; k < x->type.rank; k++) probe.shape[k] = x->type.dim[k].off;
     if (x->type.dtype == AJ_I32 || probe.rank != 2 || probe.shape[0] != r->bind.v[r->bdim] || probe.shape[1] != ds->d) {
         int fi = 0;
         while (m->fn[fi] != fn) fi++;

@@ -128,7 +128,7 @@ static void test_round_trip_models(void **state) {
 
 /* The valid fuzz seeds cover what the models do not: most ops, literals,
  * negative numbers, attributes at their defaults, `_` results, `use`
- * renames and a recurrence inside a recurrence. */
+ * renames, a recurrence inside a recurrence and polynomial dims. */
 static void test_round_trip_seeds(void **state) {
     (void)state;
     char path[1024], ty[128];
@@ -155,6 +155,25 @@ static void test_round_trip_seeds(void **state) {
     assert_int_equal(infer_defaults(m, &d), 0);
     value_type(m, "f", "hs", ty);
     assert_string_equal(ty, "f32[B, 2, 3]");
+    aj_module_free(m);
+
+    /* a [B, Tq, E] and a [B, Tk, E] value concatenated: sizes Tq+Tk, (Tq+Tk)*E, ... */
+    source_path(path, sizeof path, "tests/corpus/seed_poly_dims.graph");
+    t = round_trip_file(path);
+    assert_non_null(strstr(t, "  fl = reshape(kv, shape=[B, Tq*E+Tk*E])\n"));
+    assert_non_null(strstr(t, "  ks = slice(kv2, axis=1, start=Tq, end=Tq+Tk)\n"));
+    assert_non_null(strstr(t, "  hT, hs = recurrence(steps=Tq+Tk) {\n"));
+    assert_non_null(strstr(t, "  bt = reshape(s, shape=[B*Tq+B, 8])\n"));
+    free(t);
+    m = aj_parse_file(path, &d);
+    assert_non_null(m);
+    assert_int_equal(infer_defaults(m, &d), 0);
+    static const char *const want[][2] = {{"kv", "f32[B, Tq+Tk, 4]"}, {"hs", "f32[B, Tq+Tk, 4]"},
+                                          {"ks", "f32[B, Tk, 4]"}, {"bt", "f32[B*Tq+B, 8]"}, {"sq", "f32[Tq*Tq]"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        value_type(m, "f", want[i][0], ty);
+        assert_string_equal(ty, want[i][1]);
+    }
     aj_module_free(m);
 }
 
@@ -219,11 +238,15 @@ static const bad_case bad_cases[] = {
     {"bound_product_overflow",
      "dim A = 1099511627776\ndim C = 1099511627776\nparam W : f32[A*C+1]\nfn f(x : f32[1]) -> x\nend\n", 0, 3, 7,
      "parameter is too large"},
-    {"dim_too_complex", "dim T\ndim B\nfn f(x : f32[(T+1)*B]) -> x\nend\n", 0, 3, 19,
-     "dimension expression too complex"},
-    {"dim_square", "dim T\nfn f(x : f32[T*T]) -> x\nend\n", 0, 2, 15, "dimension expression too complex"},
-    {"dim_sum_of_symbols", "dim T\ndim B\nfn f(x : f32[T+B]) -> x\nend\n", 0, 3, 15,
-     "dimension expression too complex"},
+    /* the 9th term, the 9th factor of a term: past what an aj_dim holds */
+    {"dim_nine_terms", "dim A\ndim B\ndim C\ndim D\ndim E\ndim F\ndim G\ndim H\ndim I\n"
+     "fn f(x : f32[A+B+C+D+E+F+G+H+I]) -> x\nend\n", 0, 10, 29,
+     "dimension expression has more than 8 terms or a term of more than 8 dims"},
+    {"dim_nested_too_deep", "dim T\nfn f(x : f32[((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((-(T"
+     "))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))]) -> x\nend\n", 0, 2, 78,
+     "dimension expression nested too deeply (at most 64 levels)"},
+    {"dim_degree_nine", "dim T\nfn f(x : f32[T*T*T*T*T*T*T*T*T]) -> x\nend\n", 0, 2, 29,
+     "dimension expression has more than 8 terms or a term of more than 8 dims"},
     {"negative_dim_argument", "dim D = 4\nfn f(x : f32[D-10]) -> x\nend\n", 0, 2, 6,
      "argument has a negative dimension: f32[-6]"},
     {"negative_dim_parameter", "dim D = 4\nparam W : f32[D-10]\nfn f(x : f32[D]) -> x\nend\n", 0, 2, 7,
@@ -647,57 +670,82 @@ static aj_module *dims_module(void) {
 #define K(v) aj_dim_const(v)
 #define BIG (INT64_MAX / 2 + 1)
 
-typedef struct {
-    char op;             /* + - * */
-    aj_dim a, b;
-    const char *want;    /* printed result, or NULL: must be refused */
-} dim_case;
+/* The dim `expr` over the dims of dims_module(), as the parser reads it. */
+static aj_dim dim_of(const char *expr) {
+    char src[256];
+    snprintf(src, sizeof src, "dim A\ndim B\ndim C = 7\nfn f(x : f32[%s]) -> x\nend\n", expr);
+    aj_diag d;
+    aj_module *m = aj_parse_string(src, strlen(src), "dims", &d);
+    if (!m) fail_msg("%s: %s", expr, d.msg);
+    aj_dim r = m->fn_arg_type[0][0].dim[0];
+    aj_module_free(m);
+    return r;
+}
 
-static const dim_case dim_cases[] = {
-    {'+', {1, 1, 0}, {0, 0, 3}, "A+3"},
-    {'+', {1, 1, 0}, {1, 1, 0}, "2*A"},
-    {'+', {1, 1, 0}, {1, 2, 0}, NULL},            /* A + B */
-    {'+', {1, 3, 0}, {2, 3, -1}, "3*A*B-1"},
-    {'-', {1, 1, 5}, {1, 1, 2}, "3"},
-    {'-', {0, 0, 3}, {1, 1, 0}, "-1*A+3"},
-    {'-', {1, 1, 0}, {1, 1, 0}, "0"},
-    {'-', {1, 1, 0}, {1, 2, 0}, NULL},
-    {'*', {0, 0, 2}, {1, 1, 1}, "2*A+2"},
-    {'*', {1, 1, 0}, {1, 2, 0}, "A*B"},
-    {'*', {2, 1, 0}, {3, 3, 0}, NULL},            /* A * (A*B): A squared */
-    {'*', {1, 1, 1}, {1, 2, 0}, NULL},            /* (A+1) * B */
-    {'*', {1, 1, 0}, {0, 0, 0}, "0"},
-    {'*', {0, 0, -1}, {1, 2, 4}, "-1*B-4"},
-    /* overflow is refused, never wrapped */
-    {'+', {0, 0, INT64_MAX}, {0, 0, 1}, NULL},
-    {'+', {INT64_MAX, 1, 0}, {1, 1, 0}, NULL},
-    {'-', {0, 0, 0}, {0, 0, INT64_MIN}, NULL},
-    {'-', {0, 0, INT64_MIN}, {0, 0, 1}, NULL},
-    {'*', {0, 0, BIG}, {0, 0, 2}, NULL},
-    {'*', {BIG, 1, 0}, {0, 0, 2}, NULL},
-    {'*', {1, 1, BIG}, {0, 0, 2}, NULL},
-    {'*', {BIG, 1, 0}, {2, 2, 0}, NULL},
+/* Sums, differences and products of polynomials, in canonical print order
+ * (products before their prefixes, dims in declaration order, constant
+ * last); each printed result parses back to an equal dim. */
+static const struct {
+    char op;             /* + - * */
+    const char *a, *b;
+    const char *want;    /* printed result, or NULL: more than an aj_dim holds */
+} dim_cases[] = {
+    {'+', "A", "3", "A+3"},
+    {'+', "A", "A", "2*A"},
+    {'+', "A", "B", "A+B"},
+    {'+', "B+A*A", "C", "A*A+B+C"},
+    {'+', "A*B", "2*A*B-1", "3*A*B-1"},
+    {'-', "A+5", "A+2", "3"},
+    {'-', "3", "A", "-A+3"},
+    {'-', "A", "A", "0"},
+    {'-', "A", "B", "A-B"},
+    {'-', "A*B+A", "A*(B+1)", "0"},
+    {'*', "2", "A+1", "2*A+2"},
+    {'*', "A", "B", "A*B"},
+    {'*', "2*A", "3*A*B", "6*A*A*B"},
+    {'*', "A+1", "B", "A*B+B"},
+    {'*', "A+1", "A-1", "A*A-1"},
+    {'*', "A+B", "A-B", "A*A-B*B"},
+    {'*', "A", "0", "0"},
+    {'*', "-1", "B+4", "-B-4"},
+    {'*', "(A+1)*(B+1)", "C+1", "A*B*C+A*B+A*C+A+B*C+B+C+1"},
+    {'*', "A*A*A*A", "A*A*A*B", "A*A*A*A*A*A*A*B"},
+    {'*', "A*A*A*A", "A*A*A*A*B", NULL},                     /* degree 9 */
+    {'*', "A*B*C+A*B+A*C+A+B*C+B+C", "A+B", NULL},            /* 12 terms */
+    {'+', "A*B*C+A*B+A*C+A+B*C+B+C", "A*A+B*B", NULL},        /* 9 terms */
+    {'-', "A*B*C+A*B+A*C+A+B*C+B+C", "A*B*C-A*A", "A*A+A*B+A*C+A+B*C+B+C"},
 };
 
 static void test_dim_arithmetic(void **state) {
     (void)state;
     aj_module *m = dims_module();
     for (size_t i = 0; i < sizeof dim_cases / sizeof dim_cases[0]; i++) {
-        const dim_case *c = &dim_cases[i];
-        aj_dim r = K(-12345);
-        int rc = c->op == '+' ? aj_dim_add(c->a, c->b, &r) : c->op == '-' ? aj_dim_sub(c->a, c->b, &r)
-                                                                          : aj_dim_mul(c->a, c->b, &r);
-        char buf[64];
+        aj_dim a = dim_of(dim_cases[i].a), b = dim_of(dim_cases[i].b), r = K(-12345);
+        const char *want = dim_cases[i].want;
+        char op = dim_cases[i].op, buf[128];
+        int rc = op == '+' ? aj_dim_add(a, b, &r) : op == '-' ? aj_dim_sub(a, b, &r) : aj_dim_mul(a, b, &r);
         aj_dim_str(m, r, buf, sizeof buf);
-        if (rc != (c->want ? 0 : -1) || (c->want && strcmp(buf, c->want)))
-            fprintf(stderr, "dim case %zu: rc %d, %s\n", i, rc, buf);
-        assert_int_equal(rc, c->want ? 0 : -1);
-        if (c->want) {
-            assert_string_equal(buf, c->want);
-        } else {
-            assert_true(aj_dim_eq(r, K(-12345)));   /* untouched on failure */
-        }
+        if (rc != (want ? 0 : AJ_DIM_TOO_LONG) || (want && strcmp(buf, want)))
+            fail_msg("(%s) %c (%s): rc %d, %s", dim_cases[i].a, op, dim_cases[i].b, rc, buf);
+        if (want) assert_true(aj_dim_eq(dim_of(buf), r));
+        else assert_true(aj_dim_eq(r, K(-12345)));   /* untouched on failure */
     }
+    /* overflow is refused, never wrapped */
+    aj_dim r = K(-12345), maxa, biga;
+    assert_int_equal(aj_dim_mul(K(INT64_MAX), A_, &maxa), 0);
+    assert_int_equal(aj_dim_mul(K(BIG), A_, &biga), 0);
+    assert_int_equal(aj_dim_add(K(INT64_MAX), K(1), &r), AJ_DIM_OVERFLOW);
+    assert_int_equal(aj_dim_add(maxa, A_, &r), AJ_DIM_OVERFLOW);
+    assert_int_equal(aj_dim_sub(K(0), K(INT64_MIN), &r), AJ_DIM_OVERFLOW);
+    assert_int_equal(aj_dim_sub(K(INT64_MIN), K(1), &r), AJ_DIM_OVERFLOW);
+    assert_int_equal(aj_dim_mul(K(BIG), K(2), &r), AJ_DIM_OVERFLOW);
+    assert_int_equal(aj_dim_mul(biga, K(2), &r), AJ_DIM_OVERFLOW);
+    aj_dim abc;
+    assert_int_equal(aj_dim_mul(biga, B_, &abc), 0);
+    assert_int_equal(aj_dim_mul(abc, aj_dim_sym(2), &abc), 0);   /* BIG*A*B*C */
+    r = abc;
+    assert_int_equal(aj_dim_mul(abc, K(2), &r), AJ_DIM_OVERFLOW);
+    assert_true(aj_dim_eq(r, abc));
     aj_module_free(m);
 }
 
@@ -707,26 +755,34 @@ static void test_dim_basics(void **state) {
     char buf[64];
     assert_true(aj_dim_is_const(K(5)));
     assert_false(aj_dim_is_const(A_));
-    assert_true(aj_dim_eq(K(5), (aj_dim){3, 0, 2}));   /* normal form: no syms, coef folds into off */
-    assert_true(aj_dim_eq((aj_dim){0, 3, 4}, K(4)));   /* coef 0: the syms vanish */
+    assert_true(aj_dim_eq(K(5), dim_of("3+2")));
+    assert_true(aj_dim_eq(K(4), dim_of("A*0+4")));           /* a zero term vanishes */
+    assert_true(aj_dim_eq(dim_of("(A+1)*B"), dim_of("B+A*B")));
+    assert_true(aj_dim_eq(dim_of("A*(B+C)"), dim_of("C*A+B*A")));
     assert_false(aj_dim_eq(A_, B_));
     assert_false(aj_dim_eq(A_, K(1)));
+    assert_false(aj_dim_eq(dim_of("A*A"), dim_of("A*B")));
+    aj_dim zero;
+    memset(&zero, 0, sizeof zero);
+    assert_true(aj_dim_eq(zero, K(0)));
+    assert_int_equal(aj_dim_syms(dim_of("A*C+2")), 5);
+    assert_int_equal(aj_dim_syms(K(3)), 0);
     assert_int_equal(aj_dim_index(m, "B"), 1);
     assert_int_equal(aj_dim_index(m, "Z"), -1);
-    aj_dim_str(m, (aj_dim){-2, 3, -7}, buf, sizeof buf);
+    aj_dim_str(m, dim_of("-2*A*B-7"), buf, sizeof buf);
     assert_string_equal(buf, "-2*A*B-7");
     aj_dim_str(m, K(-3), buf, sizeof buf);
     assert_string_equal(buf, "-3");
-    aj_dim_str(m, (aj_dim){1, 4, 0}, buf, sizeof buf);
+    aj_dim_str(m, aj_dim_sym(2), buf, sizeof buf);
     assert_string_equal(buf, "C");
-    aj_dim_str(m, (aj_dim){1, 3, 0}, buf, 4);   /* truncated, still terminated */
+    aj_dim_str(m, dim_of("A*B"), buf, 4);   /* truncated, still terminated */
     assert_string_equal(buf, "A*B");
-    aj_dim_str(m, (aj_dim){1, 3, 0}, buf, 3);
+    aj_dim_str(m, dim_of("A*B+C"), buf, 3);
     assert_string_equal(buf, "A*");
     aj_type t = {AJ_I32, 2, {A_, K(3)}};
     aj_type_str(m, &t, buf, sizeof buf);
     assert_string_equal(buf, "i32[A, 3]");
-    aj_type u = {AJ_I32, 2, {(aj_dim){1, 1, 0}, (aj_dim){0, 0, 3}}};
+    aj_type u = {AJ_I32, 2, {dim_of("A"), dim_of("1+2")}};
     assert_true(aj_type_eq(&t, &u));
     u.dtype = AJ_F32;
     assert_false(aj_type_eq(&t, &u));
@@ -741,22 +797,119 @@ static void test_dim_bind(void **state) {
     assert_int_equal(b.v[0], -1);
     assert_int_equal(b.v[2], 7);
     char buf[64];
-    aj_dim ab1 = {2, 3, 1};   /* 2*A*B+1 */
+    aj_dim ab1 = dim_of("2*A*B+1");
+    b.v[2] = -1;
     aj_dim_str(m, aj_dim_bind(ab1, &b), buf, sizeof buf);
     assert_string_equal(buf, "2*A*B+1");   /* nothing bound */
     b.v[0] = 3;
     aj_dim_str(m, aj_dim_bind(ab1, &b), buf, sizeof buf);
     assert_string_equal(buf, "6*B+1");
-    b.v[1] = 5;
+    aj_dim_str(m, aj_dim_bind(dim_of("A*B+2*B+A*A*C-9*C"), &b), buf, sizeof buf);
+    assert_string_equal(buf, "5*B");      /* terms that become alike merge; C*(9-9) vanishes */
+    b.v[1] = 5, b.v[2] = 7;
     assert_true(aj_dim_eq(aj_dim_bind(ab1, &b), K(31)));
-    aj_dim_str(m, aj_dim_bind((aj_dim){1, 4, -2}, &b), buf, sizeof buf);
-    assert_string_equal(buf, "5");   /* C - 2 with C = 7 */
-    /* products too large saturate (the verifier rejects them) instead of wrapping */
+    aj_dim_str(m, aj_dim_bind(dim_of("C-2"), &b), buf, sizeof buf);
+    assert_string_equal(buf, "5");
+    assert_true(aj_dim_eq(aj_dim_bind(dim_of("A*A*B-A*C"), &b), K(24)));
+    /* sizes too large come out as INT64_MAX (the verifier rejects it) instead of wrapping */
     b.v[0] = b.v[1] = 1ll << 40;
-    assert_true(aj_dim_eq(aj_dim_bind((aj_dim){1, 3, 1}, &b), K(INT64_MAX)));
-    assert_true(aj_dim_eq(aj_dim_bind((aj_dim){-1, 3, 0}, &b), K(INT64_MIN)));
-    b.v[0] = INT64_MAX / 4, b.v[1] = 1;   /* the product fits, adding the offset does not */
-    assert_true(aj_dim_eq(aj_dim_bind((aj_dim){4, 3, INT64_MAX / 2}, &b), K(INT64_MAX)));
+    assert_true(aj_dim_eq(aj_dim_bind(dim_of("A*B+1"), &b), K(INT64_MAX)));
+    assert_true(aj_dim_eq(aj_dim_bind(dim_of("-A*B"), &b), K(INT64_MAX)));
+    assert_true(aj_dim_eq(aj_dim_bind(dim_of("A*B-A*B*C"), &b), K(INT64_MAX)));
+    b.v[0] = INT64_MAX / 4, b.v[1] = 1;   /* the product fits, adding the constant does not */
+    aj_dim big;
+    assert_int_equal(aj_dim_add(dim_of("4*A*B"), K(INT64_MAX / 2), &big), 0);
+    assert_true(aj_dim_eq(aj_dim_bind(big, &b), K(INT64_MAX)));
+    aj_module_free(m);
+}
+
+/* Printed in full however long: dims of 63-character names in a type and a
+ * dim attribute print, parse back and print the same. */
+static void test_dim_print_long(void **state) {
+    (void)state;
+    char name[3][64], src[2048];
+    for (int k = 0; k < 3; k++) memset(name[k], 'a' + k, 63), name[k][63] = 0;
+    snprintf(src, sizeof src,
+             "dim %s\ndim %s\ndim %s\n\nfn f(x : f32[(%s+1)*%s*%s, 2]) -> y\n  y = slice(x, axis=0, start=1, end=%s*%s*%s)\nend\n",
+             name[0], name[1], name[2], name[0], name[1], name[2], name[0], name[1], name[2]);
+    aj_diag d;
+    aj_module *m = aj_parse_string(src, strlen(src), "long", &d);
+    assert_non_null(m);
+    char *text = aj_module_text(m);
+    aj_module *m2 = aj_parse_string(text, strlen(text), "printed", &d);
+    assert_non_null(m2);
+    char *text2 = aj_module_text(m2);
+    assert_string_equal(text, text2);
+    assert_non_null(strstr(text, "+bbb"));   /* the second term of the product, whole */
+    assert_true(aj_dim_eq(m->fn_arg_type[0][0].dim[0], m2->fn_arg_type[0][0].dim[0]));
+    free(text), free(text2);
+    aj_module_free(m), aj_module_free(m2);
+}
+
+/* ------------------------------------------------------------------ name index */
+
+/* aj_graph_find through adds, a duplicate, renames, a swap and a clone; and
+ * the index stays a hash: no chain grows long, so lookups stay O(1) and a
+ * graph of n values is built and checked in O(n) (a scan per lookup made
+ * `arjit check` quadratic in the number of statements). */
+static void test_name_index(void **state) {
+    (void)state;
+    enum { N = 5000 };
+    aj_graph *g = aj_graph_new("f");
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "v%d", i);
+        assert_int_equal(aj_graph_add_value(g, name, AJ_VAL_INPUT, -1, i), i);
+    }
+    int dup = aj_graph_add_value(g, "v5", AJ_VAL_INPUT, -1, N);
+    assert_int_equal(aj_graph_find(g, "v5"), dup);   /* the latest definition */
+    assert_int_equal(aj_graph_find(g, "v6"), 6);
+    assert_int_equal(aj_graph_find(g, "w"), -1);
+    aj_value_rename(g, dup, "v7");                    /* taken: becomes v7_2 */
+    assert_string_equal(g->val[dup].name, "v7_2");
+    assert_int_equal(aj_graph_find(g, "v5"), 5);      /* the older one shows again */
+    assert_int_equal(aj_graph_find(g, "v7_2"), dup);
+    aj_value_swap_names(g, 5, 6);
+    assert_int_equal(aj_graph_find(g, "v5"), 6);
+    assert_int_equal(aj_graph_find(g, "v6"), 5);
+    int fresh = aj_graph_add_value(g, NULL, AJ_VAL_INPUT, -1, 0);
+    assert_int_equal(aj_graph_find(g, g->val[fresh].name), fresh);
+    aj_graph *c = aj_graph_clone(g);
+    for (int i = 0; i < c->nval; i++) assert_int_equal(aj_graph_find(c, c->val[i].name), i);
+    int longest = 0;
+    for (int b = 0; b < c->nbucket; b++) {
+        int len = 0;
+        for (int v = c->hash_head[b]; v >= 0; v = c->hash_next[v]) len++;
+        longest = len > longest ? len : longest;
+    }
+    assert_true(c->nbucket >= 2 * c->nval);
+    assert_in_range(longest, 1, 8);
+    aj_graph_free(c), aj_graph_free(g);
+}
+
+/* A generated chain of 50000 statements v_i = add(v_{i-1}, x) parses, checks
+ * and prints back as written: this takes well under a second when each statement costs
+ * O(1), and minutes if a pass turns quadratic again. */
+static void test_long_chain(void **state) {
+    (void)state;
+    enum { N = 50000 };
+    size_t cap = (size_t)N * 40 + 100, len = 0;
+    char *src = malloc(cap);
+    assert_non_null(src);
+    len += (size_t)snprintf(src, cap, "dim B\n\nfn f(x : f32[B, 4]) -> v%d\n  v1 = add(x, x)\n", N);
+    for (int i = 2; i <= N; i++) len += (size_t)snprintf(src + len, cap - len, "  v%d = add(v%d, x)\n", i, i - 1);
+    len += (size_t)snprintf(src + len, cap - len, "end\n");
+    aj_diag d;
+    aj_module *m = parse_infer(src, len, &d);
+    assert_non_null(m);
+    const aj_graph *g = m->fn[0];
+    assert_int_equal(g->nnode, N);
+    char buf[128];
+    value_type(m, "f", "v50000", buf);
+    assert_string_equal(buf, "f32[B, 4]");
+    char *text = aj_module_text(m);
+    assert_string_equal(text, src);
+    free(text), free(src);
     aj_module_free(m);
 }
 
@@ -778,6 +931,9 @@ int main(void) {
         cmocka_unit_test(test_dim_arithmetic),
         cmocka_unit_test(test_dim_basics),
         cmocka_unit_test(test_dim_bind),
+        cmocka_unit_test(test_dim_print_long),
+        cmocka_unit_test(test_name_index),
+        cmocka_unit_test(test_long_chain),
     };
     enum { NBAD = sizeof bad_cases / sizeof bad_cases[0] };
     struct CMUnitTest bad[NBAD];

@@ -106,6 +106,50 @@ static void test_types(void **state) {
     expect_type(src, "B=2,T=3", "rs", "f32[2, 4, 2, 4]");
 }
 
+/* Dims that are polynomials: sums of different dims (concat of a [B, Tq, E]
+ * and a [B, Tk, E] sequence), products of sums, squares; reshape proves
+ * element counts by multiplying out, slice and pad shift by symbolic sizes. */
+static void test_polynomial_dims(void **state) {
+    static const char *src =
+        "dim B\n"
+        "dim Tq\n"
+        "dim Tk\n"
+        "dim E = 4\n"
+        "fn f(q : f32[B, Tq, E], k : f32[B, Tk, E], s : f32[B, Tq+1, 8], u : f32[Tq, Tq]) -> y\n"
+        "  c = concat(q, k, axis=1)\n"
+        "  c2 = concat(c, q, axis=-2)\n"
+        "  fl = reshape(c, shape=[B, (Tq+Tk)*E])\n"
+        "  back = reshape(fl, shape=[B, Tk+Tq, E])\n"
+        "  qs = slice(c, axis=1, start=0, end=Tq)\n"
+        "  ks = slice(c, axis=1, start=Tq, end=Tq+Tk)\n"
+        "  bt = reshape(s, shape=[(Tq+1)*B, 8])\n"
+        "  sq = reshape(u, shape=[Tq*Tq])\n"
+        "  sq2 = concat(sq, sq, axis=0)\n"
+        "  pd = pad(c, axis=1, before=1, after=2)\n"
+        "  sk = skew(u)\n"
+        "  d = sub(back, c)\n"
+        "  y = add(ks, k)\n"
+        "end\n";
+    static const struct { const char *name, *type; } want[] = {
+        {"c", "f32[B, Tq+Tk, 4]"}, {"c2", "f32[B, 2*Tq+Tk, 4]"}, {"fl", "f32[B, 4*Tq+4*Tk]"},
+        {"back", "f32[B, Tq+Tk, 4]"}, {"qs", "f32[B, Tq, 4]"}, {"ks", "f32[B, Tk, 4]"},
+        {"bt", "f32[B*Tq+B, 8]"}, {"sq", "f32[Tq*Tq]"}, {"sq2", "f32[2*Tq*Tq]"},
+        {"pd", "f32[B, Tq+Tk+3, 4]"}, {"sk", "f32[Tq, 2*Tq-1]"}, {"d", "f32[B, Tq+Tk, 4]"},
+        {"y", "f32[B, Tk, 4]"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) expect_type(src, "", want[i].name, want[i].type);
+    expect_type(src, "B=2,Tq=3,Tk=5", "fl", "f32[2, 32]");
+    expect_type(src, "B=2,Tq=3,Tk=5", "sq2", "f32[18]");
+    expect_type(src, "Tq=3", "c2", "f32[B, Tk+6, 4]");
+    /* a slice of the concatenation is its part: only [Tq, Tq+Tk) is [B, Tk, 4] */
+    aj_diag d;
+    char bad[1024];
+    snprintf(bad, sizeof bad, "%.*s  z = add(qs, k)\nend\n", (int)(strstr(src, "end\n") - src), src);
+    assert_null(check(bad, "", &d));
+    assert_string_equal(d.msg, "add: cannot broadcast f32[B, Tq, 4] with f32[B, Tk, 4] (axis -2: Tq vs Tk)");
+}
+
 static void test_elementwise_errors(void **state) {
     expect_error("a : f32[2, 3], b : f32[4]", "add(a, b)", "b)",
                  "add: cannot broadcast f32[2, 3] with f32[4] (axis -1: 3 vs 4)");
@@ -177,8 +221,15 @@ static void test_shape_op_errors(void **state) {
                  "reshape: f32[2, 3] does not have as many elements as shape f32[4, 2]");
     expect_error("x : f32[B, 3]", "reshape(x, shape=[B, B])", "x,",
                  "reshape: f32[B, 3] does not have as many elements as shape f32[B, B]");
+    /* B*T+B against B*T+T: unequal polynomials, so unequal for some B, T */
     expect_error("x : f32[B, T+1]", "reshape(x, shape=[B+1, T])", "x,",
-                 "reshape: cannot prove that f32[B, T+1] and shape f32[B+1, T] have as many elements");
+                 "reshape: f32[B, T+1] does not have as many elements as shape f32[B+1, T]");
+    /* nothing cancels and T^9 is more than an aj_dim holds */
+    expect_error("x : f32[T*T*T*T*T, T*T*T*T]", "reshape(x, shape=[T, T*T*T*T*T*T*T*T])", "x,",
+                 "reshape: cannot prove that f32[T*T*T*T*T, T*T*T*T] and shape f32[T, T*T*T*T*T*T*T*T] "
+                 "have as many elements");
+    expect_error("x : f32[B, T], z : f32[B+1, T]", "concat(x, z, axis=1)", "z,",
+                 "concat: argument 2 is f32[B+1, T] but argument 1 is f32[B, T]: they must agree except along axis 1");
     expect_error("x : f32[2, 3]", "transpose(x, perm=[0])", "transpose",
                  "transpose: perm has 1 entries but f32[2, 3] has rank 2");
     expect_error("x : f32[2, 3]", "transpose(x, perm=[1, -1])", "transpose", "transpose: perm lists axis 1 twice");
@@ -224,6 +275,7 @@ static void test_loss_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_types),
+        cmocka_unit_test(test_polynomial_dims),
         cmocka_unit_test(test_elementwise_errors),
         cmocka_unit_test(test_reduce_matmul_errors),
         cmocka_unit_test(test_mask_errors),
