@@ -88,7 +88,7 @@ static int alloc_f64(const aj_module *m, const aj_type *t, const char *what, con
     for (int k = 0; k < ty.rank; k++) {
         ty.dim[k] = aj_dim_bind(ty.dim[k], &m->bind);
         bound &= aj_dim_is_const(ty.dim[k]);
-        bytes *= (double)(ty.dim[k].off + ty.dim[k].coef);
+        bytes *= (double)ty.dim[k].off;   /* the size once bound; an unbound dim is refused below */
     }
     aj_type_str(m, &ty, buf, sizeof buf);
     if (!bound) return aj_error(d, line, col, "%s %s is %s: bind every dim before checking", what, name, buf);
