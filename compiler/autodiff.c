@@ -62,6 +62,14 @@ static int vjp_sqrt(aj_emit *c, int node, const int *dy, int *dx) {
     dx[0] = em_op2(c, AJ_OP_DIV, dy[0], em_op2(c, AJ_OP_MUL, Y, em_scalar(c, 2)));
     return 0;
 }
+/* d sin(x) = cos(x) */
+static int vjp_sin(aj_emit *c, int node, const int *dy, int *dx) { NODE; dx[0] = em_op2(c, AJ_OP_MUL, dy[0], em_op1(c, AJ_OP_COS, X(0))); return 0; }
+/* d cos(x) = -sin(x) */
+static int vjp_cos(aj_emit *c, int node, const int *dy, int *dx) {
+    NODE;
+    dx[0] = em_op1(c, AJ_OP_NEG, em_op2(c, AJ_OP_MUL, dy[0], em_op1(c, AJ_OP_SIN, X(0))));
+    return 0;
+}
 /* d x^2 = 2x */
 static int vjp_square(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
@@ -846,6 +854,7 @@ static const vjp_fn vjp[AJ_OP_COUNT] = {
     [AJ_OP_NEG] = vjp_neg, [AJ_OP_EXP] = vjp_exp, [AJ_OP_LOG] = vjp_log, [AJ_OP_TANH] = vjp_tanh,
     [AJ_OP_SIGMOID] = vjp_sigmoid, [AJ_OP_RELU] = vjp_relu, [AJ_OP_SOFTPLUS] = vjp_softplus,
     [AJ_OP_SQRT] = vjp_sqrt, [AJ_OP_SQUARE] = vjp_square, [AJ_OP_GELU] = vjp_gelu,
+    [AJ_OP_SIN] = vjp_sin, [AJ_OP_COS] = vjp_cos,
     [AJ_OP_ADD] = vjp_add, [AJ_OP_SUB] = vjp_sub, [AJ_OP_MUL] = vjp_mul, [AJ_OP_DIV] = vjp_div,
     [AJ_OP_MAXIMUM] = vjp_maximum,
     [AJ_OP_SUM] = vjp_sum, [AJ_OP_MEAN] = vjp_mean, [AJ_OP_MAX] = vjp_max, [AJ_OP_LOGSUMEXP] = vjp_logsumexp,

@@ -5,7 +5,7 @@
  * and computes rows [lo, hi) of its iteration space. Kernels are plain loop
  * nests over scalars: LLVM's loop vectoriser turns the innermost loop, which
  * runs along the last axis, into the host's widest vectors, and vecmath.c
- * keeps exp/log/tanh/sigmoid free of libm calls so it can.
+ * keeps exp/log/tanh/sigmoid/sin/cos free of libm calls so it can.
  *
  * The per-op rules live in three places here, each indexed by op:
  *   ew_value    the scalar math of an elementwise op (its value at one
@@ -271,6 +271,8 @@ static LLVMValueRef ew_value(aj_codegen *c, const aj_node *n, const LLVMValueRef
         LLVMValueRef u = fmul_(c, f32c(c, 0.7978845608028654), aj_vm_fma(c->b, f32c(c, 0.044715), x3, x[0]));
         return fmul_(c, fmul_(c, f32c(c, 0.5), x[0]), fadd_(c, one, aj_vm_tanh(c->b, u)));
     }
+    case AJ_OP_SIN: return aj_vm_sin(c->b, x[0]);
+    case AJ_OP_COS: return aj_vm_cos(c->b, x[0]);
     case AJ_OP_STEP: return sel(c, fgt(c, x[0], zero), one, zero);
     case AJ_OP_ADD: return fadd_(c, x[0], x[1]);
     case AJ_OP_SUB: return fsub_(c, x[0], x[1]);
@@ -298,17 +300,13 @@ static LLVMValueRef ew_value(aj_codegen *c, const aj_node *n, const LLVMValueRef
     }
 }
 
-/* elementwise: the AJ_EW ops and the sampling ops that draw one value per element */
-int aj_op_elementwise(aj_op op) {
-    return (aj_op_info(op)->flags & AJ_EW) || op == AJ_OP_UNIFORM || op == AJ_OP_BERNOULLI || op == AJ_OP_NORMAL;
-}
+int aj_op_elementwise(aj_op op) { return (aj_op_info(op)->flags & AJ_EW) != 0; }
 
-int aj_op_view(aj_op op) {
-    return op == AJ_OP_RESHAPE || op == AJ_OP_UNSQUEEZE || op == AJ_OP_TRANSPOSE || op == AJ_OP_BROADCAST ||
-           op == AJ_OP_SLICE;
-}
+int aj_op_view(aj_op op) { return (aj_op_info(op)->flags & AJ_VIEW) != 0; }
 
-int aj_op_group_reduce(aj_op op) { return op == AJ_OP_SUM || op == AJ_OP_MEAN || op == AJ_OP_MAX; }
+/* a reduction that folds one accumulator (logsumexp needs two passes: the
+ * max, then the sum of exponentials) */
+int aj_op_group_reduce(aj_op op) { return (aj_op_info(op)->flags & AJ_REDUCE) && op != AJ_OP_LOGSUMEXP; }
 
 /* ---------------------------------------------------------------- the elementwise driver */
 
@@ -495,11 +493,68 @@ static int reduce_split(const aj_node *n, const aj_view *x, int64_t *outer, int6
     return reduce_block(n, x->rank, x->shape, &lo, &hi, outer, red, inner);
 }
 
-/* [outer, red, inner] -> [outer, inner]: sum, mean, max (dense views). */
+/* Some axes of a view, walked as one flat index: their sizes and strides. */
+typedef struct {
+    int n;
+    int64_t shape[AJ_MAX_RANK], stride[AJ_MAX_RANK];
+} axes;
+
+/* the offset of flat index f over the axes (row-major) */
+static LLVMValueRef axes_off(aj_codegen *c, const axes *ax, LLVMValueRef f) {
+    LLVMValueRef idx[AJ_MAX_RANK], off = i64c(c, 0);
+    unflatten(c, f, ax->shape, ax->n, idx);
+    for (int a = 0; a < ax->n; a++) off = a ? add(c, off, muli(c, idx[a], ax->stride[a])) : muli(c, idx[a], ax->stride[a]);
+    return off;
+}
+
+static void max_and_sumexp(aj_codegen *c, const aj_view *x, LLVMValueRef xrow, const axes *red, LLVMValueRef *m,
+                           LLVMValueRef *s);
+
+/* A reduction whose axes are no block (sum over axes [0, 2] of [B, C, D]):
+ * per kept position o (its axes, in order: y's flat index), the fold over
+ * the reduced axes' flat index r, each unflattened into x's strides. */
+static int64_t lower_reduce_axes(aj_codegen *c, const aj_node *n) {
+    const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
+    const aj_attr *at = aj_attr_get(n, "axis");
+    int r[AJ_MAX_RANK] = {0};
+    for (int a = 0; a < x->rank; a++) r[a] = at->n == 0;
+    for (int j = 0; j < at->n; j++) r[at->ints[j] < 0 ? at->ints[j] + x->rank : at->ints[j]] = 1;
+    axes kept = {0}, red = {0};
+    for (int a = 0; a < x->rank; a++) {
+        axes *to = r[a] ? &red : &kept;
+        to->shape[to->n] = x->shape[a], to->stride[to->n++] = x->stride[a];
+    }
+    int64_t outer = prod(kept.shape, 0, kept.n), nred = prod(red.shape, 0, red.n);
+    LLVMValueRef xb = view_base(c, x), yb = view_base(c, y), v;
+    loop ol, rl;
+    LLVMValueRef o = loop_open(c, &ol, c->lo, c->hi, "outer");
+    LLVMValueRef xrow = add(c, xb, axes_off(c, &kept, o));
+    if (n->op == AJ_OP_LOGSUMEXP) {
+        LLVMValueRef m, s;
+        max_and_sumexp(c, x, xrow, &red, &m, &s);
+        v = fadd_(c, m, aj_vm_log(c->b, s));
+    } else {
+        int is_max = n->op == AJ_OP_MAX;
+        LLVMValueRef acc = alloca_f(c, "acc");
+        LLVMBuildStore(c->b, f32c(c, is_max ? -INFINITY : 0.0), acc);
+        LLVMValueRef k = loop_open(c, &rl, i64c(c, 0), i64c(c, nred), "r");
+        LLVMValueRef e = load_at(c, x, add(c, xrow, axes_off(c, &red, k))), a = LLVMBuildLoad2(c->b, c->f32, acc, "");
+        LLVMBuildStore(c->b, is_max ? aj_vm_max(c->b, a, e) : fadd_reassoc(c, a, e), acc);
+        loop_close(c, &rl);
+        v = LLVMBuildLoad2(c->b, c->f32, acc, "");
+        if (n->op == AJ_OP_MEAN) v = fmul_(c, v, f32c(c, 1.0 / (double)nred));
+    }
+    store_at(c, y, add(c, yb, o), v);
+    loop_close(c, &ol);
+    return outer;
+}
+
+/* [outer, red, inner] -> [outer, inner]: sum, mean, max (dense views);
+ * reduced axes that are no block: lower_reduce_axes. */
 static int64_t lower_reduce(aj_codegen *c, const aj_node *n) {
     const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
     int64_t outer, red, inner;
-    reduce_split(n, x, &outer, &red, &inner);
+    if (!reduce_split(n, x, &outer, &red, &inner)) return lower_reduce_axes(c, n);
     int is_max = n->op == AJ_OP_MAX;
     LLVMValueRef xb = view_base(c, x), yb = view_base(c, y);
     LLVMValueRef init = f32c(c, is_max ? -INFINITY : 0.0);
@@ -538,22 +593,23 @@ static int64_t lower_reduce(aj_codegen *c, const aj_node *n) {
     return outer;
 }
 
-/* Along K (stride `inner`) from xrow: the max m and s = sum exp(x - m). */
-static void max_and_sumexp(aj_codegen *c, const aj_view *x, LLVMValueRef xrow, int64_t K, int64_t inner,
-                           LLVMValueRef *m, LLVMValueRef *s) {
+/* Over the reduced axes from xrow: the max m and s = sum exp(x - m). */
+static void max_and_sumexp(aj_codegen *c, const aj_view *x, LLVMValueRef xrow, const axes *red, LLVMValueRef *m,
+                           LLVMValueRef *s) {
+    LLVMValueRef K = i64c(c, prod(red->shape, 0, red->n));
     LLVMValueRef am = alloca_f(c, "m"), as = alloca_f(c, "s");
     LLVMBuildStore(c->b, f32c(c, -INFINITY), am);
     LLVMBuildStore(c->b, f32c(c, 0), as);
     loop kl;
-    LLVMValueRef k = loop_open(c, &kl, i64c(c, 0), i64c(c, K), "k");
-    LLVMValueRef v = load_at(c, x, add(c, xrow, muli(c, k, inner)));
+    LLVMValueRef k = loop_open(c, &kl, i64c(c, 0), K, "k");
+    LLVMValueRef v = load_at(c, x, add(c, xrow, axes_off(c, red, k)));
     LLVMBuildStore(c->b, aj_vm_max(c->b, LLVMBuildLoad2(c->b, c->f32, am, ""), v), am);
     loop_close(c, &kl);
     *m = LLVMBuildLoad2(c->b, c->f32, am, "");
     /* all -inf: exp(x - m) would be NaN; shift by 0 instead (sum 0, lse -inf) */
     LLVMValueRef shift = sel(c, LLVMBuildFCmp(c->b, LLVMRealOEQ, *m, f32c(c, -INFINITY), ""), f32c(c, 0), *m);
-    k = loop_open(c, &kl, i64c(c, 0), i64c(c, K), "k");
-    v = load_at(c, x, add(c, xrow, muli(c, k, inner)));
+    k = loop_open(c, &kl, i64c(c, 0), K, "k");
+    v = load_at(c, x, add(c, xrow, axes_off(c, red, k)));
     LLVMValueRef e = aj_vm_exp(c->b, fsub_(c, v, shift));
     LLVMBuildStore(c->b, fadd_reassoc(c, LLVMBuildLoad2(c->b, c->f32, as, ""), e), as);
     loop_close(c, &kl);
@@ -561,14 +617,14 @@ static void max_and_sumexp(aj_codegen *c, const aj_view *x, LLVMValueRef xrow, i
     *m = shift;
 }
 
-/* logsumexp over a block of axes; softmax, log_softmax along one axis:
+/* logsumexp over a block of axes (other axes: lower_reduce_axes); softmax, log_softmax along one axis:
  * per (outer, inner) position, m = max, s = sum exp(x - m), then
  * lse = m + log s, softmax = exp(x - m) / s, log_softmax = x - lse. */
 static int64_t lower_lse_softmax(aj_codegen *c, const aj_node *n) {
     const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
     int64_t outer, K, inner;
     if (n->op == AJ_OP_LOGSUMEXP) {
-        reduce_split(n, x, &outer, &K, &inner);
+        if (!reduce_split(n, x, &outer, &K, &inner)) return lower_reduce_axes(c, n);
     } else {
         int ax = (int)aj_attr_int(n, "axis");
         if (ax < 0) ax += x->rank;
@@ -579,7 +635,8 @@ static int64_t lower_lse_softmax(aj_codegen *c, const aj_node *n) {
     LLVMValueRef o = loop_open(c, &ol, c->lo, c->hi, "outer");
     LLVMValueRef i = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "i");
     LLVMValueRef xrow = add(c, add(c, xb, muli(c, o, K * inner)), i), m, s;
-    max_and_sumexp(c, x, xrow, K, inner, &m, &s);
+    axes red = {1, {K}, {inner}};
+    max_and_sumexp(c, x, xrow, &red, &m, &s);
     LLVMValueRef lse = fadd_(c, m, aj_vm_log(c->b, s));
     if (n->op == AJ_OP_LOGSUMEXP) {
         store_at(c, y, add(c, add(c, yb, muli(c, o, inner)), i), lse);
@@ -1583,16 +1640,16 @@ static const lower_fn lowerings[AJ_OP_COUNT] = {
     [AJ_OP_CATEGORICAL] = lower_categorical, [AJ_OP_MOG] = lower_mog,
 };
 
-int aj_codegen_lowers(const aj_node *n, const aj_type *in_types) {
-    if (n->op == AJ_OP_MASK || n->op == AJ_OP_MATMUL || aj_op_elementwise(n->op) || aj_op_view(n->op)) return 1;
-    if (n->op == AJ_OP_SUM || n->op == AJ_OP_MEAN || n->op == AJ_OP_MAX || n->op == AJ_OP_LOGSUMEXP) {
-        /* a block of axes only (others run on the interpreter) */
-        aj_view x = {.rank = in_types[0].rank};   /* every dim is bound when programs are planned */
-        for (int a = 0; a < x.rank; a++) x.shape[a] = in_types[0].dim[a].off;
-        int64_t o, r, i;
-        return reduce_split(n, &x, &o, &r, &i);
-    }
-    return lowerings[n->op] != NULL;
+int aj_codegen_lowers(const aj_node *n) {
+    return n->op == AJ_OP_MASK || n->op == AJ_OP_MATMUL || aj_op_elementwise(n->op) || aj_op_view(n->op) ||
+           lowerings[n->op] != NULL;
+}
+
+int aj_codegen_reduce_block(const aj_node *n, const aj_type *x_type) {
+    aj_view x = {.rank = x_type->rank};   /* every dim is bound when programs are planned */
+    for (int a = 0; a < x.rank; a++) x.shape[a] = x_type->dim[a].off;
+    int64_t o, r, i;
+    return reduce_split(n, &x, &o, &r, &i);
 }
 
 /* ---------------------------------------------------------------- kernels */

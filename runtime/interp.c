@@ -177,6 +177,8 @@ static float ew_gelu(const float *x, uint64_t k, uint64_t i) {
     double v = x[0];
     return (float)(0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))));
 }
+static float ew_sin(const float *x, uint64_t k, uint64_t i) { return (float)sin(x[0]); }
+static float ew_cos(const float *x, uint64_t k, uint64_t i) { return (float)cos(x[0]); }
 static float ew_step(const float *x, uint64_t k, uint64_t i) { return x[0] > 0 ? 1.0f : 0.0f; }
 static float ew_add(const float *x, uint64_t k, uint64_t i) { return x[0] + x[1]; }
 static float ew_sub(const float *x, uint64_t k, uint64_t i) { return x[0] - x[1]; }
@@ -204,6 +206,7 @@ static const ew_fn ew_ops[AJ_OP_COUNT] = {
     [AJ_OP_NEG] = ew_neg, [AJ_OP_EXP] = ew_exp, [AJ_OP_LOG] = ew_log, [AJ_OP_TANH] = ew_tanh,
     [AJ_OP_SIGMOID] = ew_sigmoid, [AJ_OP_RELU] = ew_relu, [AJ_OP_SOFTPLUS] = ew_softplus,
     [AJ_OP_SQRT] = ew_sqrt, [AJ_OP_SQUARE] = ew_square, [AJ_OP_GELU] = ew_gelu, [AJ_OP_STEP] = ew_step,
+    [AJ_OP_SIN] = ew_sin, [AJ_OP_COS] = ew_cos,
     [AJ_OP_ADD] = ew_add, [AJ_OP_SUB] = ew_sub, [AJ_OP_MUL] = ew_mul, [AJ_OP_DIV] = ew_div,
     [AJ_OP_MAXIMUM] = ew_maximum, [AJ_OP_BERNOULLI_NLL] = ew_bernoulli_nll,
     [AJ_OP_GAUSSIAN_NLL] = ew_gaussian_nll, [AJ_OP_BERNOULLI] = ew_bernoulli, [AJ_OP_NORMAL] = ew_normal,
@@ -821,15 +824,10 @@ static int k_extern(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
 
 static int k_recurrence(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out);
 
+/* The kernel of every op that is not elementwise (k_elementwise with its
+ * ew_ops function) or a reduction (k_reduce): those come from ops.def's flags. */
 static const interp_fn kernels[AJ_OP_COUNT] = {
-    [AJ_OP_NEG] = k_elementwise, [AJ_OP_EXP] = k_elementwise, [AJ_OP_LOG] = k_elementwise,
-    [AJ_OP_TANH] = k_elementwise, [AJ_OP_SIGMOID] = k_elementwise, [AJ_OP_RELU] = k_elementwise,
-    [AJ_OP_SOFTPLUS] = k_elementwise, [AJ_OP_SQRT] = k_elementwise, [AJ_OP_SQUARE] = k_elementwise,
-    [AJ_OP_GELU] = k_elementwise, [AJ_OP_STEP] = k_elementwise,
-    [AJ_OP_ADD] = k_elementwise, [AJ_OP_SUB] = k_elementwise, [AJ_OP_MUL] = k_elementwise,
-    [AJ_OP_DIV] = k_elementwise, [AJ_OP_MAXIMUM] = k_elementwise,
     [AJ_OP_CONSTANT] = k_constant,
-    [AJ_OP_SUM] = k_reduce, [AJ_OP_MEAN] = k_reduce, [AJ_OP_MAX] = k_reduce, [AJ_OP_LOGSUMEXP] = k_reduce,
     [AJ_OP_MATMUL] = k_matmul,
     [AJ_OP_SOFTMAX] = k_softmax, [AJ_OP_LOG_SOFTMAX] = k_softmax,
     [AJ_OP_MASK] = k_mask,
@@ -843,17 +841,20 @@ static const interp_fn kernels[AJ_OP_COUNT] = {
     [AJ_OP_GATHER] = k_gather, [AJ_OP_ONE_HOT] = k_one_hot, [AJ_OP_SHIFT] = k_shift, [AJ_OP_PAD] = k_pad,
     [AJ_OP_SKEW] = k_skew, [AJ_OP_UNSKEW] = k_skew, [AJ_OP_CAST] = k_cast,
     [AJ_OP_LAYER_NORM] = k_layer_norm,
-    [AJ_OP_BERNOULLI_NLL] = k_elementwise, [AJ_OP_CATEGORICAL_NLL] = k_categorical_nll,
-    [AJ_OP_GAUSSIAN_NLL] = k_elementwise, [AJ_OP_MOG_NLL] = k_mog_nll,
-    [AJ_OP_BERNOULLI] = k_elementwise, [AJ_OP_CATEGORICAL] = k_categorical, [AJ_OP_NORMAL] = k_elementwise,
-    [AJ_OP_MOG] = k_mog, [AJ_OP_UNIFORM] = k_elementwise,
+    [AJ_OP_CATEGORICAL_NLL] = k_categorical_nll, [AJ_OP_MOG_NLL] = k_mog_nll,
+    [AJ_OP_CATEGORICAL] = k_categorical, [AJ_OP_MOG] = k_mog,
     [AJ_OP_EXTERN] = k_extern,
 };
 
-/* Every op has a kernel, and every elementwise kernel its scalar function. */
+static interp_fn kernel_of(aj_op op) {
+    int fl = aj_op_info(op)->flags;
+    return fl & AJ_EW ? k_elementwise : fl & AJ_REDUCE ? k_reduce : kernels[op];
+}
+
+/* Every op has a kernel, and every elementwise op its scalar function. */
 static int check_tables(aj_diag *d) {
     for (int op = 0; op < AJ_OP_COUNT; op++)
-        if (!kernels[op] || (kernels[op] == k_elementwise && !ew_ops[op]))
+        if (!kernel_of((aj_op)op) || (kernel_of((aj_op)op) == k_elementwise && !ew_ops[op]))
             return aj_error(d, 0, 0, "internal error: op %s has no interpreter kernel",
                             aj_op_info((aj_op)op)->name);
     return 0;
@@ -883,7 +884,7 @@ static int run_node(ictx *c, const aj_graph *g, const aj_node *n, const aj_tenso
             return fail(c, n, "out of memory for result '%s' %s", v->name, buf);
         }
     }
-    if (kernels[n->op](c, n, in, out)) {
+    if (kernel_of(n->op)(c, n, in, out)) {
         free_all(out, n->nout);
         return -1;
     }

@@ -95,7 +95,7 @@ typedef struct {
 static const gcase cases[] = {
     /* elementwise, unary */
     UNARY(neg, ANY), UNARY(exp, ANY), UNARY(log, POS), UNARY(tanh, ANY), UNARY(sigmoid, ANY),
-    UNARY(softplus, ANY), UNARY(sqrt, POS), UNARY(square, ANY), UNARY(gelu, ANY),
+    UNARY(softplus, ANY), UNARY(sqrt, POS), UNARY(square, ANY), UNARY(gelu, ANY), UNARY(sin, ANY), UNARY(cos, ANY),
     /* relu's kink: u = gap (|u| >= 0.1, both signs); the negative entries
      * must get exactly no gradient */
     {"relu (away from 0)", "B=3",
