@@ -134,6 +134,21 @@ void aj_program_stats_get(const aj_program *P, aj_program_stats *s) {
     s->cache_hit = P->cache_hit;
 }
 
+int aj_program_print_host(const aj_program *P, const char *prefix, FILE *f) {
+    int n = 0;
+    for (int k = 0; k < P->nkern; k++) {
+        const aj_kernel *kn = &P->kern[k];
+        if (kn->node < 0) continue;
+        const aj_node *nd = &kn->g->node[kn->node];
+        fprintf(f, "%skernel %d: %s", prefix, k, aj_op_info(nd->op)->name);
+        if (nd->op == AJ_OP_EXTERN)
+            fprintf(f, " '%s'%s", P->m->ext[aj_attr_int(nd, "fn")].name, aj_attr_int(nd, "grad") ? " (gradient)" : "");
+        fprintf(f, " runs on the interpreter (%s:%d)\n", P->m->path ? P->m->path : "-", kn->line);
+        n++;
+    }
+    return n;
+}
+
 static const char *const buf_kinds[] = {"arena", "param", "input", "result", "const", "per-thread"};
 
 void aj_program_print(const aj_program *P, FILE *f) {
@@ -176,6 +191,7 @@ void aj_program_print(const aj_program *P, FILE *f) {
         }
     }
     while (depth-- > 0) fprintf(f, "%*s}\n", 2 * depth, "");
+    aj_program_print_host(P, "# ", f);
 }
 
 void aj_program_profile(const aj_program *P, FILE *f) {
