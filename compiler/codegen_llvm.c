@@ -728,14 +728,37 @@ static int64_t lower_cast(aj_codegen *c, const aj_node *n) {
     return rows_of(y->rank, y->shape);
 }
 
+/* Index ix (i64) of node n at position pos, checked against [0, V): outside,
+ * a call of aj_rt_bad_index (runtime/program.c), which keeps the run's first
+ * and has it fail after this kernel at n's line, as the interpreter fails;
+ * the kernel itself cannot stop, so it goes on with ix clamped into range. */
+static LLVMValueRef checked_index(aj_codegen *c, const aj_node *n, LLVMValueRef ix, LLVMValueRef pos, int64_t V) {
+    LLVMValueRef lo = LLVMBuildICmp(c->b, LLVMIntSLT, ix, i64c(c, 0), "");
+    LLVMValueRef hi = LLVMBuildICmp(c->b, LLVMIntSGE, ix, i64c(c, V), "");
+    LLVMBasicBlockRef bad = LLVMAppendBasicBlockInContext(c->cx, c->fn, "bad_index");
+    LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(c->cx, c->fn, "index_ok");
+    LLVMBuildCondBr(c->b, LLVMBuildOr(c->b, lo, hi, ""), bad, ok);
+    LLVMPositionBuilderAtEnd(c->b, bad);
+    LLVMTypeRef pt[6] = {c->i64, c->i64, c->i64, c->i64, c->i64, c->i64}, ft = LLVMFunctionType(c->void_, pt, 6, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(c->m, "aj_rt_bad_index");
+    if (!fn) fn = LLVMAddFunction(c->m, "aj_rt_bad_index", ft);
+    LLVMValueRef args[6] = {i64c(c, n->op), i64c(c, n->line), i64c(c, n->col), ix, pos, i64c(c, V)};
+    LLVMBuildCall2(c->b, ft, fn, args, 6, "");
+    LLVMBuildBr(c->b, ok);
+    LLVMPositionBuilderAtEnd(c->b, ok);
+    return sel(c, lo, i64c(c, 0), sel(c, hi, i64c(c, V - 1), ix));
+}
+
 /* one_hot: y[s.., k] = (idx[s..] == k); gather: y[s.., e..] = table[idx[s..], e..]
- * (indices clamped into range: kernels cannot stop on a bad one) */
+ * (an index out of range: checked_index) */
 static void index_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
     const aj_node *n = user;
     const aj_kspec *ks = c->ks;
     const aj_view *y = &ks->out[0];
     if (n->op == AJ_OP_ONE_HOT) {
+        int64_t K = y->shape[y->rank - 1];
         LLVMValueRef ix = LLVMBuildSExt(c->b, load_at(c, &ks->in[0], offs[1]), c->i64, "");
+        ix = checked_index(c, n, ix, LLVMBuildSDiv(c->b, flat, i64c(c, K), ""), K);
         LLVMValueRef hit = LLVMBuildICmp(c->b, LLVMIntEQ, ix, idx[y->rank - 1], "");
         store_at(c, y, offs[0], sel(c, hit, f32c(c, 1), f32c(c, 0)));
         return;
@@ -744,8 +767,7 @@ static void index_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRe
     int64_t row = prod(table->shape, 1, table->rank), V = table->shape[0];
     LLVMValueRef s = LLVMBuildSDiv(c->b, flat, i64c(c, row), ""), e = LLVMBuildSRem(c->b, flat, i64c(c, row), "");
     LLVMValueRef ix = LLVMBuildSExt(c->b, load_at(c, iv, add(c, view_base(c, iv), s)), c->i64, "");
-    ix = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, ix, i64c(c, 0), ""), i64c(c, 0), ix);
-    ix = sel(c, LLVMBuildICmp(c->b, LLVMIntSGE, ix, i64c(c, V), ""), i64c(c, V - 1), ix);
+    ix = checked_index(c, n, ix, s, V);
     store_at(c, y, offs[0], load_at(c, table, add(c, view_base(c, table), add(c, muli(c, ix, row), e))));
 }
 

@@ -698,13 +698,17 @@ static int k_gather(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
     int64_t V = table->shape[0], row = prod(table->shape, 1, table->rank);
     for (int64_t s = 0, S = aj_tensor_numel(idx); s < S; s++) {
         int64_t ix = idata(idx)[s];
-        if (ix < 0 || ix >= V)
-            return fail(c, n, "index %lld at position %lld is out of range for a table of %lld rows",
-                        (long long)ix, (long long)s, (long long)V);
+        if (ix < 0 || ix >= V) return aj_index_error(c->d, n->op, n->line, n->col, ix, s, V);
         if (row)
             memcpy((uint32_t *)out->data + s * row, (const uint32_t *)table->data + ix * row, (size_t)row * 4);
     }
     return 0;
+}
+
+int aj_index_error(aj_diag *d, aj_op op, int line, int col, int64_t ix, int64_t pos, int64_t n) {
+    return aj_error(d, line, col, "%s: index %lld at position %lld is out of range for %s %lld%s",
+                    aj_op_info(op)->name, (long long)ix, (long long)pos, op == AJ_OP_GATHER ? "a table of" : "n =",
+                    (long long)n, op == AJ_OP_GATHER ? " rows" : "");
 }
 
 /* y[s.., k] = (idx[s..] == k) */
@@ -712,9 +716,7 @@ static int k_one_hot(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *
     int64_t K = out->shape[out->rank - 1];
     for (int64_t s = 0, S = aj_tensor_numel(&in[0]); s < S; s++) {
         int64_t ix = idata(&in[0])[s];
-        if (ix < 0 || ix >= K)
-            return fail(c, n, "index %lld at position %lld is out of range for n = %lld", (long long)ix,
-                        (long long)s, (long long)K);
+        if (ix < 0 || ix >= K) return aj_index_error(c->d, n->op, n->line, n->col, ix, s, K);
         fdata(out)[s * K + ix] = 1;
     }
     return 0;

@@ -263,6 +263,60 @@ static void run_case(const gcase *c, int forward_only) {
 
 static void test_op_case(void **state) { run_case(*state, 0); }
 
+/* An index out of range stops every engine with the same error at the
+ * gather's (one_hot's) line: at the top level, and inside a recurrence
+ * (where the fused engine runs all steps in one kernel). */
+static void test_index_out_of_range(void **state) {
+    (void)state;
+    static const char *src =
+        "dim B = 2\ndim T = 3\ndim V = 4\ndim E = 5\nparam W : f32[V, E]\n"
+        "fn top(t : i32[B, T]) -> y, h\n"
+        "  y = gather(W, t)\n"
+        "  h = one_hot(t, n=V)\n"
+        "end\n"
+        "fn loop(t : i32[B, T]) -> ys\n"
+        "  z = constant(value=0, shape=[B, E])\n"
+        "  yT, ys = recurrence(steps=T) {\n"
+        "    carry c = z\n    slice tt = t, axis=1\n    use W\n"
+        "    g = gather(W, tt)\n    s = add(c, g)\n    next c = s\n    stack g, axis=1\n  }\n"
+        "end\n"
+        "fn hot(t : i32[B, T]) -> h\n"
+        "  h = one_hot(t, n=V)\n"
+        "end\n";
+    static const struct { int fn, line; int32_t bad; const char *msg; } runs[] = {
+        {0, 7, 4, "gather: index 4 at position 4 is out of range for a table of 4 rows"},
+        {0, 7, -1, "gather: index -1 at position 4 is out of range for a table of 4 rows"},
+        {1, 16, 9, "gather: index 9 at position 1 is out of range for a table of 4 rows"},
+        {2, 23, 4, "one_hot: index 4 at position 4 is out of range for n = 4"},
+    };
+    aj_diag d = {0};
+    aj_module *m = aj_load_string(src, strlen(src), "index.graph", "", NULL, &d);
+    if (!m) aj_diag_print(&d, stderr);
+    assert_non_null(m);
+    aj_tensor *params = init_params(m);
+    aj_engine_run engines[3] = {aj_interp_run, aj_naive_run, aj_fused_run};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        const aj_graph *fn = m->fn[runs[i].fn];
+        aj_tensor t = fill_input(&fn->val[fn->leaf[0]].type, 5, 4), res[2] = {{0}};
+        ((int32_t *)t.data)[4] = runs[i].bad;   /* [1, 1]: step 1, row 1 */
+        for (int e = 0; e < 3; e++) {
+            memset(&d, 0, sizeof d);
+            assert_int_equal(engines[e](m, fn, params, &t, res, 7, &d), -1);
+            if (d.line != runs[i].line || !strstr(d.msg, runs[i].msg))
+                fail_msg("engine %d, fn %s: line %d: %s", e, fn->name, d.line, d.msg);
+        }
+        ((int32_t *)t.data)[4] = 3;   /* in range: the one_hot must not mind either */
+        for (int e = 0; e < 3; e++) {
+            assert_int_equal(engines[e](m, fn, params, &t, res, 7, &d), 0);
+            for (int k = 0; k < fn->nresult; k++) aj_tensor_free(&res[k]);
+        }
+        aj_tensor_free(&t);
+    }
+    free_params(m, params);
+    aj_engine_forget(m);
+    aj_module_free(m);
+}
+
 /* Every op is compared on the three engines by some case above, in a
  * case's fn or in its gradient: a new op needs a case (tests/op_cases.h,
  * or forward_cases for those without a gradient). The AJ_HOST ops (extern)
@@ -332,7 +386,7 @@ int main(void) {
     int rc = _cmocka_run_group_tests("engines on models", t, gl.gl_pathc + 1, NULL, NULL);
     free(t);
 
-    struct CMUnitTest ops[COUNT(cases) + COUNT(forward_cases) + 2];
+    struct CMUnitTest ops[COUNT(cases) + COUNT(forward_cases) + 3];
     for (int i = 0; i < COUNT(cases); i++)
         ops[i] = (struct CMUnitTest){cases[i].name, test_op_case, NULL, NULL, (void *)&cases[i]};
     for (int i = 0; i < COUNT(forward_cases); i++)
@@ -340,6 +394,7 @@ int main(void) {
             (struct CMUnitTest){forward_cases[i].name, test_forward_case, NULL, NULL, (void *)&forward_cases[i]};
     ops[COUNT(cases) + COUNT(forward_cases)] = (struct CMUnitTest)cmocka_unit_test(test_every_op_compared);
     ops[COUNT(cases) + COUNT(forward_cases) + 1] = (struct CMUnitTest)cmocka_unit_test(test_every_op_lowered);
+    ops[COUNT(cases) + COUNT(forward_cases) + 2] = (struct CMUnitTest)cmocka_unit_test(test_index_out_of_range);
     rc += cmocka_run_group_tests_name("engines on op cases", ops, NULL, NULL);
     globfree(&gl);
     return rc;
