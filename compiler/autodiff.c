@@ -473,13 +473,14 @@ static void set_word(aj_emit *c, int g, const char *name, const char *w) {
 }
 
 /* An adjoint op of conv node n on (dy, other), with n's word attribute
- * `word` (mask or pad) and dim attributes kdims[i] = kernel axis 2 + i of w. */
+ * `word` (mask or pad), its dilation, and dim attributes kdims[i] = kernel axis 2 + i of w. */
 static int conv_grad(aj_emit *c, const aj_node *n, aj_op op, int dy, int other, const char *word,
                      const char *const *kdims, int nk, const aj_type *wt) {
     int in[2] = {dy, other};
     int g = em_node_new(c, op, in, 2);
     if (g < 0) return -1;
     set_word(c, g, word, aj_attr_word(n, word));
+    em_attr(c, g, "dilation")->i = aj_attr_int(n, "dilation");
     for (int k = 0; k < nk; k++) {
         aj_attr *a = em_attr(c, g, kdims[k]);
         a->n = 1;
@@ -488,8 +489,9 @@ static int conv_grad(aj_emit *c, const aj_node *n, aj_op op, int dy, int other, 
     return em_node_done(c, g);
 }
 
-/* y = conv2d(x, w) (mask m): dx = conv2d_grad_x(dy, w), the correlation
- * run backwards, dx[b,c,y,x] = sum_{o,i,j} dy[b,o,y-i+ph,x-j+pw] w[o,c,i,j] m[i,j];
+/* y = conv2d(x, w) (mask m, dilation 1; dilation d scales every tap offset
+ * i - ph, j - pw by d): dx = conv2d_grad_x(dy, w), the correlation run
+ * backwards, dx[b,c,y,x] = sum_{o,i,j} dy[b,o,y-i+ph,x-j+pw] w[o,c,i,j] m[i,j];
  * dw = conv2d_grad_w(dy, x), dw[o,c,i,j] = m[i,j] sum_{b,y,x} dy[b,o,y,x] x[b,c,y+i-ph,x+j-pw] */
 static int vjp_conv2d(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;

@@ -1451,13 +1451,14 @@ static int64_t lower_attention(aj_codegen *c, const aj_node *n) {
 }
 
 /* A convolution's geometry, conv1d as conv2d with H = kh = 1: images
- * [B, C, H, W], kernels [Co, Ci, kh, kw], padding ph, pw before, and the
+ * [B, C, H, W], kernels [Co, Ci, kh, kw], taps dh, dw apart (the
+ * dilation), padding ph, pw taps before, and the
  * taps (i, j) the mask keeps: rows i < irows, a whole row when i < icut,
  * else j < jpart. That is conv_keep of runtime/interp.c for masks A and B
  * (irows = kh/2 + 1, icut = kh/2, jpart = kw/2, + 1 for B), every tap
  * without a mask. */
 typedef struct {
-    int64_t B, Ci, Co, H, W, kh, kw, ph, pw;
+    int64_t B, Ci, Co, H, W, kh, kw, dh, dw, ph, pw;
     int64_t irows, icut, jpart;
 } conv_geom;
 
@@ -1471,6 +1472,7 @@ static conv_geom conv_geom_of(const aj_kspec *ks, const aj_node *n) {
     conv_geom g = {.B = img->shape[0], .H = d2 ? img->shape[2] : 1, .W = img->shape[img->rank - 1],
                    .Co = ker->shape[0], .Ci = ker->shape[1], .kh = d2 ? ker->shape[2] : 1,
                    .kw = ker->shape[ker->rank - 1]};
+    g.dw = aj_attr_int(n, "dilation"), g.dh = d2 ? g.dw : 1;
     g.ph = g.kh / 2;
     g.pw = d2 || strcmp(aj_attr_word(n, "pad"), "causal") ? g.kw / 2 : g.kw - 1;
     g.irows = g.icut = g.kh, g.jpart = g.kw;
@@ -1513,7 +1515,20 @@ static LLVMValueRef conv_sum(aj_codegen *c, const conv_operand *a, const conv_op
     return acc_get(c, acc);
 }
 
-/* conv2d, conv1d: y[b, o, py, px] = sum_{c, i, j} w[o, c, i, j] x[b, c, py + i - ph, px + j - pw]
+/* ceil(a / d), d >= 1: sdiv truncates toward 0, the ceiling below 0 */
+static LLVMValueRef cdiv(aj_codegen *c, LLVMValueRef a, int64_t d) {
+    if (d == 1) return a;
+    return LLVMBuildSDiv(c->b, sel(c, ilt(c, i64c(c, 0), a), add(c, a, i64c(c, d - 1)), a), i64c(c, d), "");
+}
+
+/* floor(a / d), d >= 1, a >= 0 */
+static LLVMValueRef floordiv(aj_codegen *c, LLVMValueRef a, int64_t d) {
+    return d == 1 ? a : LLVMBuildSDiv(c->b, a, i64c(c, d), "");
+}
+
+/* With dilation dh, dw (dh = dw = 1 below: each tap offset i - ph, j - pw
+ * is scaled by it, and the tap ranges are the i with y + i dh inside):
+ * conv2d, conv1d: y[b, o, py, px] = sum_{c, i, j} w[o, c, i, j] x[b, c, py + i - ph, px + j - pw]
  *   over kept taps inside x; a row (b, o, py) is its W outputs.
  * _grad_x: dx[b, c, py, px] = sum_{o, i, j} w[o, c, i, j] dy[b, o, py - i + ph, px - j + pw]
  *   over kept taps inside dy; a row (b, c, py).
@@ -1537,8 +1552,10 @@ static int64_t lower_conv(aj_codegen *c, const aj_node *n) {
     LLVMValueRef r1 = LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, r, i64c(c, last), ""), i64c(c, mid), "");
     LLVMValueRef r2 = LLVMBuildSRem(c->b, r, i64c(c, last), "");
     LLVMValueRef q = loop_open(c, &ql, zero, i64c(c, inner), "q");
-    LLVMValueRef s, ph = i64c(c, g.ph), pw = i64c(c, g.pw), one = i64c(c, 1);
-    LLVMValueRef ys = LLVMBuildNSWSub(c->b, r2, ph, ""), xs = LLVMBuildNSWSub(c->b, q, pw, "");
+    LLVMValueRef s, ph = i64c(c, g.ph * g.dh), pw = i64c(c, g.pw * g.dw), one = i64c(c, 1);
+    /* where tap 0 of output row r2, column q reads (grad_w: of tap r2, q at output 0) */
+    LLVMValueRef ys = LLVMBuildNSWSub(c->b, muli(c, r2, gw ? g.dh : 1), ph, "");
+    LLVMValueRef xs = LLVMBuildNSWSub(c->b, muli(c, q, gw ? g.dw : 1), pw, "");
     if (gw) {   /* (r0, r1, r2, q) = (o, c, i, j): over b, y, x */
         conv_operand dy = {a, add(c, ab, muli(c, r0, HW)), {g.Co * HW, g.W, 1}};
         conv_operand x = {b, add(c, add(c, bb, muli(c, r1, HW)), add(c, muli(c, ys, g.W), xs)), {g.Ci * HW, g.W, 1}};
@@ -1550,14 +1567,20 @@ static int64_t lower_conv(aj_codegen *c, const aj_node *n) {
     } else if (gx) {   /* (r0, r1, r2, q) = (b, c, py, px): over o and taps, dy read backwards */
         LLVMValueRef yy = add(c, r2, ph), xx = add(c, q, pw);
         conv_operand w = {b, add(c, bb, muli(c, r1, K2)), {g.Ci * K2, g.kw, 1}};
-        conv_operand dy = {a, add(c, add(c, ab, muli(c, r0, g.Co * HW)), add(c, muli(c, yy, g.W), xx)), {HW, -g.W, -1}};
-        s = conv_sum(c, &w, &dy, g.Co, imax(c, zero, add(c, LLVMBuildNSWSub(c->b, yy, H, ""), one)), imin(c, kh, add(c, yy, one)),
-                     imax(c, zero, add(c, LLVMBuildNSWSub(c->b, xx, W, ""), one)), imin(c, kw, add(c, xx, one)), &g);
+        conv_operand dy = {a, add(c, add(c, ab, muli(c, r0, g.Co * HW)), add(c, muli(c, yy, g.W), xx)),
+                           {HW, -g.W * g.dh, -g.dw}};
+        s = conv_sum(c, &w, &dy, g.Co, imax(c, zero, cdiv(c, add(c, LLVMBuildNSWSub(c->b, yy, H, ""), one), g.dh)),
+                     imin(c, kh, add(c, floordiv(c, yy, g.dh), one)),
+                     imax(c, zero, cdiv(c, add(c, LLVMBuildNSWSub(c->b, xx, W, ""), one), g.dw)),
+                     imin(c, kw, add(c, floordiv(c, xx, g.dw), one)), &g);
     } else {   /* (r0, r1, r2, q) = (b, o, py, px): over c and taps */
         conv_operand w = {b, add(c, bb, muli(c, r1, g.Ci * K2)), {K2, g.kw, 1}};
-        conv_operand x = {a, add(c, add(c, ab, muli(c, r0, g.Ci * HW)), add(c, muli(c, ys, g.W), xs)), {HW, g.W, 1}};
-        s = conv_sum(c, &w, &x, g.Ci, imax(c, zero, LLVMBuildNSWNeg(c->b, ys, "")), imin(c, kh, LLVMBuildNSWSub(c->b, H, ys, "")),
-                     imax(c, zero, LLVMBuildNSWNeg(c->b, xs, "")), imin(c, kw, LLVMBuildNSWSub(c->b, W, xs, "")), &g);
+        conv_operand x = {a, add(c, add(c, ab, muli(c, r0, g.Ci * HW)), add(c, muli(c, ys, g.W), xs)),
+                          {HW, g.W * g.dh, g.dw}};
+        s = conv_sum(c, &w, &x, g.Ci, imax(c, zero, cdiv(c, LLVMBuildNSWNeg(c->b, ys, ""), g.dh)),
+                     imin(c, kh, cdiv(c, LLVMBuildNSWSub(c->b, H, ys, ""), g.dh)),
+                     imax(c, zero, cdiv(c, LLVMBuildNSWNeg(c->b, xs, ""), g.dw)),
+                     imin(c, kw, cdiv(c, LLVMBuildNSWSub(c->b, W, xs, ""), g.dw)), &g);
     }
     store_at(c, y, add(c, yb, add(c, muli(c, r, inner), q)), s);
     loop_close(c, &ql);

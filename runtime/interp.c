@@ -439,13 +439,13 @@ static int conv_masked(const aj_node *n, int *centre) {
     return strcmp(mask, "none") != 0;
 }
 
-/* y[b, o, y, x] = sum_{c, i, j} w[o, c, i, j] m[i, j] x[b, c, y + i - kh/2, x + j - kw/2],
- * zero outside x; m is the mask A/B (or all ones). */
+/* y[b, o, y, x] = sum_{c, i, j} w[o, c, i, j] m[i, j] x[b, c, y + (i - kh/2) d, x + (j - kw/2) d],
+ * zero outside x; m is the mask A/B (or all ones), d the dilation. */
 static int k_conv2d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *x = &in[0], *w = &in[1];
     int centre, masked = conv_masked(n, &centre);
     int64_t B = x->shape[0], Ci = x->shape[1], H = x->shape[2], W = x->shape[3];
-    int64_t Co = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+    int64_t Co = w->shape[0], kh = w->shape[2], kw = w->shape[3], dil = aj_attr_int(n, "dilation");
     for (int64_t b = 0; b < B; b++)
         for (int64_t o = 0; o < Co; o++)
             for (int64_t py = 0; py < H; py++)
@@ -454,7 +454,7 @@ static int k_conv2d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
                     for (int64_t ci = 0; ci < Ci; ci++)
                         for (int64_t i = 0; i < kh; i++)
                             for (int64_t j = 0; j < kw; j++) {
-                                int64_t yy = py + i - kh / 2, xx = px + j - kw / 2;
+                                int64_t yy = py + (i - kh / 2) * dil, xx = px + (j - kw / 2) * dil;
                                 if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
                                 if (masked && !conv_keep(i, j, kh, kw, centre)) continue;
                                 s += (double)fdata(w)[((o * Ci + ci) * kh + i) * kw + j] *
@@ -465,24 +465,24 @@ static int k_conv2d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
     return 0;
 }
 
-/* conv1d's left padding: k/2 (same) or k-1 (causal) */
+/* conv1d's left padding: k/2 (same) or k-1 (causal) taps, d apart */
 static int64_t conv1d_pad(const aj_node *n, int64_t K) {
-    return strcmp(aj_attr_word(n, "pad"), "causal") ? K / 2 : K - 1;
+    return (strcmp(aj_attr_word(n, "pad"), "causal") ? K / 2 : K - 1) * aj_attr_int(n, "dilation");
 }
 
-/* y[b, o, t] = sum_{c, i} w[o, c, i] x[b, c, t + i - p], zero outside x;
- * p = k/2 (same) or k-1 (causal: y[t] sees x[t-k+1..t]). */
+/* y[b, o, t] = sum_{c, i} w[o, c, i] x[b, c, t + i d - p], zero outside x,
+ * d the dilation; p = (k/2) d (same) or (k-1) d (causal: y[t] sees x[t-(k-1)d..t]). */
 static int k_conv1d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *x = &in[0], *w = &in[1];
     int64_t B = x->shape[0], Ci = x->shape[1], T = x->shape[2], Co = w->shape[0], K = w->shape[2];
-    int64_t pad = conv1d_pad(n, K);
+    int64_t pad = conv1d_pad(n, K), dil = aj_attr_int(n, "dilation");
     for (int64_t b = 0; b < B; b++)
         for (int64_t o = 0; o < Co; o++)
             for (int64_t t = 0; t < T; t++) {
                 double s = 0;
                 for (int64_t ci = 0; ci < Ci; ci++)
                     for (int64_t i = 0; i < K; i++) {
-                        int64_t tt = t + i - pad;
+                        int64_t tt = t + i * dil - pad;
                         if (tt >= 0 && tt < T)
                             s += (double)fdata(w)[(o * Ci + ci) * K + i] * fdata(x)[(b * Ci + ci) * T + tt];
                     }
@@ -491,14 +491,15 @@ static int k_conv1d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
     return 0;
 }
 
-/* The adjoints, for autodiff. With ph = kh/2, pw = kw/2 and m the mask:
- *   dx[b, c, y, x] = sum_{o, i, j} dy[b, o, y - i + ph, x - j + pw] w[o, c, i, j] m[i, j]
+/* The adjoints, for autodiff. With ph = kh/2, pw = kw/2, m the mask and d
+ * the dilation:
+ *   dx[b, c, y, x] = sum_{o, i, j} dy[b, o, y - (i - ph) d, x - (j - pw) d] w[o, c, i, j] m[i, j]
  * (dy is 0 outside the image): every output the forward fed from x[b, c, y, x]. */
 static int k_conv2d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *dy = &in[0], *w = &in[1];
     int centre, masked = conv_masked(n, &centre);
     int64_t B = dy->shape[0], Co = dy->shape[1], H = dy->shape[2], W = dy->shape[3];
-    int64_t Ci = w->shape[1], kh = w->shape[2], kw = w->shape[3];
+    int64_t Ci = w->shape[1], kh = w->shape[2], kw = w->shape[3], dil = aj_attr_int(n, "dilation");
     for (int64_t b = 0; b < B; b++)
         for (int64_t ci = 0; ci < Ci; ci++)
             for (int64_t py = 0; py < H; py++)
@@ -507,7 +508,7 @@ static int k_conv2d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
                     for (int64_t o = 0; o < Co; o++)
                         for (int64_t i = 0; i < kh; i++)
                             for (int64_t j = 0; j < kw; j++) {
-                                int64_t yy = py - i + kh / 2, xx = px - j + kw / 2;
+                                int64_t yy = py - (i - kh / 2) * dil, xx = px - (j - kw / 2) * dil;
                                 if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
                                 if (masked && !conv_keep(i, j, kh, kw, centre)) continue;
                                 s += (double)fdata(w)[((o * Ci + ci) * kh + i) * kw + j] *
@@ -518,13 +519,13 @@ static int k_conv2d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
     return 0;
 }
 
-/*   dw[o, c, i, j] = m[i, j] sum_{b, y, x} dy[b, o, y, x] x[b, c, y + i - ph, x + j - pw]
+/*   dw[o, c, i, j] = m[i, j] sum_{b, y, x} dy[b, o, y, x] x[b, c, y + (i - ph) d, x + (j - pw) d]
  * (x is 0 outside the image; a masked tap gets 0). */
 static int k_conv2d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *dy = &in[0], *x = &in[1];
     int centre, masked = conv_masked(n, &centre);
     int64_t B = dy->shape[0], Co = dy->shape[1], H = dy->shape[2], W = dy->shape[3];
-    int64_t Ci = x->shape[1], kh = out->shape[2], kw = out->shape[3];
+    int64_t Ci = x->shape[1], kh = out->shape[2], kw = out->shape[3], dil = aj_attr_int(n, "dilation");
     for (int64_t o = 0; o < Co; o++)
         for (int64_t ci = 0; ci < Ci; ci++)
             for (int64_t i = 0; i < kh; i++)
@@ -534,7 +535,7 @@ static int k_conv2d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
                     for (int64_t b = 0; keep && b < B; b++)
                         for (int64_t py = 0; py < H; py++)
                             for (int64_t px = 0; px < W; px++) {
-                                int64_t yy = py + i - kh / 2, xx = px + j - kw / 2;
+                                int64_t yy = py + (i - kh / 2) * dil, xx = px + (j - kw / 2) * dil;
                                 if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
                                 s += (double)fdata(dy)[((b * Co + o) * H + py) * W + px] *
                                      fdata(x)[((b * Ci + ci) * H + yy) * W + xx];
@@ -544,20 +545,20 @@ static int k_conv2d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
     return 0;
 }
 
-/* conv1d's adjoints, p the padding of the forward:
- *   dx[b, c, t] = sum_{o, i} dy[b, o, t - i + p] w[o, c, i]
- *   dw[o, c, i] = sum_{b, t} dy[b, o, t] x[b, c, t + i - p]   (0 outside) */
+/* conv1d's adjoints, p the padding of the forward, d the dilation:
+ *   dx[b, c, t] = sum_{o, i} dy[b, o, t - i d + p] w[o, c, i]
+ *   dw[o, c, i] = sum_{b, t} dy[b, o, t] x[b, c, t + i d - p]   (0 outside) */
 static int k_conv1d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *dy = &in[0], *w = &in[1];
     int64_t B = dy->shape[0], Co = dy->shape[1], T = dy->shape[2], Ci = w->shape[1], K = w->shape[2];
-    int64_t pad = conv1d_pad(n, K);
+    int64_t pad = conv1d_pad(n, K), dil = aj_attr_int(n, "dilation");
     for (int64_t b = 0; b < B; b++)
         for (int64_t ci = 0; ci < Ci; ci++)
             for (int64_t t = 0; t < T; t++) {
                 double s = 0;
                 for (int64_t o = 0; o < Co; o++)
                     for (int64_t i = 0; i < K; i++) {
-                        int64_t tt = t - i + pad;
+                        int64_t tt = t - i * dil + pad;
                         if (tt >= 0 && tt < T)
                             s += (double)fdata(w)[(o * Ci + ci) * K + i] * fdata(dy)[(b * Co + o) * T + tt];
                     }
@@ -569,14 +570,14 @@ static int k_conv1d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
 static int k_conv1d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *dy = &in[0], *x = &in[1];
     int64_t B = dy->shape[0], Co = dy->shape[1], T = dy->shape[2], Ci = x->shape[1], K = out->shape[2];
-    int64_t pad = conv1d_pad(n, K);
+    int64_t pad = conv1d_pad(n, K), dil = aj_attr_int(n, "dilation");
     for (int64_t o = 0; o < Co; o++)
         for (int64_t ci = 0; ci < Ci; ci++)
             for (int64_t i = 0; i < K; i++) {
                 double s = 0;
                 for (int64_t b = 0; b < B; b++)
                     for (int64_t t = 0; t < T; t++) {
-                        int64_t tt = t + i - pad;
+                        int64_t tt = t + i * dil - pad;
                         if (tt >= 0 && tt < T)
                             s += (double)fdata(dy)[(b * Co + o) * T + t] * fdata(x)[(b * Ci + ci) * T + tt];
                     }
