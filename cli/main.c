@@ -834,6 +834,9 @@ static aj_program *bench_compile(bench *b, int fused, bench_row *row, aj_diag *d
         *(pass == 0 ? &row->cold_ms : &row->cached_ms) = now_ms() - t0;
     }
     aj_program_stats_get(p, &row->st);
+    char prefix[32];   /* on stderr, so that --json's stdout stays JSON */
+    snprintf(prefix, sizeof prefix, "%s: %s: ", prog, fused ? "fused" : "naive");
+    aj_program_print_host(p, prefix, stderr);
     row->st.arena_bytes += (aj_threads() - 1) * row->st.thread_bytes;   /* what this run holds */
     row->cache_hit = row->st.cache_hit;
     return p;

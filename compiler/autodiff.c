@@ -62,6 +62,14 @@ static int vjp_sqrt(aj_emit *c, int node, const int *dy, int *dx) {
     dx[0] = em_op2(c, AJ_OP_DIV, dy[0], em_op2(c, AJ_OP_MUL, Y, em_scalar(c, 2)));
     return 0;
 }
+/* d sin(x) = cos(x) */
+static int vjp_sin(aj_emit *c, int node, const int *dy, int *dx) { NODE; dx[0] = em_op2(c, AJ_OP_MUL, dy[0], em_op1(c, AJ_OP_COS, X(0))); return 0; }
+/* d cos(x) = -sin(x) */
+static int vjp_cos(aj_emit *c, int node, const int *dy, int *dx) {
+    NODE;
+    dx[0] = em_op1(c, AJ_OP_NEG, em_op2(c, AJ_OP_MUL, dy[0], em_op1(c, AJ_OP_SIN, X(0))));
+    return 0;
+}
 /* d x^2 = 2x */
 static int vjp_square(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
@@ -465,13 +473,14 @@ static void set_word(aj_emit *c, int g, const char *name, const char *w) {
 }
 
 /* An adjoint op of conv node n on (dy, other), with n's word attribute
- * `word` (mask or pad) and dim attributes kdims[i] = kernel axis 2 + i of w. */
+ * `word` (mask or pad), its dilation, and dim attributes kdims[i] = kernel axis 2 + i of w. */
 static int conv_grad(aj_emit *c, const aj_node *n, aj_op op, int dy, int other, const char *word,
                      const char *const *kdims, int nk, const aj_type *wt) {
     int in[2] = {dy, other};
     int g = em_node_new(c, op, in, 2);
     if (g < 0) return -1;
     set_word(c, g, word, aj_attr_word(n, word));
+    em_attr(c, g, "dilation")->i = aj_attr_int(n, "dilation");
     for (int k = 0; k < nk; k++) {
         aj_attr *a = em_attr(c, g, kdims[k]);
         a->n = 1;
@@ -480,8 +489,9 @@ static int conv_grad(aj_emit *c, const aj_node *n, aj_op op, int dy, int other, 
     return em_node_done(c, g);
 }
 
-/* y = conv2d(x, w) (mask m): dx = conv2d_grad_x(dy, w), the correlation
- * run backwards, dx[b,c,y,x] = sum_{o,i,j} dy[b,o,y-i+ph,x-j+pw] w[o,c,i,j] m[i,j];
+/* y = conv2d(x, w) (mask m, dilation 1; dilation d scales every tap offset
+ * i - ph, j - pw by d): dx = conv2d_grad_x(dy, w), the correlation run
+ * backwards, dx[b,c,y,x] = sum_{o,i,j} dy[b,o,y-i+ph,x-j+pw] w[o,c,i,j] m[i,j];
  * dw = conv2d_grad_w(dy, x), dw[o,c,i,j] = m[i,j] sum_{b,y,x} dy[b,o,y,x] x[b,c,y+i-ph,x+j-pw] */
 static int vjp_conv2d(aj_emit *c, int node, const int *dy, int *dx) {
     NODE;
@@ -846,6 +856,7 @@ static const vjp_fn vjp[AJ_OP_COUNT] = {
     [AJ_OP_NEG] = vjp_neg, [AJ_OP_EXP] = vjp_exp, [AJ_OP_LOG] = vjp_log, [AJ_OP_TANH] = vjp_tanh,
     [AJ_OP_SIGMOID] = vjp_sigmoid, [AJ_OP_RELU] = vjp_relu, [AJ_OP_SOFTPLUS] = vjp_softplus,
     [AJ_OP_SQRT] = vjp_sqrt, [AJ_OP_SQUARE] = vjp_square, [AJ_OP_GELU] = vjp_gelu,
+    [AJ_OP_SIN] = vjp_sin, [AJ_OP_COS] = vjp_cos,
     [AJ_OP_ADD] = vjp_add, [AJ_OP_SUB] = vjp_sub, [AJ_OP_MUL] = vjp_mul, [AJ_OP_DIV] = vjp_div,
     [AJ_OP_MAXIMUM] = vjp_maximum,
     [AJ_OP_SUM] = vjp_sum, [AJ_OP_MEAN] = vjp_mean, [AJ_OP_MAX] = vjp_max, [AJ_OP_LOGSUMEXP] = vjp_logsumexp,

@@ -38,10 +38,10 @@ int aj_view_contiguous(const aj_view *v);
  * slice, or where it stacks a value). */
 aj_view aj_view_step(aj_view v, int axis, int level);
 
-/* The op classes the planners and codegen share. */
-int aj_op_elementwise(aj_op op);   /* AJ_EW ops and the per-element sampling ops */
-int aj_op_view(aj_op op);          /* reshape, unsqueeze, transpose, broadcast, slice */
-int aj_op_group_reduce(aj_op op);  /* sum, mean, max: may end a fused group */
+/* The op classes the planners and codegen share, from ops.def's flags. */
+int aj_op_elementwise(aj_op op);   /* AJ_EW */
+int aj_op_view(aj_op op);          /* AJ_VIEW */
+int aj_op_group_reduce(aj_op op);  /* AJ_REDUCE with one accumulator: may end a fused group */
 
 enum { AJ_KS_MAX_IN = 16, AJ_KS_MAX_NODES = 64 };
 
@@ -91,8 +91,12 @@ void aj_codegen_free(aj_codegen *cg);
 /* Emit kernel `name` (arguments: lo, hi, ctx, then nargs pointers) for ks;
  * *rows is its iteration space. 0, or -1 with d set. */
 int aj_codegen_kernel(aj_codegen *cg, const aj_kspec *ks, const char *name, int nargs, int64_t *rows, aj_diag *d);
-/* Whether node n has an LLVM lowering (else it runs on the interpreter). */
-int aj_codegen_lowers(const aj_node *n, const aj_type *in_types);
+/* Whether node n has an LLVM lowering: every op but the AJ_HOST ones (and
+ * recurrences, which are planned as loops), which run on the interpreter. */
+int aj_codegen_lowers(const aj_node *n);
+/* Whether reduction n reduces one block of axes of an x of x_type (else it
+ * is a kernel of its own, never the end of a fused group). */
+int aj_codegen_reduce_block(const aj_node *n, const aj_type *x_type);
 /* Floats the packed B of matmul node n needs (0: it reads B as it is). */
 int64_t aj_codegen_mm_packed(aj_codegen *cg, const aj_kspec *ks);
 

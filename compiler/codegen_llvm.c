@@ -5,7 +5,7 @@
  * and computes rows [lo, hi) of its iteration space. Kernels are plain loop
  * nests over scalars: LLVM's loop vectoriser turns the innermost loop, which
  * runs along the last axis, into the host's widest vectors, and vecmath.c
- * keeps exp/log/tanh/sigmoid free of libm calls so it can.
+ * keeps exp/log/tanh/sigmoid/sin/cos free of libm calls so it can.
  *
  * The per-op rules live in three places here, each indexed by op:
  *   ew_value    the scalar math of an elementwise op (its value at one
@@ -271,6 +271,8 @@ static LLVMValueRef ew_value(aj_codegen *c, const aj_node *n, const LLVMValueRef
         LLVMValueRef u = fmul_(c, f32c(c, 0.7978845608028654), aj_vm_fma(c->b, f32c(c, 0.044715), x3, x[0]));
         return fmul_(c, fmul_(c, f32c(c, 0.5), x[0]), fadd_(c, one, aj_vm_tanh(c->b, u)));
     }
+    case AJ_OP_SIN: return aj_vm_sin(c->b, x[0]);
+    case AJ_OP_COS: return aj_vm_cos(c->b, x[0]);
     case AJ_OP_STEP: return sel(c, fgt(c, x[0], zero), one, zero);
     case AJ_OP_ADD: return fadd_(c, x[0], x[1]);
     case AJ_OP_SUB: return fsub_(c, x[0], x[1]);
@@ -298,17 +300,13 @@ static LLVMValueRef ew_value(aj_codegen *c, const aj_node *n, const LLVMValueRef
     }
 }
 
-/* elementwise: the AJ_EW ops and the sampling ops that draw one value per element */
-int aj_op_elementwise(aj_op op) {
-    return (aj_op_info(op)->flags & AJ_EW) || op == AJ_OP_UNIFORM || op == AJ_OP_BERNOULLI || op == AJ_OP_NORMAL;
-}
+int aj_op_elementwise(aj_op op) { return (aj_op_info(op)->flags & AJ_EW) != 0; }
 
-int aj_op_view(aj_op op) {
-    return op == AJ_OP_RESHAPE || op == AJ_OP_UNSQUEEZE || op == AJ_OP_TRANSPOSE || op == AJ_OP_BROADCAST ||
-           op == AJ_OP_SLICE;
-}
+int aj_op_view(aj_op op) { return (aj_op_info(op)->flags & AJ_VIEW) != 0; }
 
-int aj_op_group_reduce(aj_op op) { return op == AJ_OP_SUM || op == AJ_OP_MEAN || op == AJ_OP_MAX; }
+/* a reduction that folds one accumulator (logsumexp needs two passes: the
+ * max, then the sum of exponentials) */
+int aj_op_group_reduce(aj_op op) { return (aj_op_info(op)->flags & AJ_REDUCE) && op != AJ_OP_LOGSUMEXP; }
 
 /* ---------------------------------------------------------------- the elementwise driver */
 
@@ -495,11 +493,68 @@ static int reduce_split(const aj_node *n, const aj_view *x, int64_t *outer, int6
     return reduce_block(n, x->rank, x->shape, &lo, &hi, outer, red, inner);
 }
 
-/* [outer, red, inner] -> [outer, inner]: sum, mean, max (dense views). */
+/* Some axes of a view, walked as one flat index: their sizes and strides. */
+typedef struct {
+    int n;
+    int64_t shape[AJ_MAX_RANK], stride[AJ_MAX_RANK];
+} axes;
+
+/* the offset of flat index f over the axes (row-major) */
+static LLVMValueRef axes_off(aj_codegen *c, const axes *ax, LLVMValueRef f) {
+    LLVMValueRef idx[AJ_MAX_RANK], off = i64c(c, 0);
+    unflatten(c, f, ax->shape, ax->n, idx);
+    for (int a = 0; a < ax->n; a++) off = a ? add(c, off, muli(c, idx[a], ax->stride[a])) : muli(c, idx[a], ax->stride[a]);
+    return off;
+}
+
+static void max_and_sumexp(aj_codegen *c, const aj_view *x, LLVMValueRef xrow, const axes *red, LLVMValueRef *m,
+                           LLVMValueRef *s);
+
+/* A reduction whose axes are no block (sum over axes [0, 2] of [B, C, D]):
+ * per kept position o (its axes, in order: y's flat index), the fold over
+ * the reduced axes' flat index r, each unflattened into x's strides. */
+static int64_t lower_reduce_axes(aj_codegen *c, const aj_node *n) {
+    const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
+    const aj_attr *at = aj_attr_get(n, "axis");
+    int r[AJ_MAX_RANK] = {0};
+    for (int a = 0; a < x->rank; a++) r[a] = at->n == 0;
+    for (int j = 0; j < at->n; j++) r[at->ints[j] < 0 ? at->ints[j] + x->rank : at->ints[j]] = 1;
+    axes kept = {0}, red = {0};
+    for (int a = 0; a < x->rank; a++) {
+        axes *to = r[a] ? &red : &kept;
+        to->shape[to->n] = x->shape[a], to->stride[to->n++] = x->stride[a];
+    }
+    int64_t outer = prod(kept.shape, 0, kept.n), nred = prod(red.shape, 0, red.n);
+    LLVMValueRef xb = view_base(c, x), yb = view_base(c, y), v;
+    loop ol, rl;
+    LLVMValueRef o = loop_open(c, &ol, c->lo, c->hi, "outer");
+    LLVMValueRef xrow = add(c, xb, axes_off(c, &kept, o));
+    if (n->op == AJ_OP_LOGSUMEXP) {
+        LLVMValueRef m, s;
+        max_and_sumexp(c, x, xrow, &red, &m, &s);
+        v = fadd_(c, m, aj_vm_log(c->b, s));
+    } else {
+        int is_max = n->op == AJ_OP_MAX;
+        LLVMValueRef acc = alloca_f(c, "acc");
+        LLVMBuildStore(c->b, f32c(c, is_max ? -INFINITY : 0.0), acc);
+        LLVMValueRef k = loop_open(c, &rl, i64c(c, 0), i64c(c, nred), "r");
+        LLVMValueRef e = load_at(c, x, add(c, xrow, axes_off(c, &red, k))), a = LLVMBuildLoad2(c->b, c->f32, acc, "");
+        LLVMBuildStore(c->b, is_max ? aj_vm_max(c->b, a, e) : fadd_reassoc(c, a, e), acc);
+        loop_close(c, &rl);
+        v = LLVMBuildLoad2(c->b, c->f32, acc, "");
+        if (n->op == AJ_OP_MEAN) v = fmul_(c, v, f32c(c, 1.0 / (double)nred));
+    }
+    store_at(c, y, add(c, yb, o), v);
+    loop_close(c, &ol);
+    return outer;
+}
+
+/* [outer, red, inner] -> [outer, inner]: sum, mean, max (dense views);
+ * reduced axes that are no block: lower_reduce_axes. */
 static int64_t lower_reduce(aj_codegen *c, const aj_node *n) {
     const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
     int64_t outer, red, inner;
-    reduce_split(n, x, &outer, &red, &inner);
+    if (!reduce_split(n, x, &outer, &red, &inner)) return lower_reduce_axes(c, n);
     int is_max = n->op == AJ_OP_MAX;
     LLVMValueRef xb = view_base(c, x), yb = view_base(c, y);
     LLVMValueRef init = f32c(c, is_max ? -INFINITY : 0.0);
@@ -538,22 +593,23 @@ static int64_t lower_reduce(aj_codegen *c, const aj_node *n) {
     return outer;
 }
 
-/* Along K (stride `inner`) from xrow: the max m and s = sum exp(x - m). */
-static void max_and_sumexp(aj_codegen *c, const aj_view *x, LLVMValueRef xrow, int64_t K, int64_t inner,
-                           LLVMValueRef *m, LLVMValueRef *s) {
+/* Over the reduced axes from xrow: the max m and s = sum exp(x - m). */
+static void max_and_sumexp(aj_codegen *c, const aj_view *x, LLVMValueRef xrow, const axes *red, LLVMValueRef *m,
+                           LLVMValueRef *s) {
+    LLVMValueRef K = i64c(c, prod(red->shape, 0, red->n));
     LLVMValueRef am = alloca_f(c, "m"), as = alloca_f(c, "s");
     LLVMBuildStore(c->b, f32c(c, -INFINITY), am);
     LLVMBuildStore(c->b, f32c(c, 0), as);
     loop kl;
-    LLVMValueRef k = loop_open(c, &kl, i64c(c, 0), i64c(c, K), "k");
-    LLVMValueRef v = load_at(c, x, add(c, xrow, muli(c, k, inner)));
+    LLVMValueRef k = loop_open(c, &kl, i64c(c, 0), K, "k");
+    LLVMValueRef v = load_at(c, x, add(c, xrow, axes_off(c, red, k)));
     LLVMBuildStore(c->b, aj_vm_max(c->b, LLVMBuildLoad2(c->b, c->f32, am, ""), v), am);
     loop_close(c, &kl);
     *m = LLVMBuildLoad2(c->b, c->f32, am, "");
     /* all -inf: exp(x - m) would be NaN; shift by 0 instead (sum 0, lse -inf) */
     LLVMValueRef shift = sel(c, LLVMBuildFCmp(c->b, LLVMRealOEQ, *m, f32c(c, -INFINITY), ""), f32c(c, 0), *m);
-    k = loop_open(c, &kl, i64c(c, 0), i64c(c, K), "k");
-    v = load_at(c, x, add(c, xrow, muli(c, k, inner)));
+    k = loop_open(c, &kl, i64c(c, 0), K, "k");
+    v = load_at(c, x, add(c, xrow, axes_off(c, red, k)));
     LLVMValueRef e = aj_vm_exp(c->b, fsub_(c, v, shift));
     LLVMBuildStore(c->b, fadd_reassoc(c, LLVMBuildLoad2(c->b, c->f32, as, ""), e), as);
     loop_close(c, &kl);
@@ -561,14 +617,14 @@ static void max_and_sumexp(aj_codegen *c, const aj_view *x, LLVMValueRef xrow, i
     *m = shift;
 }
 
-/* logsumexp over a block of axes; softmax, log_softmax along one axis:
+/* logsumexp over a block of axes (other axes: lower_reduce_axes); softmax, log_softmax along one axis:
  * per (outer, inner) position, m = max, s = sum exp(x - m), then
  * lse = m + log s, softmax = exp(x - m) / s, log_softmax = x - lse. */
 static int64_t lower_lse_softmax(aj_codegen *c, const aj_node *n) {
     const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
     int64_t outer, K, inner;
     if (n->op == AJ_OP_LOGSUMEXP) {
-        reduce_split(n, x, &outer, &K, &inner);
+        if (!reduce_split(n, x, &outer, &K, &inner)) return lower_reduce_axes(c, n);
     } else {
         int ax = (int)aj_attr_int(n, "axis");
         if (ax < 0) ax += x->rank;
@@ -579,7 +635,8 @@ static int64_t lower_lse_softmax(aj_codegen *c, const aj_node *n) {
     LLVMValueRef o = loop_open(c, &ol, c->lo, c->hi, "outer");
     LLVMValueRef i = loop_open(c, &il, i64c(c, 0), i64c(c, inner), "i");
     LLVMValueRef xrow = add(c, add(c, xb, muli(c, o, K * inner)), i), m, s;
-    max_and_sumexp(c, x, xrow, K, inner, &m, &s);
+    axes red = {1, {K}, {inner}};
+    max_and_sumexp(c, x, xrow, &red, &m, &s);
     LLVMValueRef lse = fadd_(c, m, aj_vm_log(c->b, s));
     if (n->op == AJ_OP_LOGSUMEXP) {
         store_at(c, y, add(c, add(c, yb, muli(c, o, inner)), i), lse);
@@ -671,14 +728,37 @@ static int64_t lower_cast(aj_codegen *c, const aj_node *n) {
     return rows_of(y->rank, y->shape);
 }
 
+/* Index ix (i64) of node n at position pos, checked against [0, V): outside,
+ * a call of aj_rt_bad_index (runtime/program.c), which keeps the run's first
+ * and has it fail after this kernel at n's line, as the interpreter fails;
+ * the kernel itself cannot stop, so it goes on with ix clamped into range. */
+static LLVMValueRef checked_index(aj_codegen *c, const aj_node *n, LLVMValueRef ix, LLVMValueRef pos, int64_t V) {
+    LLVMValueRef lo = LLVMBuildICmp(c->b, LLVMIntSLT, ix, i64c(c, 0), "");
+    LLVMValueRef hi = LLVMBuildICmp(c->b, LLVMIntSGE, ix, i64c(c, V), "");
+    LLVMBasicBlockRef bad = LLVMAppendBasicBlockInContext(c->cx, c->fn, "bad_index");
+    LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(c->cx, c->fn, "index_ok");
+    LLVMBuildCondBr(c->b, LLVMBuildOr(c->b, lo, hi, ""), bad, ok);
+    LLVMPositionBuilderAtEnd(c->b, bad);
+    LLVMTypeRef pt[6] = {c->i64, c->i64, c->i64, c->i64, c->i64, c->i64}, ft = LLVMFunctionType(c->void_, pt, 6, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(c->m, "aj_rt_bad_index");
+    if (!fn) fn = LLVMAddFunction(c->m, "aj_rt_bad_index", ft);
+    LLVMValueRef args[6] = {i64c(c, n->op), i64c(c, n->line), i64c(c, n->col), ix, pos, i64c(c, V)};
+    LLVMBuildCall2(c->b, ft, fn, args, 6, "");
+    LLVMBuildBr(c->b, ok);
+    LLVMPositionBuilderAtEnd(c->b, ok);
+    return sel(c, lo, i64c(c, 0), sel(c, hi, i64c(c, V - 1), ix));
+}
+
 /* one_hot: y[s.., k] = (idx[s..] == k); gather: y[s.., e..] = table[idx[s..], e..]
- * (indices clamped into range: kernels cannot stop on a bad one) */
+ * (an index out of range: checked_index) */
 static void index_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRef flat, LLVMValueRef *offs) {
     const aj_node *n = user;
     const aj_kspec *ks = c->ks;
     const aj_view *y = &ks->out[0];
     if (n->op == AJ_OP_ONE_HOT) {
+        int64_t K = y->shape[y->rank - 1];
         LLVMValueRef ix = LLVMBuildSExt(c->b, load_at(c, &ks->in[0], offs[1]), c->i64, "");
+        ix = checked_index(c, n, ix, LLVMBuildSDiv(c->b, flat, i64c(c, K), ""), K);
         LLVMValueRef hit = LLVMBuildICmp(c->b, LLVMIntEQ, ix, idx[y->rank - 1], "");
         store_at(c, y, offs[0], sel(c, hit, f32c(c, 1), f32c(c, 0)));
         return;
@@ -687,8 +767,7 @@ static void index_body(aj_codegen *c, void *user, LLVMValueRef *idx, LLVMValueRe
     int64_t row = prod(table->shape, 1, table->rank), V = table->shape[0];
     LLVMValueRef s = LLVMBuildSDiv(c->b, flat, i64c(c, row), ""), e = LLVMBuildSRem(c->b, flat, i64c(c, row), "");
     LLVMValueRef ix = LLVMBuildSExt(c->b, load_at(c, iv, add(c, view_base(c, iv), s)), c->i64, "");
-    ix = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, ix, i64c(c, 0), ""), i64c(c, 0), ix);
-    ix = sel(c, LLVMBuildICmp(c->b, LLVMIntSGE, ix, i64c(c, V), ""), i64c(c, V - 1), ix);
+    ix = checked_index(c, n, ix, s, V);
     store_at(c, y, offs[0], load_at(c, table, add(c, view_base(c, table), add(c, muli(c, ix, row), e))));
 }
 
@@ -1372,13 +1451,14 @@ static int64_t lower_attention(aj_codegen *c, const aj_node *n) {
 }
 
 /* A convolution's geometry, conv1d as conv2d with H = kh = 1: images
- * [B, C, H, W], kernels [Co, Ci, kh, kw], padding ph, pw before, and the
+ * [B, C, H, W], kernels [Co, Ci, kh, kw], taps dh, dw apart (the
+ * dilation), padding ph, pw taps before, and the
  * taps (i, j) the mask keeps: rows i < irows, a whole row when i < icut,
  * else j < jpart. That is conv_keep of runtime/interp.c for masks A and B
  * (irows = kh/2 + 1, icut = kh/2, jpart = kw/2, + 1 for B), every tap
  * without a mask. */
 typedef struct {
-    int64_t B, Ci, Co, H, W, kh, kw, ph, pw;
+    int64_t B, Ci, Co, H, W, kh, kw, dh, dw, ph, pw;
     int64_t irows, icut, jpart;
 } conv_geom;
 
@@ -1392,6 +1472,7 @@ static conv_geom conv_geom_of(const aj_kspec *ks, const aj_node *n) {
     conv_geom g = {.B = img->shape[0], .H = d2 ? img->shape[2] : 1, .W = img->shape[img->rank - 1],
                    .Co = ker->shape[0], .Ci = ker->shape[1], .kh = d2 ? ker->shape[2] : 1,
                    .kw = ker->shape[ker->rank - 1]};
+    g.dw = aj_attr_int(n, "dilation"), g.dh = d2 ? g.dw : 1;
     g.ph = g.kh / 2;
     g.pw = d2 || strcmp(aj_attr_word(n, "pad"), "causal") ? g.kw / 2 : g.kw - 1;
     g.irows = g.icut = g.kh, g.jpart = g.kw;
@@ -1434,7 +1515,20 @@ static LLVMValueRef conv_sum(aj_codegen *c, const conv_operand *a, const conv_op
     return acc_get(c, acc);
 }
 
-/* conv2d, conv1d: y[b, o, py, px] = sum_{c, i, j} w[o, c, i, j] x[b, c, py + i - ph, px + j - pw]
+/* ceil(a / d), d >= 1: sdiv truncates toward 0, the ceiling below 0 */
+static LLVMValueRef cdiv(aj_codegen *c, LLVMValueRef a, int64_t d) {
+    if (d == 1) return a;
+    return LLVMBuildSDiv(c->b, sel(c, ilt(c, i64c(c, 0), a), add(c, a, i64c(c, d - 1)), a), i64c(c, d), "");
+}
+
+/* floor(a / d), d >= 1, a >= 0 */
+static LLVMValueRef floordiv(aj_codegen *c, LLVMValueRef a, int64_t d) {
+    return d == 1 ? a : LLVMBuildSDiv(c->b, a, i64c(c, d), "");
+}
+
+/* With dilation dh, dw (dh = dw = 1 below: each tap offset i - ph, j - pw
+ * is scaled by it, and the tap ranges are the i with y + i dh inside):
+ * conv2d, conv1d: y[b, o, py, px] = sum_{c, i, j} w[o, c, i, j] x[b, c, py + i - ph, px + j - pw]
  *   over kept taps inside x; a row (b, o, py) is its W outputs.
  * _grad_x: dx[b, c, py, px] = sum_{o, i, j} w[o, c, i, j] dy[b, o, py - i + ph, px - j + pw]
  *   over kept taps inside dy; a row (b, c, py).
@@ -1458,8 +1552,10 @@ static int64_t lower_conv(aj_codegen *c, const aj_node *n) {
     LLVMValueRef r1 = LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, r, i64c(c, last), ""), i64c(c, mid), "");
     LLVMValueRef r2 = LLVMBuildSRem(c->b, r, i64c(c, last), "");
     LLVMValueRef q = loop_open(c, &ql, zero, i64c(c, inner), "q");
-    LLVMValueRef s, ph = i64c(c, g.ph), pw = i64c(c, g.pw), one = i64c(c, 1);
-    LLVMValueRef ys = LLVMBuildNSWSub(c->b, r2, ph, ""), xs = LLVMBuildNSWSub(c->b, q, pw, "");
+    LLVMValueRef s, ph = i64c(c, g.ph * g.dh), pw = i64c(c, g.pw * g.dw), one = i64c(c, 1);
+    /* where tap 0 of output row r2, column q reads (grad_w: of tap r2, q at output 0) */
+    LLVMValueRef ys = LLVMBuildNSWSub(c->b, muli(c, r2, gw ? g.dh : 1), ph, "");
+    LLVMValueRef xs = LLVMBuildNSWSub(c->b, muli(c, q, gw ? g.dw : 1), pw, "");
     if (gw) {   /* (r0, r1, r2, q) = (o, c, i, j): over b, y, x */
         conv_operand dy = {a, add(c, ab, muli(c, r0, HW)), {g.Co * HW, g.W, 1}};
         conv_operand x = {b, add(c, add(c, bb, muli(c, r1, HW)), add(c, muli(c, ys, g.W), xs)), {g.Ci * HW, g.W, 1}};
@@ -1471,14 +1567,20 @@ static int64_t lower_conv(aj_codegen *c, const aj_node *n) {
     } else if (gx) {   /* (r0, r1, r2, q) = (b, c, py, px): over o and taps, dy read backwards */
         LLVMValueRef yy = add(c, r2, ph), xx = add(c, q, pw);
         conv_operand w = {b, add(c, bb, muli(c, r1, K2)), {g.Ci * K2, g.kw, 1}};
-        conv_operand dy = {a, add(c, add(c, ab, muli(c, r0, g.Co * HW)), add(c, muli(c, yy, g.W), xx)), {HW, -g.W, -1}};
-        s = conv_sum(c, &w, &dy, g.Co, imax(c, zero, add(c, LLVMBuildNSWSub(c->b, yy, H, ""), one)), imin(c, kh, add(c, yy, one)),
-                     imax(c, zero, add(c, LLVMBuildNSWSub(c->b, xx, W, ""), one)), imin(c, kw, add(c, xx, one)), &g);
+        conv_operand dy = {a, add(c, add(c, ab, muli(c, r0, g.Co * HW)), add(c, muli(c, yy, g.W), xx)),
+                           {HW, -g.W * g.dh, -g.dw}};
+        s = conv_sum(c, &w, &dy, g.Co, imax(c, zero, cdiv(c, add(c, LLVMBuildNSWSub(c->b, yy, H, ""), one), g.dh)),
+                     imin(c, kh, add(c, floordiv(c, yy, g.dh), one)),
+                     imax(c, zero, cdiv(c, add(c, LLVMBuildNSWSub(c->b, xx, W, ""), one), g.dw)),
+                     imin(c, kw, add(c, floordiv(c, xx, g.dw), one)), &g);
     } else {   /* (r0, r1, r2, q) = (b, o, py, px): over c and taps */
         conv_operand w = {b, add(c, bb, muli(c, r1, g.Ci * K2)), {K2, g.kw, 1}};
-        conv_operand x = {a, add(c, add(c, ab, muli(c, r0, g.Ci * HW)), add(c, muli(c, ys, g.W), xs)), {HW, g.W, 1}};
-        s = conv_sum(c, &w, &x, g.Ci, imax(c, zero, LLVMBuildNSWNeg(c->b, ys, "")), imin(c, kh, LLVMBuildNSWSub(c->b, H, ys, "")),
-                     imax(c, zero, LLVMBuildNSWNeg(c->b, xs, "")), imin(c, kw, LLVMBuildNSWSub(c->b, W, xs, "")), &g);
+        conv_operand x = {a, add(c, add(c, ab, muli(c, r0, g.Ci * HW)), add(c, muli(c, ys, g.W), xs)),
+                          {HW, g.W * g.dh, g.dw}};
+        s = conv_sum(c, &w, &x, g.Ci, imax(c, zero, cdiv(c, LLVMBuildNSWNeg(c->b, ys, ""), g.dh)),
+                     imin(c, kh, cdiv(c, LLVMBuildNSWSub(c->b, H, ys, ""), g.dh)),
+                     imax(c, zero, cdiv(c, LLVMBuildNSWNeg(c->b, xs, ""), g.dw)),
+                     imin(c, kw, cdiv(c, LLVMBuildNSWSub(c->b, W, xs, ""), g.dw)), &g);
     }
     store_at(c, y, add(c, yb, add(c, muli(c, r, inner), q)), s);
     loop_close(c, &ql);
@@ -1583,16 +1685,16 @@ static const lower_fn lowerings[AJ_OP_COUNT] = {
     [AJ_OP_CATEGORICAL] = lower_categorical, [AJ_OP_MOG] = lower_mog,
 };
 
-int aj_codegen_lowers(const aj_node *n, const aj_type *in_types) {
-    if (n->op == AJ_OP_MASK || n->op == AJ_OP_MATMUL || aj_op_elementwise(n->op) || aj_op_view(n->op)) return 1;
-    if (n->op == AJ_OP_SUM || n->op == AJ_OP_MEAN || n->op == AJ_OP_MAX || n->op == AJ_OP_LOGSUMEXP) {
-        /* a block of axes only (others run on the interpreter) */
-        aj_view x = {.rank = in_types[0].rank};   /* every dim is bound when programs are planned */
-        for (int a = 0; a < x.rank; a++) x.shape[a] = in_types[0].dim[a].off;
-        int64_t o, r, i;
-        return reduce_split(n, &x, &o, &r, &i);
-    }
-    return lowerings[n->op] != NULL;
+int aj_codegen_lowers(const aj_node *n) {
+    return n->op == AJ_OP_MASK || n->op == AJ_OP_MATMUL || aj_op_elementwise(n->op) || aj_op_view(n->op) ||
+           lowerings[n->op] != NULL;
+}
+
+int aj_codegen_reduce_block(const aj_node *n, const aj_type *x_type) {
+    aj_view x = {.rank = x_type->rank};   /* every dim is bound when programs are planned */
+    for (int a = 0; a < x.rank; a++) x.shape[a] = x_type->dim[a].off;
+    int64_t o, r, i;
+    return reduce_split(n, &x, &o, &r, &i);
 }
 
 /* ---------------------------------------------------------------- kernels */

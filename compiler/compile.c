@@ -12,6 +12,7 @@
 #include <time.h>
 
 void aj_rt_barrier(void);   /* runtime/program.c */
+void aj_rt_bad_index(int64_t op, int64_t line, int64_t col, int64_t ix, int64_t pos, int64_t n);
 
 static double now_ms(void) {
     struct timespec ts;
@@ -59,7 +60,9 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         goto fail;
     }
     P->fn = P->simplified;
-    if (!(P->jit = aj_jit_new(d)) || aj_jit_define(P->jit, "aj_rt_barrier", (void *)aj_rt_barrier, d)) goto fail;
+    if (!(P->jit = aj_jit_new(d)) || aj_jit_define(P->jit, "aj_rt_barrier", (void *)aj_rt_barrier, d) ||
+        aj_jit_define(P->jit, "aj_rt_bad_index", (void *)aj_rt_bad_index, d))
+        goto fail;
     aj_jit_module *mod = aj_jit_module_new(P->jit, fn->name);
     aj_codegen *cg = mod ? aj_codegen_new(P->jit, mod) : NULL;
     if (!cg) {
@@ -134,6 +137,21 @@ void aj_program_stats_get(const aj_program *P, aj_program_stats *s) {
     s->cache_hit = P->cache_hit;
 }
 
+int aj_program_print_host(const aj_program *P, const char *prefix, FILE *f) {
+    int n = 0;
+    for (int k = 0; k < P->nkern; k++) {
+        const aj_kernel *kn = &P->kern[k];
+        if (kn->node < 0) continue;
+        const aj_node *nd = &kn->g->node[kn->node];
+        fprintf(f, "%skernel %d: %s", prefix, k, aj_op_info(nd->op)->name);
+        if (nd->op == AJ_OP_EXTERN)
+            fprintf(f, " '%s'%s", P->m->ext[aj_attr_int(nd, "fn")].name, aj_attr_int(nd, "grad") ? " (gradient)" : "");
+        fprintf(f, " runs on the interpreter (%s:%d)\n", P->m->path ? P->m->path : "-", kn->line);
+        n++;
+    }
+    return n;
+}
+
 static const char *const buf_kinds[] = {"arena", "param", "input", "result", "const", "per-thread"};
 
 void aj_program_print(const aj_program *P, FILE *f) {
@@ -176,6 +194,7 @@ void aj_program_print(const aj_program *P, FILE *f) {
         }
     }
     while (depth-- > 0) fprintf(f, "%*s}\n", 2 * depth, "");
+    aj_program_print_host(P, "# ", f);
 }
 
 void aj_program_profile(const aj_program *P, FILE *f) {

@@ -44,11 +44,11 @@ typedef struct {
 
 static int oom(fctx *f) { return aj_error(f->pl->d, 0, 0, "out of memory while fusing %s", f->g->name); }
 
+/* lowered by a fused kernel: a sum, mean or max over axes that are no block
+ * is not (the planner gives it a kernel of its own) */
 static int lowerable(const aj_graph *g, const aj_node *n) {
-    aj_type in_t[AJ_KS_MAX_IN];
-    if (n->nin > AJ_KS_MAX_IN || n->op == AJ_OP_RECURRENCE) return 0;
-    for (int j = 0; j < n->nin; j++) in_t[j] = g->val[n->in[j]].type;
-    return aj_codegen_lowers(n, in_t);
+    if (n->nin > AJ_KS_MAX_IN || n->op == AJ_OP_RECURRENCE || !aj_codegen_lowers(n)) return 0;
+    return !aj_op_group_reduce(n->op) || aj_codegen_reduce_block(n, &g->val[n->in[0]].type);
 }
 
 /* the root of a group: an elementwise node or a lowerable sum/mean/max */

@@ -122,7 +122,7 @@ int aj_plan_node(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int level)
     describe(&k, g, n);
     for (int o = 0; o < n->nout; o++) aj_plan_arg(&k, vbuf[n->out[o]]);
     k.nout = n->nout;
-    if (n->nin > AJ_KS_MAX_IN || !aj_codegen_lowers(n, in_t)) {   /* the interpreter runs it */
+    if (n->nin > AJ_KS_MAX_IN || !aj_codegen_lowers(n)) {   /* the interpreter runs it */
         for (int j = 0; j < n->nin && j < 64; j++) k.in_arg[j] = aj_plan_arg(&k, vbuf[n->in[j]]);
         k.g = g, k.node = i, k.rows = 1;
         snprintf(k.name, sizeof k.name, "k%d_%s_host", pl->P->nkern, aj_op_info(n->op)->name);

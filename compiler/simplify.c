@@ -103,8 +103,9 @@ static int fold(aj_graph *g, aj_node *n) {
         y = n->op == AJ_OP_SUM ? x[0] * (double)count : x[0];
         break;
     }
-    case AJ_OP_RESHAPE: case AJ_OP_BROADCAST: case AJ_OP_UNSQUEEZE: case AJ_OP_TRANSPOSE: y = x[0]; break;
-    default: return 0;
+    default:   /* a view of a constant fill is that fill */
+        if (!(aj_op_info(n->op)->flags & AJ_VIEW)) return 0;
+        y = x[0];
     }
     y = (float)y;
     if (!isfinite(y)) return 0;

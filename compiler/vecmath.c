@@ -240,3 +240,39 @@ LLVMValueRef aj_vm_softplus(LLVMBuilderRef b, LLVMValueRef x) {
     LLVMValueRef t = aj_vm_exp(b, LLVMBuildFNeg(b, intrin1(b, "llvm.fabs", x), ""));
     return LLVMBuildFAdd(b, pos, log1p_unit(b, t), "softplus");
 }
+
+/* ---------------------------------------------------------------- sin, cos */
+
+/* sin(x) for quarter = 0, cos(x) = sin(x + pi/2) for quarter = 1.
+ * x = n pi/2 + r with n = rint(x 2/pi), |r| <= pi/4; pi/2 = C1 + C2 + C3
+ * (Cephes' split of pi/4, doubled: C1 has 8 bits, C2 and C3 18), so n C1
+ * and n C2 are exact and r loses nothing to cancellation for |x| up to
+ * about 8192, where Cephes' sinf stops too. Then on the quadrant q = n +
+ * quarter mod 4: sin r, cos r, -sin r, -cos r, with Cephes' minimax
+ * polynomials for sin and cos on |r| <= pi/4 (about 1 ulp). Both
+ * polynomials are computed and a select picks one; the sign is q's bit 1
+ * xor-ed into the sign bit. inf and NaN give NaN (r is NaN). */
+static LLVMValueRef sin_quarter(LLVMBuilderRef b, LLVMValueRef x, int quarter) {
+    static const double S[] = {-1.9515295891E-4, 8.3321608736E-3, -1.6666654611E-1};
+    static const double C[] = {2.443315711809948E-5, -1.388731625493765E-3, 4.166664568298827E-2};
+    LLVMTypeRef ty = LLVMTypeOf(x), ity = int_type(ty);
+    LLVMValueRef n = intrin1(b, "llvm.rint", LLVMBuildFMul(b, x, aj_vm_const(ty, 0.636619772367581343), ""));
+    LLVMValueRef r = fma_kc(b, n, -1.5703125, x);
+    r = fma_kc(b, n, -4.837512969970703125e-4, r);
+    r = fma_kc(b, n, -7.54978995489188216e-8, r);
+    LLVMValueRef z = LLVMBuildFMul(b, r, r, "");
+    LLVMValueRef s = aj_vm_fma(b, LLVMBuildFMul(b, horner(b, z, S, 3), z, ""), r, r);
+    LLVMValueRef c = aj_vm_fma(b, LLVMBuildFMul(b, horner(b, z, C, 3), z, ""), z,
+                               fma_kc(b, z, -0.5, aj_vm_const(ty, 1.0)));
+    /* n is NaN or beyond i32 only where r is NaN or meaningless: freeze
+     * makes fptosi's poison some fixed quadrant */
+    LLVMValueRef q = LLVMBuildFreeze(b, LLVMBuildFPToSI(b, n, ity, ""), "");
+    q = LLVMBuildAdd(b, q, iconst(ty, quarter), "");
+    LLVMValueRef odd = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildAnd(b, q, iconst(ty, 1), ""), iconst(ty, 0), "");
+    LLVMValueRef y = LLVMBuildBitCast(b, LLVMBuildSelect(b, odd, c, s, ""), ity, "");
+    LLVMValueRef sign = LLVMBuildShl(b, LLVMBuildAnd(b, q, iconst(ty, 2), ""), iconst(ty, 30), "");
+    return LLVMBuildBitCast(b, LLVMBuildXor(b, y, sign, ""), ty, quarter ? "cos" : "sin");
+}
+
+LLVMValueRef aj_vm_sin(LLVMBuilderRef b, LLVMValueRef x) { return sin_quarter(b, x, 0); }
+LLVMValueRef aj_vm_cos(LLVMBuilderRef b, LLVMValueRef x) { return sin_quarter(b, x, 1); }

@@ -54,6 +54,11 @@ typedef struct {
 void aj_program_stats_get(const aj_program *p, aj_program_stats *s);
 /* The kernels and their graph lines, buffers and rows, as text. */
 void aj_program_print(const aj_program *p, FILE *f);
+/* One line per kernel that runs on the interpreter inside the program (the
+ * AJ_HOST ops: custom `extern` ops), each after `prefix`:
+ *   kernel 7: extern 'swish' runs on the interpreter (model.graph:12)
+ * Returns how many. aj_program_print ends with these lines after "# ". */
+int aj_program_print_host(const aj_program *p, const char *prefix, FILE *f);
 /* Per-kernel time of the runs so far (compiled with .profile), slowest first. */
 void aj_program_profile(const aj_program *p, FILE *f);
 

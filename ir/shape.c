@@ -298,10 +298,17 @@ static int odd_kernel(const aj_module *m, const aj_node *n, const aj_type *w, in
     return 0;
 }
 
+/* every conv op and adjoint: taps at least 1 apart */
+static int want_dilation(const aj_node *n, int *bad, aj_diag *d) {
+    int64_t dil = aj_attr_int(n, "dilation");
+    return dil < 1 ? fail(n, -1, bad, d, "dilation must be >= 1, got %lld", (long long)dil) : 0;
+}
+
 /* x [B, Ci, ...] and w [Co, Ci, ...] agree on Ci; result [B, Co, ...]. */
 static int conv_channels(const aj_module *m, const aj_node *n, const aj_type *in, aj_type *out, int *bad,
                          aj_diag *d) {
     char s0[TS], s1[TS];
+    if (want_dilation(n, bad, d)) return -1;
     if (!aj_dim_eq(in[0].dim[1], in[1].dim[1]))
         return fail(n, 1, bad, d, "input channels differ: x is %s, w is %s", tstr(m, &in[0], s0),
                     tstr(m, &in[1], s1));
@@ -332,6 +339,7 @@ AJ_SHAPE_RULE(shape_conv1d) {
 static int conv_grad_x(const aj_module *m, const aj_node *n, const aj_type *in, aj_type *out, int *bad,
                        aj_diag *d) {
     char s0[TS], s1[TS];
+    if (want_dilation(n, bad, d)) return -1;
     if (!aj_dim_eq(in[0].dim[1], in[1].dim[0]))
         return fail(n, 1, bad, d, "output channels differ: dy is %s, w is %s", tstr(m, &in[0], s0),
                     tstr(m, &in[1], s1));
@@ -345,6 +353,7 @@ static int conv_grad_x(const aj_module *m, const aj_node *n, const aj_type *in, 
 static int conv_grad_w(const aj_module *m, const aj_node *n, const aj_type *in, aj_type *out,
                        const char *const *kernel, int nk, int odd, int *bad, aj_diag *d) {
     char s0[TS], s1[TS];
+    if (want_dilation(n, bad, d)) return -1;
     for (int i = 0; i < in[0].rank; i++)
         if (i != 1 && !aj_dim_eq(in[0].dim[i], in[1].dim[i]))
             return fail(n, 1, bad, d, "dy %s and x %s must agree except in the channels", tstr(m, &in[0], s0),

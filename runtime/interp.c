@@ -196,6 +196,8 @@ static real ew_gelu(const real *x, uint64_t k, uint64_t i) {
     double v = x[0];
     return (real)(0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))));
 }
+static real ew_sin(const real *x, uint64_t k, uint64_t i) { return (real)sin(x[0]); }
+static real ew_cos(const real *x, uint64_t k, uint64_t i) { return (real)cos(x[0]); }
 static real ew_step(const real *x, uint64_t k, uint64_t i) { return x[0] > 0 ? 1.0f : 0.0f; }
 static real ew_add(const real *x, uint64_t k, uint64_t i) { return x[0] + x[1]; }
 static real ew_sub(const real *x, uint64_t k, uint64_t i) { return x[0] - x[1]; }
@@ -223,6 +225,7 @@ static const ew_fn ew_ops[AJ_OP_COUNT] = {
     [AJ_OP_NEG] = ew_neg, [AJ_OP_EXP] = ew_exp, [AJ_OP_LOG] = ew_log, [AJ_OP_TANH] = ew_tanh,
     [AJ_OP_SIGMOID] = ew_sigmoid, [AJ_OP_RELU] = ew_relu, [AJ_OP_SOFTPLUS] = ew_softplus,
     [AJ_OP_SQRT] = ew_sqrt, [AJ_OP_SQUARE] = ew_square, [AJ_OP_GELU] = ew_gelu, [AJ_OP_STEP] = ew_step,
+    [AJ_OP_SIN] = ew_sin, [AJ_OP_COS] = ew_cos,
     [AJ_OP_ADD] = ew_add, [AJ_OP_SUB] = ew_sub, [AJ_OP_MUL] = ew_mul, [AJ_OP_DIV] = ew_div,
     [AJ_OP_MAXIMUM] = ew_maximum, [AJ_OP_BERNOULLI_NLL] = ew_bernoulli_nll,
     [AJ_OP_GAUSSIAN_NLL] = ew_gaussian_nll, [AJ_OP_BERNOULLI] = ew_bernoulli, [AJ_OP_NORMAL] = ew_normal,
@@ -461,13 +464,13 @@ static int conv_masked(const aj_node *n, int *centre) {
     return strcmp(mask, "none") != 0;
 }
 
-/* y[b, o, y, x] = sum_{c, i, j} w[o, c, i, j] m[i, j] x[b, c, y + i - kh/2, x + j - kw/2],
- * zero outside x; m is the mask A/B (or all ones). */
+/* y[b, o, y, x] = sum_{c, i, j} w[o, c, i, j] m[i, j] x[b, c, y + (i - kh/2) d, x + (j - kw/2) d],
+ * zero outside x; m is the mask A/B (or all ones), d the dilation. */
 static int k_conv2d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *x = &in[0], *w = &in[1];
     int centre, masked = conv_masked(n, &centre);
     int64_t B = x->shape[0], Ci = x->shape[1], H = x->shape[2], W = x->shape[3];
-    int64_t Co = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+    int64_t Co = w->shape[0], kh = w->shape[2], kw = w->shape[3], dil = aj_attr_int(n, "dilation");
     for (int64_t b = 0; b < B; b++)
         for (int64_t o = 0; o < Co; o++)
             for (int64_t py = 0; py < H; py++)
@@ -476,7 +479,7 @@ static int k_conv2d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
                     for (int64_t ci = 0; ci < Ci; ci++)
                         for (int64_t i = 0; i < kh; i++)
                             for (int64_t j = 0; j < kw; j++) {
-                                int64_t yy = py + i - kh / 2, xx = px + j - kw / 2;
+                                int64_t yy = py + (i - kh / 2) * dil, xx = px + (j - kw / 2) * dil;
                                 if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
                                 if (masked && !conv_keep(i, j, kh, kw, centre)) continue;
                                 s += (double)fdata(w)[((o * Ci + ci) * kh + i) * kw + j] *
@@ -487,24 +490,24 @@ static int k_conv2d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
     return 0;
 }
 
-/* conv1d's left padding: k/2 (same) or k-1 (causal) */
+/* conv1d's left padding: k/2 (same) or k-1 (causal) taps, d apart */
 static int64_t conv1d_pad(const aj_node *n, int64_t K) {
-    return strcmp(aj_attr_word(n, "pad"), "causal") ? K / 2 : K - 1;
+    return (strcmp(aj_attr_word(n, "pad"), "causal") ? K / 2 : K - 1) * aj_attr_int(n, "dilation");
 }
 
-/* y[b, o, t] = sum_{c, i} w[o, c, i] x[b, c, t + i - p], zero outside x;
- * p = k/2 (same) or k-1 (causal: y[t] sees x[t-k+1..t]). */
+/* y[b, o, t] = sum_{c, i} w[o, c, i] x[b, c, t + i d - p], zero outside x,
+ * d the dilation; p = (k/2) d (same) or (k-1) d (causal: y[t] sees x[t-(k-1)d..t]). */
 static int k_conv1d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *x = &in[0], *w = &in[1];
     int64_t B = x->shape[0], Ci = x->shape[1], T = x->shape[2], Co = w->shape[0], K = w->shape[2];
-    int64_t pad = conv1d_pad(n, K);
+    int64_t pad = conv1d_pad(n, K), dil = aj_attr_int(n, "dilation");
     for (int64_t b = 0; b < B; b++)
         for (int64_t o = 0; o < Co; o++)
             for (int64_t t = 0; t < T; t++) {
                 double s = 0;
                 for (int64_t ci = 0; ci < Ci; ci++)
                     for (int64_t i = 0; i < K; i++) {
-                        int64_t tt = t + i - pad;
+                        int64_t tt = t + i * dil - pad;
                         if (tt >= 0 && tt < T)
                             s += (double)fdata(w)[(o * Ci + ci) * K + i] * fdata(x)[(b * Ci + ci) * T + tt];
                     }
@@ -513,14 +516,15 @@ static int k_conv1d(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
     return 0;
 }
 
-/* The adjoints, for autodiff. With ph = kh/2, pw = kw/2 and m the mask:
- *   dx[b, c, y, x] = sum_{o, i, j} dy[b, o, y - i + ph, x - j + pw] w[o, c, i, j] m[i, j]
+/* The adjoints, for autodiff. With ph = kh/2, pw = kw/2, m the mask and d
+ * the dilation:
+ *   dx[b, c, y, x] = sum_{o, i, j} dy[b, o, y - (i - ph) d, x - (j - pw) d] w[o, c, i, j] m[i, j]
  * (dy is 0 outside the image): every output the forward fed from x[b, c, y, x]. */
 static int k_conv2d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *dy = &in[0], *w = &in[1];
     int centre, masked = conv_masked(n, &centre);
     int64_t B = dy->shape[0], Co = dy->shape[1], H = dy->shape[2], W = dy->shape[3];
-    int64_t Ci = w->shape[1], kh = w->shape[2], kw = w->shape[3];
+    int64_t Ci = w->shape[1], kh = w->shape[2], kw = w->shape[3], dil = aj_attr_int(n, "dilation");
     for (int64_t b = 0; b < B; b++)
         for (int64_t ci = 0; ci < Ci; ci++)
             for (int64_t py = 0; py < H; py++)
@@ -529,7 +533,7 @@ static int k_conv2d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
                     for (int64_t o = 0; o < Co; o++)
                         for (int64_t i = 0; i < kh; i++)
                             for (int64_t j = 0; j < kw; j++) {
-                                int64_t yy = py - i + kh / 2, xx = px - j + kw / 2;
+                                int64_t yy = py - (i - kh / 2) * dil, xx = px - (j - kw / 2) * dil;
                                 if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
                                 if (masked && !conv_keep(i, j, kh, kw, centre)) continue;
                                 s += (double)fdata(w)[((o * Ci + ci) * kh + i) * kw + j] *
@@ -540,13 +544,13 @@ static int k_conv2d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
     return 0;
 }
 
-/*   dw[o, c, i, j] = m[i, j] sum_{b, y, x} dy[b, o, y, x] x[b, c, y + i - ph, x + j - pw]
+/*   dw[o, c, i, j] = m[i, j] sum_{b, y, x} dy[b, o, y, x] x[b, c, y + (i - ph) d, x + (j - pw) d]
  * (x is 0 outside the image; a masked tap gets 0). */
 static int k_conv2d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *dy = &in[0], *x = &in[1];
     int centre, masked = conv_masked(n, &centre);
     int64_t B = dy->shape[0], Co = dy->shape[1], H = dy->shape[2], W = dy->shape[3];
-    int64_t Ci = x->shape[1], kh = out->shape[2], kw = out->shape[3];
+    int64_t Ci = x->shape[1], kh = out->shape[2], kw = out->shape[3], dil = aj_attr_int(n, "dilation");
     for (int64_t o = 0; o < Co; o++)
         for (int64_t ci = 0; ci < Ci; ci++)
             for (int64_t i = 0; i < kh; i++)
@@ -556,7 +560,7 @@ static int k_conv2d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
                     for (int64_t b = 0; keep && b < B; b++)
                         for (int64_t py = 0; py < H; py++)
                             for (int64_t px = 0; px < W; px++) {
-                                int64_t yy = py + i - kh / 2, xx = px + j - kw / 2;
+                                int64_t yy = py + (i - kh / 2) * dil, xx = px + (j - kw / 2) * dil;
                                 if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
                                 s += (double)fdata(dy)[((b * Co + o) * H + py) * W + px] *
                                      fdata(x)[((b * Ci + ci) * H + yy) * W + xx];
@@ -566,20 +570,20 @@ static int k_conv2d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
     return 0;
 }
 
-/* conv1d's adjoints, p the padding of the forward:
- *   dx[b, c, t] = sum_{o, i} dy[b, o, t - i + p] w[o, c, i]
- *   dw[o, c, i] = sum_{b, t} dy[b, o, t] x[b, c, t + i - p]   (0 outside) */
+/* conv1d's adjoints, p the padding of the forward, d the dilation:
+ *   dx[b, c, t] = sum_{o, i} dy[b, o, t - i d + p] w[o, c, i]
+ *   dw[o, c, i] = sum_{b, t} dy[b, o, t] x[b, c, t + i d - p]   (0 outside) */
 static int k_conv1d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *dy = &in[0], *w = &in[1];
     int64_t B = dy->shape[0], Co = dy->shape[1], T = dy->shape[2], Ci = w->shape[1], K = w->shape[2];
-    int64_t pad = conv1d_pad(n, K);
+    int64_t pad = conv1d_pad(n, K), dil = aj_attr_int(n, "dilation");
     for (int64_t b = 0; b < B; b++)
         for (int64_t ci = 0; ci < Ci; ci++)
             for (int64_t t = 0; t < T; t++) {
                 double s = 0;
                 for (int64_t o = 0; o < Co; o++)
                     for (int64_t i = 0; i < K; i++) {
-                        int64_t tt = t - i + pad;
+                        int64_t tt = t - i * dil + pad;
                         if (tt >= 0 && tt < T)
                             s += (double)fdata(w)[(o * Ci + ci) * K + i] * fdata(dy)[(b * Co + o) * T + tt];
                     }
@@ -591,14 +595,14 @@ static int k_conv1d_grad_x(ictx *c, const aj_node *n, const aj_tensor *in, aj_te
 static int k_conv1d_grad_w(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     const aj_tensor *dy = &in[0], *x = &in[1];
     int64_t B = dy->shape[0], Co = dy->shape[1], T = dy->shape[2], Ci = x->shape[1], K = out->shape[2];
-    int64_t pad = conv1d_pad(n, K);
+    int64_t pad = conv1d_pad(n, K), dil = aj_attr_int(n, "dilation");
     for (int64_t o = 0; o < Co; o++)
         for (int64_t ci = 0; ci < Ci; ci++)
             for (int64_t i = 0; i < K; i++) {
                 double s = 0;
                 for (int64_t b = 0; b < B; b++)
                     for (int64_t t = 0; t < T; t++) {
-                        int64_t tt = t + i - pad;
+                        int64_t tt = t + i * dil - pad;
                         if (tt >= 0 && tt < T)
                             s += (double)fdata(dy)[(b * Co + o) * T + t] * fdata(x)[(b * Ci + ci) * T + tt];
                     }
@@ -716,22 +720,26 @@ static int k_gather(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
     int64_t V = table->shape[0], row = prod(table->shape, 1, table->rank);
     for (int64_t s = 0, S = aj_tensor_numel(idx); s < S; s++) {
         int64_t ix = idata(idx)[s];
-        if (ix < 0 || ix >= V)
-            return fail(c, n, "index %lld at position %lld is out of range for a table of %lld rows",
-                        (long long)ix, (long long)s, (long long)V);
+        if (ix < 0 || ix >= V) return aj_index_error(c->d, n->op, n->line, n->col, ix, s, V);
         copy_elems(table, ix * row, out, s * row, row);
     }
     return 0;
 }
+
+#ifndef AJ_INTERP_F64   /* once, in the f32 build */
+int aj_index_error(aj_diag *d, aj_op op, int line, int col, int64_t ix, int64_t pos, int64_t n) {
+    return aj_error(d, line, col, "%s: index %lld at position %lld is out of range for %s %lld%s",
+                    aj_op_info(op)->name, (long long)ix, (long long)pos, op == AJ_OP_GATHER ? "a table of" : "n =",
+                    (long long)n, op == AJ_OP_GATHER ? " rows" : "");
+}
+#endif
 
 /* y[s.., k] = (idx[s..] == k) */
 static int k_one_hot(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     int64_t K = out->shape[out->rank - 1];
     for (int64_t s = 0, S = aj_tensor_numel(&in[0]); s < S; s++) {
         int64_t ix = idata(&in[0])[s];
-        if (ix < 0 || ix >= K)
-            return fail(c, n, "index %lld at position %lld is out of range for n = %lld", (long long)ix,
-                        (long long)s, (long long)K);
+        if (ix < 0 || ix >= K) return aj_index_error(c->d, n->op, n->line, n->col, ix, s, K);
         fdata(out)[s * K + ix] = 1;
     }
     return 0;
@@ -861,15 +869,10 @@ static int k_extern(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *o
 
 static int k_recurrence(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out);
 
+/* The kernel of every op that is not elementwise (k_elementwise with its
+ * ew_ops function) or a reduction (k_reduce): those come from ops.def's flags. */
 static const interp_fn kernels[AJ_OP_COUNT] = {
-    [AJ_OP_NEG] = k_elementwise, [AJ_OP_EXP] = k_elementwise, [AJ_OP_LOG] = k_elementwise,
-    [AJ_OP_TANH] = k_elementwise, [AJ_OP_SIGMOID] = k_elementwise, [AJ_OP_RELU] = k_elementwise,
-    [AJ_OP_SOFTPLUS] = k_elementwise, [AJ_OP_SQRT] = k_elementwise, [AJ_OP_SQUARE] = k_elementwise,
-    [AJ_OP_GELU] = k_elementwise, [AJ_OP_STEP] = k_elementwise,
-    [AJ_OP_ADD] = k_elementwise, [AJ_OP_SUB] = k_elementwise, [AJ_OP_MUL] = k_elementwise,
-    [AJ_OP_DIV] = k_elementwise, [AJ_OP_MAXIMUM] = k_elementwise,
     [AJ_OP_CONSTANT] = k_constant,
-    [AJ_OP_SUM] = k_reduce, [AJ_OP_MEAN] = k_reduce, [AJ_OP_MAX] = k_reduce, [AJ_OP_LOGSUMEXP] = k_reduce,
     [AJ_OP_MATMUL] = k_matmul,
     [AJ_OP_SOFTMAX] = k_softmax, [AJ_OP_LOG_SOFTMAX] = k_softmax,
     [AJ_OP_MASK] = k_mask,
@@ -883,17 +886,20 @@ static const interp_fn kernels[AJ_OP_COUNT] = {
     [AJ_OP_GATHER] = k_gather, [AJ_OP_ONE_HOT] = k_one_hot, [AJ_OP_SHIFT] = k_shift, [AJ_OP_PAD] = k_pad,
     [AJ_OP_SKEW] = k_skew, [AJ_OP_UNSKEW] = k_skew, [AJ_OP_CAST] = k_cast,
     [AJ_OP_LAYER_NORM] = k_layer_norm,
-    [AJ_OP_BERNOULLI_NLL] = k_elementwise, [AJ_OP_CATEGORICAL_NLL] = k_categorical_nll,
-    [AJ_OP_GAUSSIAN_NLL] = k_elementwise, [AJ_OP_MOG_NLL] = k_mog_nll,
-    [AJ_OP_BERNOULLI] = k_elementwise, [AJ_OP_CATEGORICAL] = k_categorical, [AJ_OP_NORMAL] = k_elementwise,
-    [AJ_OP_MOG] = k_mog, [AJ_OP_UNIFORM] = k_elementwise,
+    [AJ_OP_CATEGORICAL_NLL] = k_categorical_nll, [AJ_OP_MOG_NLL] = k_mog_nll,
+    [AJ_OP_CATEGORICAL] = k_categorical, [AJ_OP_MOG] = k_mog,
     [AJ_OP_EXTERN] = k_extern,
 };
 
-/* Every op has a kernel, and every elementwise kernel its scalar function. */
+static interp_fn kernel_of(aj_op op) {
+    int fl = aj_op_info(op)->flags;
+    return fl & AJ_EW ? k_elementwise : fl & AJ_REDUCE ? k_reduce : kernels[op];
+}
+
+/* Every op has a kernel, and every elementwise op its scalar function. */
 static int check_tables(aj_diag *d) {
     for (int op = 0; op < AJ_OP_COUNT; op++)
-        if (!kernels[op] || (kernels[op] == k_elementwise && !ew_ops[op]))
+        if (!kernel_of((aj_op)op) || (kernel_of((aj_op)op) == k_elementwise && !ew_ops[op]))
             return aj_error(d, 0, 0, "internal error: op %s has no interpreter kernel",
                             aj_op_info((aj_op)op)->name);
     return 0;
@@ -923,7 +929,7 @@ static int run_node(ictx *c, const aj_graph *g, const aj_node *n, const aj_tenso
             return fail(c, n, "out of memory for result '%s' %s", v->name, buf);
         }
     }
-    if (kernels[n->op](c, n, in, out)) {
+    if (kernel_of(n->op)(c, n, in, out)) {
         free_all(out, n->nout);
         return -1;
     }

@@ -24,6 +24,12 @@ int aj_interp_node_steps(const aj_module *m, const aj_graph *g, int node, const 
 int aj_interp_run_f64(const aj_module *m, const aj_graph *fn, const aj_tensor *params, const aj_tensor *inputs,
                       aj_tensor *results, uint64_t seed, aj_diag *d);
 
+/* The error of gather's (or one_hot's) index ix at position pos of its
+ * indices outside [0, n), at line:col, as every engine words it:
+ *   gather: index 7 at position 3 is out of range for a table of 5 rows
+ * Returns -1. */
+int aj_index_error(aj_diag *d, aj_op op, int line, int col, int64_t ix, int64_t pos, int64_t n);
+
 /* The mask kinds of the `mask` op, in ops.def's order. */
 typedef enum {
     AJ_MASK_LOWER, AJ_MASK_STRICT_LOWER, AJ_MASK_UPPER, AJ_MASK_STRICT_UPPER,

@@ -35,10 +35,16 @@ static int n_threads;
 typedef struct {
     _Atomic int arrived, sense;
     int nth;
+    /* the first index out of range a kernel met (aj_rt_bad_index): the
+     * kernel's number in the run, INT64_MAX while none; its arguments */
+    _Atomic int bad;
+    _Atomic int64_t bad_kernel;
+    int64_t bad_at[6];
 } team;
 
 static _Thread_local team *my_team;
 static _Thread_local int my_sense;
+static _Thread_local int64_t my_kernel;   /* kernels this thread has entered in this run: the same on all */
 
 enum { SPINS = 2000 };
 
@@ -60,6 +66,19 @@ void aj_rt_barrier(void) {
             sched_yield();
         }
     }
+}
+
+/* Called by gather and one_hot kernels on an index outside [0, n) (which
+ * they clamp, as a kernel cannot stop): the first of the run is kept, and
+ * run_kernel reports it after the kernel, as the interpreter would. The
+ * kernel's number tells the threads still leaving the barrier before it
+ * (a fast thread may already be in the next kernel) to go on to it. */
+void aj_rt_bad_index(int64_t op, int64_t line, int64_t col, int64_t ix, int64_t pos, int64_t n) {
+    team *t = my_team;
+    if (!t || atomic_exchange_explicit(&t->bad, 1, memory_order_relaxed)) return;
+    int64_t at[6] = {op, line, col, ix, pos, n};
+    memcpy(t->bad_at, at, sizeof at);
+    atomic_store_explicit(&t->bad_kernel, my_kernel, memory_order_release);
 }
 
 void aj_set_threads(int n) { n_threads = n > 0 ? n : 0; }
@@ -140,6 +159,7 @@ static void run_kernel(runner *r, int ki) {
     aj_program *P = r->P;
     aj_kernel *k = &P->kern[ki];
     int64_t t0 = P->profile && r->ith == 0 ? now_ns() : 0;
+    my_kernel++;
     if (k->node >= 0) {
         if (r->ith == 0 && run_host(r, k)) *r->failed = 1;
     } else if (k->collective) {   /* it splits its own work */
@@ -150,6 +170,12 @@ static void run_kernel(runner *r, int ki) {
         if (lo < hi) call_kernel(r, k, lo, hi);
     }
     aj_rt_barrier();
+    if (atomic_load_explicit(&my_team->bad_kernel, memory_order_acquire) <= my_kernel) {   /* all stop here */
+        const int64_t *a = my_team->bad_at;
+        if (r->ith == 0) aj_index_error(r->d, (aj_op)a[0], (int)a[1], (int)a[2], a[3], a[4], a[5]);
+        *r->failed = 1;
+        return;
+    }
     if (r->ith == 0) {
         if (P->profile) P->prof_ns[2 * ki] += now_ns() - t0, P->prof_ns[2 * ki + 1]++;
         if (P->nan_check && !*r->failed && check_finite(r, k)) *r->failed = 1;
@@ -226,13 +252,14 @@ int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inpu
     }
     volatile int failed = 0;
     team tm = {0};
+    atomic_init(&tm.bad_kernel, INT64_MAX);
 #pragma omp parallel num_threads(nth)
     {
         runner r = {.P = P, .base = base, .ith = omp_get_thread_num(), .nth = omp_get_num_threads(),
                     .failed = &failed, .d = d};
         if (r.ith == 0) tm.nth = r.nth;
 #pragma omp barrier
-        my_team = &tm, my_sense = 0;
+        my_team = &tm, my_sense = 0, my_kernel = 0;
         r.ctx.seed = seed;
         r.ctx.ith = r.ith, r.ctx.nth = r.nth;
         run_range(&r, 0, P->nins);

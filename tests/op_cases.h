@@ -95,7 +95,7 @@ typedef struct {
 static const gcase cases[] = {
     /* elementwise, unary */
     UNARY(neg, ANY), UNARY(exp, ANY), UNARY(log, POS), UNARY(tanh, ANY), UNARY(sigmoid, ANY),
-    UNARY(softplus, ANY), UNARY(sqrt, POS), UNARY(square, ANY), UNARY(gelu, ANY),
+    UNARY(softplus, ANY), UNARY(sqrt, POS), UNARY(square, ANY), UNARY(gelu, ANY), UNARY(sin, ANY), UNARY(cos, ANY),
     /* relu's kink: u = gap (|u| >= 0.1, both signs); the negative entries
      * must get exactly no gradient */
     {"relu (away from 0)", "B=3",
@@ -217,6 +217,20 @@ static const gcase cases[] = {
     {"conv1d (causal, even k)", "B=2",
      "dim B\ndim C = 2\ndim O = 3\ndim T = 5\nparam p : f32[C, T]\nparam w : f32[O, C, 2]\n"
      "fn loss(x : f32[B, C, T]) -> l\n  a = add(x, p)\n  y = conv1d(a, w, pad=causal)\n  l = square(y)\nend\n"},
+    /* dilation: taps 2 (3) apart, some reaching past every edge (a 3x5
+     * kernel at dilation 2 spans 5x9 over a 5x6 image) */
+    {"conv2d (dilation 2, 3x5 kernel)", "B=2",
+     "dim B\ndim C = 2\ndim O = 3\ndim H = 5\ndim W = 6\nparam p : f32[C, H, W]\nparam w : f32[O, C, 3, 5]\n"
+     "fn loss(x : f32[B, C, H, W]) -> l\n  a = add(x, p)\n  y = conv2d(a, w, dilation=2)\n  l = square(y)\nend\n"},
+    {"conv2d (mask B, dilation 2)", "B=2",
+     "dim B\ndim C = 2\ndim O = 3\ndim H = 5\ndim W = 6\nparam p : f32[C, H, W]\nparam w : f32[O, C, 3, 3]\n"
+     "fn loss(x : f32[B, C, H, W]) -> l\n  a = add(x, p)\n  y = conv2d(a, w, mask=B, dilation=2)\n  l = square(y)\nend\n"},
+    {"conv1d (same, dilation 3)", "B=2",
+     "dim B\ndim C = 2\ndim O = 3\ndim T = 5\nparam p : f32[C, T]\nparam w : f32[O, C, 3]\n"
+     "fn loss(x : f32[B, C, T]) -> l\n  a = add(x, p)\n  y = conv1d(a, w, dilation=3)\n  l = square(y)\nend\n"},
+    {"conv1d (causal, dilation 2)", "B=2",
+     "dim B\ndim C = 2\ndim O = 3\ndim T = 7\nparam p : f32[C, T]\nparam w : f32[O, C, 3]\n"
+     "fn loss(x : f32[B, C, T]) -> l\n  a = add(x, p)\n  y = conv1d(a, w, pad=causal, dilation=2)\n  l = square(y)\nend\n"},
 
     /* recurrences */
     RNN(0), RNN(1),

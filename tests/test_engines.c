@@ -12,6 +12,7 @@
 #include "arjit.h"
 #include "arjit_compile.h"
 #include "arjit_train.h"
+#include "compiler/codegen.h"
 
 #include <glob.h>
 #include <math.h>
@@ -59,8 +60,22 @@ static double max_rel_diff(const aj_tensor *a, const aj_tensor *b) {
     return worst;
 }
 
+/* Marks the ops of g and of its recurrence bodies in seen[]; returns how
+ * many of its nodes are AJ_HOST ops (which run on the interpreter). */
+static int mark_ops(const aj_graph *g, char *seen) {
+    int host = 0;
+    for (int i = 0; i < g->nnode; i++) {
+        const aj_node *n = &g->node[i];
+        seen[n->op] = 1;
+        host += (aj_op_info(n->op)->flags & AJ_HOST) != 0;
+        if (n->op == AJ_OP_RECURRENCE) host += mark_ops(n->rec->body, seen);
+    }
+    return host;
+}
+
 /* fn on every engine against the interpreter (i32 inputs in [0, nidx));
- * returns how many results differ. */
+ * returns how many results differ. The compiled engines run nothing on the
+ * interpreter but AJ_HOST ops (no silent fallback). */
 static int compare_fn(aj_module *m, const aj_graph *fn, const aj_tensor *params, int32_t nidx, const char *what) {
     aj_tensor in[64] = {0}, ref[64] = {0}, got[64] = {0};
     assert_true(fn->nleaf <= 64 && fn->nresult <= 64);
@@ -77,6 +92,14 @@ static int compare_fn(aj_module *m, const aj_graph *fn, const aj_tensor *params,
         if (run(m, fn, params, in, got, 7, &d)) {
             aj_diag_print(&d, stderr);
             fail_msg("%s: %s failed: %s", what, names[e], d.msg);
+        }
+        aj_program_stats st;
+        aj_program *p = aj_engine_program(m, fn, e, &d);
+        aj_program_stats_get(p, &st);
+        char seen[AJ_OP_COUNT] = {0};
+        if (st.host_kernels != mark_ops(fn, seen)) {
+            aj_program_print_host(p, "  ", stderr);
+            fail_msg("%s: %s runs %d kernels on the interpreter", what, names[e], st.host_kernels);
         }
         for (int k = 0; k < fn->nresult; k++) {
             double err = max_rel_diff(&ref[k], &got[k]);
@@ -199,6 +222,10 @@ static const gcase forward_cases[] = {
      "dim B\ndim D = 5\ndim K = 3\nparam A : f32[D, K]\nparam M : f32[D, K]\nparam S : f32[D, K]\n"
      "fn sample(x : f32[B, D]) -> s\n  xk = unsqueeze(x, axis=2)\n  pi = add(xk, A)\n  mu = mul(xk, M)\n"
      "  ls = broadcast(S, shape=[B, D, K])\n  s = mog(pi, mu, ls)\nend\n"},
+    {"bernoulli, normal, uniform (sampling)", "B=3",
+     "dim B\ndim D = 5\nparam p : f32[D]\nparam q : f32[D]\n"
+     "fn sample(x : f32[B, D]) -> b, z, u\n  l = add(x, p)\n  b = bernoulli(l)\n  z = normal(l, q)\n"
+     "  u = uniform(shape=[B, D])\nend\n"},
     {"concat (axis 0, middle axis, i32)", "B=3",
      "dim B\ndim C = 2\ndim D = 4\nparam p : f32[C, D]\n"
      "fn f(x : f32[B, C, D], t : i32[B, C]) -> y, z, u\n  a = add(x, p)\n  y = concat(a, x, a, axis=0)\n"
@@ -250,6 +277,104 @@ static void run_case(const gcase *c, int forward_only) {
 }
 
 static void test_op_case(void **state) { run_case(*state, 0); }
+
+/* An index out of range stops every engine with the same error at the
+ * gather's (one_hot's) line: at the top level, and inside a recurrence
+ * (where the fused engine runs all steps in one kernel). */
+static void test_index_out_of_range(void **state) {
+    (void)state;
+    static const char *src =
+        "dim B = 2\ndim T = 3\ndim V = 4\ndim E = 5\nparam W : f32[V, E]\n"
+        "fn top(t : i32[B, T]) -> y, h\n"
+        "  y = gather(W, t)\n"
+        "  h = one_hot(t, n=V)\n"
+        "end\n"
+        "fn loop(t : i32[B, T]) -> ys\n"
+        "  z = constant(value=0, shape=[B, E])\n"
+        "  yT, ys = recurrence(steps=T) {\n"
+        "    carry c = z\n    slice tt = t, axis=1\n    use W\n"
+        "    g = gather(W, tt)\n    s = add(c, g)\n    next c = s\n    stack g, axis=1\n  }\n"
+        "end\n"
+        "fn hot(t : i32[B, T]) -> h\n"
+        "  h = one_hot(t, n=V)\n"
+        "end\n";
+    static const struct { int fn, line; int32_t bad; const char *msg; } runs[] = {
+        {0, 7, 4, "gather: index 4 at position 4 is out of range for a table of 4 rows"},
+        {0, 7, -1, "gather: index -1 at position 4 is out of range for a table of 4 rows"},
+        {1, 16, 9, "gather: index 9 at position 1 is out of range for a table of 4 rows"},
+        {2, 23, 4, "one_hot: index 4 at position 4 is out of range for n = 4"},
+    };
+    aj_diag d = {0};
+    aj_module *m = aj_load_string(src, strlen(src), "index.graph", "", NULL, &d);
+    if (!m) aj_diag_print(&d, stderr);
+    assert_non_null(m);
+    aj_tensor *params = init_params(m);
+    aj_engine_run engines[3] = {aj_interp_run, aj_naive_run, aj_fused_run};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        const aj_graph *fn = m->fn[runs[i].fn];
+        aj_tensor t = fill_input(&fn->val[fn->leaf[0]].type, 5, 4), res[2] = {{0}};
+        ((int32_t *)t.data)[4] = runs[i].bad;   /* [1, 1]: step 1, row 1 */
+        for (int e = 0; e < 3; e++) {
+            memset(&d, 0, sizeof d);
+            assert_int_equal(engines[e](m, fn, params, &t, res, 7, &d), -1);
+            if (d.line != runs[i].line || !strstr(d.msg, runs[i].msg))
+                fail_msg("engine %d, fn %s: line %d: %s", e, fn->name, d.line, d.msg);
+        }
+        ((int32_t *)t.data)[4] = 3;   /* in range: the one_hot must not mind either */
+        for (int e = 0; e < 3; e++) {
+            assert_int_equal(engines[e](m, fn, params, &t, res, 7, &d), 0);
+            for (int k = 0; k < fn->nresult; k++) aj_tensor_free(&res[k]);
+        }
+        aj_tensor_free(&t);
+    }
+    free_params(m, params);
+    aj_engine_forget(m);
+    aj_module_free(m);
+}
+
+/* Every op is compared on the three engines by some case above, in a
+ * case's fn or in its gradient: a new op needs a case (tests/op_cases.h,
+ * or forward_cases for those without a gradient). The AJ_HOST ops (extern)
+ * need a library: tests/test_extern.c compares them. */
+static void test_every_op_compared(void **state) {
+    (void)state;
+    char seen[AJ_OP_COUNT] = {0};
+    for (int i = 0; i < COUNT(cases) + COUNT(forward_cases); i++) {
+        const gcase *c = i < COUNT(cases) ? &cases[i] : &forward_cases[i - COUNT(cases)];
+        aj_diag d = {0};
+        aj_module *m = aj_load_string(c->src, strlen(c->src), c->name, c->dims, NULL, &d);
+        assert_non_null(m);
+        mark_ops(m->fn[0], seen);
+        const aj_graph *grad = i < COUNT(cases) ? aj_autodiff(m, m->fn[0]->name, &d) : NULL;
+        if (grad) mark_ops(grad, seen);
+        aj_module_free(m);
+    }
+    int missing = 0;
+    for (int op = 0; op < AJ_OP_COUNT; op++)
+        if (!seen[op] && !(aj_op_info((aj_op)op)->flags & AJ_HOST)) {
+            fprintf(stderr, "op %s is in no case of tests/op_cases.h or forward_cases\n", aj_op_info((aj_op)op)->name);
+            missing++;
+        }
+    assert_int_equal(missing, 0);
+}
+
+/* Every op has an LLVM lowering but the AJ_HOST ones, which run on the
+ * interpreter on purpose (and the engines say so, aj_program_print_host);
+ * recurrences are loops of their body's kernels. */
+static void test_every_op_lowered(void **state) {
+    (void)state;
+    int missing = 0;
+    for (int op = 0; op < AJ_OP_COUNT; op++) {
+        aj_node n = {.op = (aj_op)op};
+        int host = (aj_op_info((aj_op)op)->flags & AJ_HOST) != 0;
+        if (op != AJ_OP_RECURRENCE && aj_codegen_lowers(&n) == host) {
+            fprintf(stderr, "op %s: %s\n", aj_op_info((aj_op)op)->name,
+                    host ? "AJ_HOST, but it has a lowering" : "no LLVM lowering, and not AJ_HOST");
+            missing++;
+        }
+    }
+    assert_int_equal(missing, 0);
+}
 static void test_forward_case(void **state) { run_case(*state, 1); }
 
 int main(void) {
@@ -276,12 +401,15 @@ int main(void) {
     int rc = _cmocka_run_group_tests("engines on models", t, gl.gl_pathc + 1, NULL, NULL);
     free(t);
 
-    struct CMUnitTest ops[COUNT(cases) + COUNT(forward_cases)];
+    struct CMUnitTest ops[COUNT(cases) + COUNT(forward_cases) + 3];
     for (int i = 0; i < COUNT(cases); i++)
         ops[i] = (struct CMUnitTest){cases[i].name, test_op_case, NULL, NULL, (void *)&cases[i]};
     for (int i = 0; i < COUNT(forward_cases); i++)
         ops[COUNT(cases) + i] =
             (struct CMUnitTest){forward_cases[i].name, test_forward_case, NULL, NULL, (void *)&forward_cases[i]};
+    ops[COUNT(cases) + COUNT(forward_cases)] = (struct CMUnitTest)cmocka_unit_test(test_every_op_compared);
+    ops[COUNT(cases) + COUNT(forward_cases) + 1] = (struct CMUnitTest)cmocka_unit_test(test_every_op_lowered);
+    ops[COUNT(cases) + COUNT(forward_cases) + 2] = (struct CMUnitTest)cmocka_unit_test(test_index_out_of_range);
     rc += cmocka_run_group_tests_name("engines on op cases", ops, NULL, NULL);
     globfree(&gl);
     return rc;

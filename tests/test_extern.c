@@ -156,7 +156,8 @@ static void test_forward(void **state) {
 /* ------------------------------------------------------------ gradients */
 
 /* fn gives the same results on the compiled engines as on the interpreter
- * (they call the extern functions as host kernels between JIT kernels). */
+ * (they call the extern functions as host kernels between JIT kernels),
+ * and each engine's program says, per extern call, that it runs there. */
 static void engines_agree(aj_module *m, const aj_graph *fn) {
     aj_tensor params[8] = {{0}}, in[8] = {{0}}, ref[8], got[8];
     for (int i = 0; i < m->nparam && i < 8; i++) params[i] = aj_param_init(m, i, &m->bind, 5 + (uint64_t)i);
@@ -169,6 +170,16 @@ static void engines_agree(aj_module *m, const aj_graph *fn) {
     aj_engine_run engines[2] = {aj_naive_run, aj_fused_run};
     for (int e = 0; e < 2; e++) {
         if (engines[e](m, fn, params, in, got, 1, &d)) fail_msg("%s: %s", e ? "fused" : "naive", d.msg);
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        int nhost = aj_program_print_host(aj_engine_program(m, fn, e, &d), "", f), ncall = 0;
+        fclose(f);
+        for (int i = 0; i < fn->nnode; i++) ncall += fn->node[i].op == AJ_OP_EXTERN;
+        assert_int_equal(nhost, ncall);
+        for (const char *l = text; *l; l = strchr(l, '\n') + 1)
+            if (!strstr(l, "extern '") || !strstr(l, " runs on the interpreter (")) fail_msg("says: %s", l);
+        free(text);
         for (int k = 0; k < fn->nresult; k++) {
             for (int64_t i = 0; i < aj_tensor_numel(&ref[k]); i++) {
                 float a = ((float *)ref[k].data)[i], b = ((float *)got[k].data)[i];

@@ -142,6 +142,8 @@ static void test_unary(void **state) {
         {"square(x)", {-1, 0, 0.5f, 2}, {1, 0, 0.25f, 4}},
         {"gelu(x)", {-1, 0, 0.5f, 2}, {-0.15880801f, 0, 0.34571401f, 1.95459769f}},
         {"step(x)", {-1, 0, 0.5f, 2}, {0, 0, 1, 1}},
+        {"sin(x)", {-1, 0, 0.5f, 2}, {-0.84147098f, 0, 0.47942554f, 0.90929743f}},
+        {"cos(x)", {-1, 0, 0.5f, 2}, {0.54030231f, 1, 0.87758256f, -0.41614684f}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         run_t r = unary(cases[i].expr, cases[i].x);
@@ -416,10 +418,11 @@ static void test_attention_cross(void **state) {
  * B adds the centre. */
 static void test_conv2d(void **state) {
     static const char *src =
-        "fn f(x : f32[1, 1, 3, 3], w : f32[1, 1, 3, 3]) -> y, ya, yb\n"
+        "fn f(x : f32[1, 1, 3, 3], w : f32[1, 1, 3, 3]) -> y, ya, yb, yd\n"
         "  y = conv2d(x, w)\n"
         "  ya = conv2d(x, w, mask=A)\n"
         "  yb = conv2d(x, w, mask=B)\n"
+        "  yd = conv2d(x, w, dilation=2)\n"
         "end\n";
     aj_tensor in[] = {TF(SHAPE(1, 1, 3, 3), F32(1, 2, 3, 4, 5, 6, 7, 8, 9)),
                       TF(SHAPE(1, 1, 3, 3), F32(1, 1, 1, 1, 1, 1, 1, 1, 1))};
@@ -427,6 +430,8 @@ static void test_conv2d(void **state) {
     EXPECT_F(&r.res[0], SHAPE(1, 1, 3, 3), F32(12, 21, 16, 27, 45, 33, 24, 39, 28));
     EXPECT_F(&r.res[1], SHAPE(1, 1, 3, 3), F32(0, 1, 2, 3, 10, 10, 9, 22, 19));
     EXPECT_F(&r.res[2], SHAPE(1, 1, 3, 3), F32(1, 3, 5, 7, 15, 16, 16, 30, 28));
+    /* dilation 2: taps at offsets -2, 0, 2, so y[0, 0] = x[0, 0] + x[0, 2] + x[2, 0] + x[2, 2] */
+    EXPECT_F(&r.res[3], SHAPE(1, 1, 3, 3), F32(20, 10, 20, 10, 5, 10, 20, 10, 20));
     done(&r);
 }
 
@@ -443,20 +448,28 @@ static void test_conv2d_channels(void **state) {
 }
 
 /* x = [1, 2, 3, 4], w = [1, 10, 100]. same: y_t = x_{t-1} + 10 x_t + 100 x_{t+1};
- * causal: y_t = x_{t-2} + 10 x_{t-1} + 100 x_t. */
+ * causal: y_t = x_{t-2} + 10 x_{t-1} + 100 x_t. With x5 = [1, .., 5] and
+ * dilation 2, same: y_t = x_{t-2} + 10 x_t + 100 x_{t+2}; causal:
+ * y_t = x_{t-4} + 10 x_{t-2} + 100 x_t. */
 static void test_conv1d(void **state) {
     static const char *src =
-        "fn f(x : f32[1, 1, 4], w : f32[1, 1, 3], x2 : f32[1, 2, 2], w2 : f32[1, 2, 1]) -> s, c, m\n"
+        "fn f(x : f32[1, 1, 4], w : f32[1, 1, 3], x2 : f32[1, 2, 2], w2 : f32[1, 2, 1], x5 : f32[1, 1, 5])"
+        " -> s, c, m, sd, cd\n"
         "  s = conv1d(x, w)\n"
         "  c = conv1d(x, w, pad=causal)\n"
         "  m = conv1d(x2, w2)\n"
+        "  sd = conv1d(x5, w, dilation=2)\n"
+        "  cd = conv1d(x5, w, pad=causal, dilation=2)\n"
         "end\n";
     aj_tensor in[] = {TF(SHAPE(1, 1, 4), F32(1, 2, 3, 4)), TF(SHAPE(1, 1, 3), F32(1, 10, 100)),
-                      TF(SHAPE(1, 2, 2), F32(1, 2, 3, 4)), TF(SHAPE(1, 2, 1), F32(1, -1))};
-    run_t r = ok(src, "", 4, in);
+                      TF(SHAPE(1, 2, 2), F32(1, 2, 3, 4)), TF(SHAPE(1, 2, 1), F32(1, -1)),
+                      TF(SHAPE(1, 1, 5), F32(1, 2, 3, 4, 5))};
+    run_t r = ok(src, "", 5, in);
     EXPECT_F(&r.res[0], SHAPE(1, 1, 4), F32(210, 321, 432, 43));
     EXPECT_F(&r.res[1], SHAPE(1, 1, 4), F32(100, 210, 321, 432));
     EXPECT_F(&r.res[2], SHAPE(1, 1, 2), F32(-2, -2));
+    EXPECT_F(&r.res[3], SHAPE(1, 1, 5), F32(310, 420, 531, 42, 53));
+    EXPECT_F(&r.res[4], SHAPE(1, 1, 5), F32(100, 200, 310, 420, 531));
     done(&r);
 }
 

@@ -214,6 +214,10 @@ static void test_attention_conv_errors(void **state) {
                  "conv1d: kernel sizes must be odd, got w f32[4, 3, 2]");
     expect_error("x : f32[B, 3], w : f32[4, 3, 2]", "conv1d(x, w, pad=causal)", "x,",
                  "conv1d: argument 1 must have rank 3, got f32[B, 3]");
+    expect_error("x : f32[B, 3, 8], w : f32[4, 3, 3]", "conv1d(x, w, dilation=0)", "conv1d",
+                 "conv1d: dilation must be >= 1, got 0");
+    expect_error("x : f32[B, 3, 8, 8], w : f32[4, 3, 3, 3]", "conv2d(x, w, dilation=-2)", "conv2d",
+                 "conv2d: dilation must be >= 1, got -2");
 }
 
 static void test_shape_op_errors(void **state) {
