@@ -780,14 +780,16 @@ static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
     mm_shape_of(ks, n, &s);
     char name[80] = "";
     aj_mm_spec sp = mm_spec_of(c, &s, name);
-    int packed = aj_mm_packs_b(&sp);
+    /* a B of no values (K or N = 0) gets no pack kernel: the sgemm reads
+     * none of it and only writes C's zeros (K = 0), if anything */
+    int packs = aj_mm_packs_b(&sp), packed = packs && (ks->kind == AJ_KS_MM_PACK || ks->nin == 3);
     /* the sgemm is emitted once: by the pack kernel when B is packed (the
      * planner puts it right before its matmul kernel), else here */
     if (ks->kind == AJ_KS_MM_PACK || !packed) {
         snprintf(name, sizeof name, "mm%d", c->nmm++);
         if (aj_mm_emit(c->jit, c->mod, &sp, d)) return -1;
         LLVMSetLinkage(LLVMGetNamedFunction(c->m, name), LLVMInternalLinkage);
-        if (packed) {
+        if (packs) {
             char pn[96];
             snprintf(pn, sizeof pn, "%s_pack", name);
             LLVMSetLinkage(LLVMGetNamedFunction(c->m, pn), LLVMInternalLinkage);
