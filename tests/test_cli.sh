@@ -124,6 +124,17 @@ run 0 dump --stage naive "$FVSBN" --dims D=4 --fn sample && has "$OUT" "program 
 run 0 dump --stage llvm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "define"
 run 0 dump --stage llvm "$NADE" --dims D=5,H=4,B=3 --engine naive && has "$OUT" "define"
 run 0 dump --stage asm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "ret"
+# every kernel's code is headed by the graph lines it came from, as in the fused listing
+for stage in llvm asm; do
+    for engine in fused naive; do
+        run 0 dump --stage $stage "$NADE" --dims D=5,H=4,B=3 --engine $engine || continue
+        if [ $stage = llvm ]; then c=';' code=$(grep -c '^define .*@k[0-9]*_[a-z_0-9]*(' "$OUT"); else
+            c='#' code=$(grep -cE '^k[0-9]+_[a-z_0-9]+:' "$OUT"); fi
+        heads=$(grep -cE "^$c k[0-9]+_[a-z_0-9]+  # .*nade.graph:[1-9]" "$OUT")
+        ((code > 0 && heads == code)) || fail "dump --stage $stage --engine $engine: $heads kernel heads for $code kernels"
+        if [ $stage$engine = llvmnaive ]; then has "$OUT" "; k0_broadcast  # $NADE:25  a0 = broadcast"; fi
+    done
+done
 run 1 dump --stage fused "$FVSBN" --dims D=4 --fn nope && has "$ERR" "no fn 'nope'"
 run 1 dump --stage fused "$TMP/broken.graph" && has "$ERR" "broken.graph:3:7: error:"
 run 2 dump "$FVSBN" --fn loglik && has "$ERR" "--fn goes with the compiled stages" &&
