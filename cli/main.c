@@ -1099,7 +1099,8 @@ static const flag dump_flags[] = {
       "                       grad (with grad_<fn>: loss and gradients), opt (grad with every fn simplified:\n"
       "                       dead code, CSE, constants). Compiled (all dims bound, B=100 unless --dims binds it):\n"
       "                       naive or fused (the program: kernels, their graph lines, buffers),\n"
-      "                       llvm (the optimised LLVM IR), asm (the machine code)" },
+      "                       llvm (the optimised LLVM IR), asm (the machine code), each kernel headed by\n"
+      "                       a comment with its graph lines" },
     FLAG_DIMS,
     { "--fn", "NAME", offsetof(options, fn), "compiled stages: the fn to compile (e.g. loglik, sample, grad_loglik);\n"
       "                       default train_step, the Adam training step of loglik" },
@@ -1195,7 +1196,8 @@ static const command commands[] = {
       "FILE", 1, 1, dump_flags,
       "The stages ir, grad and opt print canonical graph-file syntax: it parses back\n"
       "to the same model. naive and fused print the program an engine runs; each\n"
-      "kernel names the graph lines it came from (FILE:LINE).",
+      "kernel names the graph lines it came from (FILE:LINE), and so does the comment\n"
+      "heading each kernel's code in llvm and asm.",
       run_dump },
     { "train", "train a model by maximum likelihood on a dataset",
       "FILE", 1, 1, train_flags,
