@@ -43,6 +43,7 @@ struct aj_codegen {
     LLVMBuilderRef eb;       /* at the end of the entry block: allocas, ctx loads */
     int nmm;                 /* matmul helpers emitted so far */
     int vw;                  /* floats in the host's widest vector */
+    int nan_check;           /* aj_codegen_set_nan_check */
 };
 
 /* aj_kctx's fields as i64 indices */
@@ -283,9 +284,11 @@ static LLVMValueRef ew_value(aj_codegen *c, const aj_node *n, const LLVMValueRef
         LLVMValueRef z = fmul_(c, fsub_(c, x[0], x[1]), aj_vm_exp(c->b, LLVMBuildFNeg(c->b, x[2], "")));
         return fadd_(c, fadd_(c, f32c(c, 0.9189385332046727), x[2]), fmul_(c, f32c(c, 0.5), fmul_(c, z, z)));
     }
-    case AJ_OP_BERNOULLI: /* 1 with probability sigmoid(l) */
-        return sel(c, LLVMBuildFCmp(c->b, LLVMRealOLT, rng_u01(c, key, flat), aj_vm_sigmoid(c->b, x[0]), ""), one,
-                   zero);
+    case AJ_OP_BERNOULLI: { /* 1 with probability sigmoid(l); NaN for l NaN under --check-nan */
+        LLVMValueRef y = sel(c, LLVMBuildFCmp(c->b, LLVMRealOLT, rng_u01(c, key, flat), aj_vm_sigmoid(c->b, x[0]), ""),
+                             one, zero);
+        return c->nan_check ? sel(c, LLVMBuildFCmp(c->b, LLVMRealUNO, x[0], x[0], ""), x[0], y) : y;
+    }
     case AJ_OP_UNIFORM: return rng_u01(c, key, flat);
     case AJ_OP_NORMAL: { /* mu + e^ls sqrt(-2 ln(1 - u1)) cos(2 pi u2) */
         LLVMValueRef i2 = LLVMBuildShl(c->b, flat, u64c(c, 1), "");
@@ -1598,6 +1601,8 @@ int aj_codegen_lowers(const aj_node *n, const aj_type *in_types) {
 }
 
 /* ---------------------------------------------------------------- kernels */
+
+void aj_codegen_set_nan_check(aj_codegen *c, int on) { c->nan_check = on; }
 
 aj_codegen *aj_codegen_new(aj_jit *jit, aj_jit_module *mod) {
     aj_codegen *c = calloc(1, sizeof *c);

@@ -124,6 +124,7 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         aj_error(d, 0, 0, "out of memory");
         goto fail;
     }
+    aj_codegen_set_nan_check(cg, o->nan_check);
     aj_planner pl = {.P = P, .cg = cg, .m = m, .d = d};
     int rc = o->fused ? aj_plan_fused(&pl) : aj_plan_naive(&pl);
     aj_codegen_free(cg);
@@ -145,7 +146,8 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         if (aj_jit_add(P->jit, mod, d)) goto fail;
     } else {
         char flags[64];
-        snprintf(flags, sizeof flags, "arjit-program-v1 fused=%d", o->fused);
+        /* the code differs with --check-nan (aj_codegen_set_nan_check) */
+        snprintf(flags, sizeof flags, "arjit-program-v1 fused=%d%s", o->fused, o->nan_check ? " nan_check=1" : "");
         if (o->no_cache ? aj_jit_optimize(P->jit, mod, d) || aj_jit_add(P->jit, mod, d)
                         : aj_jit_add_cached(P->jit, mod, flags, &P->cache_hit, d))
             goto fail;

@@ -207,6 +207,20 @@ for e in naive fused; do
         if [ -n "$range" ] && ((lo <= 8 && 8 <= hi)); then :; else fail "fused nan check: '$range' does not hold line 8"; fi
     fi
 done
+# a NaN logit fed to bernoulli: naive stores the logit, fused computes it
+# inside the sampling kernel, which under --check-nan gives NaN for it
+sed 's/^    xi = bernoulli(logit) .*$/    e = exp(logit)\n    n = neg(e)\n    bad = log(n)\n    xi = bernoulli(bad)/' \
+    "$FVSBN" >"$TMP/fvnan.graph"
+line=$(grep -n 'bernoulli(bad)' "$TMP/fvnan.graph" | cut -d: -f1)
+for e in naive fused; do
+    run 1 sample "$TMP/fvnan.graph" --ckpt "$CK" -n 3 --out "$TMP/nan.txt" --engine $e --check-nan &&
+        has "$ERR" "nan check: kernel k" && has "$ERR" "wrote NaN" || continue
+    range=$(grep -o 'lines [0-9]*-[0-9]*' "$ERR" | head -1)
+    lo=${range#lines } hi=${range#*-}
+    lo=${lo%-*}
+    [ $e = naive ] && has "$ERR" "bad = log" ||
+        { [ -n "$range" ] && ((lo <= line && line <= hi)); } || fail "fused nan check: '$range' does not hold line $line"
+done
 run 1 train "$TMP/nan.graph" --data mnist --batch 10 --check-nan --engine interp && has "$ERR" "the interpreter runs unchecked" &&
     has "$ERR" "training diverged"
 run 1 eval "$FVSBN" --ckpt "$TMP/none.ck" --engine fused --check-nan && has "$ERR" "$TMP/none.ck"
