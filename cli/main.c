@@ -26,6 +26,7 @@
 #include <math.h>
 #include <signal.h>
 #include <time.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "arjit.h"
@@ -33,6 +34,7 @@
 #include "arjit_jit.h"
 #include "arjit_train.h"
 #include "../compiler/simplify.h"
+#include "../runtime/fileio.h"
 
 #define EXIT_MODEL 1
 #define EXIT_USAGE 2
@@ -50,7 +52,7 @@ typedef struct {
     const char *stage;   /* --stage: what dump prints */
     /* train, eval, sample, gradcheck: parsed and range-checked by job_options */
     const char *data, *split, *ckpt, *save, *resume, *engine, *out, *fn;
-    const char *epochs, *batch, *max_steps, *patience, *seed, *threads, *n, *probes;
+    const char *epochs, *batch, *max_steps, *patience, *valid_examples, *seed, *threads, *n, *probes;
     const char *opt, *lr, *momentum, *beta1, *beta2, *eps, *rho, *weight_decay, *clip;
     const char *schedule, *step_epochs, *gamma, *tol;
     /* bench; check_nan also train, eval, sample */
@@ -76,6 +78,7 @@ typedef struct {
     "what runs the graphs: fused or naive (LLVM JIT), or interp (the reference); default fused" }
 #define FLAG_CHECK_NAN { "--check-nan", NULL, offsetof(options, check_nan), \
     "stop at the first kernel that writes NaN or Inf, naming it and its graph line" }
+#define FLAG_THREADS { "--threads", "N", offsetof(options, threads), "OpenMP threads for engines that use them" }
 #define FLAG_SEED(what) { "--seed", "S", offsetof(options, seed), what }
 #define FLAG_END { NULL, NULL, 0, NULL }
 
@@ -360,6 +363,7 @@ static int job_options(const options *o, const char *cmd, aj_job *job)
     job->dims = o->dims;
     job->data = o->data;
     job->ckpt = o->ckpt;
+    job->fn = o->fn;
     job->save = o->save;
     job->resume = o->resume;
     job->seed_given = o->seed != NULL;
@@ -373,6 +377,7 @@ static int job_options(const options *o, const char *cmd, aj_job *job)
         int_value(cmd, "--epochs", o->epochs, 10, 1, 1000000, &job->epochs) ||
         int_value(cmd, "--max-steps", o->max_steps, 0, 1, INT64_MAX, &job->max_steps) ||
         int_value(cmd, "--patience", o->patience, 0, 1, INT64_MAX, &job->patience) ||
+        int_value(cmd, "--valid-examples", o->valid_examples, 0, 1, INT64_MAX, &job->valid_examples) ||
         int_value(cmd, "--step-epochs", o->step_epochs, 1, 1, INT64_MAX, &job->step_epochs) ||
         int_value(cmd, "--threads", o->threads, 0, 1, 4096, &threads) ||
         word_value(cmd, "--opt", o->opt, opts, &opt) ||
@@ -397,6 +402,18 @@ static int job_options(const options *o, const char *cmd, aj_job *job)
     if (!(job->engine = aj_engine_find(o->engine ? o->engine : "fused", &d)))
         return usage_error(find_command(cmd), "%s", d.msg);
     return 0;
+}
+
+/* A usage error, before any work, when flag's file path+suffix (written
+ * atomically: a new file renamed over it) exists and is no regular file. */
+static int replaceable(const char *cmd, const char *flag, const char *path, const char *suffix)
+{
+    char full[1100];
+    aj_diag d = {0};
+    if (!path)
+        return 0;
+    snprintf(full, sizeof full, "%s%s", path, suffix);
+    return aj_afile_check(full, &d) ? usage_error(find_command(cmd), "%s: %s: %s", flag, full, d.msg) : 0;
 }
 
 /* --check-nan: the compiled engines check what every kernel writes. The
@@ -426,7 +443,8 @@ static int run_train(const options *o)
 {
     aj_job job;
     int rc = job_options(o, "train", &job);
-    if (rc || (rc = require("train", o->data ? o->data : o->resume, "--data SPEC (or --resume CKPT)")))
+    if (rc || (rc = require("train", o->data ? o->data : o->resume, "--data SPEC (or --resume CKPT)")) ||
+        (rc = replaceable("train", "--save", o->save, "")) || (rc = replaceable("train", "--save", o->save, ".last")))
         return rc;
     set_nan_check(o, &job);
     job.live = isatty(STDERR_FILENO);
@@ -469,19 +487,19 @@ static int run_eval(const options *o)
     aj_diag d = {0};
     if (aj_eval(&job, &res, &d) != 0)
         return print_diag_in(&d, job.model);
-    printf("%s NLL %.4f nats/example, %.5f bits/dim (%" PRId64 " examples of %" PRId64 " values, %s)\n",
-           res.split, res.nll, res.bpd, res.n, res.d, res.data);
+    printf("%s NLL %.4f nats/example, %.5f bits/dim (%" PRId64 " examples of %" PRId64 " values, %s%s%s)\n",
+           res.split, res.nll, res.bpd, res.n, res.d, res.data, o->fn ? ", fn " : "", o->fn ? o->fn : "");
     return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
 }
 
-/* Samples that are not images: one line of values each. */
+/* Samples as text: one line of values each, to path (atomically) or stdout. */
 static int print_samples(const aj_tensor *x, int64_t n, const char *path)
 {
-    FILE *f = path ? fopen(path, "w") : stdout;
-    if (!f) {
-        fprintf(stderr, "%s: error: cannot write: %s\n", path, strerror(errno));
-        return EXIT_MODEL;
-    }
+    aj_afile af;
+    aj_diag d = {0};
+    FILE *f = path ? aj_afile_open(&af, path, &d) : stdout;
+    if (!f)
+        return print_diag(&d);
     int64_t total = aj_tensor_numel(x), per = total % n == 0 ? total / n : total;
     for (int64_t i = 0; i < total; i++) {
         if (x->dtype == AJ_F32)
@@ -490,10 +508,20 @@ static int print_samples(const aj_tensor *x, int64_t n, const char *path)
             fprintf(f, "%d", ((const int32_t *)x->data)[i]);
         fputc((i + 1) % per ? ' ' : '\n', f);
     }
-    int bad = ferror(f) | (path ? fclose(f) : fflush(f));
-    if (bad)
-        fprintf(stderr, "%s: error: write failed\n", path ? path : "<stdout>");
-    return bad ? EXIT_MODEL : 0;
+    if (path)
+        return aj_afile_commit(&af, &d) ? print_diag(&d) : 0;
+    if (ferror(f) | fflush(f)) {
+        fprintf(stderr, "<stdout>: error: write failed\n");
+        return EXIT_MODEL;
+    }
+    return 0;
+}
+
+/* A name ending in .png (any case) asks for the PNG grid. */
+static int names_png(const char *path)
+{
+    size_t n = strlen(path);
+    return n >= 4 && strcasecmp(path + n - 4, ".png") == 0;
 }
 
 static int run_sample(const options *o)
@@ -502,15 +530,22 @@ static int run_sample(const options *o)
     int64_t n;
     int rc = job_options(o, "sample", &job);
     if (rc || (rc = require("sample", o->ckpt, "--ckpt CKPT")) ||
-        (rc = int_value("sample", "-n", o->n, 64, 1, 1 << 20, &n)))
+        (rc = int_value("sample", "-n", o->n, 64, 1, 1 << 20, &n)) || (rc = replaceable("sample", "--out", o->out, "")))
         return rc;
     set_nan_check(o, &job);
     aj_samples s;
     aj_diag d = {0};
     if (aj_sample(&job, n, &s, &d) != 0)
         return print_diag_in(&d, job.model);
-    if (s.h) {
-        const char *path = o->out ? o->out : "samples.png";
+    /* the format: a PNG grid for --out *.png, and without --out for image
+     * data; else text. Never text in a .png, nor a silent fallback. */
+    int png = o->out ? names_png(o->out) : s.image_data;
+    const char *path = o->out ? o->out : "samples.png";
+    if (png && !s.h) {
+        fprintf(stderr, "%s: error: cannot draw the samples as an image (%s): %s; for the values as text, give --out "
+                "a name not ending in .png\n", prog, path, s.why);
+        rc = EXIT_MODEL;
+    } else if (png) {
         rc = aj_png_grid(path, s.x.data, (int)n, s.h, s.w, 0, &d) ? print_diag(&d) : 0;
         if (!rc)
             printf("wrote %" PRId64 " samples of %dx%d to %s\n", n, s.h, s.w, path);
@@ -1065,7 +1100,8 @@ static const flag dump_flags[] = {
       "                       grad (with grad_<fn>: loss and gradients), opt (grad with every fn simplified:\n"
       "                       dead code, CSE, constants). Compiled (all dims bound, B=100 unless --dims binds it):\n"
       "                       naive or fused (the program: kernels, their graph lines, buffers),\n"
-      "                       llvm (the optimised LLVM IR), asm (the machine code)" },
+      "                       llvm (the optimised LLVM IR), asm (the machine code), each kernel headed by\n"
+      "                       a comment with its graph lines" },
     FLAG_DIMS,
     { "--fn", "NAME", offsetof(options, fn), "compiled stages: the fn to compile (e.g. loglik, sample, grad_loglik);\n"
       "                       default train_step, the Adam training step of loglik" },
@@ -1094,7 +1130,9 @@ static const flag train_flags[] = {
     { "--resume", "CKPT", offsetof(options, resume), "continue a run from CKPT (usually CKPT.last)" },
     { "--max-steps", "N", offsetof(options, max_steps), "stop once N steps are done in all (quick runs)" },
     { "--patience", "N", offsetof(options, patience), "stop after N epochs without a better valid NLL" },
-    { "--threads", "N", offsetof(options, threads), "OpenMP threads for engines that use them" },
+    { "--valid-examples", "N", offsetof(options, valid_examples),
+      "validate on the first N examples of the valid split; default all of them" },
+    FLAG_THREADS,
     FLAG_ENGINE,
     FLAG_CHECK_NAN,
     FLAG_DIMS,
@@ -1116,8 +1154,11 @@ static const flag eval_flags[] = {
     FLAG_CKPT,
     { "--data", "SPEC", offsetof(options, data), "dataset; default the one the checkpoint was trained on" },
     { "--split", "NAME", offsetof(options, split), "test, valid or train; default test" },
+    { "--fn", "NAME", offsetof(options, fn), "the fn to score: x : f32[B, D] in, log p(x) per example (f32[B]) as\n"
+      "                       its first result (e.g. an ensemble's); default loglik" },
     FLAG_BATCH,
     FLAG_ENGINE,
+    FLAG_THREADS,
     FLAG_CHECK_NAN,
     FLAG_DIMS,
     FLAG_END,
@@ -1125,9 +1166,12 @@ static const flag eval_flags[] = {
 static const flag sample_flags[] = {
     FLAG_CKPT,
     { "-n", "N", offsetof(options, n), "how many samples (the batch dim B); default 64" },
-    { "--out", "FILE", offsetof(options, out), "image models: the PNG grid (default samples.png); else a text file (default stdout)" },
+    { "--out", "FILE", offsetof(options, out), "FILE.png: the PNG grid (image data only); any other name: text.\n"
+      "                       Default: samples.png for image data, else stdout. Written as a new file renamed\n"
+      "                       over FILE, which must not be a device, FIFO or directory" },
     FLAG_SEED("the sampling draws; default 1"),
     FLAG_ENGINE,
+    FLAG_THREADS,
     FLAG_CHECK_NAN,
     FLAG_DIMS,
     FLAG_END,
@@ -1153,12 +1197,14 @@ static const command commands[] = {
       "FILE", 1, 1, dump_flags,
       "The stages ir, grad and opt print canonical graph-file syntax: it parses back\n"
       "to the same model. naive and fused print the program an engine runs; each\n"
-      "kernel names the graph lines it came from (FILE:LINE).",
+      "kernel names the graph lines it came from (FILE:LINE), and so does the comment\n"
+      "heading each kernel's code in llvm and asm.",
       run_dump },
     { "train", "train a model by maximum likelihood on a dataset",
       "FILE", 1, 1, train_flags,
       "Minimises the mean NLL (-log p(x), fn loglik) with the compiled train_step:\n"
-      "shuffled, seeded batches; after each epoch the NLL of the whole valid split.\n"
+      "shuffled, seeded batches; after each epoch the NLL of the valid split (whole,\n"
+      "or its first --valid-examples). A NaN or infinite loss or valid NLL stops it.\n"
       "B is the batch size. Progress goes to stderr, one line per epoch to stdout.\n"
       "--save CKPT keeps the best epoch by valid NLL in CKPT and the latest state\n"
       "in CKPT.last; --resume CKPT.last continues bit-identically to a run never\n"
@@ -1167,13 +1213,16 @@ static const command commands[] = {
       run_train },
     { "eval", "average NLL of a dataset split under a checkpoint",
       "FILE", 1, 1, eval_flags,
-      "Prints the NLL in nats per example and in bits per dimension (NLL / (d ln 2)).\n"
+      "Prints the NLL in nats per example and in bits per dimension (NLL / (d ln 2));\n"
+      "an NLL that is NaN or infinite is an error (exit 1: try --check-nan).\n"
       "The model is bound to the dims the checkpoint records (--dims overrides).",
       run_eval },
     { "sample", "draw samples from a model's fn sample under a checkpoint",
       "FILE", 1, 1, sample_flags,
       "Models trained on images (mnist*) give a PNG grid; others print one line of\n"
-      "values per sample.",
+      "values per sample. A PNG asked for (--out *.png, or the default for image\n"
+      "data) of samples that are not images of the checkpoint's size is an error\n"
+      "naming why; nothing is written.",
       run_sample },
     { "gradcheck", "check autodiff gradients against finite differences",
       "FILE", 1, 1, gradcheck_flags,
@@ -1298,6 +1347,11 @@ static int parse_args(const command *c, int argc, char **argv, options *o)
     }
     if (o->nfiles < c->min_files)
         return usage_error(c, "'%s' needs a %s", c->name, c->operand);
+    /* --dims's syntax is the command line's; whether the model has those
+     * dims is the model's business (exit 1, when it is loaded) */
+    aj_diag d = {0};
+    if (o->dims && aj_bind_parse(NULL, NULL, o->dims, &d))
+        return usage_error(c, "%s", d.msg);
     return 0;
 }
 

@@ -88,6 +88,9 @@ typedef struct aj_codegen aj_codegen;
 
 aj_codegen *aj_codegen_new(aj_jit *jit, aj_jit_module *mod);
 void aj_codegen_free(aj_codegen *cg);
+/* --check-nan: a sampling op keeps a NaN parameter (bernoulli's logit) as
+ * its NaN result, so the kernel's check sees what fusion never stores. */
+void aj_codegen_set_nan_check(aj_codegen *cg, int on);
 /* Emit kernel `name` (arguments: lo, hi, ctx, then nargs pointers) for ks;
  * *rows is its iteration space. 0, or -1 with d set. */
 int aj_codegen_kernel(aj_codegen *cg, const aj_kspec *ks, const char *name, int nargs, int64_t *rows, aj_diag *d);

@@ -43,6 +43,7 @@ struct aj_codegen {
     LLVMBuilderRef eb;       /* at the end of the entry block: allocas, ctx loads */
     int nmm;                 /* matmul helpers emitted so far */
     int vw;                  /* floats in the host's widest vector */
+    int nan_check;           /* aj_codegen_set_nan_check */
 };
 
 /* aj_kctx's fields as i64 indices */
@@ -285,9 +286,11 @@ static LLVMValueRef ew_value(aj_codegen *c, const aj_node *n, const LLVMValueRef
         LLVMValueRef z = fmul_(c, fsub_(c, x[0], x[1]), aj_vm_exp(c->b, LLVMBuildFNeg(c->b, x[2], "")));
         return fadd_(c, fadd_(c, f32c(c, 0.9189385332046727), x[2]), fmul_(c, f32c(c, 0.5), fmul_(c, z, z)));
     }
-    case AJ_OP_BERNOULLI: /* 1 with probability sigmoid(l) */
-        return sel(c, LLVMBuildFCmp(c->b, LLVMRealOLT, rng_u01(c, key, flat), aj_vm_sigmoid(c->b, x[0]), ""), one,
-                   zero);
+    case AJ_OP_BERNOULLI: { /* 1 with probability sigmoid(l); NaN for l NaN under --check-nan */
+        LLVMValueRef y = sel(c, LLVMBuildFCmp(c->b, LLVMRealOLT, rng_u01(c, key, flat), aj_vm_sigmoid(c->b, x[0]), ""),
+                             one, zero);
+        return c->nan_check ? sel(c, LLVMBuildFCmp(c->b, LLVMRealUNO, x[0], x[0], ""), x[0], y) : y;
+    }
     case AJ_OP_UNIFORM: return rng_u01(c, key, flat);
     case AJ_OP_NORMAL: { /* mu + e^ls sqrt(-2 ln(1 - u1)) cos(2 pi u2) */
         LLVMValueRef i2 = LLVMBuildShl(c->b, flat, u64c(c, 1), "");
@@ -859,14 +862,16 @@ static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
     mm_shape_of(ks, n, &s);
     char name[80] = "";
     aj_mm_spec sp = mm_spec_of(c, &s, name);
-    int packed = aj_mm_packs_b(&sp);
+    /* a B of no values (K or N = 0) gets no pack kernel: the sgemm reads
+     * none of it and only writes C's zeros (K = 0), if anything */
+    int packs = aj_mm_packs_b(&sp), packed = packs && (ks->kind == AJ_KS_MM_PACK || ks->nin == 3);
     /* the sgemm is emitted once: by the pack kernel when B is packed (the
      * planner puts it right before its matmul kernel), else here */
     if (ks->kind == AJ_KS_MM_PACK || !packed) {
         snprintf(name, sizeof name, "mm%d", c->nmm++);
         if (aj_mm_emit(c->jit, c->mod, &sp, d)) return -1;
         LLVMSetLinkage(LLVMGetNamedFunction(c->m, name), LLVMInternalLinkage);
-        if (packed) {
+        if (packs) {
             char pn[96];
             snprintf(pn, sizeof pn, "%s_pack", name);
             LLVMSetLinkage(LLVMGetNamedFunction(c->m, pn), LLVMInternalLinkage);
@@ -1698,6 +1703,8 @@ int aj_codegen_reduce_block(const aj_node *n, const aj_type *x_type) {
 }
 
 /* ---------------------------------------------------------------- kernels */
+
+void aj_codegen_set_nan_check(aj_codegen *c, int on) { c->nan_check = on; }
 
 aj_codegen *aj_codegen_new(aj_jit *jit, aj_jit_module *mod) {
     aj_codegen *c = calloc(1, sizeof *c);

@@ -45,6 +45,63 @@ static int prepare_call(aj_kernel *k, aj_diag *d) {
     return 0;
 }
 
+/* "k3_add  # nade.graph:18-20  a = add; y = mul  rows=100": the kernel and
+ * the graph lines it came from, after `lead` (indentation or a comment). */
+static void print_kernel_head(const aj_program *P, const aj_kernel *k, const char *lead, FILE *f) {
+    fprintf(f, "%s%s  # %s:%d", lead, k->name, P->m->path ? P->m->path : "-", k->line);
+    if (k->line_end != k->line) fprintf(f, "-%d", k->line_end);
+    fprintf(f, "  %s  rows=%lld%s\n", k->what, (long long)k->rows, k->node >= 0 ? "  (interpreter)" : "");
+}
+
+/* A fused recurrence's step, kernel by kernel, each line after `lead`. */
+static void print_kernel_body(const aj_kernel *k, const char *lead, FILE *f) {
+    for (const char *l = k->body; l && *l;) {
+        const char *e = strchr(l, '\n');
+        int n = e ? (int)(e - l) : (int)strlen(l);
+        fprintf(f, "%s  | %.*s\n", lead, n, l);
+        l += n + (e != NULL);
+    }
+}
+
+/* Dump text (LLVM IR or assembly) with each kernel's code headed by the
+ * graph lines it came from, as comments: a kernel starts at the line
+ * "define ... @NAME(" of the IR or the label "NAME:" of the assembly. */
+static void print_headed(const aj_program *P, const char *text, int asm_text, FILE *f) {
+    const char *lead = asm_text ? "# " : "; ";
+    for (const char *l = text; *l;) {
+        const char *e = strchr(l, '\n');
+        size_t n = e ? (size_t)(e - l) + 1 : strlen(l);
+        const char *name = asm_text ? l : strncmp(l, "define ", 7) == 0 ? memchr(l, '@', n) : NULL;
+        name += name && !asm_text;   /* past the '@' */
+        for (int k = 0; name && k < P->nkern; k++) {
+            const aj_kernel *kn = &P->kern[k];
+            size_t len = strlen(kn->name);
+            if (kn->node < 0 && (size_t)(l + n - name) > len && strncmp(name, kn->name, len) == 0 &&
+                name[len] == (asm_text ? ':' : '(')) {
+                fputc('\n', f);
+                print_kernel_head(P, kn, lead, f);
+                print_kernel_body(kn, lead, f);
+                break;
+            }
+        }
+        fwrite(l, 1, n, f);
+        l += n;
+    }
+}
+
+/* The optimised module as LLVM IR or assembly, kernels headed by their graph lines. */
+static int dump_module(aj_program *P, aj_jit_module *mod, FILE *f, int asm_text, aj_diag *d) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    if (!mem) return aj_error(d, 0, 0, "out of memory for the dump");
+    int rc = asm_text ? aj_jit_dump_asm(P->jit, mod, mem, d) : (aj_jit_dump_ir(mod, mem), 0);
+    if (fclose(mem) != 0 && !rc) rc = aj_error(d, 0, 0, "out of memory for the dump");
+    if (!rc) print_headed(P, text, asm_text, f);
+    free(text);
+    return rc;
+}
+
 aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_compile_opts *o, aj_diag *d) {
     double t0 = now_ms();
     aj_program *P = calloc(1, sizeof *P);
@@ -70,6 +127,7 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         aj_error(d, 0, 0, "out of memory");
         goto fail;
     }
+    aj_codegen_set_nan_check(cg, o->nan_check);
     aj_planner pl = {.P = P, .cg = cg, .m = m, .d = d};
     int rc = o->fused ? aj_plan_fused(&pl) : aj_plan_naive(&pl);
     aj_codegen_free(cg);
@@ -83,15 +141,16 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
             aj_jit_module_free(mod);
             goto fail;
         }
-        if (o->dump_llvm) aj_jit_dump_ir(mod, o->dump_llvm);
-        if (o->dump_asm && aj_jit_dump_asm(P->jit, mod, o->dump_asm, d)) {
+        if ((o->dump_llvm && dump_module(P, mod, o->dump_llvm, 0, d)) ||
+            (o->dump_asm && dump_module(P, mod, o->dump_asm, 1, d))) {
             aj_jit_module_free(mod);
             goto fail;
         }
         if (aj_jit_add(P->jit, mod, d)) goto fail;
     } else {
         char flags[64];
-        snprintf(flags, sizeof flags, "arjit-program-v1 fused=%d", o->fused);
+        /* the code differs with --check-nan (aj_codegen_set_nan_check) */
+        snprintf(flags, sizeof flags, "arjit-program-v1 fused=%d%s", o->fused, o->nan_check ? " nan_check=1" : "");
         if (o->no_cache ? aj_jit_optimize(P->jit, mod, d) || aj_jit_add(P->jit, mod, d)
                         : aj_jit_add_cached(P->jit, mod, flags, &P->cache_hit, d))
             goto fail;
@@ -155,7 +214,6 @@ int aj_program_print_host(const aj_program *P, const char *prefix, FILE *f) {
 static const char *const buf_kinds[] = {"arena", "param", "input", "result", "const", "per-thread"};
 
 void aj_program_print(const aj_program *P, FILE *f) {
-    const char *path = P->m->path ? P->m->path : "-";
     fprintf(f, "# program %s (%s): %d kernels, %d buffers, arena %lld bytes (%lld without reuse)", P->fn->name,
             P->fused ? "fused" : "naive", P->nkern, P->nbuf, (long long)P->arena_bytes, (long long)P->naive_bytes);
     if (P->thread_bytes) fprintf(f, ", %lld more per thread after the first", (long long)P->thread_bytes);
@@ -175,9 +233,9 @@ void aj_program_print(const aj_program *P, FILE *f) {
             fprintf(f, "%*scopy %s -> %s\n", ind, "", P->buf[in->src].name, P->buf[in->dst].name);
         } else {
             const aj_kernel *k = &P->kern[in->kernel];
-            fprintf(f, "%*s%s  # %s:%d", ind, "", k->name, path, k->line);
-            if (k->line_end != k->line) fprintf(f, "-%d", k->line_end);
-            fprintf(f, "  %s  rows=%lld%s\n", k->what, (long long)k->rows, k->node >= 0 ? "  (interpreter)" : "");
+            char lead[2 * AJ_MAX_DEPTH + 8];
+            snprintf(lead, sizeof lead, "%*s", ind, "");
+            print_kernel_head(P, k, lead, f);
             fprintf(f, "%*s  (", ind, "");
             for (int a = 0; a < k->nargs; a++) {
                 const aj_buf *b = &P->buf[k->arg[a]];
@@ -185,12 +243,7 @@ void aj_program_print(const aj_program *P, FILE *f) {
                         (long long)b->numel);
             }
             fprintf(f, ")\n");
-            for (const char *l = k->body; l && *l;) {   /* a fused recurrence's step, kernel by kernel */
-                const char *e = strchr(l, '\n');
-                int n = e ? (int)(e - l) : (int)strlen(l);
-                fprintf(f, "%*s  | %.*s\n", ind, "", n, l);
-                l += n + (e != NULL);
-            }
+            print_kernel_body(k, lead, f);
         }
     }
     while (depth-- > 0) fprintf(f, "%*s}\n", 2 * depth, "");

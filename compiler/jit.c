@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -179,11 +180,26 @@ const char *aj_jit_features(const aj_jit *jit) { return jit->features; }
 int aj_jit_vector_width(const aj_jit *jit) { return jit->vector_width; }
 LLVMTargetMachineRef aj_jit_target_machine(aj_jit *jit) { return jit->tm; }
 
+/* LLVM prints its diagnostics to stderr unless the context has a handler:
+ * among them the loop vectoriser's "loop not vectorized" remarks and
+ * warnings, for a loop it was told to vectorise (codegen_llvm.c's masked
+ * tails) and could not, in the middle of a training run's output. The code
+ * is right either way, so remarks, notes and warnings are dropped; errors
+ * still print. */
+static void on_diagnostic(LLVMDiagnosticInfoRef di, void *ctx) {
+    (void)ctx;
+    if (LLVMGetDiagInfoSeverity(di) != LLVMDSError) return;
+    char *msg = LLVMGetDiagInfoDescription(di);
+    fprintf(stderr, "arjit: LLVM error: %s\n", msg);
+    LLVMDisposeMessage(msg);
+}
+
 aj_jit_module *aj_jit_module_new(aj_jit *jit, const char *name) {
     aj_jit_module *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     m->tsc = LLVMOrcCreateNewThreadSafeContext();
     m->ctx = LLVMOrcThreadSafeContextGetContext(m->tsc);
+    LLVMContextSetDiagnosticHandler(m->ctx, on_diagnostic, NULL);
     m->mod = LLVMModuleCreateWithNameInContext(name, m->ctx);
     char *triple = LLVMGetTargetMachineTriple(jit->tm);
     LLVMSetTarget(m->mod, triple);

@@ -338,7 +338,8 @@ void aj_module_free(aj_module *m);
 
 /* The dims with a declared value bound to it, the others free. */
 void aj_bind_defaults(const aj_module *m, aj_bind *b);
-/* Apply "D=8,H=5" overrides; error names the dim. */
+/* Apply "D=8,H=5" overrides; error names the dim. A dim given twice is an
+ * error. m NULL checks the syntax alone (any names, b untouched). */
 int aj_bind_parse(const aj_module *m, aj_bind *b, const char *spec, aj_diag *d);
 int aj_dim_index(const aj_module *m, const char *name);
 /* Substitute the bound dims of `b` into d. A value that overflows int64 on

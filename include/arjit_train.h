@@ -56,12 +56,14 @@ int aj_run_init_params(aj_run *r, uint64_t seed, aj_diag *d);
  * the shape the model has under r->bind. */
 int aj_run_load_params(aj_run *r, const aj_ckpt *ck, const char *ckpt_path, aj_diag *d);
 
-/* The mean NLL in nats per example (-log p(x) from fn loglik) over every
- * example of vector dataset ds, in batches of B; the last batch is padded
- * with zero rows that are not counted. Stops early, returning 1, once
- * *interrupt is set (interrupt may be NULL). */
-int aj_run_nll(aj_run *r, const aj_dataset *ds, double *nll, const volatile sig_atomic_t *interrupt,
-               aj_diag *d);
+/* The mean NLL in nats per example (-log p(x) from fn `fn`, NULL: loglik,
+ * which takes x : f32[B, D] and returns log p(x) per example first) over
+ * every example of vector dataset ds, in batches of B; the last batch is
+ * padded with zero rows that are not counted. An NLL that is NaN or Inf is
+ * an error. Stops early, returning 1, once *interrupt is set (interrupt may
+ * be NULL). */
+int aj_run_nll(aj_run *r, const aj_dataset *ds, const char *fn, double *nll,
+               const volatile sig_atomic_t *interrupt, aj_diag *d);
 
 /* ---------------------------------------------------------------- jobs */
 
@@ -75,6 +77,7 @@ typedef struct {
     const char *data;        /* dataset spec (arjit_runtime.h); NULL: the checkpoint's */
     const char *split;       /* eval: "test" | "valid" | "train"; NULL: test */
     const char *ckpt;        /* eval, sample: the checkpoint to read */
+    const char *fn;          /* eval: the fn scoring log p(x) per example; NULL: loglik */
     aj_engine_run engine;    /* NULL: the interpreter */
     int64_t batch;           /* B; 0: the checkpoint's (--resume, eval), else 100 */
     uint64_t seed;           /* parameter init and batch order (train), draws (sample) */
@@ -84,6 +87,7 @@ typedef struct {
     int64_t epochs;          /* train until this many epochs are done; 0: 10 */
     int64_t max_steps;       /* stop once this many steps are done in all; 0: no limit */
     int64_t patience;        /* stop after this many epochs without a better valid NLL; 0: never */
+    int64_t valid_examples;  /* validate on the valid split's first N examples; 0: all of them */
     aj_optim opt;
     double lr;
     aj_schedule schedule;
@@ -91,7 +95,7 @@ typedef struct {
     double gamma;
     const char *save;        /* write SAVE (best valid) and SAVE.last (latest); NULL: none */
     const char *resume;      /* continue from this checkpoint; NULL: start afresh */
-    int threads;             /* OpenMP threads for engines that use them; 0: default */
+    int threads;             /* OpenMP threads for engines that use them (train, eval, sample); 0: default */
     FILE *out;               /* epoch lines; NULL: none */
     FILE *log;               /* progress and warnings; NULL: none */
     int live;                /* progress as one line redrawn with \r (a terminal) */
@@ -122,7 +126,9 @@ int aj_eval(const aj_job *job, aj_eval_result *res, aj_diag *d);
 
 typedef struct {
     aj_tensor x;             /* fn sample's first result: n examples (free it) */
-    int h, w;                /* image size the checkpoint's data had; 0: not images */
+    int h, w;                /* image size the checkpoint's data had; 0: not drawable as images */
+    int image_data;          /* the checkpoint records an image size (its data were images) */
+    char why[256];           /* h = 0: why the samples cannot be drawn as images */
 } aj_samples;
 
 /* n draws from fn sample (B = n) under checkpoint job->ckpt, seeded by job->seed. */

@@ -179,8 +179,16 @@ void aj_bind_defaults(const aj_module *m, aj_bind *b) {
         b->v[k] = k < m->ndim && m->dim[k].has_value ? m->dim[k].value : -1;
 }
 
-/* "D=8,H=5": each name must be a dim of the module and each value a
- * non-negative integer. */
+/* Whether the entries of spec before `name` (each "NAME=VALUE,", already
+ * checked) bind the len-byte name too. */
+static int bound_before(const char *spec, const char *name, size_t len) {
+    for (const char *p = spec; p < name; p = strchr(p, ',') + 1)
+        if (strcspn(p, "=") == len && memcmp(p, name, len) == 0) return 1;
+    return 0;
+}
+
+/* "D=8,H=5": each name must be a dim of the module, given once, and each
+ * value a non-negative integer. */
 int aj_bind_parse(const aj_module *m, aj_bind *b, const char *spec, aj_diag *d) {
     const char *s = spec;
     while (*s) {
@@ -192,13 +200,14 @@ int aj_bind_parse(const aj_module *m, aj_bind *b, const char *spec, aj_diag *d) 
             return aj_error(d, 0, 0, "--dims: expected NAME=VALUE in '%s'", spec);
         memcpy(nm, name, len);
         nm[len] = 0;
-        int k = aj_dim_index(m, nm);
+        if (bound_before(spec, name, len)) return aj_error(d, 0, 0, "--dims: %s is given twice in '%s'", nm, spec);
+        int k = m ? aj_dim_index(m, nm) : 0;
         if (k < 0) return aj_error(d, 0, 0, "--dims: the model has no dim '%s'", nm);
         char *end;
         long long v = strtoll(++s, &end, 10);
         if (end == s || v < 0 || v > (1ll << 40) || (*end && *end != ','))
             return aj_error(d, 0, 0, "--dims: bad value for %s (want a non-negative integer)", nm);
-        b->v[k] = v;
+        if (m) b->v[k] = v;
         s = *end ? end + 1 : end;
     }
     return 0;

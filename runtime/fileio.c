@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -67,9 +68,23 @@ int aj_read_file(const char *path, size_t max, char **out, size_t *outlen, aj_di
     return 0;
 }
 
+int aj_afile_check(const char *path, aj_diag *d) {
+    struct stat st;
+    if (stat(path, &st) != 0 || S_ISREG(st.st_mode)) return 0;
+    const char *what = S_ISDIR(st.st_mode)    ? "a directory"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "not a regular file";
+    return aj_io_error(d, path, 0, 0, "it is %s: arjit writes a new regular file and renames it over the old one, "
+                       "which would replace it; name a regular file", what);
+}
+
 FILE *aj_afile_open(aj_afile *a, const char *path, aj_diag *d) {
     a->f = NULL;
     a->tmp[0] = 0;
+    if (aj_afile_check(path, d)) return NULL;
     if ((size_t)snprintf(a->path, sizeof a->path, "%s", path) >= sizeof a->path) {
         aj_io_error(d, NULL, 0, 0, "path too long: %.200s...", path);
         return NULL;

@@ -24,7 +24,12 @@ typedef struct {
     char tmp[1100];
 } aj_afile;
 
-/* Open the temporary file; NULL with d set on failure. */
+/* 0 when path may be replaced: it does not exist or is a regular file (a
+ * link to one counts; the link itself is replaced). Else -1 with d naming
+ * what it is: renaming over a device, FIFO or directory would destroy it,
+ * never write to it. */
+int aj_afile_check(const char *path, aj_diag *d);
+/* Open the temporary file (after aj_afile_check); NULL with d set on failure. */
 FILE *aj_afile_open(aj_afile *a, const char *path, aj_diag *d);
 /* Flush, fsync, close, rename over the path and fsync its directory.
  * On any failure the temporary file is removed and PATH left as it was. */

@@ -23,6 +23,8 @@
 
 #define DEFAULT_BATCH 100
 #define DEFAULT_EPOCHS 10
+#define MAX_BATCH (1 << 24)   /* what --batch takes */
+#define MAX_SIDE (1 << 20)    /* of a sample image: any real one, and h * w fits easily */
 
 /* ---------------------------------------------------------------- engines */
 
@@ -180,21 +182,22 @@ int aj_run_load_params(aj_run *r, const aj_ckpt *ck, const char *ckpt_path, aj_d
     return 0;
 }
 
-/* fn loglik, after checking that it reads one example per row of ds: its
- * one argument must be f32[B, d]. Errors point at the argument. */
-static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, aj_diag *d) {
+/* fn `name` (loglik or another log p(x) per example), after checking that
+ * it reads one example per row of ds: its one argument must be f32[B, d].
+ * Errors point at the argument. */
+static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, const char *name, aj_diag *d) {
     const aj_module *m = r->m;
-    const aj_graph *fn = aj_module_fn(m, "loglik");
-    if (!fn) return aj_io_error(d, m->path, 0, 0, "the model has no fn loglik (log p(x) per example)"), NULL;
+    const aj_graph *fn = aj_module_fn(m, name);
+    if (!fn) return aj_io_error(d, m->path, 0, 0, "the model has no fn %s (log p(x) per example)", name), NULL;
     if (r->bdim < 0)
-        return aj_io_error(d, m->path, 0, 0, "the model has no batch dim: declare `dim B` and use it as the first axis of loglik's input"), NULL;
+        return aj_io_error(d, m->path, 0, 0, "the model has no batch dim: declare `dim B` and use it as the first axis of %s's input", name), NULL;
     if (ds->tok)
         return aj_io_error(d, ds->path, 0, 0, "'%s' is a text dataset: models of token windows (i32[B, T] inputs) "
                            "arrive in a later issue; vector datasets are mnist-bin, mnist, mnist-gray and csv:FILE",
                            ds->spec), NULL;
     if (fn->nleaf != 1)
-        return aj_io_error(d, m->path, fn->line, fn->col, "fn loglik takes %d arguments; training feeds it one, "
-                           "the data x : f32[B, D]", fn->nleaf), NULL;
+        return aj_io_error(d, m->path, fn->line, fn->col, "fn %s takes %d arguments; it is fed one, the data "
+                           "x : f32[B, D]", name, fn->nleaf), NULL;
     const aj_value *x = &fn->val[fn->leaf[0]];
     aj_tensor probe = {x->type.dtype, x->type.rank, {0}, NULL};
     for (int k = 0; k < x->type.rank; k++) probe.shape[k] = x->type.dim[k].off;
@@ -204,21 +207,22 @@ static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, aj_diag 
         char decl[128], here[128];
         aj_type_str(m, &m->fn_arg_type[fi][0], decl, sizeof decl);
         if (x->type.dtype == AJ_I32)
-            aj_io_error(d, m->path, x->line, x->col, "loglik's input %s : %s holds tokens: text models arrive in a "
-                        "later issue", x->name, decl);
+            aj_io_error(d, m->path, x->line, x->col, "%s's input %s : %s holds tokens: text models arrive in a "
+                        "later issue", name, x->name, decl);
         else
             aj_io_error(d, m->path, x->line, x->col, "the dataset '%s' has %" PRId64 " values per example, but "
-                        "loglik's input %s : %s is %s here (bind the model's dims with --dims to match)",
-                        ds->spec, ds->d, x->name, decl, tensor_str(&probe, here, sizeof here));
+                        "%s's input %s : %s is %s here (bind the model's dims with --dims to match)",
+                        ds->spec, ds->d, name, x->name, decl, tensor_str(&probe, here, sizeof here));
         aj_diag_source(d, m->path, m->src, m->srclen);
         return NULL;
     }
     return fn;
 }
 
-int aj_run_nll(aj_run *r, const aj_dataset *ds, double *nll, const volatile sig_atomic_t *interrupt,
-               aj_diag *d) {
-    const aj_graph *fn = loglik_fn(r, ds, d);
+int aj_run_nll(aj_run *r, const aj_dataset *ds, const char *name, double *nll,
+               const volatile sig_atomic_t *interrupt, aj_diag *d) {
+    if (!name) name = "loglik";
+    const aj_graph *fn = loglik_fn(r, ds, name, d);
     if (!fn) return -1;
     int64_t B = r->bind.v[r->bdim];
     aj_batcher bt;
@@ -244,12 +248,20 @@ int aj_run_nll(aj_run *r, const aj_dataset *ds, double *nll, const volatile sig_
         for (int64_t i = 0; ok && i < count; i++) sum -= ((const float *)res[0].data)[i];
         for (int i = 0; i < fn->nresult; i++) aj_tensor_free(&res[i]);
         if (!ok) {
-            aj_io_error(d, r->m->path, fn->line, fn->col, "fn loglik's first result must be f32[B]: log p(x) per example");
+            aj_io_error(d, r->m->path, fn->line, fn->col, "fn %s's first result must be f32[B]: log p(x) per example",
+                        name);
             goto out;
         }
         seen += count;
     }
     *nll = sum / (double)seen;
+    if (!isfinite(*nll)) {
+        aj_io_error(d, r->m->path, fn->line, fn->col, "the NLL of the %s split of '%s' is %g: fn %s gives a log p(x) "
+                    "that is NaN or infinite; --check-nan (engines naive, fused) names the kernel that makes it",
+                    ds->split, ds->spec, *nll, name);
+        aj_diag_source(d, r->m->path, r->m->src, r->m->srclen);
+        goto out;
+    }
     rc = 0;
 out:
     aj_tensor_free(&x);
@@ -436,7 +448,7 @@ static int open_ckpt(const aj_job *job, const char *path, int strict, int64_t ba
     memset(r, 0, sizeof *r);
     if (!(*ck = aj_ckpt_load(path, d))) return -1;
     uint64_t b;
-    if (!batch) batch = aj_ckpt_get_u64(*ck, "batch", &b) == 0 && b > 0 && b <= (1u << 24) ? (int64_t)b : DEFAULT_BATCH;
+    if (!batch) batch = aj_ckpt_get_u64(*ck, "batch", &b) == 0 && b > 0 && b <= MAX_BATCH ? (int64_t)b : DEFAULT_BATCH;
     const char *hash = aj_ckpt_meta(*ck, "model_hash"), *model = aj_ckpt_meta(*ck, "model");
     if (!hash || !aj_ckpt_meta(*ck, "dims"))
         return aj_io_error(d, path, 0, 0, "not a training checkpoint: it has no model_hash/dims metadata");
@@ -452,9 +464,57 @@ static int open_ckpt(const aj_job *job, const char *path, int strict, int64_t ba
     return aj_run_load_params(r, *ck, path, d);
 }
 
+/* "impossible training state: 'pos' is 5000: past the ...": field, its
+ * value and why no run gets there. */
+static int bad_state(aj_diag *d, const char *path, const char *field, int64_t v, const char *why) {
+    return aj_io_error(d, path, 0, 0, "impossible training state: '%s' is %" PRId64 ": %s (a damaged or edited "
+                       "checkpoint; resume from another)", field, v, why);
+}
+
+/* A loop state no run reaches, in a checkpoint whose CRC holds, is refused
+ * by name rather than resumed from. Every step takes B >= 1 examples and
+ * every epoch at least one step (a split of fewer than B examples is
+ * refused), so 0 <= pos <= n (the train split's examples; pos = n when
+ * stopped during validation), epoch_loss_n <= pos with both 0 or neither,
+ * and step >= epoch + epoch_loss_n. */
+static int check_state(const train_state *st, const aj_dataset *train, const char *path, aj_diag *d) {
+    static const struct {
+        const char *name;
+        size_t off;
+    } counts[] = {{"step", offsetof(train_state, step)}, {"epoch", offsetof(train_state, epoch)},
+                  {"pos", offsetof(train_state, pos)}, {"epoch_loss_n", offsetof(train_state, loss_n)},
+                  {"since_best", offsetof(train_state, since_best)}};
+    char why[320];
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        int64_t v;
+        memcpy(&v, (const char *)st + counts[i].off, sizeof v);
+        if (v < 0) return bad_state(d, path, counts[i].name, v, "below 0");
+    }
+    if (st->batch < 1 || st->batch > MAX_BATCH) return bad_state(d, path, "batch", st->batch, "outside 1..2^24");
+    if (st->pos > train->n) {
+        snprintf(why, sizeof why, "past the %" PRId64 " examples of the train split of '%s'", train->n, train->spec);
+        return bad_state(d, path, "pos", st->pos, why);
+    }
+    if (st->loss_n > st->pos || (st->loss_n == 0) != (st->pos == 0)) {
+        snprintf(why, sizeof why, "steps into the epoch, but 'pos' is %" PRId64 " examples into it (a step takes "
+                 "one or more; only a fresh epoch has none)", st->pos);
+        return bad_state(d, path, "epoch_loss_n", st->loss_n, why);
+    }
+    if (st->step < st->epoch + st->loss_n) {
+        snprintf(why, sizeof why, "fewer than 'epoch' %" PRId64 " (epochs done, a step or more each) plus "
+                 "'epoch_loss_n' %" PRId64 " (steps into this one)", st->epoch, st->loss_n);
+        return bad_state(d, path, "step", st->step, why);
+    }
+    if (!isfinite(st->loss_sum) || isnan(st->best))
+        return aj_io_error(d, path, 0, 0, "impossible training state: '%s' is %g (a damaged or edited checkpoint; "
+                           "resume from another)", isnan(st->best) ? "best_valid" : "epoch_loss_sum",
+                           isnan(st->best) ? st->best : st->loss_sum);
+    return 0;
+}
+
 /* The optimizer states and loop state of a training checkpoint. */
 static int restore(const aj_job *job, const aj_run *r, step_fn *s, train_state *st, const aj_ckpt *ck,
-                   aj_diag *d) {
+                   const aj_dataset *train, aj_diag *d) {
     const char *opt = aj_ckpt_meta(ck, "opt");
     if (!opt || strcmp(opt, opt_names[job->opt.kind]))
         return aj_io_error(d, job->resume, 0, 0, "it holds %s optimizer state, but --opt is %s",
@@ -474,10 +534,7 @@ static int restore(const aj_job *job, const aj_run *r, step_fn *s, train_state *
             return aj_io_error(d, job->resume, 0, 0, "not a training checkpoint: it has no '%s'", state_fields[i].name);
         memcpy((char *)st + state_fields[i].off, &v, sizeof v);
     }
-    if (st->step < 0 || st->epoch < 0 || st->pos < 0 || st->loss_n < 0 || st->since_best < 0 || st->batch < 1)
-        return aj_io_error(d, job->resume, 0, 0, "corrupt training state (step %" PRId64 ", epoch %" PRId64 ")",
-                           st->step, st->epoch);
-    return 0;
+    return check_state(st, train, job->resume, d);
 }
 
 /* ---------------------------------------------------------------- schedule */
@@ -582,12 +639,13 @@ static int trainer_open(trainer *t, const aj_job *job, train_state *st, aj_diag 
         return aj_io_error(d, job->model, 0, 0, "the model has no batch dim: declare `dim B` and use it as the first "
                            "axis of loglik's input");
     if (aj_dataset_load(data, "train", &t->train, d) || aj_dataset_load(data, "valid", &t->valid, d)) return -1;
-    if (!loglik_fn(&t->r, &t->train, d) || step_build(&t->s, &t->r, &job->opt, t->train.d, d)) return -1;
+    if (job->valid_examples && job->valid_examples < t->valid.n) t->valid.n = job->valid_examples;   /* its first N */
+    if (!loglik_fn(&t->r, &t->train, "loglik", d) || step_build(&t->s, &t->r, &job->opt, t->train.d, d)) return -1;
 
     int64_t B = t->r.bind.v[t->r.bdim];
     *st = (train_state){.best = INFINITY, .seed = job->seed, .batch = B};
     if (job->resume) {
-        if (restore(job, &t->r, &t->s, st, t->ck, d)) return -1;
+        if (restore(job, &t->r, &t->s, st, t->ck, &t->train, d)) return -1;
         /* what makes the run differ from the one it continues */
         const char *ck_data = aj_ckpt_meta(t->ck, "data"), *ck_opt = aj_ckpt_meta(t->ck, "optimizer");
         char opt[512];
@@ -616,12 +674,17 @@ static int checkpoint(const aj_job *job, trainer *t, const train_state *st, int 
     return save_ckpt(job, &t->r, &t->s, st, &t->train, t->last, d);
 }
 
+/* --threads: the OpenMP team of the compiled engines and the interpreter. */
+static void use_threads(const aj_job *job) {
+    if (job->threads > 0) omp_set_num_threads(job->threads), aj_set_threads(job->threads);
+}
+
 static int interrupted(const aj_job *job) { return job->interrupt && *job->interrupt; }
 
 int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d) {
     memset(res, 0, sizeof *res);
     res->first_loss = res->train_nll = res->valid_nll = res->best_valid = NAN;
-    if (job->threads > 0) omp_set_num_threads(job->threads), aj_set_threads(job->threads);
+    use_threads(job);
     trainer t = {0};
     train_state st;
     int rc = -1;
@@ -673,7 +736,7 @@ int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d) {
                     epochs, t.valid.n);
             fflush(job->log);
         }
-        int vrc = interrupted(job) ? 1 : aj_run_nll(&t.r, &t.valid, &valid, job->interrupt, d);
+        int vrc = interrupted(job) ? 1 : aj_run_nll(&t.r, &t.valid, NULL, &valid, job->interrupt, d);
         clear_progress(job);
         if (vrc < 0) goto out;
         if (vrc > 0) {
@@ -720,6 +783,7 @@ int aj_eval(const aj_job *job, aj_eval_result *res, aj_diag *d) {
     aj_ckpt *ck = NULL;
     aj_dataset ds = {0};
     int rc = -1;
+    use_threads(job);
     if (open_ckpt(job, job->ckpt, 0, job->batch, &r, &ck, d)) goto out;
     const char *data = job->data ? job->data : aj_ckpt_meta(ck, "data");
     const char *split = job->split ? job->split : "test";
@@ -727,7 +791,7 @@ int aj_eval(const aj_job *job, aj_eval_result *res, aj_diag *d) {
         aj_io_error(d, job->ckpt, 0, 0, "no dataset recorded: give one with --data");
         goto out;
     }
-    if (aj_dataset_load(data, split, &ds, d) || aj_run_nll(&r, &ds, &res->nll, NULL, d)) goto out;
+    if (aj_dataset_load(data, split, &ds, d) || aj_run_nll(&r, &ds, job->fn, &res->nll, NULL, d)) goto out;
     res->n = ds.n;
     res->d = ds.d;
     res->bpd = res->nll / ((double)ds.d * M_LN2);
@@ -747,6 +811,7 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     aj_ckpt *ck = NULL;
     aj_tensor *res = NULL;
     int rc = -1;
+    use_threads(job);
     if (open_ckpt(job, job->ckpt, 0, n, &r, &ck, d)) goto out;
     const aj_graph *fn = aj_module_fn(r.m, "sample");
     if (!fn) {
@@ -771,12 +836,25 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     out->x = res[0];
     res[0].data = NULL;
     for (int i = 1; i < fn->nresult; i++) aj_tensor_free(&res[i]);
-    /* images when the training data were, and every sample is one */
+    /* images when the training data were ("HxW", whole), and every sample is one; else say why not */
     const char *img = aj_ckpt_meta(ck, "image");
-    int h, w;
-    if (img && sscanf(img, "%dx%d", &h, &w) == 2 && h > 0 && w > 0 && out->x.dtype == AJ_F32 &&
-        aj_tensor_numel(&out->x) == n * h * w)
-        out->h = h, out->w = w;
+    char *e1 = NULL, *e2 = NULL;
+    long h = img ? strtol(img, &e1, 10) : 0, w = img && *e1 == 'x' ? strtol(e1 + 1, &e2, 10) : 0;
+    int64_t per = aj_tensor_numel(&out->x) / n;
+    out->image_data = img != NULL;
+    if (!img)
+        snprintf(out->why, sizeof out->why, "%s records no image size (its data '%s' are not images)", job->ckpt,
+                 aj_ckpt_meta(ck, "data") ? aj_ckpt_meta(ck, "data") : "?");
+    else if (e1 == img || !e2 || e2 == e1 + 1 || *e2 || h < 1 || w < 1 || h > MAX_SIDE || w > MAX_SIDE)
+        snprintf(out->why, sizeof out->why, "%s records the image size '%.64s', not HxW (from 1 to %d)", job->ckpt,
+                 img, MAX_SIDE);
+    else if (out->x.dtype != AJ_F32)
+        snprintf(out->why, sizeof out->why, "fn sample's first result is i32, not f32 pixel values");
+    else if (per != h * w || aj_tensor_numel(&out->x) != n * per)
+        snprintf(out->why, sizeof out->why, "fn sample gives %" PRId64 " values for %" PRId64 " samples, not %ldx%ld "
+                 "pixels each", aj_tensor_numel(&out->x), n, h, w);
+    else
+        out->h = (int)h, out->w = (int)w;
     rc = 0;
 out:
     free(res);

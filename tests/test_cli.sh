@@ -55,6 +55,11 @@ LAST="check"
 run 2 check && has "$ERR" "needs a FILE" && has "$ERR" "arjit check --help"
 LAST="check --dims"
 run 2 check "$TMP/tiny.graph" --dims && has "$ERR" "needs a value"
+# --dims's syntax is the command line's (exit 2); a name the model lacks is the model's (exit 1, below)
+run 2 check "$TMP/tiny.graph" --dims D=x && has "$ERR" "--dims: bad value for D" && has "$ERR" "see 'arjit check --help'"
+run 2 check "$TMP/tiny.graph" --dims D=1,D=2 && has "$ERR" "--dims: D is given twice in 'D=1,D=2'"
+run 2 dump --stage fused "$TMP/tiny.graph" --dims H=4,B=2,H=5 && has "$ERR" "H is given twice" &&
+    has "$ERR" "see 'arjit dump --help'"
 LAST="dump a b"
 run 2 dump "$TMP/tiny.graph" "$TMP/tiny.graph" && has "$ERR" "unexpected argument"
 LAST="dump --stage bogus"
@@ -120,6 +125,17 @@ run 0 dump --stage naive "$FVSBN" --dims D=4 --fn sample && has "$OUT" "program 
 run 0 dump --stage llvm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "define"
 run 0 dump --stage llvm "$NADE" --dims D=5,H=4,B=3 --engine naive && has "$OUT" "define"
 run 0 dump --stage asm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" "ret"
+# every kernel's code is headed by the graph lines it came from, as in the fused listing
+for stage in llvm asm; do
+    for engine in fused naive; do
+        run 0 dump --stage $stage "$NADE" --dims D=5,H=4,B=3 --engine $engine || continue
+        if [ $stage = llvm ]; then c=';' code=$(grep -c '^define .*@k[0-9]*_[a-z_0-9]*(' "$OUT"); else
+            c='#' code=$(grep -cE '^k[0-9]+_[a-z_0-9]+:' "$OUT"); fi
+        heads=$(grep -cE "^$c k[0-9]+_[a-z_0-9]+  # .*nade.graph:[1-9]" "$OUT")
+        ((code > 0 && heads == code)) || fail "dump --stage $stage --engine $engine: $heads kernel heads for $code kernels"
+        if [ $stage$engine = llvmnaive ]; then has "$OUT" "; k0_broadcast  # $NADE:25  a0 = broadcast"; fi
+    done
+done
 run 1 dump --stage fused "$FVSBN" --dims D=4 --fn nope && has "$ERR" "no fn 'nope'"
 run 1 dump --stage fused "$TMP/broken.graph" && has "$ERR" "broken.graph:3:7: error:"
 run 2 dump "$FVSBN" --fn loglik && has "$ERR" "--fn goes with the compiled stages" &&
@@ -155,6 +171,52 @@ run 2 bench "$FVSBN" --engine gpu && has "$ERR" "expected all, interp, naive or 
 run 2 bench "$FVSBN" --json=yes && has "$ERR" "flag '--json' of 'bench' takes no value"
 run 2 bench "$FVSBN" --opt adamw && has "$ERR" "expected adam, sgd or rmsprop"
 run 1 bench "$TMP/broken.graph" && has "$ERR" "broken.graph:3:7: error:"
+# a dim of 0: empty tensors on every engine (FVSBN's product matmul(x, wm, tb=1)
+# then has K = N = 0, and no B to pack)
+for dims in D=0 B=0; do
+    run 0 bench "$FVSBN" --dims $dims --batch 3 --steps 1 && has "$OUT" "$dims" &&
+        for e in interp naive fused; do grep -q "^$e " "$OUT" || fail "bench --dims $dims: no row for $e"; done
+done
+run 0 bench "$NADE" --dims D=4,H=0 --batch 3 --steps 1 && has "$OUT" "H=0"
+run 0 dump --stage fused "$FVSBN" --dims D=0 --fn loglik && has "$OUT" "program loglik (fused)"
+unset ARJIT_CACHE
+
+# LLVM's diagnostics stay off stderr: compiled afresh, the fused gradient of
+# an RNN has a tail loop that the vectoriser, told to vectorise it, gives up
+# on ("loop not vectorized" remark and warning)
+cat >"$TMP/rnn.graph" <<'EOF'
+dim B
+dim T = 4
+dim D = 3
+dim H = 2
+param U : f32[D, H] = normal(0.1)
+param W : f32[H, H] = normal(0.1)
+param c : f32[T, H] = zeros
+param h0 : f32[H] = zeros
+fn loss(x : f32[B, T, D]) -> l
+  hb = broadcast(h0, shape=[B, H])
+  hT, hs = recurrence(steps=T) {
+    carry h = hb
+    slice xt = x, axis=1
+    slice ct = c, axis=0
+    use W
+    a = matmul(xt, U)
+    r = matmul(h, W)
+    s1 = add(a, r)
+    s2 = add(s1, ct)
+    hn = tanh(s2)
+    next h = hn
+    stack hn, axis=1
+  }
+  sq = square(hs)
+  st = sum(sq, axis=[1, 2])
+  f = sum(hT, axis=1)
+  l = add(st, f)
+end
+EOF
+export ARJIT_CACHE=off
+run 0 dump --stage fused "$TMP/rnn.graph" --dims B=2 --fn grad_loss && has "$OUT" "program grad_loss (fused)" &&
+    if [[ -s $ERR ]]; then fail "dump --stage fused: LLVM diagnostics on stderr"; fi
 unset ARJIT_CACHE
 
 # --- every model in the repository ---------------------------------------

@@ -57,6 +57,10 @@ usage train "$FVSBN" --data "flag '--data' of 'train' needs a value"
 usage eval "$FVSBN" "'eval' needs --ckpt CKPT"
 usage eval "$FVSBN" --ckpt x --split dev "expected test, valid or train"
 usage sample "$FVSBN" --ckpt x -n 0 "bad value '0' for -n"
+usage sample "$FVSBN" --ckpt x --threads 0 "bad value '0' for --threads"
+usage eval "$FVSBN" --ckpt x --threads 0 "bad value '0' for --threads"
+usage train "$FVSBN" --data mnist --valid-examples 0 "bad value '0' for --valid-examples"
+usage train "$FVSBN" --data mnist --dims D=6,D=6 "--dims: D is given twice"
 usage gradcheck "$FVSBN" --probes many "bad value 'many' for --probes"
 usage gradcheck "$FVSBN" --tol -1 "bad value '-1' for --tol"
 
@@ -97,6 +101,77 @@ run 0 train "$FVSBN" --resume "$CK.last" --epochs 2 && has "$ERR" "nothing to do
 run 0 train "$FVSBN" --resume "$CK.last" --epochs 3 --lr 0.05 && has "$OUT" "epoch 3: train NLL" &&
     has "$OUT" "done: 150 steps, 3 epochs"
 run 1 train "$SRC/models/nade.graph" --resume "$CK.last" && has "$ERR" "trained on another model"
+run 0 sample "$FVSBN" --ckpt "$CK" -n 3 --threads 2 --out "$TMP/s.txt" && [[ $(wc -l <"$TMP/s.txt") == 3 ]] ||
+    fail "sample --out s.txt: not 3 lines of text"
+
+# --out and --save are written as a new file renamed over the old: a target
+# that is no regular file (a device, a FIFO) would be replaced, so it is refused
+mkfifo "$TMP/fifo"
+usage sample "$FVSBN" --ckpt "$CK" -n 3 --out "$TMP/fifo" "--out: $TMP/fifo: it is a FIFO"
+usage train "$FVSBN" --dims D=6 --data mnist --epochs 1 --batch 10 --save "$TMP/fifo" "--save: $TMP/fifo: it is a FIFO"
+mkdir "$TMP/dir.last"
+usage train "$FVSBN" --dims D=6 --data mnist --epochs 1 --batch 10 --save "$TMP/dir" "--save: $TMP/dir.last: it is a directory"
+[[ -p $TMP/fifo ]] || fail "the FIFO was replaced"
+
+# a PNG only of samples that are images: data that were not (a table) give text,
+# and --out *.png is an error naming why, with nothing written
+{
+    echo "a;b;c;d;e;f"
+    for ((i = 0; i < 100; i++)); do echo "$((i % 2));$((i % 3 > 0));1;0;$((i % 5 > 1));$((i % 7 > 3))"; done
+} >"$TMP/t.csv"
+run 0 train "$FVSBN" --dims D=6 --data "csv:$TMP/t.csv" --epochs 1 --batch 10 --save "$TMP/csv.ck"
+run 1 sample "$FVSBN" --ckpt "$TMP/csv.ck" -n 3 --out "$TMP/t.png" && has "$ERR" "cannot draw the samples as an image" &&
+    has "$ERR" "records no image size" && { [[ ! -e $TMP/t.png ]] || fail "sample wrote $TMP/t.png"; }
+run 0 sample "$FVSBN" --ckpt "$TMP/csv.ck" -n 3 && [[ $(wc -l <"$OUT") == 3 ]] || fail "sample: not 3 lines on stdout"
+
+# eval --fn scores another fn of log p(x); an NLL that is NaN is an error
+{
+    cat "$FVSBN"
+    printf 'fn twice(x : f32[B, D]) -> t\n'
+    sed -n '/^fn loglik/,/^end/p' "$FVSBN" | sed '1d;$d'
+    printf '  t = add(ll, ll)\nend\nfn bad(x : f32[B, D]) -> l\n  s = sum(x, axis=1)\n  e = exp(s)\n'
+    printf '  n = neg(e)\n  l = log(n)\nend\n'
+} >"$TMP/fv2.graph"
+run 0 eval "$FVSBN" --ckpt "$CK" && nll=$(grep -o 'test NLL [0-9.]*' "$OUT" | cut -d' ' -f3)
+run 0 eval "$TMP/fv2.graph" --ckpt "$CK" --fn twice && has "$OUT" "fn twice)" &&
+    nll2=$(grep -o 'test NLL [0-9.]*' "$OUT" | cut -d' ' -f3) &&
+    { awk -v a="$nll" -v b="$nll2" 'BEGIN { d = b - 2 * a; exit !(a > 0 && d < 2e-3 && d > -2e-3) }' ||
+        fail "eval --fn twice: NLL $nll2, not twice $nll"; }
+run 1 eval "$TMP/fv2.graph" --ckpt "$CK" --fn bad && has "$ERR" "the NLL of the test split of 'mnist' is nan" &&
+    has "$ERR" "--check-nan" && has "$ERR" "fv2.graph:"
+run 1 eval "$TMP/fv2.graph" --ckpt "$CK" --fn nope && has "$ERR" "the model has no fn nope"
+
+# --valid-examples: validation scores the first N examples of the split only
+run 0 train "$FVSBN" --dims D=6 --data mnist --epochs 1 --batch 10 --lr 0.05 && a=$(grep -o 'valid NLL [0-9.]*' "$OUT")
+run 0 train "$FVSBN" --dims D=6 --data mnist --epochs 1 --batch 10 --lr 0.05 --valid-examples 1000 &&
+    { [[ -n $a && $(grep -o 'valid NLL [0-9.]*' "$OUT") == "$a" ]] || fail "--valid-examples 1000 (all 100) changed $a"; }
+run 0 train "$FVSBN" --dims D=6 --data mnist --epochs 1 --batch 10 --lr 0.05 --valid-examples 7 &&
+    b=$(grep -o 'valid NLL [0-9.]*' "$OUT") &&
+    { [[ -n $a && -n $b && $a != "$b" ]] || fail "--valid-examples 7: the same valid NLL as the whole split ($a)"; }
+
+# a dim of 0 trains on every engine to the same numbers: z : [B, K] with K = 0
+# makes matmul(z, U, tb=1) an empty sum, zeros (the model is then its biases)
+cat >"$TMP/zk.graph" <<'EOF'
+dim D = 6
+dim K = 2
+dim B
+param U : f32[D, K] = normal(0.1)
+param b : f32[D] = zeros
+fn loglik(x : f32[B, D]) -> ll
+  z = constant(value=1, shape=[B, K])
+  a = matmul(z, U, tb=1)
+  logit = add(a, b)
+  nll = bernoulli_nll(logit, x)
+  s = sum(nll, axis=1)
+  ll = neg(s)
+end
+EOF
+for e in interp naive fused; do
+    run 0 train "$TMP/zk.graph" --dims K=0 --data mnist --epochs 1 --batch 10 --lr 0.05 --engine $e &&
+        grep -o 'valid NLL [0-9.]*' "$OUT" >"$TMP/zk.$e"
+done
+cmp -s "$TMP/zk.interp" "$TMP/zk.naive" && cmp -s "$TMP/zk.interp" "$TMP/zk.fused" && [[ -s $TMP/zk.interp ]] ||
+    fail "K=0: engines trained to different NLLs: $(cat "$TMP"/zk.*)"
 
 # every engine trains the same model to the same numbers (f32 rounding aside)
 for e in interp naive fused; do
@@ -138,6 +213,20 @@ for e in naive fused; do
         lo=${lo%-*}
         if [ -n "$range" ] && ((lo <= 8 && 8 <= hi)); then :; else fail "fused nan check: '$range' does not hold line 8"; fi
     fi
+done
+# a NaN logit fed to bernoulli: naive stores the logit, fused computes it
+# inside the sampling kernel, which under --check-nan gives NaN for it
+sed 's/^    xi = bernoulli(logit) .*$/    e = exp(logit)\n    n = neg(e)\n    bad = log(n)\n    xi = bernoulli(bad)/' \
+    "$FVSBN" >"$TMP/fvnan.graph"
+line=$(grep -n 'bernoulli(bad)' "$TMP/fvnan.graph" | cut -d: -f1)
+for e in naive fused; do
+    run 1 sample "$TMP/fvnan.graph" --ckpt "$CK" -n 3 --out "$TMP/nan.txt" --engine $e --check-nan &&
+        has "$ERR" "nan check: kernel k" && has "$ERR" "wrote NaN" || continue
+    range=$(grep -o 'lines [0-9]*-[0-9]*' "$ERR" | head -1)
+    lo=${range#lines } hi=${range#*-}
+    lo=${lo%-*}
+    [ $e = naive ] && has "$ERR" "bad = log" ||
+        { [ -n "$range" ] && ((lo <= line && line <= hi)); } || fail "fused nan check: '$range' does not hold line $line"
 done
 run 1 train "$TMP/nan.graph" --data mnist --batch 10 --check-nan --engine interp && has "$ERR" "the interpreter runs unchecked" &&
     has "$ERR" "training diverged"

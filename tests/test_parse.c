@@ -613,6 +613,8 @@ static const bind_case bind_cases[] = {
     {"D", "--dims: expected NAME=VALUE in 'D'"},
     {"=3", "--dims: expected NAME=VALUE in '=3'"},
     {"D=3,,B=2", "--dims: expected NAME=VALUE"},
+    {"D=1,D=2", "--dims: D is given twice in 'D=1,D=2'"},
+    {"D=1,B=2,D=1", "--dims: D is given twice"},
 };
 
 static void test_bind_errors(void **state) {
@@ -626,7 +628,12 @@ static void test_bind_errors(void **state) {
         assert_int_equal(aj_bind_parse(m, &b, bind_cases[i].spec, &d), -1);
         if (!strstr(d.msg, bind_cases[i].msg)) fprintf(stderr, "spec '%s': got \"%s\"\n", bind_cases[i].spec, d.msg);
         assert_non_null(strstr(d.msg, bind_cases[i].msg));
+        /* the syntax alone (no module) is wrong the same way, but for a name the model lacks */
+        memset(&d, 0, sizeof d);
+        assert_int_equal(aj_bind_parse(NULL, NULL, bind_cases[i].spec, &d), i == 0 ? 0 : -1);
     }
+    aj_diag d = {0};
+    assert_int_equal(aj_bind_parse(NULL, NULL, "Q=1,D=0,B=2", &d), 0);
     aj_module_free(m);
 }
 

@@ -369,6 +369,38 @@ static void test_bad_checkpoints(void **state) {
     j.resume = good;
     j.opt.kind = AJ_OPT_RMSPROP;
     expect_train_error(&j, "adam optimizer state", "rmsprop");
+
+    /* a loop state no run reaches, under a valid CRC: refused by field.
+     * straight.last is at epoch 2, pos 0, step 100 (50 steps of 10 per epoch) */
+    static const struct {
+        const char *field;
+        int64_t v;
+        const char *msg;
+    } states[] = {
+        {"pos", 5000, "'pos' is 5000: past the 500 examples of the train split of 'mnist'"},
+        {"pos", -10, "'pos' is -10: below 0"},
+        {"pos", 30, "'epoch_loss_n' is 0: steps into the epoch, but 'pos' is 30 examples into it"},
+        {"epoch_loss_n", 3, "'epoch_loss_n' is 3: steps into the epoch, but 'pos' is 0"},
+        {"step", 1, "'step' is 1: fewer than 'epoch' 2"},
+        {"batch", 0, "'batch' is 0: outside 1..2^24"},
+    };
+    char edited[512];
+    path_in(edited, sizeof edited, "edited.ck");
+    for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
+        d = (aj_diag){0};
+        aj_ckpt *ck = aj_ckpt_load(good, &d);
+        assert_non_null(ck);
+        assert_int_equal(aj_ckpt_set_u64(ck, states[i].field, (uint64_t)states[i].v), 0);
+        assert_int_equal(aj_ckpt_save(ck, edited, &d), 0);
+        aj_ckpt_free(ck);
+        j = base_job();
+        j.resume = edited;
+        j.epochs = 3;
+        aj_train_result r;
+        assert_int_equal(aj_train(&j, &r, &d), -1);
+        assert_string_equal(d.file, edited);
+        if (!strstr(d.msg, states[i].msg)) fail_msg("%s = %lld: got '%s'", states[i].field, (long long)states[i].v, d.msg);
+    }
 }
 
 /* ---------------------------------------------------------------- eval, sample */
@@ -433,7 +465,33 @@ static void test_sample(void **state) {
     }
     assert_true(agree > 150);
     assert_true(ones > 180);
+    assert_int_equal(s.image_data, 1);
     aj_tensor_free(&s.x);
+
+    /* image metadata the samples do not fit: not drawable, and why */
+    static const struct {
+        const char *image, *why;
+    } bad[] = {
+        {"2x3junk", "records the image size '2x3junk', not HxW"},
+        {"abc", "records the image size 'abc', not HxW"},
+        {"0x6", "not HxW"},
+        {"3x3", "fn sample gives 1200 values for 200 samples, not 3x3 pixels each"},
+    };
+    char edited[512];
+    path_in(edited, sizeof edited, "image.ck");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        aj_ckpt *ck = aj_ckpt_load(best, &d);
+        assert_non_null(ck);
+        assert_int_equal(aj_ckpt_set_meta(ck, "image", bad[i].image), 0);
+        assert_int_equal(aj_ckpt_save(ck, edited, &d), 0);
+        aj_ckpt_free(ck);
+        j.ckpt = edited;
+        assert_int_equal(aj_sample(&j, 200, &s, &d), 0);
+        assert_int_equal(s.h, 0);
+        assert_int_equal(s.image_data, 1);
+        if (!strstr(s.why, bad[i].why)) fail_msg("image '%s': got '%s'", bad[i].image, s.why);
+        aj_tensor_free(&s.x);
+    }
 }
 
 /* ---------------------------------------------------------------- run context */
