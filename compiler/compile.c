@@ -23,7 +23,7 @@ void aj_program_free(aj_program *P) {
     if (!P) return;
     for (int b = 0; b < P->nbuf; b++) free(P->buf[b].data);
     free(P->buf);
-    for (int k = 0; k < P->nkern; k++) free(P->kern[k].body);
+    for (int k = 0; k < P->nkern; k++) free(P->kern[k].body), free(P->kern[k].arg);
     free(P->kern);
     free(P->ins);
     free(P->result_buf);
@@ -35,11 +35,11 @@ void aj_program_free(aj_program *P) {
     free(P);
 }
 
-/* every kernel: lo, hi, ctx, then its buffers */
+/* every kernel: lo, hi, ctx, then the table of its buffers */
 static int prepare_call(aj_kernel *k, aj_diag *d) {
-    k->atype[0] = &ffi_type_sint64, k->atype[1] = &ffi_type_sint64, k->atype[2] = &ffi_type_pointer;
-    for (int a = 0; a < k->nargs; a++) k->atype[3 + a] = &ffi_type_pointer;
-    if (ffi_prep_cif(&k->cif, FFI_DEFAULT_ABI, (unsigned)k->nargs + 3, &ffi_type_void, k->atype) != FFI_OK)
+    k->atype[0] = &ffi_type_sint64, k->atype[1] = &ffi_type_sint64;
+    k->atype[2] = &ffi_type_pointer, k->atype[3] = &ffi_type_pointer;
+    if (ffi_prep_cif(&k->cif, FFI_DEFAULT_ABI, 4, &ffi_type_void, k->atype) != FFI_OK)
         return aj_error(d, 0, 0, "libffi cannot prepare a call of %s", k->name);
     return 0;
 }
@@ -88,7 +88,8 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         if (aj_jit_add(P->jit, mod, d)) goto fail;
     } else {
         char flags[64];
-        snprintf(flags, sizeof flags, "arjit-program-v1 fused=%d", o->fused);
+        /* v2: kernels take their buffers as a table (the IR says so too) */
+        snprintf(flags, sizeof flags, "arjit-program-v2 fused=%d", o->fused);
         if (o->no_cache ? aj_jit_optimize(P->jit, mod, d) || aj_jit_add(P->jit, mod, d)
                         : aj_jit_add_cached(P->jit, mod, flags, &P->cache_hit, d))
             goto fail;
