@@ -115,6 +115,7 @@ void aj_program_stats_get(const aj_program *P, aj_program_stats *s) {
     memset(s, 0, sizeof *s);
     s->kernels = P->nkern;
     for (int k = 0; k < P->nkern; k++) s->host_kernels += P->kern[k].node >= 0;
+    for (int p = 0; p < P->nins; p++) s->unfused_loops += P->ins[p].why != NULL;
     /* calls per run: a loop's body counts `steps` times, nested loops multiply */
     int64_t mult[AJ_MAX_DEPTH + 2] = {1};
     int end[AJ_MAX_DEPTH + 2] = {P->nins}, depth = 0;
@@ -152,7 +153,8 @@ void aj_program_print(const aj_program *P, FILE *f) {
         const aj_instr *in = &P->ins[p];
         int ind = 2 * depth;
         if (in->kind == AJ_I_LOOP) {
-            fprintf(f, "%*sloop %lld steps%s {\n", ind, "", (long long)in->steps, in->reverse ? " reversed" : "");
+            fprintf(f, "%*sloop %lld steps%s {", ind, "", (long long)in->steps, in->reverse ? " reversed" : "");
+            fprintf(f, in->why ? "  # not fused, a loop of kernels: %s\n" : "\n", in->why);
             if (depth + 1 <= AJ_MAX_DEPTH) end[++depth] = p + 1 + in->nbody;
         } else if (in->kind == AJ_I_COPY) {
             fprintf(f, "%*scopy %s -> %s\n", ind, "", P->buf[in->src].name, P->buf[in->dst].name);

@@ -656,20 +656,23 @@ static int one_buffer(aj_kspec *sub, int n, int A, int B) {
 }
 
 /* A recurrence as one kernel. 1 when its body cannot be fused (the caller
- * plans it the naive way), 0 done, -1 error. */
-static int fuse_recurrence(fctx *f, int i) {
+ * plans it the naive way; *why says why, for the dump), 0 done, -1 error. */
+static int fuse_recurrence(fctx *f, int i, const char **why) {
     const aj_graph *g = f->g;
     const aj_node *n = &g->node[i];
     const aj_recur *r = n->rec;
     const aj_graph *body = r->body;
     aj_planner *pl = f->pl;
-    if (f->sub || r->ncarry + r->nstack > 128) return 1;
+    if (f->sub) return *why = "a recurrence inside a fused recurrence", 1;
+    if (r->ncarry + r->nstack > 128) return *why = "more than 128 carries and stacked results", 1;
     for (int j = 0; j < body->nnode; j++) {
         const aj_node *bn = &body->node[j];
-        if (bn->op == AJ_OP_RECURRENCE || (!lowerable(body, bn) && bn->op != AJ_OP_MASK)) return 1;
+        if (bn->op == AJ_OP_RECURRENCE) return *why = "a nested recurrence", 1;
+        if (!lowerable(body, bn) && bn->op != AJ_OP_MASK) return *why = "an op without an LLVM lowering", 1;
     }
     for (int s = 0; s < r->nslice; s++)   /* a sequence read at step t: no outer step of its own */
-        if (!f->has[n->in[r->ncarry + s]] || f->vv[n->in[r->ncarry + s]].tlevel >= 0) return 1;
+        if (!f->has[n->in[r->ncarry + s]] || f->vv[n->in[r->ncarry + s]].tlevel >= 0)
+            return *why = "a slice of a sequence an outer loop moves", 1;
     int L = f->level + 1;
     int *bbuf = malloc(((size_t)body->nval + 1) * sizeof *bbuf);
     if (!bbuf) return oom(f);
@@ -828,7 +831,8 @@ static int plan_nodes(fctx *f, body_targets *bt) {
             continue;
         }
         if (n->op == AJ_OP_RECURRENCE) {
-            int rc = fuse_recurrence(f, i);
+            const char *why = NULL;
+            int rc = fuse_recurrence(f, i, &why);
             if (rc < 0) return -1;
             if (rc == 0) continue;
             /* the naive way: its inputs whole and dense */
@@ -836,7 +840,10 @@ static int plan_nodes(fctx *f, body_targets *bt) {
                 if (materialise(f, n->in[j]) < 0) return -1;
             if (aj_plan_outputs(pl, g, i, f->vbuf, f->level)) return -1;
             pl->outer[f->level] = g;
+            int at = pl->P->nins;
             if (aj_plan_recurrence(pl, g, i, f->vbuf, f->level, aj_plan_naive_graph)) return -1;
+            while (pl->P->ins[at].kind != AJ_I_LOOP) at++;   /* after the carries' copies */
+            pl->P->ins[at].why = why;
             for (int o = 0; o < n->nout; o++) f->vv[n->out[o]] = whole(f, f->vbuf[n->out[o]], &g->val[n->out[o]].type), f->has[n->out[o]] = 1;
             continue;
         }

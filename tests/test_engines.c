@@ -204,6 +204,12 @@ static const gcase forward_cases[] = {
      "    n3 = unsqueeze(n, axis=1)\n    o3 = attention(n3, n3, n3)\n    o = reshape(o3, shape=[B, D])\n"
      "    hn = tanh(o)\n    s = categorical(hn)\n    sf = cast(s, to=f32)\n    next h = hn\n    stack hn, axis=1\n"
      "    stack sf, axis=1\n  }\nend\n"},
+    /* the fused planner leaves the outer recurrence a loop of kernels */
+    {"a nested recurrence", "B=3",
+     "dim B\ndim T = 3\nfn f(x : f32[B, T, T]) -> total, sums\n  z = constant(value=0, shape=[B])\n"
+     "  total, sums = recurrence(steps=T) {\n    carry acc = z\n    slice xt = x, axis=1\n"
+     "    inner, _ = recurrence(steps=T) {\n      carry a = acc\n      slice xs = xt, axis=1\n      a2 = add(a, xs)\n"
+     "      next a = a2\n      stack a2, axis=1\n    }\n    next acc = inner\n    stack inner, axis=1\n  }\nend\n"},
     {"categorical_nll, layer_norm (rank 1)", "B=4",
      "dim B\ndim K = 3\nparam p : f32[B, K]\nparam g : f32[K]\n"
      "fn f(t : i32[B], x : f32[K]) -> n, y\n  n = categorical_nll(p, t)\n  y = layer_norm(x, g, g, eps=0.1)\nend\n"},
