@@ -969,6 +969,9 @@ static void print_bench_table(const bench *b, const char *opt, const bench_memor
             printf("%s %.2fx over interp", rows[ENG_NAIVE].ran ? "," : "", rows[ENG_INTERP].med / f->med);
         printf("\n");
     }
+    if (f->ran && f->st.unfused_loops)
+        printf("fused: %d recurrence%s not fused, run as loops of kernels (dump --stage fused says why)\n",
+               f->st.unfused_loops, f->st.unfused_loops == 1 ? "" : "s");
     if (rows[ENG_INTERP].ran && rows[ENG_INTERP].steps < b->steps)
         printf("interp ran %d of the %d steps: it is the slow reference\n", rows[ENG_INTERP].steps, b->steps);
     const char *dir = aj_jit_cache_dir();

@@ -1,8 +1,10 @@
 /* Lowering to LLVM IR: one function per kernel spec (compiler/codegen.h).
  *
  * Every kernel has the signature
- *     void k(i64 lo, i64 hi, const aj_kctx *ctx, ptr noalias b0, ...)
- * and computes rows [lo, hi) of its iteration space. Kernels are plain loop
+ *     void k(i64 lo, i64 hi, const aj_kctx *ctx, ptr const *buf)
+ * and computes rows [lo, hi) of its iteration space: it loads its buffers'
+ * addresses from the table buf and calls its body k_body(lo, hi, ctx,
+ * ptr noalias b0, ...), inlined (entry_fn). Kernels are plain loop
  * nests over scalars: LLVM's loop vectoriser turns the innermost loop, which
  * runs along the last axis, into the host's widest vectors, and vecmath.c
  * keeps exp/log/tanh/sigmoid/sin/cos free of libm calls so it can.
@@ -38,7 +40,8 @@ struct aj_codegen {
     /* the kernel being emitted */
     const aj_kspec *ks;
     LLVMValueRef fn, lo, hi, ctx;
-    LLVMValueRef arg[AJ_MAX_KARGS];
+    LLVMValueRef *arg;       /* its buffers: the body's pointer parameters */
+    int caparg;
     LLVMBasicBlockRef entry;
     LLVMBuilderRef eb;       /* at the end of the entry block: allocas, ctx loads */
     int nmm;                 /* matmul helpers emitted so far */
@@ -1727,6 +1730,7 @@ void aj_codegen_free(aj_codegen *c) {
     if (!c) return;
     LLVMDisposeBuilder(c->b);
     LLVMDisposeBuilder(c->eb);
+    free(c->arg);
     free(c);
 }
 
@@ -1735,11 +1739,31 @@ static void fn_attr(aj_codegen *c, unsigned idx, const char *name) {
     LLVMAddAttributeAtIndex(c->fn, idx, LLVMCreateEnumAttribute(c->cx, kind, 0));
 }
 
-static void begin_fn(aj_codegen *c, const char *name, int nargs) {
-    LLVMTypeRef pt[AJ_MAX_KARGS + 3] = {c->i64, c->i64, c->ptr};
+/* void (i64 lo, i64 hi, ptr ctx, ptr b0, ..., ptr b[nargs-1]): a kernel's
+ * body; NULL when out of memory */
+static LLVMTypeRef body_type(aj_codegen *c, int nargs) {
+    LLVMTypeRef *pt = malloc(((size_t)nargs + 3) * sizeof *pt);
+    if (!pt) return NULL;
+    pt[0] = c->i64, pt[1] = c->i64, pt[2] = c->ptr;
     for (int i = 0; i < nargs; i++) pt[3 + i] = c->ptr;
-    c->fn = LLVMAddFunction(c->m, name, LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0));
+    LLVMTypeRef t = LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0);
+    free(pt);
+    return t;
+}
+
+/* A kernel body `name` (body_type): internal, inlined into its kernel,
+ * every buffer a noalias parameter. 0, or -1 out of memory. */
+static int begin_fn(aj_codegen *c, const char *name, int nargs, aj_diag *d) {
+    LLVMTypeRef ft = body_type(c, nargs);
+    if (nargs > c->caparg) {
+        LLVMValueRef *a = realloc(c->arg, (size_t)nargs * sizeof *a);
+        if (a) c->arg = a, c->caparg = nargs;
+    }
+    if (!ft || nargs > c->caparg) return aj_error(d, 0, 0, "out of memory in codegen of %s", name);
+    c->fn = LLVMAddFunction(c->m, name, ft);
+    LLVMSetLinkage(c->fn, LLVMInternalLinkage);
     fn_attr(c, LLVMAttributeFunctionIndex, "nounwind");
+    fn_attr(c, LLVMAttributeFunctionIndex, "alwaysinline");
     for (int i = 0; i < nargs; i++) {
         fn_attr(c, (unsigned)i + 4, "noalias");
         fn_attr(c, (unsigned)i + 4, "nocapture");
@@ -1749,6 +1773,7 @@ static void begin_fn(aj_codegen *c, const char *name, int nargs) {
     c->entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
     LLVMPositionBuilderAtEnd(c->eb, c->entry);
     LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, c->fn, "start"));
+    return 0;
 }
 
 static void end_fn(aj_codegen *c) {
@@ -1778,19 +1803,16 @@ static int64_t lower_spec(aj_codegen *c, const aj_kspec *ks, aj_diag *d) {
 /* Sub-kernel k of recurrence `name`, on this thread's share of its R rows:
  * [ith chunk, (ith + 1) chunk) clipped to R. args[3..]: the buffers. */
 static void call_sub(aj_codegen *c, const char *name, int k, LLVMValueRef R, LLVMValueRef ctx, LLVMValueRef *args,
-                     int nargs) {
+                     LLVMTypeRef ft) {
     LLVMValueRef ith = ctx_field(c, CTX_ITH), nth = ctx_field(c, CTX_NTH);
     LLVMValueRef chunk = LLVMBuildSDiv(c->b, add(c, R, LLVMBuildNSWSub(c->b, nth, i64c(c, 1), "")), nth, "");
     LLVMValueRef lo = mul(c, ith, chunk), hi = add(c, lo, chunk);
     args[0] = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, lo, R, ""), lo, R);
     args[1] = sel(c, LLVMBuildICmp(c->b, LLVMIntSLT, hi, R, ""), hi, R);
     args[2] = ctx;
-    LLVMTypeRef pt[AJ_MAX_KARGS + 3] = {c->i64, c->i64, c->ptr};
-    for (int i = 0; i < nargs; i++) pt[3 + i] = c->ptr;
-    char sub[96];
+    char sub[112];
     snprintf(sub, sizeof sub, "%s_%d", name, k);
-    LLVMBuildCall2(c->b, LLVMFunctionType(c->void_, pt, (unsigned)nargs + 3, 0), LLVMGetNamedFunction(c->m, sub), args,
-                   (unsigned)nargs + 3, "");
+    LLVMBuildCall2(c->b, ft, LLVMGetNamedFunction(c->m, sub), args, LLVMCountParamTypes(ft), "");
 }
 
 /* the step index t of loop iteration s */
@@ -1809,21 +1831,24 @@ static void set_ctx(aj_codegen *c, LLVMValueRef ctx, int field, LLVMValueRef v) 
  * with t, odd and ring set. Split sums' partials are combined whenever
  * their ring of AJ_RING steps is full, between two barriers. */
 static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name, int nargs, aj_diag *d) {
-    int64_t rows[256];
-    int nflush = 0;
-    if (ks->nsub > 256) return aj_error(d, 0, 0, "codegen: a recurrence body of %d kernels", ks->nsub);
+    int64_t *rows = malloc(((size_t)ks->nsub + 1) * sizeof *rows);
+    LLVMValueRef *args = malloc(((size_t)nargs + 3) * sizeof *args);
+    LLVMTypeRef ft = body_type(c, nargs);
+    int nflush = 0, rc = -1;
+    if (!rows || !args || !ft) {
+        aj_error(d, 0, 0, "out of memory in codegen of %s", name);
+        goto out;
+    }
     for (int k = 0; k < ks->nsub; k++) {
-        char sub[96];
+        char sub[112];
         snprintf(sub, sizeof sub, "%s_%d", name, k);
-        begin_fn(c, sub, nargs);
-        LLVMSetLinkage(c->fn, LLVMInternalLinkage);
-        fn_attr(c, LLVMAttributeFunctionIndex, "alwaysinline");
+        if (begin_fn(c, sub, nargs, d)) goto out;
         rows[k] = lower_spec(c, &ks->sub[k], d);
         end_fn(c);
-        if (rows[k] < 0) return -1;
+        if (rows[k] < 0) goto out;
         nflush += ks->sub[k].at_flush;
     }
-    begin_fn(c, name, nargs);
+    if (begin_fn(c, name, nargs, d)) goto out;
     c->ks = ks;
     LLVMTypeRef kctx = LLVMArrayType(c->i64, CTX_RING + 1);
     LLVMValueRef local = LLVMBuildAlloca(c->eb, kctx, "ctx");
@@ -1837,11 +1862,10 @@ static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name,
     set_ctx(c, local, CTX_T + ks->level - 1, step_of(c, ks, s));
     set_ctx(c, local, CTX_ODD, LLVMBuildAnd(c->b, s, i64c(c, 1), ""));
     set_ctx(c, local, CTX_RING, ring);
-    LLVMValueRef args[AJ_MAX_KARGS + 3];
     for (int i = 0; i < nargs; i++) args[3 + i] = c->arg[i];
     for (int k = 0; k < ks->nsub; k++) {
         if (ks->sub[k].at_flush) continue;
-        call_sub(c, name, k, i64c(c, rows[k]), local, args, nargs);
+        call_sub(c, name, k, i64c(c, rows[k]), local, args, ft);
         if (ks->sub[k].barrier_after) LLVMBuildCall2(c->b, bty, barrier, NULL, 0, "");
     }
     if (nflush) {   /* the ring is full, or the last step: its steps' slots, from the first */
@@ -1855,23 +1879,61 @@ static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name,
         LLVMValueRef s0 = LLVMBuildNSWSub(c->b, s, ring, "");
         set_ctx(c, local, CTX_T + ks->level - 1, step_of(c, ks, s0));
         for (int k = 0; k < ks->nsub; k++)
-            if (ks->sub[k].at_flush) call_sub(c, name, k, add(c, ring, i64c(c, 1)), local, args, nargs);
+            if (ks->sub[k].at_flush) call_sub(c, name, k, add(c, ring, i64c(c, 1)), local, args, ft);
         LLVMBuildCall2(c->b, bty, barrier, NULL, 0, "");   /* before the ring is written again */
         LLVMBuildBr(c->b, next);
         LLVMPositionBuilderAtEnd(c->b, next);
     }
     loop_close(c, &sl);
     end_fn(c);
+    rc = 0;
+out:
+    free(rows), free(args);
+    return rc;
+}
+
+/* Kernel `name` itself, void name(i64 lo, i64 hi, ptr ctx, ptr buf): it
+ * loads the address of each of its nargs buffers from the table buf and
+ * calls its body with them. The body takes them as noalias parameters and
+ * is inlined, which keeps that as alias scopes: the loops vectorise as if
+ * the kernel took its buffers as arguments, and one libffi signature of
+ * four arguments calls a kernel over any number of buffers. */
+static int entry_fn(aj_codegen *c, const char *name, const char *body, int nargs, aj_diag *d) {
+    LLVMTypeRef ft = body_type(c, nargs);
+    LLVMValueRef *args = malloc(((size_t)nargs + 3) * sizeof *args);
+    if (!ft || !args) {
+        free(args);
+        return aj_error(d, 0, 0, "out of memory in codegen of %s", name);
+    }
+    LLVMTypeRef et[4] = {c->i64, c->i64, c->ptr, c->ptr};
+    c->fn = LLVMAddFunction(c->m, name, LLVMFunctionType(c->void_, et, 4, 0));
+    fn_attr(c, LLVMAttributeFunctionIndex, "nounwind");
+    fn_attr(c, 4, "nocapture");
+    fn_attr(c, 4, "readonly");
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry"));
+    LLVMValueRef tab = LLVMGetParam(c->fn, 3);
+    for (int i = 0; i < 3; i++) args[i] = LLVMGetParam(c->fn, (unsigned)i);
+    for (int i = 0; i < nargs; i++) {
+        LLVMValueRef ix = i64c(c, i);
+        args[3 + i] = LLVMBuildLoad2(c->b, c->ptr, LLVMBuildInBoundsGEP2(c->b, c->ptr, tab, &ix, 1, ""), "");
+    }
+    LLVMBuildCall2(c->b, ft, LLVMGetNamedFunction(c->m, body), args, (unsigned)nargs + 3, "");
+    LLVMBuildRetVoid(c->b);
+    free(args);
     return 0;
 }
 
 int aj_codegen_kernel(aj_codegen *c, const aj_kspec *ks, const char *name, int nargs, int64_t *rows, aj_diag *d) {
+    char body[96];
+    snprintf(body, sizeof body, "%s_body", name);
     if (ks->kind == AJ_KS_RECUR) {
         *rows = 1;
-        return lower_recurrence(c, ks, name, nargs, d);
+        if (lower_recurrence(c, ks, body, nargs, d)) return -1;
+    } else {
+        if (begin_fn(c, body, nargs, d)) return -1;
+        *rows = lower_spec(c, ks, d);
+        end_fn(c);
+        if (*rows < 0) return -1;
     }
-    begin_fn(c, name, nargs);
-    *rows = lower_spec(c, ks, d);
-    end_fn(c);
-    return *rows < 0 ? -1 : 0;
+    return entry_fn(c, name, body, nargs, d);
 }

@@ -24,7 +24,7 @@ void aj_program_free(aj_program *P) {
     if (!P) return;
     for (int b = 0; b < P->nbuf; b++) free(P->buf[b].data);
     free(P->buf);
-    for (int k = 0; k < P->nkern; k++) free(P->kern[k].body);
+    for (int k = 0; k < P->nkern; k++) free(P->kern[k].body), free(P->kern[k].arg);
     free(P->kern);
     free(P->ins);
     free(P->result_buf);
@@ -36,11 +36,11 @@ void aj_program_free(aj_program *P) {
     free(P);
 }
 
-/* every kernel: lo, hi, ctx, then its buffers */
+/* every kernel: lo, hi, ctx, then the table of its buffers */
 static int prepare_call(aj_kernel *k, aj_diag *d) {
-    k->atype[0] = &ffi_type_sint64, k->atype[1] = &ffi_type_sint64, k->atype[2] = &ffi_type_pointer;
-    for (int a = 0; a < k->nargs; a++) k->atype[3 + a] = &ffi_type_pointer;
-    if (ffi_prep_cif(&k->cif, FFI_DEFAULT_ABI, (unsigned)k->nargs + 3, &ffi_type_void, k->atype) != FFI_OK)
+    k->atype[0] = &ffi_type_sint64, k->atype[1] = &ffi_type_sint64;
+    k->atype[2] = &ffi_type_pointer, k->atype[3] = &ffi_type_pointer;
+    if (ffi_prep_cif(&k->cif, FFI_DEFAULT_ABI, 4, &ffi_type_void, k->atype) != FFI_OK)
         return aj_error(d, 0, 0, "libffi cannot prepare a call of %s", k->name);
     return 0;
 }
@@ -149,8 +149,9 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         if (aj_jit_add(P->jit, mod, d)) goto fail;
     } else {
         char flags[64];
-        /* the code differs with --check-nan (aj_codegen_set_nan_check) */
-        snprintf(flags, sizeof flags, "arjit-program-v1 fused=%d%s", o->fused, o->nan_check ? " nan_check=1" : "");
+        /* v2: kernels take their buffers as a table; the code differs with
+         * --check-nan (aj_codegen_set_nan_check) */
+        snprintf(flags, sizeof flags, "arjit-program-v2 fused=%d%s", o->fused, o->nan_check ? " nan_check=1" : "");
         if (o->no_cache ? aj_jit_optimize(P->jit, mod, d) || aj_jit_add(P->jit, mod, d)
                         : aj_jit_add_cached(P->jit, mod, flags, &P->cache_hit, d))
             goto fail;
@@ -176,6 +177,7 @@ void aj_program_stats_get(const aj_program *P, aj_program_stats *s) {
     memset(s, 0, sizeof *s);
     s->kernels = P->nkern;
     for (int k = 0; k < P->nkern; k++) s->host_kernels += P->kern[k].node >= 0;
+    for (int p = 0; p < P->nins; p++) s->unfused_loops += P->ins[p].why != NULL;
     /* calls per run: a loop's body counts `steps` times, nested loops multiply */
     int64_t mult[AJ_MAX_DEPTH + 2] = {1};
     int end[AJ_MAX_DEPTH + 2] = {P->nins}, depth = 0;
@@ -227,7 +229,8 @@ void aj_program_print(const aj_program *P, FILE *f) {
         const aj_instr *in = &P->ins[p];
         int ind = 2 * depth;
         if (in->kind == AJ_I_LOOP) {
-            fprintf(f, "%*sloop %lld steps%s {\n", ind, "", (long long)in->steps, in->reverse ? " reversed" : "");
+            fprintf(f, "%*sloop %lld steps%s {", ind, "", (long long)in->steps, in->reverse ? " reversed" : "");
+            fprintf(f, in->why ? "  # not fused, a loop of kernels: %s\n" : "\n", in->why);
             if (depth + 1 <= AJ_MAX_DEPTH) end[++depth] = p + 1 + in->nbody;
         } else if (in->kind == AJ_I_COPY) {
             fprintf(f, "%*scopy %s -> %s\n", ind, "", P->buf[in->src].name, P->buf[in->dst].name);

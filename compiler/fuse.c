@@ -99,8 +99,12 @@ static int emit(fctx *f, aj_kspec ks) {
     }
     aj_kernel k = {.node = -1, .nout = ks.nout, .line = f->line, .line_end = f->line_end};
     snprintf(k.what, sizeof k.what, "%s", f->what);
-    for (int i = 0; i < ks.nout; i++) aj_plan_arg(&k, ks.out[i].arg);
-    if (bind_args(&k, &ks)) return aj_error(f->pl->d, f->line, 0, "a fused kernel needs more than %d buffers", AJ_MAX_KARGS);
+    int bad = 0;
+    for (int i = 0; i < ks.nout; i++) bad |= aj_plan_arg(&k, ks.out[i].arg) < 0;   /* outputs first (NaN check) */
+    if (bad || bind_args(&k, &ks)) {
+        free(k.arg);
+        return oom(f);
+    }
     return aj_plan_kernel(f->pl, &k, &ks, f->level) < 0 ? -1 : 0;
 }
 
@@ -213,18 +217,75 @@ static int collect(fctx *f, int node, aj_kspec *ks) {
     return 0;
 }
 
+/* the inline members of node i's group (producers folded in), post-order */
+static void members(const fctx *f, int node, int *list, int *n, char *seen) {
+    const aj_node *nd = &f->g->node[node];
+    for (int j = 0; j < nd->nin; j++) {
+        int v = nd->in[j], p = f->g->val[v].node;
+        if (f->inl[v] && !f->stored[v] && !seen[p]) members(f, p, list, n, seen);
+    }
+    seen[node] = 1;
+    list[(*n)++] = node;
+}
+
+/* Whether node i's group fits one kernel spec with member value v (when
+ * v >= 0) read as an input instead of computed inline. */
+static int fits_without(fctx *f, int i, int v) {
+    aj_kspec ks = {.nout = 1};
+    char inl = 0, has = 0;
+    aj_view vv = {0};
+    if (v >= 0) inl = f->inl[v], has = f->has[v], vv = f->vv[v], f->inl[v] = 0, f->has[v] = 1;
+    int ok = collect(f, i, &ks) == 0;
+    if (v >= 0) f->inl[v] = inl, f->has[v] = has, f->vv[v] = vv;
+    return ok;
+}
+
+static int plan_root(fctx *f, body_targets *bt, int i, int split_of);
+
+/* A group takes at most AJ_KS_MAX_IN inputs and AJ_KS_MAX_NODES ops (one
+ * kernel's loop; a chain of 20 residual adds reads 21 values). Until node
+ * i's group fits, a member is split off as a group of its own, planned
+ * first and stored: the first in post-order (a small subtree) whose
+ * removal makes the rest fit, else i's last inline input, and again. */
+static int fit_group(fctx *f, body_targets *bt, int i) {
+    int *list = NULL;
+    char *seen = NULL;
+    int rc = 0;
+    while (rc == 0 && !fits_without(f, i, -1)) {
+        int n = 0, cut = -1;
+        free(list), free(seen);
+        list = malloc(((size_t)f->g->nnode + 1) * sizeof *list);
+        seen = calloc((size_t)f->g->nnode + 1, 1);
+        if (!list || !seen) {
+            rc = oom(f);
+            break;
+        }
+        members(f, i, list, &n, seen);
+        for (int k = 0; k < n - 1 && cut < 0; k++)
+            if (fits_without(f, i, f->g->node[list[k]].out[0])) cut = list[k];
+        if (cut < 0) cut = list[n - 2];   /* n >= 2: a lone node fits (lowerable) */
+        int v = f->g->node[cut].out[0];
+        f->inl[v] = f->side[v] = 0;
+        rc = plan_root(f, bt, cut, i);
+    }
+    free(list), free(seen);
+    return rc;
+}
+
 /* the group rooted at node i writing to view `out`; a side output that
- * is a body result goes straight to its target in bt */
-static int plan_group(fctx *f, body_targets *bt, int i, aj_view out) {
+ * is a body result goes straight to its target in bt. split_of: the
+ * group node i was split off (fit_group), or -1. */
+static int plan_group(fctx *f, body_targets *bt, int i, aj_view out, int split_of) {
+    if (fit_group(f, bt, i)) return -1;
     aj_kspec ks = {.kind = AJ_KS_GROUP, .m = f->pl->m, .g = f->g, .node = -1, .depth = f->depth, .nout = 1};
     ks.out[0] = out;
-    for (int v = 0; v < f->g->nval; v++)   /* siblings it computes too (classify_hosted) */
+    for (int v = 0; v < f->g->nval; v++)   /* siblings it computes too (classify_hosted), while i's group fits */
         if (f->side[v] && f->user[v] == i && !f->uses[v]) {
-            aj_kspec was = ks;
-            if (collect(f, f->g->val[v].node, &ks)) ks = was, f->inl[v] = f->side[v] = 0;   /* planned on its own */
+            aj_kspec was = ks, with;
+            if (collect(f, f->g->val[v].node, &ks) || (with = ks, collect(f, i, &with)))
+                ks = was, f->inl[v] = f->side[v] = 0;   /* planned on its own */
         }
-    if (collect(f, i, &ks))
-        return aj_error(f->pl->d, f->g->node[i].line, f->g->node[i].col, "fusion: group too large");
+    if (collect(f, i, &ks)) return aj_error(f->pl->d, f->g->node[i].line, f->g->node[i].col, "fusion: group too large");
     int lo = f->g->node[i].line, hi = lo, len = 0;
     for (int k = 0; k < ks.nnodes; k++) {
         const aj_node *n = &f->g->node[ks.nodes[k]];
@@ -248,6 +309,9 @@ static int plan_group(fctx *f, body_targets *bt, int i, aj_view out) {
             len += snprintf(f->what + len, sizeof f->what - (size_t)len, "%s%s = %s%s", len ? "; " : "",
                             f->g->val[v].name, aj_op_info(n->op)->name, f->side[v] ? " (kept)" : "");
     }
+    if (split_of >= 0 && len < (int)sizeof f->what - 80)
+        snprintf(f->what + len, sizeof f->what - (size_t)len, " (split off %s's group: at most %d inputs, %d ops)",
+                 f->g->val[f->g->node[split_of].out[0]].name, AJ_KS_MAX_IN, AJ_KS_MAX_NODES);
     f->line = lo, f->line_end = hi;
     if (emit(f, ks)) return -1;
     for (int k = 1; k < ks.nout; k++) f->vv[ks.out_val[k]] = ks.out[k], f->has[ks.out_val[k]] = 1, f->stored[ks.out_val[k]] = 1;
@@ -592,20 +656,23 @@ static int one_buffer(aj_kspec *sub, int n, int A, int B) {
 }
 
 /* A recurrence as one kernel. 1 when its body cannot be fused (the caller
- * plans it the naive way), 0 done, -1 error. */
-static int fuse_recurrence(fctx *f, int i) {
+ * plans it the naive way; *why says why, for the dump), 0 done, -1 error. */
+static int fuse_recurrence(fctx *f, int i, const char **why) {
     const aj_graph *g = f->g;
     const aj_node *n = &g->node[i];
     const aj_recur *r = n->rec;
     const aj_graph *body = r->body;
     aj_planner *pl = f->pl;
-    if (f->sub || r->ncarry + r->nstack > 128) return 1;
+    if (f->sub) return *why = "a recurrence inside a fused recurrence", 1;
+    if (r->ncarry + r->nstack > 128) return *why = "more than 128 carries and stacked results", 1;
     for (int j = 0; j < body->nnode; j++) {
         const aj_node *bn = &body->node[j];
-        if (bn->op == AJ_OP_RECURRENCE || (!lowerable(body, bn) && bn->op != AJ_OP_MASK)) return 1;
+        if (bn->op == AJ_OP_RECURRENCE) return *why = "a nested recurrence", 1;
+        if (!lowerable(body, bn) && bn->op != AJ_OP_MASK) return *why = "an op without an LLVM lowering", 1;
     }
     for (int s = 0; s < r->nslice; s++)   /* a sequence read at step t: no outer step of its own */
-        if (!f->has[n->in[r->ncarry + s]] || f->vv[n->in[r->ncarry + s]].tlevel >= 0) return 1;
+        if (!f->has[n->in[r->ncarry + s]] || f->vv[n->in[r->ncarry + s]].tlevel >= 0)
+            return *why = "a slice of a sequence an outer loop moves", 1;
     int L = f->level + 1;
     int *bbuf = malloc(((size_t)body->nval + 1) * sizeof *bbuf);
     if (!bbuf) return oom(f);
@@ -698,11 +765,11 @@ static int fuse_recurrence(fctx *f, int i) {
     snprintf(k.what, sizeof k.what, "recurrence: %d steps, %d fused kernels, %d barriers per step", (int)rk.steps, b.nsub,
              nbar);
     /* its outputs (NaN check): the stacked results */
-    for (int s = 0; s < r->nstack; s++) aj_plan_arg(&k, f->vbuf[n->out[r->ncarry + s]]);
+    int bad = 0;
+    for (int s = 0; s < r->nstack; s++) bad |= aj_plan_arg(&k, f->vbuf[n->out[r->ncarry + s]]) < 0;
     k.nout = k.nargs;
-    if (bind_args(&k, &rk)) {
-        aj_error(pl->d, n->line, n->col, "a fused recurrence needs more than %d buffers", AJ_MAX_KARGS);
-        free(k.body);
+    if (bad || bind_args(&k, &rk)) {
+        free(k.body), free(k.arg);
         goto out;
     }
     if (aj_plan_kernel(pl, &k, &rk, f->level) < 0) goto out;   /* it took k.body */
@@ -722,6 +789,24 @@ out:
     fctx_free(&b);
     free(bbuf);
     return rc;
+}
+
+/* The group rooted at node i, stored where its value goes (split_of: as
+ * plan_group's). */
+static int plan_root(fctx *f, body_targets *bt, int i, int split_of) {
+    int v = f->g->node[i].out[0];
+    aj_view out;
+    int end, k = in_place(f, bt, v, &out, &end);
+    if (k >= 0) {   /* a body result: written in place, read there by the step's later users */
+        bt->done[k] = 1;
+        if (splittable(f, bt, i, k, end) && add_partials(f, bt, k, &out)) return -1;
+    } else {
+        if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
+        out = whole(f, f->vbuf[v], &f->g->val[v].type);
+    }
+    if (plan_group(f, bt, i, out, split_of)) return -1;
+    f->vv[v] = out, f->has[v] = 1;
+    return 0;
 }
 
 /* Every node of f->g in order (bt: the body's in-place targets). */
@@ -746,7 +831,8 @@ static int plan_nodes(fctx *f, body_targets *bt) {
             continue;
         }
         if (n->op == AJ_OP_RECURRENCE) {
-            int rc = fuse_recurrence(f, i);
+            const char *why = NULL;
+            int rc = fuse_recurrence(f, i, &why);
             if (rc < 0) return -1;
             if (rc == 0) continue;
             /* the naive way: its inputs whole and dense */
@@ -754,22 +840,15 @@ static int plan_nodes(fctx *f, body_targets *bt) {
                 if (materialise(f, n->in[j]) < 0) return -1;
             if (aj_plan_outputs(pl, g, i, f->vbuf, f->level)) return -1;
             pl->outer[f->level] = g;
+            int at = pl->P->nins;
             if (aj_plan_recurrence(pl, g, i, f->vbuf, f->level, aj_plan_naive_graph)) return -1;
+            while (pl->P->ins[at].kind != AJ_I_LOOP) at++;   /* after the carries' copies */
+            pl->P->ins[at].why = why;
             for (int o = 0; o < n->nout; o++) f->vv[n->out[o]] = whole(f, f->vbuf[n->out[o]], &g->val[n->out[o]].type), f->has[n->out[o]] = 1;
             continue;
         }
         if (n->nout == 1 && groupable(g, n)) {
-            aj_view out;
-            int end, k = in_place(f, bt, v, &out, &end);
-            if (k >= 0) {   /* a body result: written in place, read there by the step's later users */
-                bt->done[k] = 1;
-                if (splittable(f, bt, i, k, end) && add_partials(f, bt, k, &out)) return -1;
-            } else {
-                if (f->vbuf[v] < 0 && (f->vbuf[v] = new_buffer(f, v)) < 0) return -1;
-                out = whole(f, f->vbuf[v], &g->val[v].type);
-            }
-            if (plan_group(f, bt, i, out)) return -1;
-            f->vv[v] = out, f->has[v] = 1;
+            if (plan_root(f, bt, i, -1)) return -1;
             continue;
         }
         /* any other op: its own kernel, over dense inputs */

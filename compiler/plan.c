@@ -56,11 +56,11 @@ int aj_plan_instr(aj_planner *pl, aj_instr in) {
     return P->nins++;
 }
 
-/* The argument slot of buffer b in kernel k (added when new). */
+/* The argument slot of buffer b in kernel k (added when new); -1: out of memory. */
 int aj_plan_arg(aj_kernel *k, int b) {
     for (int i = 0; i < k->nargs; i++)
         if (k->arg[i] == b) return i;
-    if (k->nargs == AJ_MAX_KARGS) return -1;
+    GROW(k->arg, k->nargs, k->caparg);
     k->arg[k->nargs] = b;
     return k->nargs++;
 }
@@ -70,11 +70,11 @@ static int grow_kernels(aj_program *P) {
     return 0;
 }
 
-/* Takes k->body, also on error. */
+/* Takes k->body and k->arg, also on error. */
 int aj_plan_kernel(aj_planner *pl, aj_kernel *k, aj_kspec *ks, int level) {
     aj_program *P = pl->P;
     if (grow_kernels(P)) {
-        free(k->body);
+        free(k->body), free(k->arg);
         return -1;
     }
     int id = P->nkern;
@@ -87,7 +87,7 @@ int aj_plan_kernel(aj_planner *pl, aj_kernel *k, aj_kspec *ks, int level) {
         snprintf(name, sizeof name, "k%d_%s", id, what);
         memcpy(k->name, name, sizeof name);
         if (aj_codegen_kernel(pl->cg, ks, k->name, k->nargs, &k->rows, pl->d)) {
-            free(k->body);
+            free(k->body), free(k->arg);
             return -1;
         }
     }
@@ -120,17 +120,24 @@ int aj_plan_node(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int level)
     for (int j = 0; j < n->nin && j < AJ_KS_MAX_IN; j++) in_t[j] = g->val[n->in[j]].type;
     aj_kernel k = {.node = -1};
     describe(&k, g, n);
-    for (int o = 0; o < n->nout; o++) aj_plan_arg(&k, vbuf[n->out[o]]);
+    int oom = 0;   /* an argument that did not fit in memory */
+    for (int o = 0; o < n->nout; o++) oom |= aj_plan_arg(&k, vbuf[n->out[o]]) < 0;
     k.nout = n->nout;
     if (n->nin > AJ_KS_MAX_IN || !aj_codegen_lowers(n)) {   /* the interpreter runs it */
-        for (int j = 0; j < n->nin && j < 64; j++) k.in_arg[j] = aj_plan_arg(&k, vbuf[n->in[j]]);
+        for (int j = 0; j < n->nin && j < 64; j++) oom |= (k.in_arg[j] = aj_plan_arg(&k, vbuf[n->in[j]])) < 0;
+        if (oom) return free(k.arg), -1;
         k.g = g, k.node = i, k.rows = 1;
         snprintf(k.name, sizeof k.name, "k%d_%s_host", pl->P->nkern, aj_op_info(n->op)->name);
         return aj_plan_kernel(pl, &k, NULL, level) < 0 ? -1 : 0;
     }
     aj_kspec ks = {.kind = AJ_KS_NODE, .m = pl->m, .g = g, .node = i, .depth = level, .nin = n->nin, .nout = n->nout};
     for (int o = 0; o < n->nout; o++) ks.out[o] = dense_view(pl, o, &g->val[n->out[o]].type);
-    for (int j = 0; j < n->nin; j++) ks.in[j] = dense_view(pl, aj_plan_arg(&k, vbuf[n->in[j]]), &in_t[j]);
+    for (int j = 0; j < n->nin; j++) {
+        int a = aj_plan_arg(&k, vbuf[n->in[j]]);
+        oom |= a < 0;
+        ks.in[j] = dense_view(pl, a, &in_t[j]);
+    }
+    if (oom) return free(k.arg), -1;
     /* a view op's copy reads its input through the view it makes */
     aj_view y;
     if (aj_op_view(n->op) &&
@@ -144,7 +151,6 @@ int aj_plan_node(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int level)
         char name[64];
         snprintf(name, sizeof name, "%s_packed", g->val[n->in[1]].name);
         int sb = aj_plan_buffer(pl, AJ_BUF_ARENA, 0, &st, level, name);
-        if (sb < 0) return -1;
         aj_kernel kp = {.node = -1, .nout = 1};
         describe(&kp, g, n);
         aj_kspec pk = ks;
@@ -152,8 +158,10 @@ int aj_plan_node(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int level)
         pk.out[0] = dense_view(pl, aj_plan_arg(&kp, sb), &st);
         pk.in[0] = ks.in[0], pk.in[0].arg = aj_plan_arg(&kp, k.arg[ks.in[0].arg]);
         pk.in[1] = ks.in[1], pk.in[1].arg = aj_plan_arg(&kp, k.arg[ks.in[1].arg]);
-        if (aj_plan_kernel(pl, &kp, &pk, level) < 0) return -1;
-        ks.in[2] = dense_view(pl, aj_plan_arg(&k, sb), &st);
+        int a = aj_plan_arg(&k, sb);
+        if (sb < 0 || a < 0 || pk.out[0].arg < 0 || pk.in[0].arg < 0 || pk.in[1].arg < 0) return free(k.arg), free(kp.arg), -1;
+        if (aj_plan_kernel(pl, &kp, &pk, level) < 0) return free(k.arg), -1;
+        ks.in[2] = dense_view(pl, a, &st);
         ks.nin = 3;
     }
     ks.kind = AJ_KS_MM;
@@ -166,6 +174,7 @@ int aj_plan_copy(aj_planner *pl, int src, aj_view sv, int dst, aj_view dv, int l
     snprintf(k.what, sizeof k.what, "%s", what);
     dv.arg = aj_plan_arg(&k, dst);
     sv.arg = aj_plan_arg(&k, src);
+    if (dv.arg < 0 || sv.arg < 0) return free(k.arg), -1;
     aj_kspec ks = {.kind = AJ_KS_COPY, .m = pl->m, .node = -1, .depth = level, .nin = 1, .nout = 1};
     ks.in[0] = sv, ks.out[0] = dv;
     return aj_plan_kernel(pl, &k, &ks, level) < 0 ? -1 : 0;

@@ -6,14 +6,17 @@
  *     one arena placed by a memory plan, or a parameter, input or result
  *     tensor supplied by the caller, or constant data built at compile time;
  *   - kernels: LLVM functions with the one signature
- *         void k(i64 lo, i64 hi, const aj_kctx *ctx, ptr noalias buf...)
+ *         void k(i64 lo, i64 hi, const aj_kctx *ctx, ptr const *buf)
  *     that compute rows [lo, hi) of their iteration space (rows are the
  *     leading axes of the kernel's first output), so threads split rows;
+ *     buf[a] is the memory of the kernel's argument a (buffer arg[a]), so a
+ *     kernel may touch any number of buffers;
  *   - instructions: a flat list of kernel calls, copies and loops (a loop
  *     runs the next `nbody` instructions `steps` times: a recurrence).
  * The runtime (runtime/program.c) runs the instructions in one OpenMP
  * parallel region, each thread calling each kernel on its share of rows
- * through a libffi call interface prepared once, with a barrier between
+ * through a libffi call interface prepared once (four arguments: lo, hi,
+ * ctx and the table of its buffers' addresses), with a barrier between
  * kernels. */
 #ifndef ARJIT_COMPILER_PROGRAM_H
 #define ARJIT_COMPILER_PROGRAM_H
@@ -23,7 +26,7 @@
 
 #include <ffi.h>
 
-enum { AJ_MAX_DEPTH = 8, AJ_MAX_KARGS = 24 };
+enum { AJ_MAX_DEPTH = 8 };
 enum { AJ_WHAT_LEN = 256 };
 enum { AJ_RING = 64 };         /* steps of partial sums a split keeps per thread (fuse.c) */   /* a kernel's "what": the ops it runs, for dumps */
 
@@ -64,8 +67,8 @@ typedef struct {
 
 typedef struct {
     char name[64];           /* LLVM symbol */
-    int nargs;
-    int arg[AJ_MAX_KARGS];   /* buffer ids */
+    int nargs, caparg;
+    int *arg;                /* buffer ids, the table's entries in order (owned) */
     int nout;                /* the first nout args are written (NaN check) */
     int64_t rows;            /* iteration space */
     int line, line_end;      /* graph lines it came from */
@@ -77,7 +80,7 @@ typedef struct {
     int in_arg[64];          /* host kernel: the argument of each node input */
     void *fn;
     ffi_cif cif;
-    ffi_type *atype[AJ_MAX_KARGS + 3];
+    ffi_type *atype[4];      /* lo, hi, ctx, the buffer table */
 } aj_kernel;
 
 typedef enum { AJ_I_KERNEL, AJ_I_COPY, AJ_I_LOOP } aj_instr_kind;
@@ -85,6 +88,7 @@ typedef enum { AJ_I_KERNEL, AJ_I_COPY, AJ_I_LOOP } aj_instr_kind;
 typedef struct {
     aj_instr_kind kind;
     int kernel;              /* KERNEL */
+    const char *why;         /* LOOP: why the fused planner left it a loop of kernels (static text), or NULL */
     int src, dst;            /* COPY: whole buffers (same size) */
     int nbody;               /* LOOP: the next nbody instructions are its body */
     int64_t steps;

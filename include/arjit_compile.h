@@ -43,6 +43,7 @@ int aj_threads(void);
 typedef struct {
     int kernels;             /* kernels in the program */
     int host_kernels;        /* ... of which run on the interpreter (no lowering) */
+    int unfused_loops;       /* recurrences the fused planner left loops of kernels (dump says why) */
     int64_t calls;           /* kernel calls per run (loops counted out) */
     int64_t arena_bytes;     /* peak of the memory plan */
     int64_t naive_bytes;     /* every intermediate in its own buffer */

@@ -2,7 +2,8 @@
  *
  * One parallel region per run. Every thread walks the same instruction list;
  * at a kernel each takes its share of the kernel's rows and calls it
- * through the kernel's prepared libffi interface, then all meet at a
+ * through the kernel's prepared libffi interface (lo, hi, the context and
+ * the table of the kernel's buffers' addresses), then all meet at a
  * barrier (aj_rt_barrier; a fork/join per kernel would cost ~1 us each, a
  * barrier about 0.1 us).
  * Loops set the step index t in each thread's own kernel context; carries
@@ -89,6 +90,7 @@ typedef struct {
     void **base;             /* each buffer's memory */
     int64_t iter[AJ_MAX_DEPTH + 1];   /* iterations done by the loop at each depth */
     aj_kctx ctx;
+    void **tab;              /* this thread's table of a kernel's buffers, as long as the longest */
     int ith, nth;
     volatile int *failed;    /* shared: set by thread 0, read after a barrier */
     aj_diag *d;
@@ -146,12 +148,12 @@ static int check_finite(runner *r, const aj_kernel *k) {
     return 0;
 }
 
-/* k(lo, hi, ctx, buffers...) through its prepared call interface */
+/* k(lo, hi, ctx, table of its buffers) through its prepared call interface */
 static void call_kernel(runner *r, const aj_kernel *k, int64_t lo, int64_t hi) {
-    void *ptr[AJ_MAX_KARGS];
     const aj_kctx *ctxp = &r->ctx;
-    void *av[AJ_MAX_KARGS + 3] = {&lo, &hi, &ctxp};
-    for (int a = 0; a < k->nargs; a++) ptr[a] = resolve(r, k->arg[a]), av[3 + a] = &ptr[a];
+    void **tab = r->tab;
+    void *av[4] = {&lo, &hi, &ctxp, &tab};
+    for (int a = 0; a < k->nargs; a++) tab[a] = resolve(r, k->arg[a]);
     ffi_call((ffi_cif *)&k->cif, FFI_FN(k->fn), NULL, av);
 }
 
@@ -229,8 +231,15 @@ int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inpu
                             (long long)P->thread_bytes * (nth - 1), nth);
         P->partials_nth = nth;
     }
+    int maxargs = 1;
+    for (int k = 0; k < P->nkern; k++)
+        if (P->kern[k].nargs > maxargs) maxargs = P->kern[k].nargs;
     void **base = calloc((size_t)P->nbuf + 1, sizeof *base);
-    if (!base) return aj_error(d, 0, 0, "out of memory");
+    void **tabs = calloc((size_t)nth * (size_t)maxargs, sizeof *tabs);   /* a table per thread */
+    if (!base || !tabs) {
+        free(base), free(tabs);
+        return aj_error(d, 0, 0, "out of memory");
+    }
     int nres = 0, rc = -1;
     for (; nres < g->nresult; nres++) {
         results[nres] = aj_tensor_of_type(&g->val[g->result[nres]].type);
@@ -257,6 +266,7 @@ int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inpu
     {
         runner r = {.P = P, .base = base, .ith = omp_get_thread_num(), .nth = omp_get_num_threads(),
                     .failed = &failed, .d = d};
+        r.tab = tabs + (size_t)r.ith * (size_t)maxargs;
         if (r.ith == 0) tm.nth = r.nth;
 #pragma omp barrier
         my_team = &tm, my_sense = 0, my_kernel = 0;
@@ -268,6 +278,6 @@ int aj_program_run(aj_program *P, const aj_tensor *params, const aj_tensor *inpu
 out:
     if (rc)
         for (int k = 0; k < nres; k++) aj_tensor_free(&results[k]);
-    free(base);
+    free(base), free(tabs);
     return rc;
 }

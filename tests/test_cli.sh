@@ -119,6 +119,29 @@ for engine in naive fused; do
         if grep -q 'nade.graph:0[ -]' "$OUT"; then fail "a $engine kernel on line 0"; fi
 done
 run 0 dump --stage fused "$FVSBN" --dims D=4 --fn grad_loglik && has "$OUT" "program grad_loglik (fused)"
+# what the fused planner cannot fuse it plans another way, and says so
+run 0 dump --stage fused "$SRC/tests/models/residual20.graph" --fn loglik --dims B=3 &&
+    has "$OUT" "y6 = add (split off s's group: at most 16 inputs, 64 ops)"
+cat >"$TMP/nested.graph" <<'EOF'
+dim B
+dim T = 3
+fn f(x: f32[B, T, T]) -> total
+  z = constant(value=0, shape=[B])
+  total = recurrence(steps=T) {
+    carry acc = z
+    slice xt = x, axis=1
+    inner = recurrence(steps=T) {
+      carry a = acc
+      slice xs = xt, axis=1
+      a2 = add(a, xs)
+      next a = a2
+    }
+    next acc = inner
+  }
+end
+EOF
+run 0 dump --stage fused "$TMP/nested.graph" --fn f --dims B=2 &&
+    has "$OUT" "loop 3 steps {  # not fused, a loop of kernels: a nested recurrence"
 # B, free in the model, is 100: the initial x : [B, D] holds 400 values
 run 0 dump --stage naive "$FVSBN" --dims D=4 --fn sample && has "$OUT" "program sample (naive)" && has "$OUT" "= constant  rows=100" &&
     has "$OUT" "[400])"
