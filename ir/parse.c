@@ -344,6 +344,7 @@ struct pdef {
     int res_line[16], res_col[16];
     lexstate body;       /* the body's first token */
     int line, col;
+    int calls;           /* calls inlined so far: the k-th names its values f_x_k */
 };
 
 /* A name a def's body binds (an argument or a local) and its value in the
@@ -380,6 +381,7 @@ struct scope {
     binding *bound;
     int nbound;
     int site;            /* 1 + the aj_callsite of the def being inlined; 0 in a fn */
+    int call;            /* frames: which call of the def this is (1, 2, ...) */
     /* recurrence bodies: the outer value ids behind each carry/slice/use */
     int carry_init[64], slice_seq[64];
     int carry_leaf[64], slice_leaf[64];
@@ -501,8 +503,10 @@ static int define(parser *p, scope *s, int v, const char *name, int line, int co
     if (!is_made(s, v))
         return aj_error(p->d, line, col, "'%s' would only be a second name for '%s'", name, s->g->val[v].name);
     if (s->def) {
-        char mangled[140];
-        snprintf(mangled, sizeof mangled, "%s_%s", s->def->name, name);
+        /* call k > 1 appends _k itself: probing for a free name from _2 up
+         * would take as long as the calls so far */
+        char mangled[160];
+        snprintf(mangled, sizeof mangled, s->call > 1 ? "%s_%s_%d" : "%s_%s", s->def->name, name, s->call);
         aj_value_rename(s->g, v, mangled);
         if (bind_name(p, s, name, v, line)) return -1;
     } else {
@@ -753,7 +757,7 @@ static int run_def(parser *p, const pdef *d, scope *fr) {
     return rc;
 }
 
-static int call_def(parser *p, const pdef *d, int line, int col, expr *e) {
+static int call_def(parser *p, pdef *d, int line, int col, expr *e) {
     call_args a;
     if (parse_args(p, NULL, -1, d->name, line, col, &a)) return -1;
     if (a.nin != d->narg)
@@ -761,7 +765,7 @@ static int call_def(parser *p, const pdef *d, int line, int col, expr *e) {
     if (enter(p, line, col)) return -1;
     scope fr;
     memset(&fr, 0, sizeof fr);
-    fr.g = p->sc->g, fr.home = p->sc->home, fr.caller = p->sc, fr.def = d;
+    fr.g = p->sc->g, fr.home = p->sc->home, fr.caller = p->sc, fr.def = d, fr.call = ++d->calls;
     int rc = (fr.site = add_site(p, d->name, line, col, p->sc->site)) < 0;
     for (int i = 0; !rc && i < d->narg; i++) rc = bind_name(p, &fr, d->arg[i], a.in[i], d->line);
     if (!rc) {   /* its text again, then back to the call */
@@ -782,7 +786,7 @@ static int call_def(parser *p, const pdef *d, int line, int col, expr *e) {
     return 0;
 }
 
-static const pdef *find_def(const parser *p, const char *name) {
+static pdef *find_def(const parser *p, const char *name) {
     for (int i = 0; i < p->ndef; i++)
         if (!strcmp(p->defs[i].name, name)) return &p->defs[i];
     return NULL;
@@ -790,7 +794,7 @@ static const pdef *find_def(const parser *p, const char *name) {
 
 /* NAME(args...): an op, an extern op or a def; the name is read already. */
 static int parse_call(parser *p, const char *name, int line, int col, expr *e) {
-    const pdef *d = find_def(p, name);
+    pdef *d = find_def(p, name);
     if (d) return call_def(p, d, line, col, e);
     if (!strcmp(name, "recurrence"))
         return aj_error(p->d, line, col, "recurrence is a statement of its own: `a, b = recurrence(steps=T) { ... }`");
