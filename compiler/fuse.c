@@ -535,7 +535,11 @@ static row_info rows_of_sub(const aj_kspec *ks) {
         if (a < lo) lo = a;
     }
     if (ax->n != xt->rank - lo) return ri;
-    ri.rows = aj_dim_bind(xt->dim[0], &ks->m->bind).off, ri.rank = xt->rank;
+    /* the kernel splits the product of the kept axes, not axis 0 alone: a
+     * mean over the last axis of [B, T, E] hands out B*T rows, which are no
+     * elementwise group's B rows (a missing barrier: wrong LayerNorms) */
+    ri.rows = 1, ri.rank = xt->rank;
+    for (int a = 0; a < lo; a++) ri.rows *= aj_dim_bind(xt->dim[a], &ks->m->bind).off;
     return ri;
 }
 

@@ -306,6 +306,16 @@ static const gcase cases[] = {
      "  f = sum(hs, axis=[1, 2])\n  g = sum(ws)\n  k = square(as)\n  k2 = sum(k, axis=[1, 2])\n"
      "  u = sum(hT, axis=1)\n  l1 = add(f, g)\n  l2 = add(k2, u)\n  l3 = add(l1, l2)\n  l = square(l3)\nend\n"},
 
+    /* a rank-3 carry normalised over its last axis each step (a stack of
+     * LayerNorm layers as a recurrence): the mean's kernel hands out B*T
+     * rows, the elementwise update B, so the step needs a barrier between
+     * them; without it fused read other threads' unwritten means */
+    {"recurrence (rank-3 carry, layer_norm and a mean over the last axis)", "B=3",
+     "dim B\ndim T = 4\ndim E = 8\ndim L = 2\nparam g : f32[L, E]\nparam b : f32[E]\n"
+     "fn loss(x : f32[B, T, E]) -> l\n  hL = recurrence(steps=L) {\n    carry h = x\n    slice gl = g, axis=0\n"
+     "    next h = h + gl * (h - mean(h, axis=-1, keepdims=1)) + layer_norm(h, gl, b)\n  }\n"
+     "  l = sum(hL * hL, axis=[1, 2])\nend\n"},
+
     /* one value read by several ops: the adjoints add up */
     {"value used several times", "B=3",
      HEAD_BD "fn loss(x : f32[B, D]) -> l\n  a = add(x, p)\n  y1 = mul(a, a)\n  y2 = tanh(a)\n"
