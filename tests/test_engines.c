@@ -1,5 +1,6 @@
-/* The engines agree: on every model in models/ and tests/models/ (an LSTM,
- * a GRU and a GPT language model, a chain of 20 residual adds; small dims), every fn the
+/* The engines agree: on every model in models/ (FVSBN, NADE, the LSTM, GRU
+ * and GPT language models) and tests/models/ (a chain of 20 residual adds),
+ * at small dims, every fn the
  * trainer runs (loglik, its gradient grad_loglik, the Adam train_step) and
  * fn sample give the same results on interp (the oracle), naive and fused.
  * Every op's own test graph (tests/op_cases.h, shared with test_autodiff)
