@@ -216,9 +216,10 @@ for e in naive fused; do
 done
 # a NaN logit fed to bernoulli: naive stores the logit, fused computes it
 # inside the sampling kernel, which under --check-nan gives NaN for it
-sed 's/^    xi = bernoulli(logit) .*$/    e = exp(logit)\n    n = neg(e)\n    bad = log(n)\n    xi = bernoulli(bad)/' \
+sed 's/^    xi = bernoulli(sum(xs \* wi, axis=1) + bi) .*$/    bad = log(-exp(sum(xs * wi, axis=1) + bi))\n    xi = bernoulli(bad)/' \
     "$FVSBN" >"$TMP/fvnan.graph"
 line=$(grep -n 'bernoulli(bad)' "$TMP/fvnan.graph" | cut -d: -f1)
+[ -n "$line" ] || fail "the NaN logit was not written into FVSBN's sampler (models/fvsbn.graph changed?)"
 for e in naive fused; do
     run 1 sample "$TMP/fvnan.graph" --ckpt "$CK" -n 3 --out "$TMP/nan.txt" --engine $e --check-nan &&
         has "$ERR" "nan check: kernel k" && has "$ERR" "wrote NaN" || continue
