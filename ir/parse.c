@@ -29,7 +29,7 @@ typedef struct pdef pdef;
 
 enum {
     MAX_NEST = 100,        /* parentheses, calls, unary minus and recurrences inside each other */
-    MAX_INLINED = 1 << 16  /* ops made by def calls: defs calling defs twice over
+    MAX_INLINED = 1 << 14  /* ops made by def calls: defs calling defs twice over
                             * grow exponentially; a stack of many alike layers
                             * is a recurrence over a layer axis instead */
 };
