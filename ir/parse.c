@@ -909,22 +909,28 @@ typedef struct {
 
 static void lhs_free(lhs_list *lhs) { free(lhs->name), free(lhs->line), free(lhs->col); }
 
+/* Room for one more name, at the current token. */
+static int lhs_grow(parser *p, lhs_list *lhs) {
+    if (lhs->n == lhs->cap) {
+        int cap = lhs->cap ? 2 * lhs->cap : 4;
+        char(*nn)[64] = realloc(lhs->name, sizeof *nn * (size_t)cap);
+        if (nn) lhs->name = nn;
+        int *nl = realloc(lhs->line, sizeof(int) * (size_t)cap);
+        if (nl) lhs->line = nl;
+        int *nc = realloc(lhs->col, sizeof(int) * (size_t)cap);
+        if (nc) lhs->col = nc;
+        if (!nn || !nl || !nc) return aj_error(p->d, p->tok.line, p->tok.col, "out of memory");
+        lhs->cap = cap;
+    }
+    lhs->line[lhs->n] = p->tok.line, lhs->col[lhs->n] = p->tok.col;
+    return 0;
+}
+
 /* names '=' ... : the left-hand side of a statement */
 static int parse_lhs(parser *p, lhs_list *lhs) {
     memset(lhs, 0, sizeof *lhs);
     for (;;) {
-        if (lhs->n == lhs->cap) {
-            int cap = lhs->cap ? 2 * lhs->cap : 4;
-            char(*nn)[64] = realloc(lhs->name, sizeof *nn * (size_t)cap);
-            if (nn) lhs->name = nn;
-            int *nl = realloc(lhs->line, sizeof(int) * (size_t)cap);
-            if (nl) lhs->line = nl;
-            int *nc = realloc(lhs->col, sizeof(int) * (size_t)cap);
-            if (nc) lhs->col = nc;
-            if (!nn || !nl || !nc) return aj_error(p->d, p->tok.line, p->tok.col, "out of memory");
-            lhs->cap = cap;
-        }
-        lhs->line[lhs->n] = p->tok.line, lhs->col[lhs->n] = p->tok.col;
+        if (lhs_grow(p, lhs)) return -1;
         if (take_name(p, lhs->name[lhs->n], sizeof lhs->name[0], "a value name")) return -1;
         if (strcmp(lhs->name[lhs->n], "_")) {
             if (check_new_name(p, p->sc, lhs->name[lhs->n], lhs->line[lhs->n], lhs->col[lhs->n])) return -1;
@@ -1422,19 +1428,20 @@ static int parse_fn(parser *p) {
     fs.g = aj_graph_new(name);
     fs.g->line = fline;
     p->sc = &fs;
-    aj_type args[64];
+    aj_type *args = NULL;   /* any number of arguments and results */
     int nargs = 0, rc = -1;
-    char resname[16][64];
-    int resline[16], rescol[16], nres = 0;
+    lhs_list res = {0};
     if (expect_punct(p, '(')) goto out;
     while (!tok_punct(p, ')')) {
         char an[64];
         int aline = p->tok.line, acol = p->tok.col;
         if (take_name(p, an, sizeof an, "an argument name") || check_new_name(p, &fs, an, aline, acol)) goto out;
-        if (nargs == 64) {
-            aj_error(p->d, aline, acol, "too many arguments (at most 64)");
+        aj_type *na = realloc(args, sizeof *na * (size_t)(nargs + 1));
+        if (!na) {
+            aj_error(p->d, aline, acol, "out of memory");
             goto out;
         }
+        args = na;
         if (expect_punct(p, ':') || parse_type(p, &args[nargs])) goto out;
         int v = aj_graph_add_value(fs.g, an, AJ_VAL_INPUT, -1, nargs);
         fs.g->val[v].line = aline, fs.g->val[v].col = acol;
@@ -1448,13 +1455,8 @@ static int parse_fn(parser *p) {
     }
     if (next(p)) goto out;
     for (;;) {
-        if (nres == 16) {
-            aj_error(p->d, p->tok.line, p->tok.col, "too many results (at most 16)");
-            goto out;
-        }
-        resline[nres] = p->tok.line, rescol[nres] = p->tok.col;
-        if (take_name(p, resname[nres], sizeof resname[0], "a result name")) goto out;
-        nres++;
+        if (lhs_grow(p, &res) || take_name(p, res.name[res.n], sizeof res.name[0], "a result name")) goto out;
+        res.n++;
         if (!tok_punct(p, ',')) break;
         if (next(p)) goto out;
     }
@@ -1464,10 +1466,10 @@ static int parse_fn(parser *p) {
     fs.g->nleaf = nargs;
     fs.g->leaf = malloc(sizeof(int) * (size_t)(nargs ? nargs : 1));
     for (int i = 0; i < nargs; i++) fs.g->leaf[i] = i;   /* args are the fn's first values */
-    fs.g->nresult = nres;
-    fs.g->result = malloc(sizeof(int) * (size_t)nres);
-    for (int i = 0; i < nres; i++) {
-        int v = lookup(p, &fs, resname[i], resline[i], rescol[i]);
+    fs.g->nresult = res.n;
+    fs.g->result = malloc(sizeof(int) * (size_t)res.n);
+    for (int i = 0; i < res.n; i++) {
+        int v = lookup(p, &fs, res.name[i], res.line[i], res.col[i]);
         if (v < 0) goto out;
         fs.g->result[i] = v;
     }
@@ -1475,18 +1477,17 @@ static int parse_fn(parser *p) {
     aj_type **nt = realloc(p->m->fn_arg_type, sizeof *nt * (size_t)(p->m->nfn + 1));
     if (nf) p->m->fn = nf;
     if (nt) p->m->fn_arg_type = nt;
-    aj_type *types = malloc(sizeof *types * (size_t)(nargs ? nargs : 1));
-    if (!nf || !nt || !types) {
-        free(types);
+    if (!nf || !nt || (!args && !(args = malloc(sizeof *args)))) {
         aj_error(p->d, line, col, "out of memory");
         goto out;
     }
-    memcpy(types, args, sizeof *types * (size_t)nargs);
     p->m->fn[p->m->nfn] = fs.g;
-    p->m->fn_arg_type[p->m->nfn++] = types;
-    fs.g = NULL;
+    p->m->fn_arg_type[p->m->nfn++] = args;
+    fs.g = NULL, args = NULL;
     rc = 0;
 out:
+    free(args);
+    lhs_free(&res);
     aj_graph_free(fs.g);
     scope_free(&fs);
     p->sc = NULL;
