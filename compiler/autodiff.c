@@ -569,18 +569,17 @@ static void propagate_needs(const aj_graph *g, char *needs) {
 }
 
 /* Carry k needs an adjoint if its initial value does, or if its next value
- * depends on anything that does: a fixpoint over the body. */
-static void body_needs(const aj_recur *r, const char *in_needs, char *needs) {
+ * depends on anything that does: a fixpoint over the body. in_needs has an
+ * entry per leaf; a carry's grows to whether it needs one. */
+static void body_needs(const aj_recur *r, char *in_needs, char *needs) {
     const aj_graph *b = r->body;
-    char carry[64];
-    for (int k = 0; k < r->ncarry; k++) carry[k] = in_needs[k];
     for (int changed = 1; changed;) {
         memset(needs, 0, (size_t)b->nval);
-        for (int k = 0; k < b->nleaf; k++) needs[b->leaf[k]] = k < r->ncarry ? carry[k] : in_needs[k];
+        for (int k = 0; k < b->nleaf; k++) needs[b->leaf[k]] = in_needs[k];
         propagate_needs(b, needs);
         changed = 0;
         for (int k = 0; k < r->ncarry; k++)
-            if (needs[b->result[k]] && !carry[k]) carry[k] = 1, changed = 1;
+            if (needs[b->result[k]] && !in_needs[k]) in_needs[k] = 1, changed = 1;
     }
 }
 
@@ -598,9 +597,11 @@ static int add_leaf(aj_graph *b, const char *name, aj_val_kind kind, int idx, aj
  * the copy's results. Names are kept where free. */
 static int copy_node(aj_emit *c, const aj_graph *src, int i, int *map) {
     const aj_node *n = &src->node[i];
-    int in[64];
+    int *in = malloc(sizeof(int) * ((size_t)n->nin + 1));
+    if (!in) return aj_error(c->d, n->line, n->col, "out of memory");
     for (int k = 0; k < n->nin; k++) in[k] = map[n->in[k]];
     int id = aj_graph_add_node(c->g, n->op, in, n->nin, n->nout, NULL);
+    free(in);
     aj_node *m = &c->g->node[id];
     memcpy(m->attr, n->attr, sizeof m->attr);
     m->line = n->line, m->col = n->col;
@@ -669,16 +670,25 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     aj_recur *r = g->node[node].rec;
     const int C = r->ncarry, S = r->nslice, U = r->nuse, K = r->nstack;
     aj_node n = g->node[node];
-    if (K + C > 64) return aj_error(c->d, n.line, n.col, "recurrence: too many outputs to differentiate");
-    char in_needs[192], *bneeds = calloc((size_t)r->body->nval + 1, 1);
+    /* per carry: its history, its update's increment (invertible), its
+     * adjoint dc and recovered value in the backward body; per use: du and
+     * its index among du; per stacked output: dy's slice; per slice: its
+     * index among the stacked ds; the backward node's inputs and body results */
+    const int NIN = 3 * C + S + K + 2 * U, NRES = 2 * C + U + S;
+    int *work = malloc(sizeof(int) * (size_t)(4 * C + 2 * U + K + S + NIN + NRES + 1));
+    int *hist = work, *inv = hist + C, *dc = inv + C, *rev = dc + C, *du = rev + C, *use_acc = du + U;
+    int *dys = use_acc + U, *stacked_of = dys + K, *ins = stacked_of + S, *res = ins + NIN;
+    char *in_needs = malloc((size_t)n.nin + 1), *bneeds = calloc((size_t)r->body->nval + 1, 1);
+    if (!work || !in_needs || !bneeds || invertible_carries(r, inv))
+        return free(work), free(in_needs), free(bneeds), aj_error(c->d, n.line, n.col, "out of memory");
     for (int i = 0; i < n.nin; i++) in_needs[i] = c->needs[n.in[i]];
     body_needs(r, in_needs, bneeds);
+    free(in_needs);
 
     /* 1. the forward recurrence also stacks each carry as step t starts,
      * but those it can recover backwards (invert=1) */
     aj_graph *fb = r->body;
-    int hist[64], inv[64], nrev = 0;
-    if (invertible_carries(r, inv)) return free(bneeds), aj_error(c->d, n.line, n.col, "out of memory");
+    int nrev = 0;
     for (int k = 0; k < C; k++) {
         if (!aj_attr_int(&n, "invert")) inv[k] = -1;
         nrev += inv[k] >= 0;
@@ -690,9 +700,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         if (inv[k] >= 0) continue;
         fb->result = realloc(fb->result, sizeof(int) * (size_t)(fb->nresult + 1));
         fb->result[fb->nresult++] = fb->leaf[k];
-        r->stack_axis[r->nstack] = 0;
-        r->res_line[C + r->nstack] = 0, r->res_col[C + r->nstack] = 0;
-        r->nstack++;
+        aj_recur_add_stack(r, 0, 0, 0);
         int v = aj_graph_add_value(g, NULL, AJ_VAL_NODE, node, fn->nout);
         char nm[96];
         snprintf(nm, sizeof nm, "%s_hist", fb->val[fb->leaf[k]].name);
@@ -701,12 +709,12 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         fn->out[fn->nout++] = v;
         hist[k] = v;
     }
-    if (aj_graph_infer_node(c->m, g, node, c->d)) return free(bneeds), -1;
+    if (aj_graph_infer_node(c->m, g, node, c->d)) return free(work), free(bneeds), -1;
 
-    /* 2. the backward body's leaves */
+    /* 2. the backward body's leaves; br has room for the most of each */
     aj_graph *bb = aj_graph_new("body");
-    aj_recur *br = calloc(1, sizeof *br);
-    int ins[192], nin = 0, dc[64], du[64], nu = 0, map_size = fb->nval;
+    aj_recur *br = aj_recur_new(2 * C + U, C + S + K, U, S);
+    int nin = 0, nu = 0, map_size = fb->nval;
     int *map = malloc(sizeof(int) * (size_t)map_size);
     int rc = -1;
     for (int k = 0; k < C; k++) {   /* carries: dc */
@@ -716,7 +724,6 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         aj_type t = em_ty(c, n.in[k]);
         ins[nin++] = dy[k] >= 0 ? dy[k] : em_constant(c, 0, &t);
     }
-    int use_acc[64];
     for (int u = 0; u < U; u++) {   /* carries: du, for uses that need adjoints */
         use_acc[u] = -1;
         if (!bneeds[fb->leaf[C + S + u]]) continue;
@@ -728,7 +735,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         ins[nin++] = em_constant(c, 0, &t);
         nu++;
     }
-    int rev[64], nr = 0;
+    int nr = 0;
     for (int k = 0; k < C; k++) {   /* carries: the recovered ones, from their final values */
         if (inv[k] < 0) continue;
         char nm[96];
@@ -750,7 +757,6 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         br->slice_axis[ns++] = r->slice_axis[s];
         ins[nin++] = n.in[C + s];
     }
-    int dys[64];
     for (int j = 0; j < K; j++) {   /* slices: adjoints of the stacked outputs */
         dys[j] = -1;
         if (dy[C + j] < 0) continue;
@@ -764,10 +770,6 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         map[fb->leaf[C + S + u]] = add_leaf(bb, fb->val[fb->leaf[C + S + u]].name, AJ_VAL_USE, u,
                                             fb->val[fb->leaf[C + S + u]].type, fb->val[fb->leaf[C + S + u]].line);
         ins[nin++] = n.in[C + S + u];
-    }
-    if (nin > 64) {
-        aj_error(c->d, n.line, n.col, "recurrence: its gradient needs more than 64 inputs");
-        goto out;
     }
     for (int i = 0; i < nin; i++)
         if (ins[i] < 0) goto out;
@@ -808,7 +810,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     if (backprop(&inner, nfwd, adj, needs)) goto out2;
 
     /* 4. results: next dc, next du, stacked ds */
-    int nres = 0, res[192];   /* each on the line of the forward statement it answers */
+    int nres = 0;   /* each result on the line of the forward statement it answers */
     for (int k = 0; k < C; k++) {
         int a = adj[map[fb->leaf[k]]];
         aj_type t = em_ty(c, n.in[k]);
@@ -823,7 +825,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     }
     for (int k = 0; k < C; k++)   /* next: c_t, recovered at this step */
         if (inv[k] >= 0) br->res_line[nres] = r->res_line[k], res[nres++] = map[fb->leaf[k]];
-    int nstk = 0, stacked_of[64];
+    int nstk = 0;
     for (int s = 0; s < S; s++) {
         stacked_of[s] = -1;
         if (!bneeds[fb->leaf[C + s]]) continue;
@@ -863,8 +865,8 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
 out2:
     free(adj), free(needs);
 out:
-    free(map), free(bneeds);
-    if (br) free(br);
+    free(map), free(bneeds), free(work);
+    aj_recur_free(br);
     aj_graph_free(bb);
     return rc;
 }
@@ -899,26 +901,39 @@ int aj_has_gradient(aj_op op) {
  * adjoints adds its VJP to the adjoints of the inputs that need them. */
 static int backprop(aj_emit *c, int nfwd, int *adj, const char *needs) {
     c->needs = needs;
+    int most = 1;   /* dy and dx have room for any node's results and inputs */
+    for (int i = 0; i < nfwd; i++) {
+        const aj_node *n = &c->g->node[i];
+        if (n->nin > most) most = n->nin;
+        if (n->nout > most) most = n->nout;
+    }
+    int *dy = malloc(sizeof(int) * 2 * (size_t)most), *dx = dy + most, rc = -1;
+    if (!dy) return aj_error(c->d, 0, 0, "out of memory");
     for (int i = nfwd - 1; i >= 0; i--) {
         aj_node n = c->g->node[i];
-        int dy[192], dx[64], any = 0, want = 0;
+        int any = 0, want = 0;
         for (int k = 0; k < n.nout; k++) any |= (dy[k] = adj[n.out[k]]) >= 0;
         for (int k = 0; k < n.nin; k++) want |= needs[n.in[k]];
         if (!any || !want || (aj_op_info(n.op)->flags & (AJ_NODIFF | AJ_RAND))) continue;
-        if (!vjp[n.op])
-            return aj_error(c->d, n.line, n.col, "%s has no gradient rule yet", aj_op_info(n.op)->name);
+        if (!vjp[n.op]) {
+            aj_error(c->d, n.line, n.col, "%s has no gradient rule yet", aj_op_info(n.op)->name);
+            goto out;
+        }
         for (int k = 0; k < n.nin; k++) dx[k] = -1;
         int first = c->g->nnode;
-        if (vjp[n.op](c, i, dy, dx) || c->d->set) return -1;
+        if (vjp[n.op](c, i, dy, dx) || c->d->set) goto out;
         em_lines_from(c, first, n.line, n.col);
         for (int k = 0; k < n.nin; k++) {
             int v = c->g->node[i].in[k];
             if (dx[k] < 0 || !needs[v]) continue;
             adj[v] = adj[v] < 0 ? dx[k] : em_op2(c, AJ_OP_ADD, adj[v], dx[k]);
-            if (adj[v] < 0) return -1;
+            if (adj[v] < 0) goto out;
         }
     }
-    return 0;
+    rc = 0;
+out:
+    free(dy);
+    return rc;
 }
 
 aj_graph *aj_autodiff(aj_module *m, const char *fn_name, aj_diag *d) {

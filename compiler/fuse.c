@@ -146,10 +146,10 @@ static int materialise(fctx *f, int v) {
 typedef struct {
     int nres, ncarry;
     int64_t steps;
-    int val[128];
-    aj_view target[128];
-    char done[128];
-    int partial[128];
+    int *val;                /* nres each */
+    aj_view *target;
+    char *done;
+    int *partial;
 } body_targets;
 
 /* The one target of value v: its index in bt, or -1 (none, or several). */
@@ -668,7 +668,6 @@ static int fuse_recurrence(fctx *f, int i, const char **why) {
     const aj_graph *body = r->body;
     aj_planner *pl = f->pl;
     if (f->sub) return *why = "a recurrence inside a fused recurrence", 1;
-    if (r->ncarry + r->nstack > 128) return *why = "more than 128 carries and stacked results", 1;
     for (int j = 0; j < body->nnode; j++) {
         const aj_node *bn = &body->node[j];
         if (bn->op == AJ_OP_RECURRENCE) return *why = "a nested recurrence", 1;
@@ -682,13 +681,16 @@ static int fuse_recurrence(fctx *f, int i, const char **why) {
     if (!bbuf) return oom(f);
     for (int v = 0; v < body->nval; v++) bbuf[v] = -1;
     fctx b;
-    int rc = -1, carry[64], partner[64];
-    body_targets bt = {0};
-    if (fctx_init(&b, pl, body, L, bbuf)) goto out;
+    int rc = -1, nres = r->ncarry + r->nstack;
+    /* per carry: its buffer and the partner the next value goes to */
+    int *carry = malloc(sizeof(int) * (2 * (size_t)r->ncarry + 1)), *partner = carry ? carry + r->ncarry : NULL;
+    body_targets bt = {.val = malloc(sizeof(int) * ((size_t)nres + 1)), .target = calloc((size_t)nres + 1, sizeof(aj_view)),
+                       .done = calloc((size_t)nres + 1, 1), .partial = malloc(sizeof(int) * ((size_t)nres + 1))};
+    if (fctx_init(&b, pl, body, L, bbuf) || !carry || !bt.val || !bt.target || !bt.done || !bt.partial) goto out;
     b.level = f->level;   /* body buffers: all live through the kernel (threads share them) */
     /* what the body's results are, to classify its values by */
-    for (int k = 0; k < r->ncarry + r->nstack; k++) bt.val[k] = body->result[k], bt.partial[k] = -1;
-    bt.nres = r->ncarry + r->nstack;
+    for (int k = 0; k < nres; k++) bt.val[k] = body->result[k], bt.partial[k] = -1;
+    bt.nres = nres;
     bt.ncarry = r->ncarry;
     bt.steps = aj_attr_dim_value(pl->m, n, "steps");
     b.sub = calloc(16, sizeof *b.sub);
@@ -791,7 +793,8 @@ out:
     if (rc && !pl->d->set) oom(f);
     free(b.sub);
     fctx_free(&b);
-    free(bbuf);
+    free(bbuf), free(carry);
+    free(bt.val), free(bt.target), free(bt.done), free(bt.partial);
     return rc;
 }
 

@@ -188,13 +188,12 @@ int aj_plan_recurrence(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int 
     const aj_graph *body = r->body;
     int L = level + 1;
     if (L > AJ_MAX_DEPTH) return aj_error(pl->d, n->line, n->col, "recurrences nest deeper than %d", AJ_MAX_DEPTH);
-    int *bbuf = malloc(((size_t)body->nval + 1) * sizeof *bbuf);
-    if (!bbuf) return aj_error(pl->d, n->line, n->col, "out of memory");
+    int *bbuf = malloc(((size_t)body->nval + 1) * sizeof *bbuf), *carry = malloc(((size_t)r->ncarry + 1) * sizeof *carry);
+    if (!bbuf || !carry) return free(bbuf), free(carry), aj_error(pl->d, n->line, n->col, "out of memory");
     for (int v = 0; v < body->nval; v++) bbuf[v] = -1;
     int rc = -1;
 
     /* carries: ping-pong pairs, filled from their initial values */
-    int carry[64];
     for (int c = 0; c < r->ncarry; c++) {
         const aj_value *cv = &body->val[body->leaf[c]];
         char name[64];
@@ -245,7 +244,7 @@ int aj_plan_recurrence(aj_planner *pl, const aj_graph *g, int i, int *vbuf, int 
     }
     rc = 0;
 out:
-    free(bbuf);
+    free(bbuf), free(carry);
     return rc;
 }
 

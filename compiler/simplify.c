@@ -240,20 +240,20 @@ static void rewrite(simp *s, aj_graph *g, int is_fn) {
 
 /* ---------------------------------------------------------------- prune */
 
-/* What survives of a recurrence node. */
+/* What survives of a node: every input and result, but of a recurrence
+ * only what its live results need. */
 typedef struct {
-    char *live;             /* per body value */
-    char keep_in[64];       /* per node input, i.e. body leaf */
-    char keep_out[128];     /* per node output, i.e. body result */
+    char *live;             /* recurrences: per body value */
+    char *keep_in;          /* per node input, i.e. body leaf */
+    char *keep_out;         /* per node output, i.e. body result */
 } recur_keep;
 
 static void mark_live(const aj_graph *g, char *live);
 
-/* Recurrence n when only the outputs in out_live are used outside. */
-static void recur_liveness(const aj_node *n, const char *out_live, recur_keep *k) {
+/* Recurrence n when only the outputs in k->keep_out are used outside. */
+static void recur_liveness(const aj_node *n, recur_keep *k) {
     const aj_recur *r = n->rec;
     const aj_graph *b = r->body;
-    memcpy(k->keep_out, out_live, (size_t)n->nout);
     k->live = xcalloc((size_t)b->nval);
     for (int changed = 1; changed;) {
         memset(k->live, 0, (size_t)b->nval);
@@ -268,26 +268,34 @@ static void recur_liveness(const aj_node *n, const char *out_live, recur_keep *k
     for (int i = 0; i < b->nleaf; i++) k->keep_in[i] = i < r->ncarry ? k->keep_out[i] : k->live[b->leaf[i]];
 }
 
-/* Whether some result of n is live; out_live gets each one. */
-static int outputs_live(const aj_node *n, const char *live, char *out_live) {
+/* Whether some result of n is live. */
+static int outputs_live(const aj_node *n, const char *live) {
     int any = 0;
-    for (int k = 0; k < n->nout; k++) any |= out_live[k] = live[n->out[k]];
+    for (int k = 0; k < n->nout; k++) any |= live[n->out[k]];
     return any;
 }
+
+/* What survives of node n, some of whose results are live. */
+static void node_keep(const aj_node *n, const char *live, recur_keep *k) {
+    k->live = NULL;
+    k->keep_in = xcalloc((size_t)n->nin + 1), k->keep_out = xcalloc((size_t)n->nout + 1);
+    memset(k->keep_in, 1, (size_t)n->nin);
+    for (int j = 0; j < n->nout; j++) k->keep_out[j] = n->rec ? live[n->out[j]] : 1;
+    if (n->rec) recur_liveness(n, k);
+}
+
+static void keep_free(recur_keep *k) { free(k->live), free(k->keep_in), free(k->keep_out); }
 
 /* Extend `live` (the roots set) to every value a live value reads. */
 static void mark_live(const aj_graph *g, char *live) {
     for (int i = g->nnode - 1; i >= 0; i--) {
         const aj_node *n = &g->node[i];
-        char out_live[128];
-        if (!outputs_live(n, live, out_live)) continue;
+        if (!outputs_live(n, live)) continue;
         recur_keep k;
-        memset(k.keep_in, 1, sizeof k.keep_in);
-        k.live = NULL;
-        if (n->rec) recur_liveness(n, out_live, &k);
+        node_keep(n, live, &k);
         for (int j = 0; j < n->nin; j++)
             if (k.keep_in[j]) live[n->in[j]] = 1;
-        free(k.live);
+        keep_free(&k);
     }
 }
 
@@ -307,16 +315,17 @@ static aj_graph *rebuild(simp *s, const aj_graph *g, const char *live, const cha
 
 /* A recurrence's structure with only the kept leaves and results. */
 static aj_recur *prune_recur(simp *s, const aj_recur *r, const recur_keep *k) {
-    aj_recur *nr = xcalloc(sizeof *nr);
+    int count[4] = {0};   /* kept carries, slices, uses, stacks */
+    for (int i = 0; i < r->ncarry + r->nslice + r->nuse; i++)
+        count[(i >= r->ncarry) + (i >= r->ncarry + r->nslice)] += k->keep_in[i];
+    for (int j = r->ncarry; j < r->ncarry + r->nstack; j++) count[3] += k->keep_out[j];
+    aj_recur *nr = aj_recur_new(count[0], count[1], count[2], count[3]);
     nr->body = rebuild(s, r->body, k->live, k->keep_in, k->keep_out);
-    int i = 0;
-    for (int c = 0; c < r->ncarry; c++, i++) nr->ncarry += k->keep_in[i];
-    for (int j = 0; j < r->nslice; j++, i++)
-        if (k->keep_in[i]) nr->slice_axis[nr->nslice++] = r->slice_axis[j];
-    for (int u = 0; u < r->nuse; u++, i++) nr->nuse += k->keep_in[i];
+    for (int j = 0, kept = 0; j < r->nslice; j++)
+        if (k->keep_in[r->ncarry + j]) nr->slice_axis[kept++] = r->slice_axis[j];
     for (int j = 0, kept = 0; j < r->ncarry + r->nstack; j++) {
         if (!k->keep_out[j]) continue;
-        if (j >= r->ncarry) nr->stack_axis[nr->nstack++] = r->stack_axis[j - r->ncarry];
+        if (j >= r->ncarry) nr->stack_axis[kept - nr->ncarry] = r->stack_axis[j - r->ncarry];
         nr->res_line[kept] = r->res_line[j], nr->res_col[kept++] = r->res_col[j];
     }
     return nr;
@@ -326,15 +335,10 @@ static aj_recur *prune_recur(simp *s, const aj_recur *r, const recur_keep *k) {
  * the copies of its kept results. */
 static void copy_node(simp *s, aj_graph *ng, const aj_graph *g, const aj_node *n, const char *live, int *map) {
     recur_keep k;
-    memset(k.keep_in, 1, sizeof k.keep_in), memset(k.keep_out, 1, sizeof k.keep_out);
-    k.live = NULL;
-    if (n->rec) {
-        char out_live[128];
-        outputs_live(n, live, out_live);
-        recur_liveness(n, out_live, &k);
-    }
-    int in[64], in_col[64], nin = 0, out[128], nout = 0;
-    const char *names[128];
+    node_keep(n, live, &k);
+    int *in = xcalloc(sizeof(int) * (2 * (size_t)n->nin + (size_t)n->nout + 1)), *in_col = in + n->nin,
+        *out = in_col + n->nin, nin = 0, nout = 0;
+    const char **names = xcalloc(sizeof *names * ((size_t)n->nout + 1));
     for (int j = 0; j < n->nin; j++)
         if (k.keep_in[j]) in[nin] = map[n->in[j]], in_col[nin++] = n->in_col[j];
     for (int j = 0; j < n->nout; j++)
@@ -351,7 +355,8 @@ static void copy_node(simp *s, aj_graph *ng, const aj_graph *g, const aj_node *n
         y->type = x->type, y->line = x->line, y->col = x->col;
         map[out[j]] = c->out[j];
     }
-    free(k.live);
+    keep_free(&k);
+    free(in), free(names);
 }
 
 /* A copy of g with its live nodes and the kept leaves and results. */
@@ -372,8 +377,7 @@ static aj_graph *rebuild(simp *s, const aj_graph *g, const char *live, const cha
         if (g->val[v].kind == AJ_VAL_PARAM) map[v] = copy_value(ng, &g->val[v], g->val[v].idx);
     for (int i = 0; i < g->nnode; i++) {
         const aj_node *n = &g->node[i];
-        char out_live[128];
-        if (outputs_live(n, live, out_live)) copy_node(s, ng, g, n, live, map);
+        if (outputs_live(n, live)) copy_node(s, ng, g, n, live, map);
         else s->dropped += count_nodes(n);
     }
     for (int j = 0; j < g->nresult; j++)

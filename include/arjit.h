@@ -195,12 +195,13 @@ typedef struct aj_graph aj_graph;
  * (kinds AJ_VAL_CARRY/SLICE/USE); its results are the next value of each
  * carry, then each value to stack. Step t (t = 0..steps-1, or steps-1..0
  * when reversed) sees slice s as seq_s indexed at slice_axis[s] = t, and
- * writes stacked output k at stack_axis[k] = t. */
+ * writes stacked output k at stack_axis[k] = t. The arrays are sized from
+ * the counts (aj_recur_new): a recurrence has any number of each. */
 typedef struct {
     int ncarry, nslice, nuse, nstack;
-    int slice_axis[64];
-    int stack_axis[64];
-    int res_line[128], res_col[128]; /* where each `next` / `stack` is written */
+    int *slice_axis;         /* nslice */
+    int *stack_axis;         /* nstack */
+    int *res_line, *res_col; /* ncarry + nstack: where each `next` / `stack` is written */
     aj_graph *body;
 } aj_recur;
 
@@ -320,6 +321,12 @@ int aj_graph_find(const aj_graph *g, const char *name);
 /* Deep copies (bodies included); value and node ids are kept. */
 aj_graph *aj_graph_clone(const aj_graph *g);
 aj_recur *aj_recur_clone(const aj_recur *r);
+/* A recurrence structure with room for these counts, axes and lines 0, no
+ * body; aj_recur_free frees it and its body. */
+aj_recur *aj_recur_new(int ncarry, int nslice, int nuse, int nstack);
+void aj_recur_free(aj_recur *r);
+/* One more stacked output, along `axis`, written at line:col. */
+void aj_recur_add_stack(aj_recur *r, int axis, int line, int col);
 /* Rename value v to `base`, or base_2, base_3, ... if that is taken. */
 void aj_value_rename(aj_graph *g, int v, const char *base);
 /* Values a and b trade names. */

@@ -78,7 +78,7 @@ void aj_graph_free(aj_graph *g) {
     for (int i = 0; i < g->nnode; i++) {
         aj_node *n = &g->node[i];
         free(n->in), free(n->in_col), free(n->out);
-        if (n->rec) aj_graph_free(n->rec->body), free(n->rec);
+        aj_recur_free(n->rec);
     }
     free(g->val), free(g->node), free(g->leaf), free(g->result), free(g->name);
     free(g->hash_head), free(g->hash_next);
@@ -219,9 +219,44 @@ static int *dup_ints(const int *a, int n) {
     return r;
 }
 
+aj_recur *aj_recur_new(int ncarry, int nslice, int nuse, int nstack) {
+    aj_recur *r = xrealloc(NULL, sizeof *r);
+    *r = (aj_recur){ncarry, nslice, nuse, nstack, NULL, NULL, NULL, NULL, NULL};
+    r->slice_axis = xrealloc(NULL, (size_t)nslice * sizeof(int));
+    r->stack_axis = xrealloc(NULL, (size_t)nstack * sizeof(int));
+    r->res_line = xrealloc(NULL, (size_t)(ncarry + nstack) * sizeof(int));
+    r->res_col = xrealloc(NULL, (size_t)(ncarry + nstack) * sizeof(int));
+    if (nslice) memset(r->slice_axis, 0, (size_t)nslice * sizeof(int));
+    if (nstack) memset(r->stack_axis, 0, (size_t)nstack * sizeof(int));
+    if (ncarry + nstack) {
+        memset(r->res_line, 0, (size_t)(ncarry + nstack) * sizeof(int));
+        memset(r->res_col, 0, (size_t)(ncarry + nstack) * sizeof(int));
+    }
+    return r;
+}
+
+void aj_recur_free(aj_recur *r) {
+    if (!r) return;
+    aj_graph_free(r->body);
+    free(r->slice_axis), free(r->stack_axis), free(r->res_line), free(r->res_col);
+    free(r);
+}
+
+void aj_recur_add_stack(aj_recur *r, int axis, int line, int col) {
+    int k = r->nstack++, nres = r->ncarry + r->nstack;
+    r->stack_axis = xrealloc(r->stack_axis, (size_t)r->nstack * sizeof(int));
+    r->res_line = xrealloc(r->res_line, (size_t)nres * sizeof(int));
+    r->res_col = xrealloc(r->res_col, (size_t)nres * sizeof(int));
+    r->stack_axis[k] = axis, r->res_line[nres - 1] = line, r->res_col[nres - 1] = col;
+}
+
 aj_recur *aj_recur_clone(const aj_recur *r) {
     aj_recur *c = xrealloc(NULL, sizeof *c);
     *c = *r;
+    c->slice_axis = dup_ints(r->slice_axis, r->nslice);
+    c->stack_axis = dup_ints(r->stack_axis, r->nstack);
+    c->res_line = dup_ints(r->res_line, r->ncarry + r->nstack);
+    c->res_col = dup_ints(r->res_col, r->ncarry + r->nstack);
     c->body = aj_graph_clone(r->body);
     return c;
 }

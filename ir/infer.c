@@ -96,7 +96,7 @@ int aj_graph_infer_node(const aj_module *m, aj_graph *g, int id, aj_diag *d) {
     aj_node *n = &g->node[id];
     const aj_op_def *def = aj_op_info(n->op);
     if (!def) return aj_error(d, n->line, n->col, "node %d has no valid op", id);
-    if (n->nin < def->min_in || n->nin > def->max_in || n->nin > 64)
+    if (n->nin < def->min_in || n->nin > def->max_in)
         return aj_error(d, n->line, n->col, "%s: wrong number of inputs (%d)", def->name, n->nin);
     /* nout -1: the node says; a recurrence's body must agree, an extern call's rule checks the count */
     int nout_ok = n->op == AJ_OP_RECURRENCE ? n->rec && n->nout == n->rec->ncarry + n->rec->nstack

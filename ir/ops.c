@@ -1,6 +1,7 @@
 /* The op table (from ops.def) and attribute access by name. */
 #include "arjit.h"
 #include "ir/shape.h"
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -382,11 +382,10 @@ struct scope {
     int nbound;
     int site;            /* 1 + the aj_callsite of the def being inlined; 0 in a fn */
     int call;            /* frames: which call of the def this is (1, 2, ...) */
-    /* recurrence bodies: the outer value ids behind each carry/slice/use */
-    int carry_init[64], slice_seq[64];
-    int carry_leaf[64], slice_leaf[64];
+    /* recurrence bodies: the outer value ids behind each carry/slice/use,
+     * the leaves they are, and each slice's axis */
+    ivec carry_init, carry_leaf, slice_seq, slice_leaf, slice_axis;
     ivec use_outer, use_leaf;
-    int ncarry, nslice;
     int has_ops;
     /* home scopes: made[v] is 1 while value v has a name the parser made up
      * (_N for a literal or a subexpression, f_x for def f's local x): a
@@ -398,6 +397,7 @@ struct scope {
 
 static void scope_free(scope *s) {
     free(s->made), free(s->bound), free(s->use_outer.v), free(s->use_leaf.v);
+    free(s->carry_init.v), free(s->carry_leaf.v), free(s->slice_seq.v), free(s->slice_leaf.v), free(s->slice_axis.v);
 }
 
 static int is_made(const scope *s, int v) { return v < s->home->nmade && s->home->made[v]; }
@@ -904,18 +904,37 @@ static int parse_value(parser *p, int *v) {
     return 0;
 }
 
+/* any number of names: a recurrence gives one result per carry and stack */
 typedef struct {
-    char name[16][64];
-    int line[16], col[16];
-    int n;
+    char (*name)[64];
+    int *line, *col;
+    int n, cap;
 } lhs_list;
+
+static void lhs_free(lhs_list *lhs) { free(lhs->name), free(lhs->line), free(lhs->col); }
+
+/* Room for one more name, at the current token. */
+static int lhs_grow(parser *p, lhs_list *lhs) {
+    if (lhs->n == lhs->cap) {
+        int cap = lhs->cap ? 2 * lhs->cap : 4;
+        char(*nn)[64] = realloc(lhs->name, sizeof *nn * (size_t)cap);
+        if (nn) lhs->name = nn;
+        int *nl = realloc(lhs->line, sizeof(int) * (size_t)cap);
+        if (nl) lhs->line = nl;
+        int *nc = realloc(lhs->col, sizeof(int) * (size_t)cap);
+        if (nc) lhs->col = nc;
+        if (!nn || !nl || !nc) return aj_error(p->d, p->tok.line, p->tok.col, "out of memory");
+        lhs->cap = cap;
+    }
+    lhs->line[lhs->n] = p->tok.line, lhs->col[lhs->n] = p->tok.col;
+    return 0;
+}
 
 /* names '=' ... : the left-hand side of a statement */
 static int parse_lhs(parser *p, lhs_list *lhs) {
-    lhs->n = 0;
+    memset(lhs, 0, sizeof *lhs);
     for (;;) {
-        if (lhs->n == 16) return aj_error(p->d, p->tok.line, p->tok.col, "too many names (at most 16)");
-        lhs->line[lhs->n] = p->tok.line, lhs->col[lhs->n] = p->tok.col;
+        if (lhs_grow(p, lhs)) return -1;
         if (take_name(p, lhs->name[lhs->n], sizeof lhs->name[0], "a value name")) return -1;
         if (strcmp(lhs->name[lhs->n], "_")) {
             if (check_new_name(p, p->sc, lhs->name[lhs->n], lhs->line[lhs->n], lhs->col[lhs->n])) return -1;
@@ -957,26 +976,32 @@ static int parse_recurrence(parser *p, const lhs_list *lhs) {
     return 0;
 }
 
-/* lhs '=' expr  |  lhs '=' recurrence(...) { ... } */
-static int parse_stmt(parser *p) {
-    lhs_list lhs;
-    if (parse_lhs(p, &lhs)) return -1;
+/* what follows lhs '=': expr  |  recurrence(...) { ... } */
+static int parse_rhs(parser *p, const lhs_list *lhs) {
     if (tok_is(p, "recurrence") && name_then(p, '(')) {
-        if (parse_recurrence(p, &lhs)) return -1;
+        if (parse_recurrence(p, lhs)) return -1;
         return expect_nl(p);
     }
     expr e;
     if (parse_expr(p, &e)) return -1;
     if (tok_punct(p, '{')) return aj_error(p->d, p->tok.line, p->tok.col, "only recurrence has a body");
     if (e.bare)
-        return aj_error(p->d, lhs.line[0], lhs.col[0], "'%s = %s' computes nothing: use '%s' itself", lhs.name[0],
+        return aj_error(p->d, lhs->line[0], lhs->col[0], "'%s = %s' computes nothing: use '%s' itself", lhs->name[0],
                         p->sc->g->val[e.v[0]].name, p->sc->g->val[e.v[0]].name);
-    if (lhs.n != e.n)
-        return aj_error(p->d, lhs.line[0], lhs.col[0], "%s gives %d result%s, but %d name%s assigned", e.what, e.n,
-                        e.n == 1 ? "" : "s", lhs.n, lhs.n == 1 ? " is" : "s are");
-    for (int i = 0; i < lhs.n; i++)
-        if (define(p, p->sc, e.v[i], lhs.name[i], lhs.line[i], lhs.col[i])) return -1;
+    if (lhs->n != e.n)
+        return aj_error(p->d, lhs->line[0], lhs->col[0], "%s gives %d result%s, but %d name%s assigned", e.what, e.n,
+                        e.n == 1 ? "" : "s", lhs->n, lhs->n == 1 ? " is" : "s are");
+    for (int i = 0; i < lhs->n; i++)
+        if (define(p, p->sc, e.v[i], lhs->name[i], lhs->line[i], lhs->col[i])) return -1;
     return expect_nl(p);
+}
+
+/* lhs '=' expr  |  lhs '=' recurrence(...) { ... } */
+static int parse_stmt(parser *p) {
+    lhs_list lhs;
+    int rc = parse_lhs(p, &lhs) || parse_rhs(p, &lhs) ? -1 : 0;
+    lhs_free(&lhs);
+    return rc;
 }
 
 /* The body of a recurrence, after '{' and up to its '}'. Builds the body
@@ -991,10 +1016,11 @@ static int parse_body(parser *p, scope *outer, const lhs_list *lhs, int opline, 
     body.site = outer->site;
     body.g->line = opline;
     p->sc = &body;
-    aj_recur *rec = calloc(1, sizeof *rec);
-    int next_of[64], next_set[64] = {0}, stack_val[64], res_line[128], res_col[128];
-    int nstack = 0, rc = -1, *in = NULL;
-    if (!rec) goto out;
+    /* per carry: its next value (-1 until its `next` line) and that line;
+     * per stacked output: the value, its axis and line */
+    ivec next_of = {0}, next_line = {0}, next_col = {0}, stack_val = {0}, stack_axis = {0}, stack_line = {0}, stack_col = {0};
+    aj_recur *rec = NULL;
+    int rc = -1, *in = NULL;
     for (;;) {
         while (p->tok.kind == T_NL)
             if (next(p)) goto out;
@@ -1030,23 +1056,20 @@ static int parse_body(parser *p, scope *outer, const lhs_list *lhs, int opline, 
             int bad = parse_value(p, &ov);
             p->sc = &body;
             if (bad) goto out;
-            if ((is_carry ? body.ncarry : body.nslice) == 64) {
-                aj_error(p->d, line, col, "too many %ss (at most 64)", is_carry ? "carrie" : "slice");
-                goto out;
-            }
             if (is_carry) {
-                int v = aj_graph_add_value(body.g, name, AJ_VAL_CARRY, -1, body.ncarry);
+                int v = aj_graph_add_value(body.g, name, AJ_VAL_CARRY, -1, body.carry_leaf.n);
                 body.g->val[v].line = nline, body.g->val[v].col = ncol;
-                body.carry_init[body.ncarry] = ov;
-                body.carry_leaf[body.ncarry++] = v;
+                if (ivec_push(p, &body.carry_init, ov) || ivec_push(p, &body.carry_leaf, v) || ivec_push(p, &next_of, -1) ||
+                    ivec_push(p, &next_line, 0) || ivec_push(p, &next_col, 0))
+                    goto out;
             } else {
                 int axis;
                 if (parse_axis_clause(p, &axis)) goto out;
-                int v = aj_graph_add_value(body.g, name, AJ_VAL_SLICE, -1, body.nslice);
+                int v = aj_graph_add_value(body.g, name, AJ_VAL_SLICE, -1, body.slice_leaf.n);
                 body.g->val[v].line = nline, body.g->val[v].col = ncol;
-                rec->slice_axis[body.nslice] = axis;
-                body.slice_seq[body.nslice] = ov;
-                body.slice_leaf[body.nslice++] = v;
+                if (ivec_push(p, &body.slice_axis, axis) || ivec_push(p, &body.slice_seq, ov) ||
+                    ivec_push(p, &body.slice_leaf, v))
+                    goto out;
             }
             if (expect_nl(p)) goto out;
         } else if (tok_is(p, "use")) {
@@ -1080,75 +1103,68 @@ static int parse_body(parser *p, scope *outer, const lhs_list *lhs, int opline, 
             int nline = p->tok.line, ncol = p->tok.col;
             if (take_name(p, name, sizeof name, "a carry name")) goto out;
             int k = -1;
-            for (int i = 0; i < body.ncarry; i++)
-                if (!strcmp(body.g->val[body.carry_leaf[i]].name, name)) k = i;
+            for (int i = 0; i < body.carry_leaf.n; i++)
+                if (!strcmp(body.g->val[body.carry_leaf.v[i]].name, name)) k = i;
             if (k < 0) {
                 aj_error(p->d, nline, ncol, "'%s' is not a carry of this recurrence", name);
                 goto out;
             }
-            if (next_set[k]) {
+            if (next_of.v[k] >= 0) {
                 aj_error(p->d, line, col, "carry '%s' has two 'next' lines", name);
                 goto out;
             }
-            if (expect_punct(p, '=') || parse_value(p, &next_of[k])) goto out;
-            next_set[k] = 1;
-            res_line[k] = line, res_col[k] = col;
+            if (expect_punct(p, '=') || parse_value(p, &next_of.v[k])) goto out;
+            next_line.v[k] = line, next_col.v[k] = col;
             if (expect_nl(p)) goto out;
         } else if (tok_is(p, "stack")) {
             if (next(p)) goto out;
-            int v;
-            if (parse_value(p, &v)) goto out;
-            if (nstack == 64) {
-                aj_error(p->d, line, col, "too many stacked outputs (at most 64)");
+            int v, axis;
+            if (parse_value(p, &v) || parse_axis_clause(p, &axis)) goto out;
+            if (ivec_push(p, &stack_val, v) || ivec_push(p, &stack_axis, axis) || ivec_push(p, &stack_line, line) ||
+                ivec_push(p, &stack_col, col))
                 goto out;
-            }
-            if (parse_axis_clause(p, &rec->stack_axis[nstack])) goto out;
-            res_line[64 + nstack] = line, res_col[64 + nstack] = col;
-            stack_val[nstack++] = v;
             if (expect_nl(p)) goto out;
         } else {
             if (parse_stmt(p)) goto out;
             p->sc = &body;
         }
     }
-    for (int k = 0; k < body.ncarry; k++)
-        if (!next_set[k]) {
-            const aj_value *v = &body.g->val[body.carry_leaf[k]];
+    int ncarry = body.carry_leaf.n, nslice = body.slice_leaf.n, nstack = stack_val.n;
+    for (int k = 0; k < ncarry; k++)
+        if (next_of.v[k] < 0) {
+            const aj_value *v = &body.g->val[body.carry_leaf.v[k]];
             aj_error(p->d, v->line, v->col, "carry '%s' has no 'next' line", v->name);
             goto out;
         }
-    if (lhs->n != body.ncarry + nstack) {
+    if (lhs->n != ncarry + nstack) {
         aj_error(p->d, lhs->line[0], lhs->col[0],
                  "recurrence gives %d result%s (%d carr%s, %d stacked), but %d name%s assigned",
-                 body.ncarry + nstack, body.ncarry + nstack == 1 ? "" : "s", body.ncarry,
-                 body.ncarry == 1 ? "y" : "ies", nstack, lhs->n, lhs->n == 1 ? " is" : "s are");
+                 ncarry + nstack, ncarry + nstack == 1 ? "" : "s", ncarry,
+                 ncarry == 1 ? "y" : "ies", nstack, lhs->n, lhs->n == 1 ? " is" : "s are");
         goto out;
     }
     /* leaves in canonical order: carries, slices, uses; results: nexts, stacks */
     aj_graph *g = body.g;
     int nuse = body.use_leaf.n, nin = 0;
-    g->nleaf = body.ncarry + body.nslice + nuse;
+    g->nleaf = ncarry + nslice + nuse;
     g->leaf = malloc(sizeof(int) * (size_t)(g->nleaf ? g->nleaf : 1));
-    g->nresult = body.ncarry + nstack;
+    g->nresult = ncarry + nstack;
     g->result = malloc(sizeof(int) * (size_t)(g->nresult ? g->nresult : 1));
     in = malloc(sizeof(int) * (size_t)(g->nleaf ? g->nleaf : 1));
     if (!g->leaf || !g->result || !in) {
         aj_error(p->d, opline, opcol, "out of memory");
         goto out;
     }
-    for (int i = 0; i < body.ncarry; i++) g->leaf[nin] = body.carry_leaf[i], in[nin++] = body.carry_init[i];
-    for (int i = 0; i < body.nslice; i++) g->leaf[nin] = body.slice_leaf[i], in[nin++] = body.slice_seq[i];
+    for (int i = 0; i < ncarry; i++) g->leaf[nin] = body.carry_leaf.v[i], in[nin++] = body.carry_init.v[i];
+    for (int i = 0; i < nslice; i++) g->leaf[nin] = body.slice_leaf.v[i], in[nin++] = body.slice_seq.v[i];
     for (int i = 0; i < nuse; i++) g->leaf[nin] = body.use_leaf.v[i], in[nin++] = body.use_outer.v[i];
-    for (int i = 0; i < body.ncarry; i++) g->result[i] = next_of[i];
-    for (int i = 0; i < nstack; i++) g->result[body.ncarry + i] = stack_val[i];
-    rec->ncarry = body.ncarry, rec->nslice = body.nslice, rec->nuse = nuse, rec->nstack = nstack;
-    for (int i = 0; i < body.ncarry; i++) rec->res_line[i] = res_line[i], rec->res_col[i] = res_col[i];
-    for (int i = 0; i < nstack; i++)
-        rec->res_line[body.ncarry + i] = res_line[64 + i], rec->res_col[body.ncarry + i] = res_col[64 + i];
-    if (nin > 64) {
-        aj_error(p->d, opline, opcol, "recurrence has %d inputs (at most 64)", nin);
-        goto out;
-    }
+    for (int i = 0; i < ncarry; i++) g->result[i] = next_of.v[i];
+    for (int i = 0; i < nstack; i++) g->result[ncarry + i] = stack_val.v[i];
+    rec = aj_recur_new(ncarry, nslice, nuse, nstack);
+    if (nslice) memcpy(rec->slice_axis, body.slice_axis.v, sizeof(int) * (size_t)nslice);
+    if (nstack) memcpy(rec->stack_axis, stack_axis.v, sizeof(int) * (size_t)nstack);
+    for (int i = 0; i < ncarry; i++) rec->res_line[i] = next_line.v[i], rec->res_col[i] = next_col.v[i];
+    for (int i = 0; i < nstack; i++) rec->res_line[ncarry + i] = stack_line.v[i], rec->res_col[ncarry + i] = stack_col.v[i];
     p->sc = outer;
     int id = emit(p, AJ_OP_RECURRENCE, in, NULL, nin, lhs->n, opline, opcol);
     if (id < 0) goto out;
@@ -1163,8 +1179,10 @@ static int parse_body(parser *p, scope *outer, const lhs_list *lhs, int opline, 
         rc = define(p, outer, outer->g->node[id].out[i], lhs->name[i], lhs->line[i], lhs->col[i]);
 out:
     p->sc = outer;
-    free(rec);
+    aj_recur_free(rec);
     free(in);
+    free(next_of.v), free(next_line.v), free(next_col.v);
+    free(stack_val.v), free(stack_axis.v), free(stack_line.v), free(stack_col.v);
     aj_graph_free(body.g);
     scope_free(&body);
     return rc;
@@ -1414,19 +1432,20 @@ static int parse_fn(parser *p) {
     fs.g = aj_graph_new(name);
     fs.g->line = fline;
     p->sc = &fs;
-    aj_type args[64];
+    aj_type *args = NULL;   /* any number of arguments and results */
     int nargs = 0, rc = -1;
-    char resname[16][64];
-    int resline[16], rescol[16], nres = 0;
+    lhs_list res = {0};
     if (expect_punct(p, '(')) goto out;
     while (!tok_punct(p, ')')) {
         char an[64];
         int aline = p->tok.line, acol = p->tok.col;
         if (take_name(p, an, sizeof an, "an argument name") || check_new_name(p, &fs, an, aline, acol)) goto out;
-        if (nargs == 64) {
-            aj_error(p->d, aline, acol, "too many arguments (at most 64)");
+        aj_type *na = realloc(args, sizeof *na * (size_t)(nargs + 1));
+        if (!na) {
+            aj_error(p->d, aline, acol, "out of memory");
             goto out;
         }
+        args = na;
         if (expect_punct(p, ':') || parse_type(p, &args[nargs])) goto out;
         int v = aj_graph_add_value(fs.g, an, AJ_VAL_INPUT, -1, nargs);
         fs.g->val[v].line = aline, fs.g->val[v].col = acol;
@@ -1440,13 +1459,8 @@ static int parse_fn(parser *p) {
     }
     if (next(p)) goto out;
     for (;;) {
-        if (nres == 16) {
-            aj_error(p->d, p->tok.line, p->tok.col, "too many results (at most 16)");
-            goto out;
-        }
-        resline[nres] = p->tok.line, rescol[nres] = p->tok.col;
-        if (take_name(p, resname[nres], sizeof resname[0], "a result name")) goto out;
-        nres++;
+        if (lhs_grow(p, &res) || take_name(p, res.name[res.n], sizeof res.name[0], "a result name")) goto out;
+        res.n++;
         if (!tok_punct(p, ',')) break;
         if (next(p)) goto out;
     }
@@ -1456,10 +1470,10 @@ static int parse_fn(parser *p) {
     fs.g->nleaf = nargs;
     fs.g->leaf = malloc(sizeof(int) * (size_t)(nargs ? nargs : 1));
     for (int i = 0; i < nargs; i++) fs.g->leaf[i] = i;   /* args are the fn's first values */
-    fs.g->nresult = nres;
-    fs.g->result = malloc(sizeof(int) * (size_t)nres);
-    for (int i = 0; i < nres; i++) {
-        int v = lookup(p, &fs, resname[i], resline[i], rescol[i]);
+    fs.g->nresult = res.n;
+    fs.g->result = malloc(sizeof(int) * (size_t)res.n);
+    for (int i = 0; i < res.n; i++) {
+        int v = lookup(p, &fs, res.name[i], res.line[i], res.col[i]);
         if (v < 0) goto out;
         fs.g->result[i] = v;
     }
@@ -1467,18 +1481,17 @@ static int parse_fn(parser *p) {
     aj_type **nt = realloc(p->m->fn_arg_type, sizeof *nt * (size_t)(p->m->nfn + 1));
     if (nf) p->m->fn = nf;
     if (nt) p->m->fn_arg_type = nt;
-    aj_type *types = malloc(sizeof *types * (size_t)(nargs ? nargs : 1));
-    if (!nf || !nt || !types) {
-        free(types);
+    if (!nf || !nt || (!args && !(args = malloc(sizeof *args)))) {
         aj_error(p->d, line, col, "out of memory");
         goto out;
     }
-    memcpy(types, args, sizeof *types * (size_t)nargs);
     p->m->fn[p->m->nfn] = fs.g;
-    p->m->fn_arg_type[p->m->nfn++] = types;
-    fs.g = NULL;
+    p->m->fn_arg_type[p->m->nfn++] = args;
+    fs.g = NULL, args = NULL;
     rc = 0;
 out:
+    free(args);
+    lhs_free(&res);
     aj_graph_free(fs.g);
     scope_free(&fs);
     p->sc = NULL;

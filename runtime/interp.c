@@ -961,10 +961,15 @@ static int *plan_last_use(const aj_graph *g) {
 /* Run graph g on its leaves (borrowed, in g->leaf order) and the module
  * parameters; results[] receive tensors of their own. */
 static int run_graph(ictx *c, const aj_graph *g, const int *last, const aj_tensor *leaves, aj_tensor *results) {
-    aj_tensor *val = calloc((size_t)g->nval + 1, sizeof *val), in[64], out[128];
+    int most = 1;   /* in and out have room for any node's inputs and results */
+    for (int i = 0; i < g->nnode; i++) {
+        if (g->node[i].nin > most) most = g->node[i].nin;
+        if (g->node[i].nout > most) most = g->node[i].nout;
+    }
+    aj_tensor *val = calloc((size_t)g->nval + 1, sizeof *val), *in = calloc(2 * (size_t)most, sizeof *in), *out = in ? in + most : NULL;
     char *owned = calloc((size_t)g->nval + 1, 1);
     int rc = -1, r = 0;
-    if (!val || !owned) {
+    if (!val || !in || !owned) {
         aj_error(c->d, g->line, g->col, "out of memory");
         goto done;
     }
@@ -1002,7 +1007,7 @@ static int run_graph(ictx *c, const aj_graph *g, const int *last, const aj_tenso
 done:
     for (int v = 0; val && owned && v < g->nval; v++)
         if (owned[v]) aj_tensor_free(&val[v]);
-    free(val), free(owned);
+    free(val), free(in), free(owned);
     return rc;
 }
 

@@ -342,6 +342,62 @@ static void test_index_out_of_range(void **state) {
     aj_module_free(m);
 }
 
+/* A recurrence has no cap on its parts: one with 100 uses, 70 carries
+ * and 70 stacked outputs (so 171 inputs and 140 results; its gradient's
+ * reverse recurrence has 170 carries and 141 slices) parses, differentiates
+ * and runs alike on every engine. Carry i steps as h_i' = tanh(h_i w_i + x_t)
+ * and stacks h_i' w_{70 + i % 30}: few ops, as the naive engine compiles a
+ * kernel for each of them and of their gradients. */
+enum { WIDE_CARRIES = 70, WIDE_USES = 100 };
+
+static char wide_src[1 << 15];
+static size_t wide_len;
+
+static void put(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(wide_src + wide_len, sizeof wide_src - wide_len, fmt, ap);
+    va_end(ap);
+    assert_true(n >= 0 && (size_t)n < sizeof wide_src - wide_len);
+    wide_len += (size_t)n;
+}
+
+static void test_wide_recurrence(void **state) {
+    (void)state;
+    const int C = WIDE_CARRIES, U = WIDE_USES;
+    wide_len = 0;
+    put("dim T\ndim H = 3\n");
+    for (int u = 0; u < U; u++) put("param w%d : f32[H]\n", u);
+    put("fn wide(x : f32[T, H]) -> l\n  ");
+    for (int i = 0; i < 2 * C; i++) put("%s%c%d", i ? ", " : "", i < C ? 'c' : 's', i % C);
+    put(" = recurrence(steps=T) {\n    slice xt = x, axis=0\n");
+    for (int i = 0; i < C; i++) put("    carry h%d = w%d\n", i, i);
+    for (int u = 0; u < U; u++) put("%sw%d%s", u % 10 ? ", " : "    use ", u, u % 10 == 9 ? "\n" : "");
+    for (int i = 0; i < C; i++)
+        put("    a%d = tanh(h%d * w%d + xt)\n    next h%d = a%d\n    stack a%d * w%d, axis=0\n", i, i, i, i, i, i,
+            C + i % (U - C));
+    put("  }\n  l = c0");
+    for (int i = 1; i < 2 * C; i++) put(" + %c%d", i < C ? 'c' : 's', i % C);
+    put("\nend\n");
+
+    aj_diag d = {0};
+    aj_module *m = aj_load_string(wide_src, wide_len, "wide recurrence", "T=4", NULL, &d);
+    if (!m) {
+        aj_diag_print(&d, stderr);
+        fail_msg("wide recurrence: does not load");
+    }
+    const aj_node *n = &m->fn[0]->node[0];
+    assert_int_equal(n->op, AJ_OP_RECURRENCE);
+    assert_int_equal(n->rec->ncarry, C);
+    assert_int_equal(n->rec->nstack, C);
+    assert_int_equal(n->rec->nuse, U);
+    assert_int_equal(n->nin, C + 1 + U);
+    assert_int_equal(n->nout, 2 * C);
+    aj_module_free(m);
+    gcase c = {"wide recurrence", "T=4", wide_src};
+    run_case(&c, 0);
+}
+
 /* Every op is compared on the three engines by some case above, in a
  * case's fn or in its gradient: a new op needs a case (tests/op_cases.h,
  * or forward_cases for those without a gradient). The AJ_HOST ops (extern)
@@ -414,7 +470,7 @@ int main(void) {
     int rc = _cmocka_run_group_tests("engines on models", t, gl.gl_pathc + 1, NULL, NULL);
     free(t);
 
-    struct CMUnitTest ops[COUNT(cases) + COUNT(forward_cases) + 3];
+    struct CMUnitTest ops[COUNT(cases) + COUNT(forward_cases) + 4];
     for (int i = 0; i < COUNT(cases); i++)
         ops[i] = (struct CMUnitTest){cases[i].name, test_op_case, NULL, NULL, (void *)&cases[i]};
     for (int i = 0; i < COUNT(forward_cases); i++)
@@ -423,6 +479,7 @@ int main(void) {
     ops[COUNT(cases) + COUNT(forward_cases)] = (struct CMUnitTest)cmocka_unit_test(test_every_op_compared);
     ops[COUNT(cases) + COUNT(forward_cases) + 1] = (struct CMUnitTest)cmocka_unit_test(test_every_op_lowered);
     ops[COUNT(cases) + COUNT(forward_cases) + 2] = (struct CMUnitTest)cmocka_unit_test(test_index_out_of_range);
+    ops[COUNT(cases) + COUNT(forward_cases) + 3] = (struct CMUnitTest)cmocka_unit_test(test_wide_recurrence);
     rc += cmocka_run_group_tests_name("engines on op cases", ops, NULL, NULL);
     globfree(&gl);
     return rc;

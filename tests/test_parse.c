@@ -894,6 +894,34 @@ static void test_name_index(void **state) {
     aj_graph_free(c), aj_graph_free(g);
 }
 
+/* A fn has any number of arguments and results: 100 of each, result k the
+ * negation of argument k, in order. */
+static void test_many_args_results(void **state) {
+    (void)state;
+    enum { N = 100 };
+    char *src = malloc(64 * N), *s = src;
+    s += sprintf(s, "fn f(");
+    for (int k = 0; k < N; k++) s += sprintf(s, "%sx%d : f32[2]", k ? ", " : "", k);
+    s += sprintf(s, ") -> ");
+    for (int k = 0; k < N; k++) s += sprintf(s, "%sy%d", k ? ", " : "", k);
+    s += sprintf(s, "\n");
+    for (int k = 0; k < N; k++) s += sprintf(s, "  y%d = -x%d\n", k, k);
+    sprintf(s, "end\n");
+    aj_diag d = {0};
+    aj_module *m = aj_parse_string(src, strlen(src), "t.graph", &d);
+    if (!m) fail_msg("%s", d.msg);
+    const aj_graph *g = m->fn[0];
+    assert_int_equal(g->nleaf, N);
+    assert_int_equal(g->nresult, N);
+    for (int k = 0; k < N; k++) {
+        const aj_node *n = &g->node[g->val[g->result[k]].node];
+        assert_int_equal(n->op, AJ_OP_NEG);
+        assert_int_equal(n->in[0], g->leaf[k]);
+    }
+    aj_module_free(m);
+    free(src);
+}
+
 /* A generated chain of 50000 statements v_i = add(v_{i-1}, x) parses, checks
  * and prints back as written: this takes well under a second when each statement costs
  * O(1), and minutes if a pass turns quadratic again. */
@@ -941,6 +969,7 @@ int main(void) {
         cmocka_unit_test(test_dim_print_long),
         cmocka_unit_test(test_name_index),
         cmocka_unit_test(test_long_chain),
+        cmocka_unit_test(test_many_args_results),
     };
     enum { NBAD = sizeof bad_cases / sizeof bad_cases[0] };
     struct CMUnitTest bad[NBAD];
