@@ -330,6 +330,32 @@ static int parse_type(parser *p, aj_type *t) {
 /* A `def`: statements over untyped arguments, inlined at every call by
  * parsing its text again in a frame that binds its names to the caller's
  * values (docs/ir.md, "def"). Shapes are checked per call, after inlining. */
+/* any number of names: a recurrence gives one result per carry and stack */
+typedef struct {
+    char (*name)[64];
+    int *line, *col;
+    int n, cap;
+} lhs_list;
+
+static void lhs_free(lhs_list *lhs) { free(lhs->name), free(lhs->line), free(lhs->col); }
+
+/* Room for one more name, at the current token. */
+static int lhs_grow(parser *p, lhs_list *lhs) {
+    if (lhs->n == lhs->cap) {
+        int cap = lhs->cap ? 2 * lhs->cap : 4;
+        char(*nn)[64] = realloc(lhs->name, sizeof *nn * (size_t)cap);
+        if (nn) lhs->name = nn;
+        int *nl = realloc(lhs->line, sizeof(int) * (size_t)cap);
+        if (nl) lhs->line = nl;
+        int *nc = realloc(lhs->col, sizeof(int) * (size_t)cap);
+        if (nc) lhs->col = nc;
+        if (!nn || !nl || !nc) return aj_error(p->d, p->tok.line, p->tok.col, "out of memory");
+        lhs->cap = cap;
+    }
+    lhs->line[lhs->n] = p->tok.line, lhs->col[lhs->n] = p->tok.col;
+    return 0;
+}
+
 typedef struct {
     size_t pos;
     int line, col;
@@ -339,9 +365,8 @@ typedef struct {
 struct pdef {
     char name[64];
     char (*arg)[64];
-    int narg, nres;
-    char res[16][64];
-    int res_line[16], res_col[16];
+    int narg;
+    lhs_list res;        /* the result names, at most 16 (an expression's values) */
     lexstate body;       /* the body's first token */
     int line, col;
     int calls;           /* calls inlined so far: the k-th names its values f_x_k */
@@ -748,9 +773,9 @@ static int run_def(parser *p, const pdef *d, scope *fr) {
     scope *sc = p->sc;
     p->sc = fr;
     int rc = parse_block(p, "def", d->name, d->line);
-    for (int k = 0; !rc && k < d->nres; k++) {
-        const binding *b = bound(fr, d->res[k]);
-        if (!b) rc = aj_error(p->d, d->res_line[k], d->res_col[k], "def '%s' has no value '%s' to return", d->name, d->res[k]);
+    for (int k = 0; !rc && k < d->res.n; k++) {
+        const binding *b = bound(fr, d->res.name[k]);
+        if (!b) rc = aj_error(p->d, d->res.line[k], d->res.col[k], "def '%s' has no value '%s' to return", d->name, d->res.name[k]);
         else p->result[k] = b->v;
     }
     p->sc = sc;
@@ -780,8 +805,8 @@ static int call_def(parser *p, pdef *d, int line, int col, expr *e) {
         return -1;
     }
     p->depth--;
-    e->n = d->nres;
-    memcpy(e->v, p->result, sizeof(int) * (size_t)d->nres);
+    e->n = d->res.n;
+    memcpy(e->v, p->result, sizeof(int) * (size_t)d->res.n);
     snprintf(e->what, sizeof e->what, "%s", d->name);
     return 0;
 }
@@ -901,32 +926,6 @@ static int parse_value(parser *p, int *v) {
     expr e;
     if (parse_expr(p, &e) || need_one(p, &e)) return -1;
     *v = e.v[0];
-    return 0;
-}
-
-/* any number of names: a recurrence gives one result per carry and stack */
-typedef struct {
-    char (*name)[64];
-    int *line, *col;
-    int n, cap;
-} lhs_list;
-
-static void lhs_free(lhs_list *lhs) { free(lhs->name), free(lhs->line), free(lhs->col); }
-
-/* Room for one more name, at the current token. */
-static int lhs_grow(parser *p, lhs_list *lhs) {
-    if (lhs->n == lhs->cap) {
-        int cap = lhs->cap ? 2 * lhs->cap : 4;
-        char(*nn)[64] = realloc(lhs->name, sizeof *nn * (size_t)cap);
-        if (nn) lhs->name = nn;
-        int *nl = realloc(lhs->line, sizeof(int) * (size_t)cap);
-        if (nl) lhs->line = nl;
-        int *nc = realloc(lhs->col, sizeof(int) * (size_t)cap);
-        if (nc) lhs->col = nc;
-        if (!nn || !nl || !nc) return aj_error(p->d, p->tok.line, p->tok.col, "out of memory");
-        lhs->cap = cap;
-    }
-    lhs->line[lhs->n] = p->tok.line, lhs->col[lhs->n] = p->tok.col;
     return 0;
 }
 
@@ -1334,6 +1333,23 @@ static int parse_extern(parser *p) {
     return 0;
 }
 
+/* `) -> r1, r2, ...` closing a def's or fn's header: the result names */
+static int parse_results(parser *p, lhs_list *res, const char *what) {
+    if (next(p)) return -1;
+    if (p->tok.kind != T_ARROW) {
+        char buf[40];
+        snprintf(buf, sizeof buf, "'->' and the %s's results", what);
+        return expected(p, buf);
+    }
+    if (next(p)) return -1;
+    for (;;) {
+        if (lhs_grow(p, res) || take_name(p, res->name[res->n], sizeof res->name[0], "a result name")) return -1;
+        res->n++;
+        if (!tok_punct(p, ',')) return 0;
+        if (next(p)) return -1;
+    }
+}
+
 /* def NAME(a, b, ...) -> r, ...  NL statements 'end'. The body is checked
  * once here (syntax and names, in a scratch graph) and parsed again at every
  * call, where its shapes are checked. */
@@ -1377,22 +1393,10 @@ static int parse_def(parser *p) {
         if (bind_name(p, &fr, an, v, aline)) goto out;
         if (expect_sep(p, ')')) goto out;
     }
-    if (next(p)) goto out;
-    if (p->tok.kind != T_ARROW) {
-        expected(p, "'->' and the def's results");
+    if (parse_results(p, &d.res, "def")) goto out;
+    if (d.res.n > 16) {
+        aj_error(p->d, d.res.line[16], d.res.col[16], "too many results (a def returns at most 16)");
         goto out;
-    }
-    if (next(p)) goto out;
-    for (;;) {
-        if (d.nres == 16) {
-            aj_error(p->d, p->tok.line, p->tok.col, "too many results (at most 16)");
-            goto out;
-        }
-        d.res_line[d.nres] = p->tok.line, d.res_col[d.nres] = p->tok.col;
-        if (take_name(p, d.res[d.nres], sizeof d.res[0], "a result name")) goto out;
-        d.nres++;
-        if (!tok_punct(p, ',')) break;
-        if (next(p)) goto out;
     }
     if (expect_nl(p)) goto out;
     d.body = lex_save(p);
@@ -1405,6 +1409,7 @@ static int parse_def(parser *p) {
     p->defs = nd;
     p->defs[p->ndef++] = d;
     d.arg = NULL;
+    memset(&d.res, 0, sizeof d.res);   /* both owned by p->defs now */
     rc = 0;
 out:
     /* the check's calls and ops made nothing that stays */
@@ -1412,6 +1417,7 @@ out:
     p->m->nsite = nsite;
     p->inlined = inlined;
     free(d.arg);
+    lhs_free(&d.res);
     aj_graph_free(fr.g);
     scope_free(&fr);
     p->sc = NULL;
@@ -1452,19 +1458,7 @@ static int parse_fn(parser *p) {
         nargs++;
         if (expect_sep(p, ')')) goto out;
     }
-    if (next(p)) goto out;
-    if (p->tok.kind != T_ARROW) {
-        expected(p, "'->' and the fn's results");
-        goto out;
-    }
-    if (next(p)) goto out;
-    for (;;) {
-        if (lhs_grow(p, &res) || take_name(p, res.name[res.n], sizeof res.name[0], "a result name")) goto out;
-        res.n++;
-        if (!tok_punct(p, ',')) break;
-        if (next(p)) goto out;
-    }
-    if (expect_nl(p) || parse_block(p, "fn", name, fline)) goto out;
+    if (parse_results(p, &res, "fn") || expect_nl(p) || parse_block(p, "fn", name, fline)) goto out;
     fs.g->end_line = p->tok.line;
     if (next(p) || expect_nl(p)) goto out;
     fs.g->nleaf = nargs;
@@ -1499,7 +1493,7 @@ out:
 }
 
 static void defs_free(parser *p) {
-    for (int i = 0; i < p->ndef; i++) free(p->defs[i].arg);
+    for (int i = 0; i < p->ndef; i++) free(p->defs[i].arg), lhs_free(&p->defs[i].res);
     free(p->defs);
 }
 
