@@ -1173,6 +1173,9 @@ static const flag sample_flags[] = {
       "                       Default: samples.png for image data, else stdout. Written as a new file renamed\n"
       "                       over FILE, which must not be a device, FIFO or directory" },
     FLAG_SEED("the sampling draws; default 1"),
+    { "--data", "SPEC", offsetof(options, data), "for a fn sample(x : f32[B, D]) that conditions on data: the dataset\n"
+      "                       whose first N examples it gets; default the checkpoint's" },
+    { "--split", "NAME", offsetof(options, split), "the split those examples come from: test, valid or train; default test" },
     FLAG_ENGINE,
     FLAG_THREADS,
     FLAG_CHECK_NAN,

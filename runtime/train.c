@@ -805,11 +805,42 @@ out:
     return rc;
 }
 
+/* A sampler that conditions on data, fn sample(x : f32[B, D]), gets the
+ * first n examples of a split (job->split, default test) of job->data or
+ * the checkpoint's data: inpainting the bottom half of test digits, say. */
+static int cond_input(const aj_job *job, aj_run *r, const aj_ckpt *ck, const aj_graph *fn, int64_t n, aj_tensor *x,
+                      aj_diag *d) {
+    const aj_value *a = &fn->val[fn->leaf[0]];
+    if (fn->nleaf != 1 || a->type.dtype != AJ_F32 || a->type.rank != 2)
+        return aj_io_error(d, job->model, fn->line, fn->col,
+                           "fn sample takes %d argument%s: arjit sample gives it one, f32[B, D] examples of the data",
+                           fn->nleaf, fn->nleaf == 1 ? "" : "s");
+    const char *data = job->data ? job->data : aj_ckpt_meta(ck, "data");
+    const char *split = job->split ? job->split : "test";
+    if (!data) return aj_io_error(d, job->ckpt, 0, 0, "fn sample conditions on data: give it with --data");
+    aj_dataset ds = {0};
+    int rc = aj_dataset_load(data, split, &ds, d);
+    int64_t dim = aj_dim_bind(a->type.dim[1], &r->bind).off;
+    if (!rc && ds.d != dim)
+        rc = aj_io_error(d, job->model, a->line, a->col, "fn sample's '%s' has %" PRId64 " values per example, %s has %" PRId64,
+                         a->name, dim, data, ds.d);
+    if (!rc && ds.n < n)
+        rc = aj_io_error(d, data, 0, 0, "the %s split has %" PRId64 " examples, fewer than the %" PRId64 " samples asked for",
+                         split, ds.n, n);
+    if (!rc) {
+        *x = aj_tensor_new(AJ_F32, 2, (int64_t[]){n, ds.d});
+        if (!x->data) rc = aj_io_error(d, data, 0, 0, "out of memory");
+        else memcpy(x->data, ds.x, sizeof(float) * (size_t)(n * ds.d));
+    }
+    aj_dataset_free(&ds);
+    return rc;
+}
+
 int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     memset(out, 0, sizeof *out);
     aj_run r;
     aj_ckpt *ck = NULL;
-    aj_tensor *res = NULL;
+    aj_tensor *res = NULL, cond = {0};
     int rc = -1;
     use_threads(job);
     if (open_ckpt(job, job->ckpt, 0, n, &r, &ck, d)) goto out;
@@ -823,16 +854,12 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
                     r.bdim < 0 ? "the model has none" : "do not bind B with --dims, use -n");
         goto out;
     }
-    if (fn->nleaf) {
-        aj_io_error(d, job->model, fn->line, fn->col, "fn sample takes %d arguments; arjit sample runs it without any",
-                    fn->nleaf);
-        goto out;
-    }
+    if (fn->nleaf && cond_input(job, &r, ck, fn, n, &cond, d)) goto out;
     if (!(res = calloc((size_t)fn->nresult, sizeof *res))) {
         aj_io_error(d, job->model, 0, 0, "out of memory");
         goto out;
     }
-    if (r.run(r.m, fn, r.params, NULL, res, job->seed, d)) goto out;
+    if (r.run(r.m, fn, r.params, fn->nleaf ? &cond : NULL, res, job->seed, d)) goto out;
     out->x = res[0];
     res[0].data = NULL;
     for (int i = 1; i < fn->nresult; i++) aj_tensor_free(&res[i]);
@@ -858,6 +885,7 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     rc = 0;
 out:
     free(res);
+    aj_tensor_free(&cond);
     aj_ckpt_free(ck);
     if (r.m) aj_run_close(&r);
     return rc;

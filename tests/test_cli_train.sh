@@ -96,6 +96,15 @@ run 0 eval "$FVSBN" --ckpt "$CK" && has "$OUT" "test NLL " && has "$OUT" "bits/d
 run 0 eval "$FVSBN" --ckpt "$CK" --split valid --batch 7 && has "$OUT" "valid NLL "
 run 0 sample "$FVSBN" --ckpt "$CK" -n 9 --out "$TMP/s.png" && has "$OUT" "wrote 9 samples of 2x3 to $TMP/s.png" &&
     [[ -s $TMP/s.png ]] || fail "no PNG"
+# a sampler that conditions on data gets the first N examples of a split
+sed '/^fn sample/,$d' "$FVSBN" >"$TMP/fvcond.graph"
+printf 'fn sample(x : f32[B, D]) -> y\n  y = x * 1\nend\n' >>"$TMP/fvcond.graph"
+run 0 train "$TMP/fvcond.graph" --dims D=6 --data mnist --epochs 1 --batch 10 --save "$TMP/fvcond.ck" &&
+    run 0 sample "$TMP/fvcond.graph" --ckpt "$TMP/fvcond.ck" -n 3 --out "$TMP/c_test.txt" &&
+    run 0 sample "$TMP/fvcond.graph" --ckpt "$TMP/fvcond.ck" -n 3 --split valid --out "$TMP/c_valid.txt" &&
+    [[ $(wc -l <"$TMP/c_test.txt") == 3 ]] && ! cmp -s "$TMP/c_test.txt" "$TMP/c_valid.txt" ||
+    fail "sample with a conditioning input: not 3 examples, or the same for test and valid"
+run 1 sample "$TMP/fvcond.graph" --ckpt "$TMP/fvcond.ck" -n 100000 && has "$ERR" "fewer than the 100000 samples asked for"
 # resuming a finished run has nothing to do; one more epoch continues it
 run 0 train "$FVSBN" --resume "$CK.last" --epochs 2 && has "$ERR" "nothing to do"
 run 0 train "$FVSBN" --resume "$CK.last" --epochs 3 --lr 0.05 && has "$OUT" "epoch 3: train NLL" &&
