@@ -684,10 +684,17 @@ static int ckpt_vocab(const aj_ckpt *ck, const char *path, aj_dataset *ds, aj_di
     if (!v)
         return aj_io_error(d, path, 0, 0, "it records no vocabulary (metadata 'vocab'): it was not trained on text "
                            "like '%s'", ds->spec);
-    aj_diag e = {0};
-    if (n <= 256 && !aj_dataset_set_vocab(ds, (const unsigned char *)v, (int)n, &e)) return 0;
-    return aj_io_error(d, ds->path, 0, 0, "%s: the data's vocabulary differs from the %zu bytes %s was trained with",
-                       e.set ? e.msg : "over 256 bytes", n, path);
+    /* a byte of the data's vocabulary (its train split's bytes) that the
+     * checkpoint's lacks is refused even where this split lacks it too */
+    for (int i = 0; i < ds->nvocab; i++) {
+        unsigned char c = ds->vocab[i];
+        char q[8] = "";
+        if (memchr(v, c, n)) continue;
+        if (c > 32 && c < 127) snprintf(q, sizeof q, " '%c'", c);
+        return aj_io_error(d, ds->path, 0, 0, "its vocabulary differs from the %zu bytes %s was trained with: it has "
+                           "byte 0x%02x%s, which that lacks", n, path, c, q);
+    }
+    return aj_dataset_set_vocab(ds, (const unsigned char *)v, n <= 256 ? (int)n : 0, d);
 }
 
 /* Everything up to the first step: model, data, train_step, and the state
