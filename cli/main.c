@@ -7,6 +7,7 @@
  *   arjit eval FILE --ckpt CKPT [..]         NLL of a dataset split
  *   arjit sample FILE --ckpt CKPT [..]       draw from fn sample
  *   arjit gradcheck FILE [..]                autodiff against finite differences
+ *   arjit data fetch NAME|all [--dir DIR]    download datasets, sha256-checked
  *
  * Every command is one entry in `commands` below: its name, a one-line
  * summary, its operands, its flags (one table each, parsed by the one parser
@@ -57,6 +58,7 @@ typedef struct {
     const char *schedule, *step_epochs, *gamma, *tol;
     /* bench; check_nan also train, eval, sample */
     const char *steps, *json, *profile, *check_nan;
+    const char *dir;     /* data fetch */
 } options;
 
 typedef struct {
@@ -70,7 +72,8 @@ typedef struct {
 #define FLAG_DIMS { "--dims", "D=8,H=5", offsetof(options, dims), \
     "bind named dims (comma-separated NAME=VALUE); overrides the file's values" }
 #define FLAG_DATA { "--data", "SPEC", offsetof(options, data), \
-    "dataset: mnist-bin, mnist, mnist-gray or csv:FILE[,drop=COL] (docs/training.md)" }
+    "dataset: mnist-bin, mnist, mnist-gray, shakespeare, text:FILE or\n" \
+    "                       csv:FILE[,drop=COL] (docs/datasets.md)" }
 #define FLAG_CKPT { "--ckpt", "CKPT", offsetof(options, ckpt), "the checkpoint to read (written by train --save)" }
 #define FLAG_BATCH { "--batch", "N", offsetof(options, batch), \
     "examples per batch, the model's dim B; default the checkpoint's, else 100" }
@@ -474,6 +477,15 @@ static int run_train(const options *o)
         printf("; checkpoints %s (best) and %s.last", job.save, job.save);
     printf("\n");
     return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
+}
+
+static int run_data(const options *o)
+{
+    if (strcmp(o->files[0], "fetch"))
+        return usage_error(find_command("data"), "unknown action '%s': expected 'fetch NAME'", o->files[0]);
+    aj_diag d = {0};
+    int rc = aj_data_fetch(o->files[1], o->dir ? o->dir : "data", stderr, &d);
+    return rc == -2 ? usage_error(find_command("data"), "%s", d.msg) : rc ? print_diag(&d) : 0;
 }
 
 static int run_eval(const options *o)
@@ -1185,6 +1197,10 @@ static const flag sample_flags[] = {
     FLAG_DIMS,
     FLAG_END,
 };
+static const flag data_flags[] = {
+    { "--dir", "DIR", offsetof(options, dir), "where to put the files; default ./data (the loaders look there)" },
+    FLAG_END,
+};
 static const flag gradcheck_flags[] = {
     FLAG_DIMS,
     { "--fn", "NAME", offsetof(options, fn), "the fn to differentiate; default loglik" },
@@ -1255,6 +1271,14 @@ static const command commands[] = {
       "Also: kernels, kernel calls per step, the arena's peak, the memory training\n"
       "holds (parameters, gradients, optimizer state) and fused's speed-ups.",
       run_bench },
+    { "data", "download the standard datasets (data fetch NAME|all)",
+      "fetch NAME", 2, 2, data_flags,
+      "NAME is mnist-bin, mnist, shakespeare, wine or all. Downloads each file from its\n"
+      "public source (or $ARJIT_DATA_URL/FILE when set) and checks its sha256 against\n"
+      "the published sum (../shared/data/README.md); a file is written only whole and\n"
+      "verified, and one already there with the right sum is kept.\n"
+      "Exit status: 0 done, 1 a download or checksum failed (named), 2 bad command line.",
+      run_data },
 };
 #define NCOMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

@@ -99,6 +99,14 @@ void aj_batcher_free(aj_batcher *b);
  * starts epoch + 1. -1 when the dataset is of the other kind. */
 int aj_batcher_next(aj_batcher *b, float *x, int64_t *count);
 int aj_batcher_next_tokens(aj_batcher *b, int32_t *tok, int64_t *count);
+
+/* Download dataset `name` (mnist-bin, mnist, shakespeare, wine, or all)
+ * into dir (made if missing) from the public sources, or from
+ * $ARJIT_DATA_URL/FILE when that is set; each file is sha256-checked and
+ * written atomically, and one already there with the right sum is kept.
+ * Progress to log (may be NULL). runtime/data_fetch.c has the sources.
+ * Returns 0, or -1 with d set (-2: no such dataset). */
+int aj_data_fetch(const char *name, const char *dir, FILE *log, aj_diag *d);
 /* Continue from example `pos` of epoch `epoch` (resuming a run). */
 void aj_batcher_seek(aj_batcher *b, int64_t epoch, int64_t pos);
 

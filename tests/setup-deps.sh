@@ -9,10 +9,10 @@
 # so a prepared machine is left alone and needs no network.
 
 # Build and test: compiler, CMake, LLVM 19 (JIT), libffi (kernel calls),
-# CMocka (tests), zlib and libpng (datasets, sample images). OpenMP is gcc's
-# libgomp, which build-essential brings.
+# CMocka (tests), zlib and libpng (datasets, sample images), libcurl (data
+# fetch). OpenMP is gcc's libgomp, which build-essential brings.
 ARJIT_PKGS=(build-essential cmake pkg-config llvm-19-dev libffi-dev libcmocka-dev
-            zlib1g-dev libpng-dev)
+            zlib1g-dev libpng-dev libcurl4-openssl-dev)
 # The fuzzer: Debian 12's clang is 14; its libFuzzer is in libclang-rt-14-dev.
 ARJIT_FUZZ_PKGS=(clang libclang-rt-14-dev)
 ARJIT_LIBFUZZER=/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a

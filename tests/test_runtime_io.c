@@ -21,6 +21,7 @@
 #include <zlib.h>
 
 #include "arjit_runtime.h"
+#include "runtime/sha256.h"
 
 static char tmpdir[256];
 
@@ -245,6 +246,34 @@ static void test_idx(void **state) {
     load_fails("mnist", "test", "bad IDX dims");
     remove_tmp("train-images-idx3-ubyte.gz");
     remove_tmp("t10k-images-idx3-ubyte");
+}
+
+/* ---------------------------------------------------------------- sha256 */
+
+/* FIPS 180-4's examples: one block, the two-block message, and a million
+ * 'a' fed in pieces that straddle block boundaries. */
+static void test_sha256(void **state) {
+    (void)state;
+    static const struct { const char *msg, *hex; } cases[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+    };
+    char hex[65];
+    aj_sha256 s;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        aj_sha256_init(&s);
+        aj_sha256_update(&s, cases[i].msg, strlen(cases[i].msg));
+        aj_sha256_hex(&s, hex);
+        assert_string_equal(hex, cases[i].hex);
+    }
+    char a[999];
+    memset(a, 'a', sizeof a);
+    aj_sha256_init(&s);
+    for (int n = 0; n < 1000000; n += 999) aj_sha256_update(&s, a, n + 999 <= 1000000 ? 999 : (size_t)(1000000 - n));
+    aj_sha256_hex(&s, hex);
+    assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 /* ---------------------------------------------------------------- text */
@@ -736,6 +765,7 @@ int main(void) {
         cmocka_unit_test(test_amat_corrupt),
         cmocka_unit_test(test_missing_and_bad_specs),
         cmocka_unit_test(test_idx),
+        cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_csv),
         cmocka_unit_test(test_batcher),
