@@ -23,7 +23,16 @@ fi
 build/arjit check "${models[@]}"
 
 # A real model on real data: the data is found in $ARJIT_DATA, ./data or
-# ../shared/data (docs/datasets.md).
+# ../shared/data (docs/datasets.md); when it is in none of them, `arjit data
+# fetch` downloads it into ./data, sha256-checked.
+have_data() {
+    local dir
+    for dir in "${ARJIT_DATA:-}" data ../shared/data; do
+        [[ -n $dir && ( -f $dir/$1 || -f $dir/$1.gz ) ]] && return 0
+    done
+    return 1
+}
+have_data binarized_mnist_train.amat || build/arjit data fetch mnist-bin
 # EPOCHS=N trains longer (docs/results.md: 88.9 nats takes about 20 epochs).
 mkdir -p samples
 build/arjit train models/nade.graph --data mnist-bin --epochs "${EPOCHS:-5}" --batch 100 \
