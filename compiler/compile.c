@@ -152,7 +152,7 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         /* v2: kernels take their buffers as a table; the code differs with
          * --check-nan (aj_codegen_set_nan_check) */
         snprintf(flags, sizeof flags, "arjit-program-v2 fused=%d%s", o->fused, o->nan_check ? " nan_check=1" : "");
-        if (o->no_cache ? aj_jit_optimize(P->jit, mod, d) || aj_jit_add(P->jit, mod, d)
+        if (o->no_cache ? aj_jit_add_compiled(P->jit, mod, d)
                         : aj_jit_add_cached(P->jit, mod, flags, &P->cache_hit, d))
             goto fail;
     }
