@@ -111,6 +111,13 @@ static int print_diag_in(aj_diag *d, const char *path)
 {
     if (!d->file[0])
         snprintf(d->file, sizeof d->file, "%s", path);
+    /* a runtime error at a graph line (a NaN, a bad index) shows the line */
+    char *src = NULL;
+    size_t len;
+    aj_diag ignored = {0};
+    if (d->line > 0 && !d->text[0] && strcmp(d->file, path) == 0 && aj_read_file(path, 1 << 26, &src, &len, &ignored) == 0)
+        aj_diag_source(d, d->file, src, len);
+    free(src);
     return print_diag(d);
 }
 

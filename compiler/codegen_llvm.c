@@ -928,6 +928,29 @@ static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
 
 /* ---------------------------------------------------------------- fused groups */
 
+/* --check-nan inside a group: a value of n that is NaN or +-Inf (never
+ * stored, so the kernel's own check could only name the group's lines)
+ * calls aj_rt_nan (runtime/program.c), which keeps the run's first and has
+ * it fail after this kernel at n's own line. The values are checked in the
+ * order they are computed, so the first is where the NaN arose. */
+static LLVMValueRef check_value(aj_codegen *c, const aj_node *n, LLVMValueRef v) {
+    if (!c->nan_check || LLVMTypeOf(v) != c->f32) return v;
+    LLVMValueRef bad = LLVMBuildFCmp(c->b, LLVMRealUGE, call1(c, "llvm.fabs", v), f32c(c, INFINITY), "");
+    LLVMBasicBlockRef nan = LLVMAppendBasicBlockInContext(c->cx, c->fn, "nan");
+    LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(c->cx, c->fn, "finite");
+    LLVMBuildCondBr(c->b, bad, nan, ok);
+    LLVMPositionBuilderAtEnd(c->b, nan);
+    LLVMTypeRef pt[4] = {c->i64, c->i64, c->i64, c->i64}, ft = LLVMFunctionType(c->void_, pt, 4, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(c->m, "aj_rt_nan");
+    if (!fn) fn = LLVMAddFunction(c->m, "aj_rt_nan", ft);
+    LLVMValueRef args[4] = {i64c(c, n->op), i64c(c, n->line), i64c(c, n->col),
+                            LLVMBuildZExt(c->b, LLVMBuildFCmp(c->b, LLVMRealUNO, v, v, ""), c->i64, "")};
+    LLVMBuildCall2(c->b, ft, fn, args, 4, "");
+    LLVMBuildBr(c->b, ok);
+    LLVMPositionBuilderAtEnd(c->b, ok);
+    return v;
+}
+
 /* A group is nodes[] of g, the last its root; the others are elementwise
  * producers computed inline at each element of the root's iteration (their
  * results never touch memory). Values from outside come through in[]. */
@@ -950,7 +973,7 @@ static LLVMValueRef gval(aj_codegen *c, group_elem *u, int v) {
     if (n->op == AJ_OP_CONSTANT) return u->memo[i] = f32c(c, aj_attr_float(n, "value"));
     LLVMValueRef x[AJ_KS_MAX_IN];
     for (int j = 0; j < n->nin; j++) x[j] = gval(c, u, n->in[j]);
-    return u->memo[i] = ew_value(c, n, x, u->flat, u->key[i]);
+    return u->memo[i] = check_value(c, n, ew_value(c, n, x, u->flat, u->key[i]));
 }
 
 static const aj_node *group_root(const aj_kspec *ks) { return &ks->g->node[ks->nodes[ks->nnodes - 1]]; }

@@ -13,6 +13,7 @@
 
 void aj_rt_barrier(void);   /* runtime/program.c */
 void aj_rt_bad_index(int64_t op, int64_t line, int64_t col, int64_t ix, int64_t pos, int64_t n);
+void aj_rt_nan(int64_t op, int64_t line, int64_t col, int64_t is_nan);
 
 static double now_ms(void) {
     struct timespec ts;
@@ -118,7 +119,8 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
     }
     P->fn = P->simplified;
     if (!(P->jit = aj_jit_new(d)) || aj_jit_define(P->jit, "aj_rt_barrier", (void *)aj_rt_barrier, d) ||
-        aj_jit_define(P->jit, "aj_rt_bad_index", (void *)aj_rt_bad_index, d))
+        aj_jit_define(P->jit, "aj_rt_bad_index", (void *)aj_rt_bad_index, d) ||
+        aj_jit_define(P->jit, "aj_rt_nan", (void *)aj_rt_nan, d))
         goto fail;
     aj_jit_module *mod = aj_jit_module_new(P->jit, fn->name);
     aj_codegen *cg = mod ? aj_codegen_new(P->jit, mod) : NULL;
