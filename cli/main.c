@@ -494,8 +494,11 @@ static int run_eval(const options *o)
     aj_diag d = {0};
     if (aj_eval(&job, &res, &d) != 0)
         return print_diag_in(&d, job.model);
-    printf("%s NLL %.4f nats/example, %.5f bits/dim (%" PRId64 " examples of %" PRId64 " values, %s%s%s)\n",
-           res.split, res.nll, res.bpd, res.n, res.d, res.data, o->fn ? ", fn " : "", o->fn ? o->fn : "");
+    int t = res.text;   /* text: per character, over windows of d characters */
+    printf("%s NLL %.4f nats/%s, %.5f bits/%s (%" PRId64 " %s of %" PRId64 " %s, %s%s%s)\n", res.split,
+           t ? res.nll / (double)res.d : res.nll, t ? "char" : "example", res.bpd, t ? "char" : "dim", res.n,
+           t ? "windows" : "examples", res.d, t ? "characters" : "values", res.data, o->fn ? ", fn " : "",
+           o->fn ? o->fn : "");
     return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
 }
 

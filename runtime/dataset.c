@@ -238,6 +238,20 @@ static void vocab_index(const unsigned char *vocab, int nvocab, int16_t inv[256]
  * of train, and a valid byte that train lacks is an error. */
 static int load_text(aj_dataset *ds, const char *buf, size_t len, aj_diag *d) {
     size_t cut = len * 9 / 10;
+    if (len == 0) return aj_io_error(d, ds->path, 0, 0, "empty file: text: needs a text file to train on");
+    /* text is any bytes but NUL and the control characters that are not
+     * layout (tab, newline, vertical tab, form feed, carriage return) */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if ((c < 32 && (c < '\t' || c > '\r')) || c == 127) {
+            int line = 1;
+            size_t bol = 0;
+            for (size_t k = 0; k < i; k++)
+                if (buf[k] == '\n') line++, bol = k + 1;
+            return aj_io_error(d, ds->path, line, (int)(i - bol) + 1, "byte 0x%02x at offset %zu: a binary file, not "
+                               "text (text: takes bytes other than NUL and control characters)", c, i);
+        }
+    }
     if (cut == 0 || cut == len)
         return aj_io_error(d, ds->path, 0, 0, "too short to split into train and valid (%zu bytes)", len);
     int seen[256] = {0};
@@ -385,6 +399,9 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
     } else if (!strncmp(spec, "text:", 5) && spec[5]) {
         kind = TEXT;
         snprintf(name, sizeof name, "%s", spec + 5);
+    } else if (!strcmp(spec, "shakespeare")) {
+        kind = TEXT;
+        snprintf(name, sizeof name, "tinyshakespeare.txt");
     } else if (!strncmp(spec, "csv:", 4) && spec[4] && spec[4] != ',') {
         kind = CSV;
         opts = strchr(spec + 4, ',');
@@ -393,7 +410,7 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
         if (!opts) opts = "";
     } else {
         return aj_io_error(d, NULL, 0, 0,
-                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, text:FILE or csv:FILE",
+                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, shakespeare, text:FILE or csv:FILE",
                            spec);
     }
 
@@ -460,8 +477,9 @@ int aj_batcher_init(aj_batcher *b, const aj_dataset *ds, int64_t batch, int64_t 
         return aj_io_error(d, NULL, 0, 0, "batches of an empty dataset");
     }
     if ((flags & AJ_BATCH_DROP_LAST) && b->nexamples < batch)
-        return aj_io_error(d, ds->path, 0, 0, "the %s split has %lld examples, fewer than one batch of %lld",
-                           ds->split, (long long)b->nexamples, (long long)batch);
+        return aj_io_error(d, ds->path, 0, 0, "the %s split has %lld examples%s, fewer than one batch of %lld",
+                           ds->split, (long long)b->nexamples, ds->tok ? " (windows of T + 1 tokens, T apart)" : "",
+                           (long long)batch);
     if (ds->x && (flags & AJ_BATCH_SHUFFLE)) {
         b->order = malloc((size_t)ds->n * sizeof(int64_t));
         if (!b->order) return aj_io_error(d, ds->path, 0, 0, "out of memory");
