@@ -1,4 +1,4 @@
-/* The sequence models of models/ (LSTM, GRU, GPT) learn and sample on the
+/* The sequence models of models/ (RNN, LSTM, GRU, GPT) learn and sample on the
  * fused engine, at small dims.
  *
  * The data is a counter: x_1 uniform in [0, V), then x_t = x_{t-1} + 1 mod
@@ -108,6 +108,10 @@ static void learn_and_sample(const char *file, const char *dims) {
     aj_module_free(m);
 }
 
+static void test_rnn(void **state) {
+    (void)state;
+    learn_and_sample("rnn.graph", "B=16,T=8,V=4,E=8,H=16");
+}
 static void test_lstm(void **state) {
     (void)state;
     learn_and_sample("lstm.graph", "B=16,T=8,V=4,E=8,H=16");
@@ -124,6 +128,7 @@ static void test_gpt(void **state) {
 int main(void) {
     aj_set_threads(2);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rnn),
         cmocka_unit_test(test_lstm),
         cmocka_unit_test(test_gru),
         cmocka_unit_test(test_gpt),
