@@ -1674,6 +1674,29 @@ static int64_t lower_categorical(aj_codegen *c, const aj_node *n) {
     return prod(y->shape, 0, y->rank);
 }
 
+/* argmax: y[r] = the first k of row r whose x[r, k] is greater than the
+ * best before it (x[r, 0] to start: ties go to the lowest k and a NaN is
+ * never greater, as the interpreter; with K = 0, which the interpreter
+ * refuses, 0 without reading). Rows: every row. */
+static int64_t lower_argmax(aj_codegen *c, const aj_node *n) {
+    const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
+    int64_t K = x->shape[x->rank - 1];
+    LLVMValueRef xb = view_base(c, x), yb = view_base(c, y);
+    (void)n;
+    loop rl, kl;
+    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
+    row_ref row = {x, add(c, xb, muli(c, r, K))};
+    LLVMValueRef best = acc_new(c, c->f32, K ? term_load(c, &row, i64c(c, 0)) : f32c(c, 0)), at = acc_new(c, c->i64, i64c(c, 0));
+    LLVMValueRef k = loop_open(c, &kl, i64c(c, 1), i64c(c, K), "k");
+    LLVMValueRef v = term_load(c, &row, k), gt = LLVMBuildFCmp(c->b, LLVMRealOGT, v, acc_get(c, best), "");
+    LLVMBuildStore(c->b, sel(c, gt, v, acc_get(c, best)), best);
+    LLVMBuildStore(c->b, sel(c, gt, k, acc_get(c, at)), at);
+    loop_close(c, &kl);
+    store_at(c, y, add(c, yb, r), LLVMBuildTrunc(c->b, acc_get(c, at), c->i32, ""));
+    loop_close(c, &rl);
+    return prod(y->shape, 0, y->rank);
+}
+
 /* mog: per element s, the component k = the pick over softmax(logit_pi) at
  * u01(key, 3s), then y = mu_k + e^{ls_k} z with z = sqrt(-2 ln(1 - u1))
  * cos(2 pi u2) (Box-Muller, as aj_rng_box_muller) of u1, u2 = u01(key,
@@ -1713,7 +1736,7 @@ static const lower_fn lowerings[AJ_OP_COUNT] = {
     [AJ_OP_UNSKEW] = lower_skew, [AJ_OP_ATTENTION] = lower_attention,
     [AJ_OP_CONV2D] = lower_conv, [AJ_OP_CONV1D] = lower_conv, [AJ_OP_CONV2D_GRAD_X] = lower_conv,
     [AJ_OP_CONV2D_GRAD_W] = lower_conv, [AJ_OP_CONV1D_GRAD_X] = lower_conv, [AJ_OP_CONV1D_GRAD_W] = lower_conv,
-    [AJ_OP_CATEGORICAL] = lower_categorical, [AJ_OP_MOG] = lower_mog,
+    [AJ_OP_CATEGORICAL] = lower_categorical, [AJ_OP_MOG] = lower_mog, [AJ_OP_ARGMAX] = lower_argmax,
 };
 
 int aj_codegen_lowers(const aj_node *n) {
