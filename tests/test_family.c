@@ -25,6 +25,7 @@
 
 #include "arjit.h"
 #include "arjit_compile.h"
+#include "arjit_runtime.h"
 #include "arjit_train.h"
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -44,6 +45,8 @@ static const norm_case norm_cases[] = {
     {"made2.graph", "D=4,H=6", "loglik", 4, 2, 1},
     {"made_oa.graph", "D=4,H=6", "loglik", 4, 2, 6},
     {"made_oa.graph", "D=4,H=6,S=3", "loglik_ens", 4, 2, 2},
+    {"softmax_ar.graph", "D=3,K=3", "loglik", 3, 3, 1},
+    {"nade_kary.graph", "D=3,K=3,H=4", "loglik", 3, 3, 1},
 };
 
 /* Parameters away from their initialisers (zeros would hide a leak). */
@@ -108,6 +111,8 @@ static const train_case train_cases[] = {
     {"made.graph", "D=6,H=16", "mnist"},
     {"made2.graph", "D=6,H=16", "mnist"},
     {"made_oa.graph", "D=6,H=16", "mnist"},
+    {"softmax_ar.graph", "D=6,K=4", "mnist:4"},
+    {"nade_kary.graph", "D=6,K=4,H=8", "mnist:4"},
 };
 
 /* Two epochs of Adam on the fused engine: the valid NLL ends well below
@@ -136,6 +141,31 @@ static void test_trains(void **state) {
         fail_msg("%s: valid NLL %.3f, first loss %.3f", c->file, r.valid_nll, r.first_loss);
 }
 
+/* ------------------------------------------------------------ datasets */
+
+/* mnist:K maps pixel p to floor(p K / 256): the synthetic 0 / 255 pixels
+ * become 0 and K-1, and mnist:2 is mnist; K outside 2..256 is refused. */
+static void test_mnist_levels(void **state) {
+    (void)state;
+    aj_dataset a, b;
+    aj_diag d = {0};
+    assert_int_equal(aj_dataset_load("mnist:4", "train", &a, &d), 0);
+    assert_int_equal(aj_dataset_load("mnist", "train", &b, &d), 0);
+    assert_int_equal(a.n * a.d, b.n * b.d);
+    for (int64_t i = 0; i < a.n * a.d; i++) assert_true(a.x[i] == 3 * b.x[i]);
+    aj_dataset_free(&a);
+    assert_int_equal(aj_dataset_load("mnist:2", "train", &a, &d), 0);
+    assert_memory_equal(a.x, b.x, (size_t)(a.n * a.d) * sizeof(float));
+    aj_dataset_free(&a);
+    aj_dataset_free(&b);
+    static const char *bad[] = {"mnist:1", "mnist:257", "mnist:", "mnist:4x"};
+    for (int i = 0; i < COUNT(bad); i++) {
+        memset(&d, 0, sizeof d);
+        assert_int_equal(aj_dataset_load(bad[i], "train", &a, &d), -1);
+        assert_non_null(strstr(d.msg, "mnist:K needs K grey levels, 2 to 256"));
+    }
+}
+
 /* ---------------------------------------------------------------- main */
 
 static int setup(void **state) {
@@ -158,7 +188,7 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    struct CMUnitTest t[COUNT(norm_cases) + COUNT(train_cases)];
+    struct CMUnitTest t[COUNT(norm_cases) + COUNT(train_cases) + 1];
     static char names[COUNT(norm_cases) + COUNT(train_cases)][96];
     int n = 0;
     for (int i = 0; i < COUNT(norm_cases); i++, n++) {
@@ -169,6 +199,7 @@ int main(void) {
         snprintf(names[n], sizeof names[n], "%s trains", train_cases[i].file);
         t[n] = (struct CMUnitTest){names[n], test_trains, NULL, NULL, (void *)&train_cases[i]};
     }
+    t[n++] = (struct CMUnitTest)cmocka_unit_test(test_mnist_levels);
     aj_set_threads(2);
     return _cmocka_run_group_tests("family", t, (size_t)n, setup, teardown);
 }
