@@ -229,8 +229,10 @@ static uint32_t be32(const unsigned char *p) {
 
 /* IDX3 images (big-endian magic 0x803, count, rows, cols, then the pixels).
  * The train file gives train (all but its last sixth) and valid (the last
- * sixth: 50000 / 10000 of 60000); binarized at pixel >= 128 unless gray. */
-static int load_idx(aj_dataset *ds, int gray, const char *buf, size_t len, aj_diag *d) {
+ * sixth: 50000 / 10000 of 60000). Pixel p becomes level floor(p K / 256)
+ * in 0 .. K-1 for K = levels (K = 2: binarized at p >= 128), or p / 255 for
+ * levels = 0 (grey values). */
+static int load_idx(aj_dataset *ds, int levels, const char *buf, size_t len, aj_diag *d) {
     const unsigned char *p = (const unsigned char *)buf;
     if (len < 16) return aj_io_error(d, ds->path, 0, 0, "truncated IDX header: %zu bytes, need 16", len);
     if (be32(p) != 0x803)
@@ -254,7 +256,7 @@ static int load_idx(aj_dataset *ds, int gray, const char *buf, size_t len, aj_di
     if (alloc_rows(ds, n, d)) return -1;
     const unsigned char *px = p + 16 + first * ds->d;
     for (int64_t i = 0; i < n * ds->d; i++)
-        ds->x[i] = gray ? px[i] / 255.0f : (float)(px[i] >= 128);
+        ds->x[i] = levels ? (float)(px[i] * levels / 256) : px[i] / 255.0f;
     return 0;
 }
 
@@ -411,15 +413,24 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
     snprintf(ds->split, sizeof ds->split, "%s", split);
 
     /* which file, and how to read it */
-    enum { AMAT, IDX, IDX_GRAY, TEXT, CSV } kind;
+    enum { AMAT, IDX, TEXT, CSV } kind;
     char name[sizeof ds->spec];
     const char *opts = "";
+    int levels = 2;   /* IDX: grey levels, 0 for values in [0, 1] */
     int test = !strcmp(split, "test");
     if (!strcmp(spec, "mnist-bin")) {
         kind = AMAT;
         snprintf(name, sizeof name, "binarized_mnist_%s.amat", split);
-    } else if (!strcmp(spec, "mnist") || !strcmp(spec, "mnist-gray")) {
-        kind = strcmp(spec, "mnist") ? IDX_GRAY : IDX;
+    } else if (!strcmp(spec, "mnist") || !strcmp(spec, "mnist-gray") || !strncmp(spec, "mnist:", 6)) {
+        kind = IDX;
+        if (!strcmp(spec, "mnist-gray")) levels = 0;
+        if (spec[5] == ':') {
+            char *end;
+            long k = strtol(spec + 6, &end, 10);
+            if (end == spec + 6 || *end || k < 2 || k > 256)
+                return aj_io_error(d, NULL, 0, 0, "bad dataset '%s': mnist:K needs K grey levels, 2 to 256", spec);
+            levels = (int)k;
+        }
         snprintf(name, sizeof name, "%s-images-idx3-ubyte", test ? "t10k" : "train");
     } else if (!strncmp(spec, "text:", 5) && spec[5]) {
         kind = TEXT;
@@ -435,7 +446,7 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
         if (!opts) opts = "";
     } else {
         return aj_io_error(d, NULL, 0, 0,
-                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, shakespeare, text:FILE or csv:FILE",
+                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, mnist:K, shakespeare, text:FILE or csv:FILE",
                            spec);
     }
 
@@ -448,8 +459,7 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
     int rc;
     switch (kind) {
     case AMAT: rc = load_amat(ds, buf, len, d); break;
-    case IDX: rc = load_idx(ds, 0, buf, len, d); break;
-    case IDX_GRAY: rc = load_idx(ds, 1, buf, len, d); break;
+    case IDX: rc = load_idx(ds, levels, buf, len, d); break;
     case TEXT: rc = load_text(ds, buf, len, d); break;
     default: rc = load_csv(ds, opts, buf, len, d); break;
     }
