@@ -712,6 +712,24 @@ out:
 
 /* ---------------------------------------------------------------- compiled programs (dump, bench) */
 
+/* The sampler derived from fn loglik (fn `name`: sample_step or
+ * sample_init), saying on stderr whether it is incremental and if not why. */
+static const aj_graph *derive_sampler(aj_module *m, const char *name, aj_diag *d)
+{
+    aj_step_info info;
+    if (aj_sample_step(m, 0, &info, d))
+        return NULL;
+    if (info.incremental)
+        fprintf(stderr, "%s: sample_step is incremental: one position per step, %d state tensor%s%s\n", prog,
+                info.nstate, info.nstate == 1 ? "" : "s", info.two_phase ? ", run again once x_pos is drawn" : "");
+    else
+        fprintf(stderr, "%s: sample_step is the full form (the whole graph each step): %s:%s\n", prog, m->path, info.why);
+    const aj_graph *g = aj_module_fn(m, name);
+    if (!g)
+        aj_error(d, 0, 0, "the derived sampler has no state, so no fn sample_init");
+    return g;
+}
+
 /* Open FILE as train does (B = batch unless --dims binds it; every other
  * dim must be bound) and pick the fn to compile: the training step of fn
  * loglik under optimizer opt when name is NULL, else fn `name`, building
@@ -727,6 +745,8 @@ static const aj_graph *open_fn(aj_run *r, const char *path, const char *dims, in
             g = aj_train_step(r->m, "loglik", opt, &d);
         else if (!(g = aj_module_fn(r->m, name)) && strncmp(name, "grad_", 5) == 0)
             g = aj_autodiff(r->m, name + 5, &d);
+        else if (!g && (strcmp(name, "sample_step") == 0 || strcmp(name, "sample_init") == 0))
+            g = derive_sampler(r->m, name, &d);
         else if (!g)
             aj_error(&d, 0, 0, "the model has no fn '%s'", name);
     }
