@@ -137,6 +137,28 @@ typedef struct {
 /* n draws from fn sample (B = n) under checkpoint job->ckpt, seeded by job->seed. */
 int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d);
 
+/* ---------------------------------------------------------------- ancestral sampling */
+
+/* How aj_ancestral samples with the sampler derived from fn loglik. */
+typedef struct {
+    int64_t length;          /* positions to produce; 0: the block size T (more: the window slides) */
+    double temperature;      /* divides the logits; 0: 1 */
+    int top_k;               /* draw among the k likeliest values only; 0: all */
+    const int32_t *prompt;   /* positions 0..nprompt-1 of every row: fed, not drawn */
+    int64_t nprompt;
+    uint64_t seed;           /* a draw is a function of (seed, position, row) */
+    int full;                /* the full form (the whole graph each step), to compare */
+    /* called after each position t with its B values */
+    void (*emit)(void *ctx, const int32_t *tok, int64_t B, int64_t t);
+    void *ctx;
+} aj_ancestral_opts;
+
+/* Derive fn sample_init / sample_step (aj_sample_step) into m (every dim
+ * bound, fn loglik(x : [B, T])) and sample B sequences of o->length values
+ * into *out ([B, length], x's dtype), running the fns on `run`. */
+int aj_ancestral(aj_module *m, aj_engine_run run, const aj_tensor *params, const aj_ancestral_opts *o, aj_tensor *out,
+                 aj_diag *d);
+
 #ifdef __cplusplus
 }
 #endif
