@@ -614,6 +614,8 @@ static int run_eval(const options *o)
            t ? res.nll / (double)res.d : res.nll, t ? "char" : "example", res.bpd, t ? "char" : "dim", res.n,
            t ? "windows" : "examples", res.d, t ? "characters" : "values", res.data, o->fn ? ", fn " : "",
            o->fn ? o->fn : "");
+    if (!isnan(res.accuracy))
+        printf("%s exact match %.2f%% (fn predict, greedy)\n", res.split, 100 * res.accuracy);
     return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
 }
 

@@ -121,6 +121,8 @@ typedef struct {
     double bpd;              /* bits per dimension: nll / (d ln 2) */
     int64_t n, d;            /* examples, values per example */
     int text;                /* text: n windows of d characters; bpd is bits per character */
+    double accuracy;         /* token rows (reverse:N) and a fn predict: the fraction of examples
+                                it predicts exactly (greedy decoding); NaN otherwise */
     char split[8], data[256];
 } aj_eval_result;
 

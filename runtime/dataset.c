@@ -19,6 +19,8 @@
 #define MAX_FILE_BYTES ((size_t)1 << 30)  /* decompressed; keeps line numbers in an int */
 #define MNIST_PIXELS 784
 #define CSV_SEED 20090601u                 /* the fixed shuffle of csv: tables */
+#define REVERSE_SEED 20140910u             /* the digits of reverse:N (Sutskever et al.'s year) */
+#define REVERSE_MAX 256                    /* longest reverse:N string */
 
 /* ---------------------------------------------------------------- files */
 
@@ -314,6 +316,30 @@ static int load_text(aj_dataset *ds, const char *buf, size_t len, aj_diag *d) {
     return 0;
 }
 
+/* reverse:N, a generated sequence-to-sequence task: a source of N digits,
+ * its target the same digits reversed. Tokens: 0 = start (the decoder's
+ * first input), 1 + digit for 0..9; each example is a row of N source then
+ * N target tokens. train/valid/test have 50000/5000/5000 examples, digit j
+ * of example i of split s drawn from (REVERSE_SEED, s, i * N + j): the same
+ * everywhere. */
+static int load_reverse(aj_dataset *ds, int64_t N, aj_diag *d) {
+    int s = !strcmp(ds->split, "train") ? 0 : !strcmp(ds->split, "valid") ? 1 : 2;
+    ds->n = s ? 5000 : 50000;
+    ds->d = 2 * N;
+    ds->ntok = ds->n * ds->d;
+    if (!(ds->tok = malloc((size_t)ds->ntok * sizeof(int32_t))))
+        return aj_io_error(d, ds->spec, 0, 0, "out of memory for %lld tokens", (long long)ds->ntok);
+    uint64_t key = aj_rng_key(REVERSE_SEED, (uint64_t)s, 0);
+    for (int64_t i = 0; i < ds->n; i++)
+        for (int64_t j = 0; j < N; j++) {
+            int32_t t = 1 + (int32_t)(aj_rng_mix(key ^ aj_rng_mix((uint64_t)(i * N + j))) % 10);
+            ds->tok[i * ds->d + j] = ds->tok[i * ds->d + 2 * N - 1 - j] = t;
+        }
+    memcpy(ds->vocab, "^0123456789", 11);   /* for display: token i is byte vocab[i] */
+    ds->nvocab = 11;
+    return 0;
+}
+
 /* The header column named `want`, or -1. */
 static int csv_find_column(const char *h, size_t n, const char *want) {
     size_t a, b;
@@ -435,6 +461,14 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
     } else if (!strncmp(spec, "text:", 5) && spec[5]) {
         kind = TEXT;
         snprintf(name, sizeof name, "%s", spec + 5);
+    } else if (!strncmp(spec, "reverse:", 8)) {
+        char *end;
+        long N = strtol(spec + 8, &end, 10);
+        if (end == spec + 8 || *end || N < 1 || N > REVERSE_MAX)
+            return aj_io_error(d, NULL, 0, 0, "bad dataset '%s': reverse:N takes a length N from 1 to %d", spec,
+                               REVERSE_MAX);
+        snprintf(ds->path, sizeof ds->path, "%s", spec);
+        return load_reverse(ds, N, d);
     } else if (!strcmp(spec, "shakespeare")) {
         kind = TEXT;
         snprintf(name, sizeof name, "tinyshakespeare.txt");
@@ -446,7 +480,8 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
         if (!opts) opts = "";
     } else {
         return aj_io_error(d, NULL, 0, 0,
-                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, mnist:K, shakespeare, text:FILE or csv:FILE",
+                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, mnist:K, shakespeare, text:FILE, csv:FILE "
+                           "or reverse:N",
                            spec);
     }
 
@@ -501,27 +536,28 @@ int aj_batcher_init(aj_batcher *b, const aj_dataset *ds, int64_t batch, int64_t 
                     uint64_t seed, int flags, aj_diag *d) {
     memset(b, 0, sizeof *b);
     if (batch < 1) return aj_io_error(d, ds->path, 0, 0, "batch size %lld: must be at least 1", (long long)batch);
-    if (ds->tok) {
+    int windows = ds->tok && !ds->d;   /* text; else rows of d values or tokens */
+    if (windows) {
         if (seqlen < 1 || ds->ntok < seqlen + 1)
             return aj_io_error(d, ds->path, 0, 0, "sequence length %lld: the %s split has %lld tokens",
                                (long long)seqlen, ds->split, (long long)ds->ntok);
         b->nexamples = (ds->ntok - 1) / seqlen;
-    } else if (ds->x) {
+    } else if (ds->x || ds->tok) {
         b->nexamples = ds->n;
     } else {
         return aj_io_error(d, NULL, 0, 0, "batches of an empty dataset");
     }
     if ((flags & AJ_BATCH_DROP_LAST) && b->nexamples < batch)
         return aj_io_error(d, ds->path, 0, 0, "the %s split has %lld examples%s, fewer than one batch of %lld",
-                           ds->split, (long long)b->nexamples, ds->tok ? " (windows of T + 1 tokens, T apart)" : "",
+                           ds->split, (long long)b->nexamples, windows ? " (windows of T + 1 tokens, T apart)" : "",
                            (long long)batch);
-    if (ds->x && (flags & AJ_BATCH_SHUFFLE)) {
+    if (!windows && (flags & AJ_BATCH_SHUFFLE)) {
         b->order = malloc((size_t)ds->n * sizeof(int64_t));
         if (!b->order) return aj_io_error(d, ds->path, 0, 0, "out of memory");
     }
     b->ds = ds;
     b->batch = batch;
-    b->seqlen = ds->tok ? seqlen : 0;
+    b->seqlen = windows ? seqlen : 0;
     b->seed = seed;
     b->flags = flags;
     aj_batcher_seek(b, 0, 0);
@@ -570,6 +606,16 @@ int aj_batcher_next_tokens(aj_batcher *b, int32_t *tok, int64_t *count) {
     *count = 0;
     if (!b->ds || !b->ds->tok) return -1;
     int64_t k = batch_count(b), t1 = b->seqlen + 1;
+    if (!b->seqlen) {   /* rows of d tokens, as aj_batcher_next's rows */
+        int64_t dd = b->ds->d;
+        for (int64_t i = 0; i < k; i++) {
+            int64_t row = b->order ? b->order[b->pos + i] : b->pos + i;
+            memcpy(tok + i * dd, b->ds->tok + row * dd, (size_t)dd * sizeof(int32_t));
+        }
+        b->pos += k;
+        *count = k;
+        return k > 0;
+    }
     uint64_t key = aj_rng_key(b->seed, (uint64_t)b->epoch, 1);
     uint64_t nstart = (uint64_t)(b->ds->ntok - b->seqlen);   /* starts 0..ntok-T-1 */
     for (int64_t i = 0; i < k; i++) {

@@ -183,9 +183,13 @@ int aj_run_load_params(aj_run *r, const aj_ckpt *ck, const char *ckpt_path, aj_d
 }
 
 /* fn `name` (loglik or another log p(x) per example), after checking that
- * it reads one example per row of ds: its one argument must be f32[B, d]
- * for vector data, i32[B, T] token windows for text (then *width = T, else
- * d). Errors point at the argument. */
+ * it reads one example per row of ds:
+ *   vector data   one argument f32[B, d]                      (*width = d)
+ *   text          one argument i32[B, T]: token windows       (*width = T)
+ *   token rows    arguments i32[B, k_j] whose k_j add up to d  (*width = d)
+ *                 (reverse:N: src : i32[B, N], x : i32[B, N])
+ * Token ids index the model's vocabulary, dim V. Errors point at the fn or
+ * its argument. */
 static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, const char *name, int64_t *width,
                                  aj_diag *d) {
     const aj_module *m = r->m;
@@ -193,23 +197,32 @@ static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, const ch
     if (!fn) return aj_io_error(d, m->path, 0, 0, "the model has no fn %s (log p(x) per example)", name), NULL;
     if (r->bdim < 0)
         return aj_io_error(d, m->path, 0, 0, "the model has no batch dim: declare `dim B` and use it as the first axis of %s's input", name), NULL;
-    if (fn->nleaf != 1)
+    int text = ds->tok && !ds->d, rows = ds->tok && ds->d;
+    if (fn->nleaf < 1 || (fn->nleaf != 1 && !rows))
         return aj_io_error(d, m->path, fn->line, fn->col, "fn %s takes %d arguments; it is fed one, the data "
-                           "x : %s", name, fn->nleaf, ds->tok ? "i32[B, T]" : "f32[B, D]"), NULL;
-    const aj_value *x = &fn->val[fn->leaf[0]];
-    aj_tensor probe = {x->type.dtype, x->type.rank, {0}, NULL};
-    for (int k = 0; k < x->type.rank; k++) probe.shape[k] = x->type.dim[k].off;
-    int text = ds->tok != NULL;
-    int64_t want = text ? probe.shape[1] : ds->d;
-    if (x->type.dtype != (text ? AJ_I32 : AJ_F32) || probe.rank != 2 || probe.shape[0] != r->bind.v[r->bdim] ||
-        probe.shape[1] != want || want < 1) {
+                           "x : %s", name, fn->nleaf, text ? "i32[B, T]" : "f32[B, D]"), NULL;
+    int64_t cols = 0;
+    for (int j = 0; j < fn->nleaf; j++) {
+        const aj_value *x = &fn->val[fn->leaf[j]];
+        aj_tensor probe = {x->type.dtype, x->type.rank, {0}, NULL};
+        for (int k = 0; k < x->type.rank; k++) probe.shape[k] = x->type.dim[k].off;
+        cols += probe.rank == 2 ? probe.shape[1] : 0;
+        int64_t want = text ? probe.shape[1] : ds->d;
+        int last = j == fn->nleaf - 1;
+        if (x->type.dtype == (ds->tok ? AJ_I32 : AJ_F32) && probe.rank == 2 && probe.shape[0] == r->bind.v[r->bdim] &&
+            probe.shape[1] >= 1 && (last ? cols == want : cols < ds->d || !rows))
+            continue;
         int fi = 0;
         while (m->fn[fi] != fn) fi++;
         char decl[128], here[128];
-        aj_type_str(m, &m->fn_arg_type[fi][0], decl, sizeof decl);
+        aj_type_str(m, &m->fn_arg_type[fi][j], decl, sizeof decl);
         if (text)
             aj_io_error(d, m->path, x->line, x->col, "'%s' is text: %s's input %s : %s must be token windows "
                         "i32[B, T]", ds->spec, name, x->name, decl);
+        else if (rows)
+            aj_io_error(d, m->path, x->line, x->col, "'%s' has examples of %" PRId64 " tokens: %s's inputs must be "
+                        "i32[B, k] whose k add up to that, but %s : %s is %s here (bind the model's dims with "
+                        "--dims to match)", ds->spec, ds->d, name, x->name, decl, tensor_str(&probe, here, sizeof here));
         else if (x->type.dtype == AJ_I32)
             aj_io_error(d, m->path, x->line, x->col, "%s's input %s : %s holds tokens: give it text data "
                         "(shakespeare or text:FILE), not '%s'", name, x->name, decl, ds->spec);
@@ -220,53 +233,77 @@ static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, const ch
         aj_diag_source(d, m->path, m->src, m->srclen);
         return NULL;
     }
-    if (text) {   /* token ids index the model's vocabulary dim V */
-        if (ds->ntok < want + 1)
-            return aj_io_error(d, ds->path, 0, 0, "the %s split has %" PRId64 " characters, fewer than one window "
-                               "of T + 1 = %" PRId64 " tokens (%s : i32[B, T]): give a smaller --dims T or more "
-                               "text", ds->split, ds->ntok, want + 1, x->name), NULL;
+    if (text && ds->ntok < cols + 1)
+        return aj_io_error(d, ds->path, 0, 0, "the %s split has %" PRId64 " characters, fewer than one window of "
+                           "T + 1 = %" PRId64 " tokens (%s : i32[B, T]): give a smaller --dims T or more text",
+                           ds->split, ds->ntok, cols + 1, fn->val[fn->leaf[0]].name), NULL;
+    if (ds->tok) {
         int v = aj_dim_index(m, "V");
         if (v < 0)
-            return aj_io_error(d, m->path, 0, 0, "a text model names its vocabulary size `dim V`; the data '%s' "
-                               "has %d distinct bytes", ds->spec, ds->nvocab), NULL;
+            return aj_io_error(d, m->path, 0, 0, "a model of tokens names its vocabulary size `dim V`; the data '%s' "
+                               "has %d distinct tokens", ds->spec, ds->nvocab), NULL;
         if (r->bind.v[v] < ds->nvocab)
             return aj_io_error(d, m->path, m->dim[v].line, m->dim[v].col, "the model's vocabulary V = %" PRId64
-                               " is smaller than the %d distinct bytes of '%s' (%s): give --dims V=%d",
-                               r->bind.v[v], ds->nvocab, ds->spec, ds->path, ds->nvocab), NULL;
+                               " is smaller than the %d distinct %s of '%s' (%s): give --dims V=%d", r->bind.v[v],
+                               ds->nvocab, text ? "bytes" : "tokens", ds->spec, ds->path, ds->nvocab), NULL;
     }
-    *width = want;
+    *width = cols;
     return fn;
 }
 
 /* Examples per epoch: rows, or windows of width + 1 tokens (aj_batcher). */
 static int64_t nexamples(const aj_dataset *ds, int64_t width) {
-    return ds->tok ? (ds->ntok - 1) / width : ds->n;
+    return ds->tok && !ds->d ? (ds->ntok - 1) / width : ds->n;
 }
 
-/* A batch tensor of B examples of `width`: f32 rows, or i32 token windows
- * (room for the batcher's T + 1 tokens each; next_batch keeps T). */
-static aj_tensor batch_tensor(const aj_dataset *ds, int64_t B, int64_t width) {
-    aj_tensor x = aj_tensor_new(ds->tok ? AJ_I32 : AJ_F32, 2, (int64_t[]){B, width + (ds->tok != NULL)});
-    x.shape[1] = width;
-    return x;
+/* Tensors for fn's n leading arguments, of the shapes they have. */
+static int arg_tensors(const aj_module *m, const aj_graph *fn, int n, aj_tensor *x, aj_diag *d) {
+    for (int j = 0; j < n; j++)
+        if (!(x[j] = aj_tensor_of_type(&fn->val[fn->leaf[j]].type)).data)
+            return aj_io_error(d, m->path, 0, 0, "out of memory for a batch");
+    return 0;
 }
 
-/* The next batch into x, as aj_batcher_next; zero rows pad a short one.
- * Text: the batcher gives windows w_0 .. w_T; the models shift their input
- * internally (position t is predicted from a start token and x_<t), so x
- * gets w_1 .. w_T, the window's next-token targets: in order, the windows
- * then score every token of the split once (docs/training.md). */
-static int next_batch(aj_batcher *bt, aj_tensor *x, int64_t *count) {
-    int64_t B = x->shape[0], w = x->shape[1];
-    int more;
-    if (x->dtype == AJ_I32) {
-        int32_t *t = x->data;
-        more = aj_batcher_next_tokens(bt, t, count);
-        for (int64_t i = 0; i < *count; i++) memmove(t + i * w, t + i * (w + 1) + 1, (size_t)w * sizeof *t);
-    } else {
-        more = aj_batcher_next(bt, x->data, count);
+/* What feeds a fn's data arguments from a dataset, one batch at a time. */
+typedef struct {
+    aj_batcher bt;
+    int32_t *ids;            /* token data: the batcher's ids of one batch */
+    int64_t row, skip;       /* ids per example; leading ones no argument takes */
+} feeder;
+
+static int feed_init(feeder *f, const aj_dataset *ds, int64_t B, int64_t width, uint64_t seed, int flags,
+                     aj_diag *d) {
+    memset(f, 0, sizeof *f);
+    if (aj_batcher_init(&f->bt, ds, B, width, seed, flags, d)) return -1;
+    if (!ds->tok) return 0;
+    f->skip = !ds->d;
+    f->row = width + f->skip;
+    f->ids = malloc((size_t)(B * f->row) * sizeof *f->ids);
+    return f->ids ? 0 : aj_io_error(d, ds->path, 0, 0, "out of memory for a batch of %" PRId64, B);
+}
+
+static void feed_free(feeder *f) {
+    aj_batcher_free(&f->bt);
+    free(f->ids);
+    memset(f, 0, sizeof *f);
+}
+
+/* The next batch into the nx argument tensors x, as aj_batcher_next; zero
+ * rows pad a short one. Token rows: each argument takes the next columns of
+ * every example (reverse:N: src, then x). Text: the batcher gives windows
+ * w_0 .. w_T; the models shift their input internally (position t is
+ * predicted from a start token and x_<t), so x gets w_1 .. w_T, the
+ * window's next-token targets: in order, the windows then score every
+ * token of the split once (docs/training.md). */
+static int feed_next(feeder *f, aj_tensor *x, int nx, int64_t *count) {
+    int more = f->ids ? aj_batcher_next_tokens(&f->bt, f->ids, count) : aj_batcher_next(&f->bt, x[0].data, count);
+    int64_t col = f->skip;
+    for (int j = 0; j < nx; col += x[j].shape[1], j++) {
+        int64_t B = x[j].shape[0], w = x[j].shape[1];
+        for (int64_t i = 0; f->ids && i < *count; i++)
+            memcpy((int32_t *)x[j].data + i * w, f->ids + i * f->row + col, (size_t)w * sizeof *f->ids);
+        memset((char *)x[j].data + *count * w * 4, 0, (size_t)((B - *count) * w) * 4);
     }
-    memset((char *)x->data + *count * w * 4, 0, (size_t)((B - *count) * w) * 4);
     return more;
 }
 
@@ -277,23 +314,22 @@ int aj_run_nll(aj_run *r, const aj_dataset *ds, const char *name, double *nll,
     const aj_graph *fn = loglik_fn(r, ds, name, &width, d);
     if (!fn) return -1;
     int64_t B = r->bind.v[r->bdim];
-    aj_batcher bt;
-    if (aj_batcher_init(&bt, ds, B, width, 0, 0, d)) return -1;
+    feeder f = {0};
     int64_t count, seen = 0;
-    aj_tensor x = batch_tensor(ds, B, width);
-    aj_tensor *res = calloc((size_t)fn->nresult, sizeof *res);
+    aj_tensor *x = calloc((size_t)fn->nleaf, sizeof *x), *res = calloc((size_t)fn->nresult, sizeof *res);
     int rc = -1;
     double sum = 0;
-    if (!x.data || !res) {
+    if (!x || !res) {
         aj_io_error(d, ds->path, 0, 0, "out of memory for a batch of %" PRId64, B);
         goto out;
     }
-    while (next_batch(&bt, &x, &count) == 1) {   /* a padded last batch's extra rows are dropped */
+    if (feed_init(&f, ds, B, width, 0, 0, d) || arg_tensors(r->m, fn, fn->nleaf, x, d)) goto out;
+    while (feed_next(&f, x, fn->nleaf, &count) == 1) {   /* a padded last batch's extra rows are dropped */
         if (interrupt && *interrupt) {
             rc = 1;
             goto out;
         }
-        if (r->run(r->m, fn, r->params, &x, res, 0, d)) goto out;
+        if (r->run(r->m, fn, r->params, x, res, 0, d)) goto out;
         int ok = res[0].dtype == AJ_F32 && aj_tensor_numel(&res[0]) == B;
         for (int64_t i = 0; ok && i < count; i++) sum -= ((const float *)res[0].data)[i];
         for (int i = 0; i < fn->nresult; i++) aj_tensor_free(&res[i]);
@@ -314,18 +350,21 @@ int aj_run_nll(aj_run *r, const aj_dataset *ds, const char *name, double *nll,
     }
     rc = 0;
 out:
-    aj_tensor_free(&x);
+    for (int j = 0; x && j < fn->nleaf; j++) aj_tensor_free(&x[j]);
+    free(x);
     free(res);
-    aj_batcher_free(&bt);
+    feed_free(&f);
     return rc;
 }
 
 /* ---------------------------------------------------------------- the train step */
 
-/* train_step's tensors: its arguments are x, lr, decay, then state s of
- * updated parameter k at 3 + s * np + k; its results loss, P'_k, state'. */
+/* train_step's tensors: its arguments are loglik's na data arguments, lr,
+ * decay, then state s of updated parameter k at na + 2 + s * np + k; its
+ * results loss, P'_k, state'. */
 typedef struct {
     const aj_graph *g;
+    int na;                  /* data arguments */
     int np, ns;              /* parameters it updates; optimizer states per parameter */
     int *pidx;               /* module index of updated parameter k */
     aj_tensor *in, *res;
@@ -333,21 +372,21 @@ typedef struct {
 
 static void step_free(step_fn *s) {
     if (s->in)
-        for (int i = 0; i < 3 + s->ns * s->np; i++) aj_tensor_free(&s->in[i]);
+        for (int i = 0; i < s->na + 2 + s->ns * s->np; i++) aj_tensor_free(&s->in[i]);
     free(s->in);
     free(s->res);
     free(s->pidx);
     memset(s, 0, sizeof *s);
 }
 
-static aj_tensor *state_tensor(step_fn *s, int st, int k) { return &s->in[3 + st * s->np + k]; }
+static aj_tensor *state_tensor(step_fn *s, int st, int k) { return &s->in[s->na + 2 + st * s->np + k]; }
 
 /* "m_W": the name train_step gives the argument, and the checkpoint the tensor. */
 static void state_name(const aj_run *r, const aj_optim *o, const step_fn *s, int st, int k, char *buf, size_t n) {
     snprintf(buf, n, "%s_%s", aj_optim_state_name(o, st), r->m->param[s->pidx[k]].name);
 }
 
-static int step_build(step_fn *s, aj_run *r, const aj_optim *o, const aj_dataset *ds, int64_t width, aj_diag *d) {
+static int step_build(step_fn *s, aj_run *r, const aj_optim *o, const aj_graph *loglik, aj_diag *d) {
     memset(s, 0, sizeof *s);
     aj_graph *g = aj_train_step(r->m, "loglik", o, d);
     if (!g) return in_file(d, r->m->path);
@@ -363,16 +402,17 @@ static int step_build(step_fn *s, aj_run *r, const aj_optim *o, const aj_dataset
                 s->pidx[s->np++] = p;
                 break;
             }
-    int nin = 3 + s->ns * s->np;
+    s->na = loglik->nleaf;
+    int nin = s->na + 2 + s->ns * s->np;
     if (g->nleaf != nin || g->nresult != 1 + s->np * (1 + s->ns))
         return aj_io_error(d, r->m->path, 0, 0, "train_step has %d arguments and %d results, expected %d and %d",
                            g->nleaf, g->nresult, nin, 1 + s->np * (1 + s->ns));
     s->in = calloc((size_t)nin, sizeof *s->in);
     s->res = calloc((size_t)g->nresult, sizeof *s->res);
     if (s->in && s->res) {
-        s->in[0] = batch_tensor(ds, r->bind.v[r->bdim], width);
-        s->in[1] = aj_tensor_new(AJ_F32, 0, NULL);
-        s->in[2] = aj_tensor_new(AJ_F32, 0, NULL);
+        if (arg_tensors(r->m, loglik, s->na, s->in, d)) return -1;
+        s->in[s->na] = aj_tensor_new(AJ_F32, 0, NULL);
+        s->in[s->na + 1] = aj_tensor_new(AJ_F32, 0, NULL);
         for (int st = 0; st < s->ns; st++)
             for (int k = 0; k < s->np; k++) {
                 aj_type t = param_type(r, s->pidx[k]);
@@ -385,11 +425,11 @@ static int step_build(step_fn *s, aj_run *r, const aj_optim *o, const aj_dataset
     return 0;
 }
 
-/* One step on the batch already in s->in[0]: the new parameters and states
+/* One step on the batch already in s->in[0..na): the new parameters and states
  * replace the old ones. */
 static int step_run(step_fn *s, aj_run *r, float lr, float decay, uint64_t seed, double *loss, aj_diag *d) {
-    *(float *)s->in[1].data = lr;
-    *(float *)s->in[2].data = decay;
+    *(float *)s->in[s->na].data = lr;
+    *(float *)s->in[s->na + 1].data = decay;
     if (r->run(r->m, s->g, r->params, s->in, s->res, seed, d)) return -1;
     *loss = *(const float *)s->res[0].data;
     aj_tensor_free(&s->res[0]);
@@ -659,14 +699,14 @@ typedef struct {
     aj_run r;
     aj_ckpt *ck;
     aj_dataset train, valid;
-    aj_batcher bt;
+    feeder f;
     step_fn s;
     char last[1100];         /* SAVE.last */
 } trainer;
 
 static void trainer_free(trainer *t) {
     step_free(&t->s);
-    aj_batcher_free(&t->bt);
+    feed_free(&t->f);
     aj_dataset_free(&t->train);
     aj_dataset_free(&t->valid);
     aj_ckpt_free(t->ck);
@@ -717,11 +757,11 @@ static int trainer_open(trainer *t, const aj_job *job, train_state *st, aj_diag 
     if (job->resume && (ckpt_vocab(t->ck, job->resume, &t->train, d) || ckpt_vocab(t->ck, job->resume, &t->valid, d)))
         return -1;
     int64_t width;
-    if (!loglik_fn(&t->r, &t->train, "loglik", &width, d) || !loglik_fn(&t->r, &t->valid, "loglik", &width, d) ||
-        step_build(&t->s, &t->r, &job->opt, &t->train, width, d))
+    const aj_graph *fn = loglik_fn(&t->r, &t->train, "loglik", &width, d);
+    if (!fn || !loglik_fn(&t->r, &t->valid, "loglik", &width, d) || step_build(&t->s, &t->r, &job->opt, fn, d))
         return -1;
     if (job->valid_examples && job->valid_examples < nexamples(&t->valid, width)) {   /* its first N */
-        if (t->valid.tok) t->valid.ntok = job->valid_examples * width + 1;
+        if (t->valid.tok && !t->valid.d) t->valid.ntok = job->valid_examples * width + 1;
         else t->valid.n = job->valid_examples;
     }
 
@@ -745,7 +785,7 @@ static int trainer_open(trainer *t, const aj_job *job, train_state *st, aj_diag 
                     " (it fixes the batch order)\n", job->seed, st->seed);
         st->batch = B;
     }
-    if (aj_batcher_init(&t->bt, &t->train, B, width, st->seed, AJ_BATCH_SHUFFLE | AJ_BATCH_DROP_LAST, d)) return -1;
+    if (feed_init(&t->f, &t->train, B, width, st->seed, AJ_BATCH_SHUFFLE | AJ_BATCH_DROP_LAST, d)) return -1;
     if (job->save) snprintf(t->last, sizeof t->last, "%s.last", job->save);
     return 0;
 }
@@ -774,7 +814,7 @@ int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d) {
     if (trainer_open(&t, job, &st, d)) goto out;
 
     int64_t epochs = job->epochs ? job->epochs : DEFAULT_EPOCHS;
-    int64_t B = t.r.bind.v[t.r.bdim], spe = t.bt.nexamples / B, end = spe * B;
+    int64_t B = t.r.bind.v[t.r.bdim], spe = t.f.bt.nexamples / B, end = spe * B;
     int64_t total = epochs * spe;
     if (job->max_steps && job->max_steps < total) total = job->max_steps;
     const aj_optim *o = &job->opt;
@@ -786,10 +826,10 @@ int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d) {
 
     while (st.epoch < epochs && !(job->max_steps && st.step >= job->max_steps)) {
         progress p = {now(), st.pos, 0, 0};
-        aj_batcher_seek(&t.bt, st.epoch, st.pos);
+        aj_batcher_seek(&t.f.bt, st.epoch, st.pos);
         while (st.pos < end && !interrupted(job) && !(job->max_steps && st.step >= job->max_steps)) {
             int64_t count;
-            next_batch(&t.bt, &t.s.in[0], &count);
+            feed_next(&t.f, t.s.in, t.s.na, &count);
             double lr = scheduled_lr(job, &st, total), loss;
             float lr_t = (float)lr;
             if (o->kind == AJ_OPT_ADAM) {   /* bias correction, t = this step, from 1 */
@@ -860,6 +900,50 @@ out:
 
 /* ---------------------------------------------------------------- eval, sample */
 
+/* The exact-match accuracy of fn predict on token rows: predict takes
+ * loglik's arguments but the last (reverse:N: the source), and its first
+ * result must equal that last one (the target) in every position. */
+static int predict_accuracy(aj_run *r, const aj_dataset *ds, const aj_graph *loglik, int64_t width, double *acc,
+                            aj_diag *d) {
+    const aj_graph *fn = aj_module_fn(r->m, "predict");
+    int na = loglik->nleaf;
+    if (fn->nleaf != na - 1)
+        return aj_io_error(d, r->m->path, fn->line, fn->col, "fn predict takes %d arguments: it is given loglik's "
+                           "first %d, and its result is compared with loglik's last", fn->nleaf, na - 1);
+    int64_t B = r->bind.v[r->bdim], count, seen = 0, right = 0;
+    feeder f = {0};
+    aj_tensor *x = calloc((size_t)na, sizeof *x), *res = calloc((size_t)fn->nresult, sizeof *res);
+    int rc = -1;
+    if (!x || !res) {
+        aj_io_error(d, ds->path, 0, 0, "out of memory for a batch of %" PRId64, B);
+        goto out;
+    }
+    if (feed_init(&f, ds, B, width, 0, 0, d) || arg_tensors(r->m, loglik, na, x, d)) goto out;
+    const aj_tensor *y = &x[na - 1];
+    int64_t w = y->shape[1];
+    while (feed_next(&f, x, na, &count) == 1) {
+        if (r->run(r->m, fn, r->params, x, res, 0, d)) goto out;
+        int ok = res[0].dtype == AJ_I32 && aj_tensor_numel(&res[0]) == B * w;
+        for (int64_t i = 0; ok && i < count; i++)
+            right += !memcmp((const int32_t *)res[0].data + i * w, (const int32_t *)y->data + i * w, (size_t)w * 4);
+        for (int i = 0; i < fn->nresult; i++) aj_tensor_free(&res[i]);
+        if (!ok) {
+            aj_io_error(d, r->m->path, fn->line, fn->col, "fn predict's first result must be i32[B, %" PRId64 "], "
+                        "as loglik's last argument %s", w, loglik->val[loglik->leaf[na - 1]].name);
+            goto out;
+        }
+        seen += count;
+    }
+    *acc = (double)right / (double)seen;
+    rc = 0;
+out:
+    for (int j = 0; x && j < na; j++) aj_tensor_free(&x[j]);
+    free(x);
+    free(res);
+    feed_free(&f);
+    return rc;
+}
+
 int aj_eval(const aj_job *job, aj_eval_result *res, aj_diag *d) {
     memset(res, 0, sizeof *res);
     aj_run r;
@@ -875,13 +959,18 @@ int aj_eval(const aj_job *job, aj_eval_result *res, aj_diag *d) {
         goto out;
     }
     int64_t width;
+    const aj_graph *fn;
+    res->accuracy = NAN;
     if (aj_dataset_load(data, split, &ds, d) || ckpt_vocab(ck, job->ckpt, &ds, d) ||
-        !loglik_fn(&r, &ds, job->fn ? job->fn : "loglik", &width, d) || aj_run_nll(&r, &ds, job->fn, &res->nll, NULL, d))
+        !(fn = loglik_fn(&r, &ds, job->fn ? job->fn : "loglik", &width, d)) ||
+        aj_run_nll(&r, &ds, job->fn, &res->nll, NULL, d))
         goto out;
+    int rows = ds.tok && ds.d;
+    if (rows && aj_module_fn(r.m, "predict") && predict_accuracy(&r, &ds, fn, width, &res->accuracy, d)) goto out;
     res->n = nexamples(&ds, width);
-    res->d = width;
-    res->text = ds.tok != NULL;
-    res->bpd = res->nll / ((double)width * M_LN2);
+    res->d = rows ? fn->val[fn->leaf[fn->nleaf - 1]].type.dim[1].off : width;   /* token rows: the modelled ones */
+    res->text = ds.tok && !rows;
+    res->bpd = res->nll / ((double)res->d * M_LN2);
     snprintf(res->split, sizeof res->split, "%s", split);
     snprintf(res->data, sizeof res->data, "%s", data);
     rc = 0;
