@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `arjit train | eval` on text: a tiny LSTM and GRU trained for a few steps
 # on a small generated text, eval in nats and bits per character, an exact
-# resume, the checkpoint's vocabulary, and bad files named in errors.
+# resume, the checkpoint's vocabulary, and bad files named in errors; the
+# generated seq2seq task reverse:N with eval's exact-match accuracy.
 #
 #   tests/test_cli_text.sh path/to/arjit     (ctest runs it as `cli_text`)
 set -uo pipefail
@@ -60,6 +61,24 @@ run 1 train "$LSTM" --data "$TEXT" --dims T=300,H=16,E=8 --batch 20 --engine int
     has "$ERR" "$TMP/cats.txt: error: the train split has 9 examples (windows of T + 1 tokens, T apart), fewer than one batch of 20"
 run 1 train "$SRC/models/fvsbn.graph" --data "$TEXT" --dims D=8 && has "$ERR" "'$TEXT' is text: loglik's input x" &&
     has "$ERR" "must be token windows i32[B, T]"
+
+# ---------------------------------------------------------------- reverse:N, the seq2seq task
+COPY=$SRC/tests/models/copy_seq.graph
+run 0 train "$COPY" --data reverse:1 --batch 50 --max-steps 3 --engine interp --save "$TMP/c.ck" &&
+    has "$OUT" "(3/1000 steps)"
+run 0 eval "$COPY" --ckpt "$TMP/c.ck" --engine interp && has "$OUT" "(5000 examples of 1 values, reverse:1)" &&
+    has "$OUT" "test exact match 100.00% (fn predict, greedy)"
+# copying is right on the palindromes of 2 digits only: 1 in 10
+run 0 eval "$COPY" --ckpt "$TMP/c.ck" --engine interp --dims N=2 --data reverse:2 --split valid &&
+    awk '/exact match/ { v = $4 + 0; if (v < 8 || v > 12) exit 1 }' "$OUT" || fail "reverse:2 copy accuracy not near 10%"
+run 0 train "$SRC/models/transformer.graph" --data reverse:3 --dims N=3,E=8,L=1 --batch 20 --max-steps 2 \
+    --valid-examples 40 --engine interp --save "$TMP/t.ck" && has "$OUT" "valid NLL"
+run 0 eval "$SRC/models/transformer.graph" --ckpt "$TMP/t.ck" --engine interp --split valid && has "$OUT" "valid exact match"
+run 1 train "$COPY" --data reverse:2 --batch 50 --engine interp &&
+    has "$ERR" "'reverse:2' has examples of 4 tokens: loglik's inputs must be i32[B, k] whose k add up to that"
+run 1 train "$COPY" --data reverse:1 --dims V=9 --batch 50 --engine interp &&
+    has "$ERR" "vocabulary V = 9 is smaller than the 11 distinct tokens of 'reverse:1'"
+run 1 train "$COPY" --data reverse:0 && has "$ERR" "bad dataset 'reverse:0': reverse:N takes a length N from 1 to 256"
 
 echo "cli_text: $passes passed, $fails failed"
 ((fails == 0))
