@@ -28,9 +28,14 @@ extern "C" {
  *                    valid = that last sixth; test = t10k-images-idx3-ubyte[.gz])
  *   text:FILE        bytes of FILE as tokens: train = first 90%, valid = test =
  *                    last 10%; vocabulary = sorted distinct bytes of train
+ *   shakespeare      text:tinyshakespeare.txt
+ *   reverse:N        generated: rows of N digit tokens then the same reversed
+ *                    (0 = start, 1..10 the digits), 50000/5000/5000, fixed seed
  *   csv:FILE[,drop=COL]...  `;`-separated numeric table with a header line
  *                    (UCI wine): rows shuffled with a fixed seed, split
  *                    80/10/10, columns standardized with the train mean/std
+ * Token data keeps ids in tok: text as one stream of ntok (d = 0), reverse:N
+ * as n rows of d ids.
  * A FILE containing '/' is opened as given; every other name is looked for
  * in $ARJIT_DATA, ./data, ../shared/data, then <source dir>/../shared/data,
  * each as NAME and NAME.gz (plain and gzip files both read). */
@@ -44,7 +49,8 @@ typedef struct {
     int64_t h, w;            /* images: d = h * w; 0 otherwise */
     float *mean, *std;       /* csv: per-column train mean/std used to standardize
                                 (x = (raw - mean) / std); NULL otherwise */
-    /* text: ntok token ids in [0, nvocab); token id i is byte vocab[i] */
+    /* token data: ntok ids in [0, nvocab), text's stream or n rows of d
+     * (reverse:N); token id i is byte vocab[i] */
     int32_t *tok;
     int64_t ntok;
     unsigned char vocab[256];
