@@ -1371,7 +1371,9 @@ static const command commands[] = {
     { "eval", "average NLL of a dataset split under a checkpoint",
       "FILE", 1, 1, eval_flags,
       "Prints the NLL in nats per example and in bits per dimension (NLL / (d ln 2));\n"
-      "an NLL that is NaN or infinite is an error (exit 1: try --check-nan).\n"
+      "text: per character. Models with a fn predict on reverse:N: also the exact-match\n"
+      "accuracy of its greedy decoding. An NLL that is NaN or infinite is an error\n"
+      "(exit 1: try --check-nan).\n"
       "The model is bound to the dims the checkpoint records (--dims overrides).",
       run_eval },
     { "sample", "draw samples from a model's fn sample under a checkpoint",
