@@ -111,6 +111,13 @@ static int print_diag_in(aj_diag *d, const char *path)
 {
     if (!d->file[0])
         snprintf(d->file, sizeof d->file, "%s", path);
+    /* a runtime error at a graph line (a NaN, a bad index) shows the line */
+    char *src = NULL;
+    size_t len;
+    aj_diag ignored = {0};
+    if (d->line > 0 && !d->text[0] && strcmp(d->file, path) == 0 && aj_read_file(path, 1 << 26, &src, &len, &ignored) == 0)
+        aj_diag_source(d, d->file, src, len);
+    free(src);
     return print_diag(d);
 }
 
@@ -588,8 +595,11 @@ static int run_eval(const options *o)
     aj_diag d = {0};
     if (aj_eval(&job, &res, &d) != 0)
         return print_diag_in(&d, job.model);
-    printf("%s NLL %.4f nats/example, %.5f bits/dim (%" PRId64 " examples of %" PRId64 " values, %s%s%s)\n",
-           res.split, res.nll, res.bpd, res.n, res.d, res.data, o->fn ? ", fn " : "", o->fn ? o->fn : "");
+    int t = res.text;   /* text: per character, over windows of d characters */
+    printf("%s NLL %.4f nats/%s, %.5f bits/%s (%" PRId64 " %s of %" PRId64 " %s, %s%s%s)\n", res.split,
+           t ? res.nll / (double)res.d : res.nll, t ? "char" : "example", res.bpd, t ? "char" : "dim", res.n,
+           t ? "windows" : "examples", res.d, t ? "characters" : "values", res.data, o->fn ? ", fn " : "",
+           o->fn ? o->fn : "");
     return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
 }
 
@@ -822,6 +832,24 @@ out:
 
 /* ---------------------------------------------------------------- compiled programs (dump, bench) */
 
+/* The sampler derived from fn loglik (fn `name`: sample_step or
+ * sample_init), saying on stderr whether it is incremental and if not why. */
+static const aj_graph *derive_sampler(aj_module *m, const char *name, aj_diag *d)
+{
+    aj_step_info info;
+    if (aj_sample_step(m, 0, &info, d))
+        return NULL;
+    if (info.incremental)
+        fprintf(stderr, "%s: sample_step is incremental: one position per step, %d state tensor%s%s\n", prog,
+                info.nstate, info.nstate == 1 ? "" : "s", info.two_phase ? ", run again once x_pos is drawn" : "");
+    else
+        fprintf(stderr, "%s: sample_step is the full form (the whole graph each step): %s:%s\n", prog, m->path, info.why);
+    const aj_graph *g = aj_module_fn(m, name);
+    if (!g)
+        aj_error(d, 0, 0, "the derived sampler has no state, so no fn sample_init");
+    return g;
+}
+
 /* Open FILE as train does (B = batch unless --dims binds it; every other
  * dim must be bound) and pick the fn to compile: the training step of fn
  * loglik under optimizer opt when name is NULL, else fn `name`, building
@@ -837,6 +865,8 @@ static const aj_graph *open_fn(aj_run *r, const char *path, const char *dims, in
             g = aj_train_step(r->m, "loglik", opt, &d);
         else if (!(g = aj_module_fn(r->m, name)) && strncmp(name, "grad_", 5) == 0)
             g = aj_autodiff(r->m, name + 5, &d);
+        else if (!g && (strcmp(name, "sample_step") == 0 || strcmp(name, "sample_init") == 0))
+            g = derive_sampler(r->m, name, &d);
         else if (!g)
             aj_error(&d, 0, 0, "the model has no fn '%s'", name);
     }

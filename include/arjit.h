@@ -442,6 +442,23 @@ int aj_interp_run(const aj_module *m, const aj_graph *fn, const aj_tensor *param
  * fn loglik (the mean NLL), mean(first result) otherwise. m must be inferred
  * (aj_module_infer) first; B/T may stay symbolic. NULL and d set on error. */
 aj_graph *aj_autodiff(aj_module *m, const char *fn, aj_diag *d);
+/* The sampler derived from fn loglik (compiler/sample_step.c,
+ * docs/sampling.md): adds
+ *   fn sample_init(<loglik args>) -> state...          (when there is state)
+ *   fn sample_step(<loglik args>, pos : i32[1], state...) -> logits, state'...
+ * where logits are the conditional of x at position pos given x_<pos ([B, V]
+ * for a categorical_nll of x, [B] for a bernoulli_nll). full = 1 asks for
+ * the full form (the whole graph each step, no state). m inferred with
+ * every dim bound. -1 with d set when loglik has no such conditional. */
+typedef struct {
+    int incremental;   /* 1: each step computes one position; 0: the full form */
+    int two_phase;     /* the state after pos reads x_pos: run the step again once it is drawn */
+    int binary;        /* bernoulli conditionals (logits [B]), else categorical ([B, V]) */
+    int nstate;
+    char why[256];     /* full form asked for incrementally: "line N: op ..." that forced it */
+} aj_step_info;
+int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d);
+
 /* Whether op has a gradient rule (or needs none: constants, sampling). */
 int aj_has_gradient(aj_op op);
 

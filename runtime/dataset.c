@@ -229,8 +229,10 @@ static uint32_t be32(const unsigned char *p) {
 
 /* IDX3 images (big-endian magic 0x803, count, rows, cols, then the pixels).
  * The train file gives train (all but its last sixth) and valid (the last
- * sixth: 50000 / 10000 of 60000); binarized at pixel >= 128 unless gray. */
-static int load_idx(aj_dataset *ds, int gray, const char *buf, size_t len, aj_diag *d) {
+ * sixth: 50000 / 10000 of 60000). Pixel p becomes level floor(p K / 256)
+ * in 0 .. K-1 for K = levels (K = 2: binarized at p >= 128), or p / 255 for
+ * levels = 0 (grey values). */
+static int load_idx(aj_dataset *ds, int levels, const char *buf, size_t len, aj_diag *d) {
     const unsigned char *p = (const unsigned char *)buf;
     if (len < 16) return aj_io_error(d, ds->path, 0, 0, "truncated IDX header: %zu bytes, need 16", len);
     if (be32(p) != 0x803)
@@ -254,7 +256,7 @@ static int load_idx(aj_dataset *ds, int gray, const char *buf, size_t len, aj_di
     if (alloc_rows(ds, n, d)) return -1;
     const unsigned char *px = p + 16 + first * ds->d;
     for (int64_t i = 0; i < n * ds->d; i++)
-        ds->x[i] = gray ? px[i] / 255.0f : (float)(px[i] >= 128);
+        ds->x[i] = levels ? (float)(px[i] * levels / 256) : px[i] / 255.0f;
     return 0;
 }
 
@@ -269,6 +271,20 @@ static void vocab_index(const unsigned char *vocab, int nvocab, int16_t inv[256]
  * of train, and a valid byte that train lacks is an error. */
 static int load_text(aj_dataset *ds, const char *buf, size_t len, aj_diag *d) {
     size_t cut = len * 9 / 10;
+    if (len == 0) return aj_io_error(d, ds->path, 0, 0, "empty file: text: needs a text file to train on");
+    /* text is any bytes but NUL and the control characters that are not
+     * layout (tab, newline, vertical tab, form feed, carriage return) */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if ((c < 32 && (c < '\t' || c > '\r')) || c == 127) {
+            int line = 1;
+            size_t bol = 0;
+            for (size_t k = 0; k < i; k++)
+                if (buf[k] == '\n') line++, bol = k + 1;
+            return aj_io_error(d, ds->path, line, (int)(i - bol) + 1, "byte 0x%02x at offset %zu: a binary file, not "
+                               "text (text: takes bytes other than NUL and control characters)", c, i);
+        }
+    }
     if (cut == 0 || cut == len)
         return aj_io_error(d, ds->path, 0, 0, "too short to split into train and valid (%zu bytes)", len);
     int seen[256] = {0};
@@ -402,19 +418,31 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
         return rc;
     }
     /* which file, and how to read it */
-    enum { AMAT, IDX, IDX_GRAY, TEXT, CSV } kind;
+    enum { AMAT, IDX, TEXT, CSV } kind;
     char name[sizeof ds->spec];
     const char *opts = "";
+    int levels = 2;   /* IDX: grey levels, 0 for values in [0, 1] */
     int test = !strcmp(split, "test");
     if (!strcmp(spec, "mnist-bin")) {
         kind = AMAT;
         snprintf(name, sizeof name, "binarized_mnist_%s.amat", split);
-    } else if (!strcmp(spec, "mnist") || !strcmp(spec, "mnist-gray")) {
-        kind = strcmp(spec, "mnist") ? IDX_GRAY : IDX;
+    } else if (!strcmp(spec, "mnist") || !strcmp(spec, "mnist-gray") || !strncmp(spec, "mnist:", 6)) {
+        kind = IDX;
+        if (!strcmp(spec, "mnist-gray")) levels = 0;
+        if (spec[5] == ':') {
+            char *end;
+            long k = strtol(spec + 6, &end, 10);
+            if (end == spec + 6 || *end || k < 2 || k > 256)
+                return aj_io_error(d, NULL, 0, 0, "bad dataset '%s': mnist:K needs K grey levels, 2 to 256", spec);
+            levels = (int)k;
+        }
         snprintf(name, sizeof name, "%s-images-idx3-ubyte", test ? "t10k" : "train");
     } else if (!strncmp(spec, "text:", 5) && spec[5]) {
         kind = TEXT;
         snprintf(name, sizeof name, "%s", spec + 5);
+    } else if (!strcmp(spec, "shakespeare")) {
+        kind = TEXT;
+        snprintf(name, sizeof name, "tinyshakespeare.txt");
     } else if (!strncmp(spec, "csv:", 4) && spec[4] && spec[4] != ',') {
         kind = CSV;
         opts = strchr(spec + 4, ',');
@@ -423,7 +451,8 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
         if (!opts) opts = "";
     } else {
         return aj_io_error(d, NULL, 0, 0,
-                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, text:FILE, csv:FILE or graphs:FAMILY",
+                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, mnist:K, shakespeare, text:FILE, "
+                           "csv:FILE or graphs:FAMILY",
                            spec);
     }
 
@@ -436,8 +465,7 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
     int rc;
     switch (kind) {
     case AMAT: rc = load_amat(ds, buf, len, d); break;
-    case IDX: rc = load_idx(ds, 0, buf, len, d); break;
-    case IDX_GRAY: rc = load_idx(ds, 1, buf, len, d); break;
+    case IDX: rc = load_idx(ds, levels, buf, len, d); break;
     case TEXT: rc = load_text(ds, buf, len, d); break;
     default: rc = load_csv(ds, opts, buf, len, d); break;
     }
@@ -490,8 +518,9 @@ int aj_batcher_init(aj_batcher *b, const aj_dataset *ds, int64_t batch, int64_t 
         return aj_io_error(d, NULL, 0, 0, "batches of an empty dataset");
     }
     if ((flags & AJ_BATCH_DROP_LAST) && b->nexamples < batch)
-        return aj_io_error(d, ds->path, 0, 0, "the %s split has %lld examples, fewer than one batch of %lld",
-                           ds->split, (long long)b->nexamples, (long long)batch);
+        return aj_io_error(d, ds->path, 0, 0, "the %s split has %lld examples%s, fewer than one batch of %lld",
+                           ds->split, (long long)b->nexamples, ds->tok ? " (windows of T + 1 tokens, T apart)" : "",
+                           (long long)batch);
     if (ds->x && (flags & AJ_BATCH_SHUFFLE)) {
         b->order = malloc((size_t)ds->n * sizeof(int64_t));
         if (!b->order) return aj_io_error(d, ds->path, 0, 0, "out of memory");
