@@ -644,6 +644,63 @@ static int print_samples(const aj_tensor *x, int64_t n, const char *path)
     return 0;
 }
 
+/* The first n samples (rows of s->x) of a graphs: family (docs/datasets.md)
+ * decoded into *g; an error (printed) when a sample is not (N-1)*M values. */
+static int decode_graphs(const aj_samples *s, int64_t n, aj_edges **g)
+{
+    int64_t nmax, m, per = s->x.rank ? aj_tensor_numel(&s->x) / s->x.shape[0] : 0;
+    aj_graphs_shape(s->data, &nmax, &m);
+    if (s->x.dtype != AJ_F32 || per != (nmax - 1) * m) {
+        fprintf(stderr, "%s: error: fn sample gives %" PRId64 " values a sample, not the (N-1)*M = %" PRId64
+                " adjacency values of %s\n", prog, per, (nmax - 1) * m, s->data);
+        return EXIT_MODEL;
+    }
+    *g = calloc((size_t)n, sizeof **g);
+    for (int64_t i = 0; *g && i < n; i++)
+        if (aj_graph_decode((const float *)s->x.data + i * per, nmax, m, &(*g)[i])) {
+            for (int64_t j = 0; j <= i; j++)
+                aj_graph_edges_free(&(*g)[j]);
+            free(*g), *g = NULL;
+        }
+    if (!*g)
+        perror(prog);
+    return *g ? 0 : EXIT_MODEL;
+}
+
+static void free_graphs(aj_edges *g, int64_t n)
+{
+    for (int64_t i = 0; g && i < n; i++)
+        aj_graph_edges_free(&g[i]);
+    free(g);
+}
+
+/* Graph samples as edge lists: "graph I: N nodes, E edges", then "U V" a line. */
+static int print_graphs(const aj_samples *s, int64_t n, const char *path)
+{
+    aj_edges *g;
+    int rc = decode_graphs(s, n, &g);
+    if (rc)
+        return rc;
+    aj_afile af;
+    aj_diag d = {0};
+    FILE *f = path ? aj_afile_open(&af, path, &d) : stdout;
+    if (!f)
+        rc = print_diag(&d);
+    for (int64_t i = 0; f && i < n; i++) {
+        fprintf(f, "graph %" PRId64 ": %d nodes, %d edges\n", i, g[i].n, g[i].nedge);
+        for (int e = 0; e < g[i].nedge; e++)
+            fprintf(f, "%d %d\n", g[i].edge[e][0], g[i].edge[e][1]);
+    }
+    free_graphs(g, n);
+    if (f && path)
+        rc = aj_afile_commit(&af, &d) ? print_diag(&d) : 0;
+    else if (f && (ferror(f) | fflush(f))) {
+        fprintf(stderr, "<stdout>: error: write failed\n");
+        rc = EXIT_MODEL;
+    }
+    return rc;
+}
+
 /* A name ending in .png (any case) asks for the PNG grid. */
 static int names_png(const char *path)
 {
@@ -677,8 +734,71 @@ static int run_sample(const options *o)
         if (!rc)
             printf("wrote %" PRId64 " samples of %dx%d to %s\n", n, s.h, s.w, path);
     } else {
-        rc = print_samples(&s.x, n, o->out);
+        int64_t nmax, m;
+        rc = aj_graphs_shape(s.data, &nmax, &m) == 0 ? print_graphs(&s, n, o->out) : print_samples(&s.x, n, o->out);
     }
+    aj_tensor_free(&s.x);
+    return rc;
+}
+
+/* The graphs of examples [0, n) of a split of a graphs: family. */
+static int data_graphs(const char *spec, const char *split, int64_t *n, aj_edges **g)
+{
+    aj_dataset ds;
+    aj_diag d = {0};
+    if (aj_dataset_load(spec, split, &ds, &d))
+        return print_diag(&d);
+    aj_samples s = { .x = { .dtype = AJ_F32, .rank = 2, .shape = { ds.n, ds.d }, .data = ds.x } };
+    snprintf(s.data, sizeof s.data, "%s", spec);
+    *n = *n < ds.n ? *n : ds.n;
+    int rc = decode_graphs(&s, *n, g);
+    aj_dataset_free(&ds);
+    return rc;
+}
+
+static void graph_sizes(const char *what, const aj_edges *g, int64_t n)
+{
+    double nodes = 0, edges = 0;
+    for (int64_t i = 0; i < n; i++)
+        nodes += g[i].n, edges += g[i].nedge;
+    printf("  %-22s %5" PRId64 " graphs, %6.2f nodes, %6.2f edges on average\n", what, n, nodes / n, edges / n);
+}
+
+/* graphstats: the MMD of sampled graphs' degree and clustering statistics
+ * to the family's test split (You et al. 2018), beside the MMD of the
+ * family's train split to the same test graphs, the level a perfect
+ * model reaches with as many graphs. */
+static int run_graphstats(const options *o)
+{
+    aj_job job;
+    int64_t n;
+    int rc = job_options(o, "graphstats", &job);
+    if (rc || (rc = require("graphstats", o->ckpt, "--ckpt CKPT")) ||
+        (rc = int_value("graphstats", "-n", o->n, 100, 1, 1 << 16, &n)))
+        return rc;
+    aj_samples s;
+    aj_diag d = {0};
+    if (aj_sample(&job, n, &s, &d) != 0)
+        return print_diag_in(&d, job.model);
+    int64_t nmax, m, ntest = INT64_MAX, ntrain = n;
+    aj_edges *gs = NULL, *gtest = NULL, *gtrain = NULL;
+    if (aj_graphs_shape(s.data, &nmax, &m)) {
+        fprintf(stderr, "%s: error: %s was trained on '%s', not a graphs: family\n", prog, o->ckpt, s.data);
+        rc = EXIT_MODEL;
+    }
+    if (!rc && !(rc = decode_graphs(&s, n, &gs)) && !(rc = data_graphs(s.data, job.split, &ntest, &gtest)) &&
+        !(rc = data_graphs(s.data, "train", &ntrain, &gtrain))) {
+        printf("graphstats: %s, samples of %s against its %s split\n", job.model, s.data, job.split);
+        graph_sizes("samples", gs, n);
+        graph_sizes(job.split, gtest, ntest);
+        graph_sizes("train", gtrain, ntrain);
+        printf("  %-22s %12s %12s\n", "MMD^2 to the test set", "samples", "train split");
+        static const char *const stat[] = { "degree", "clustering" };
+        for (int k = 0; k < 2; k++)
+            printf("  %-22s %12.6f %12.6f\n", stat[k], aj_graphs_mmd(gs, (int)n, gtest, (int)ntest, k),
+                   aj_graphs_mmd(gtrain, (int)ntrain, gtest, (int)ntest, k));
+    }
+    free_graphs(gs, n), free_graphs(gtest, ntest), free_graphs(gtrain, ntrain);
     aj_tensor_free(&s.x);
     return rc;
 }
@@ -1313,6 +1433,16 @@ static const flag eval_flags[] = {
     FLAG_DIMS,
     FLAG_END,
 };
+static const flag graphstats_flags[] = {
+    FLAG_CKPT,
+    { "-n", "N", offsetof(options, n), "how many graphs to sample; default 100" },
+    { "--split", "NAME", offsetof(options, split), "the family's split to compare with: test, valid or train; default test" },
+    FLAG_SEED("the sampling draws; default 1"),
+    FLAG_ENGINE,
+    FLAG_THREADS,
+    FLAG_DIMS,
+    FLAG_END,
+};
 static const flag sample_flags[] = {
     FLAG_CKPT,
     { "-n", "N", offsetof(options, n), "how many samples (the batch dim B); default 64" },
@@ -1394,6 +1524,15 @@ static const command commands[] = {
       "per parameter; exit status 1 if any fails. A fn that draws random numbers\n"
       "(fn sample) or uses no parameters is refused.",
       run_gradcheck },
+    { "graphstats", "compare sampled graphs with their family: degree and clustering MMD",
+      "FILE", 1, 1, graphstats_flags,
+      "For a model trained on a graphs: family (docs/datasets.md): draws -n graphs\n"
+      "from fn sample, decodes them (nodes up to the first all-zero adjacency vector)\n"
+      "and prints the squared MMD of their degree and clustering-coefficient\n"
+      "histograms to the family's --split graphs (Gaussian kernel of the total\n"
+      "variation distance, as You et al. 2018), beside the MMD of the family's own\n"
+      "train graphs (as many) to the same split: what a perfect model would score.",
+      run_graphstats },
     { "bench", "time compiling and running a model's training step on each engine",
       "FILE", 1, 1, bench_flags,
       "Builds the training step as train does (loss, gradients and optimizer update\n"

@@ -31,6 +31,7 @@ extern "C" {
  *   shakespeare      text:tinyshakespeare.txt
  *   reverse:N        generated: rows of N digit tokens then the same reversed
  *                    (0 = start, 1..10 the digits), 50000/5000/5000, fixed seed
+ *   graphs:FAMILY    grid, ladder or community graphs for GraphRNN (below)
  *   csv:FILE[,drop=COL]...  `;`-separated numeric table with a header line
  *                    (UCI wine): rows shuffled with a fixed seed, split
  *                    80/10/10, columns standardized with the train mean/std
@@ -66,6 +67,30 @@ void aj_dataset_free(aj_dataset *ds);
  * (e.g. a checkpoint's) and re-encode the tokens with it. Fails, leaving ds
  * unchanged, when vocab has duplicate bytes or the text has a byte it lacks. */
 int aj_dataset_set_vocab(aj_dataset *ds, const unsigned char *vocab, int nvocab, aj_diag *d);
+
+/* ---------------------------------------------------------------- graphs */
+
+/* graphs:FAMILY (runtime/graphs.c, docs/datasets.md): a seeded family of
+ * graphs, each example its adjacency vectors in a random BFS order, (N-1)*M
+ * values: row i-1 holds S_i[k] = 1 when node i links node i-1-k. */
+typedef struct {
+    int n;                   /* nodes */
+    int (*edge)[2]; int nedge;
+} aj_edges;
+
+/* The family's N (most nodes) and M (adjacency vector length); -1 when spec
+ * is no graphs: spec. */
+int aj_graphs_shape(const char *spec, int64_t *nmax, int64_t *m);
+/* Split ds->split of family spec into ds (aj_dataset_load calls it). */
+int aj_graphs_load(aj_dataset *ds, const char *spec, aj_diag *d);
+/* The graph of one example (or sample) of N-1 rows of M values: nodes up to
+ * the first all-zero row, an edge per value > 0.5. -1: out of memory. */
+int aj_graph_decode(const float *x, int64_t nmax, int64_t m, aj_edges *g);
+void aj_graph_edges_free(aj_edges *g);
+/* The squared MMD between graph sets a and b of one statistic (You et al.
+ * 2018): per-graph histograms, Gaussian kernel of their total variation. */
+enum { AJ_GRAPH_DEGREE, AJ_GRAPH_CLUSTERING };
+double aj_graphs_mmd(const aj_edges *a, int na, const aj_edges *b, int nb, int stat);
 
 /* ---------------------------------------------------------------- batches */
 

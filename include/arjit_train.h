@@ -134,6 +134,7 @@ typedef struct {
     int h, w;                /* image size the checkpoint's data had; 0: not drawable as images */
     int image_data;          /* the checkpoint records an image size (its data were images) */
     char why[256];           /* h = 0: why the samples cannot be drawn as images */
+    char data[256];          /* the dataset spec the checkpoint was trained on ("" if none) */
 } aj_samples;
 
 /* n draws from fn sample (B = n) under checkpoint job->ckpt, seeded by job->seed. */

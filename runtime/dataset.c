@@ -438,6 +438,11 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
     snprintf(ds->spec, sizeof ds->spec, "%s", spec);
     snprintf(ds->split, sizeof ds->split, "%s", split);
 
+    if (!strncmp(spec, "graphs:", 7)) {   /* generated, no file */
+        int rc = aj_graphs_load(ds, spec, d);
+        if (rc) aj_dataset_free(ds);
+        return rc;
+    }
     /* which file, and how to read it */
     enum { AMAT, IDX, TEXT, CSV } kind;
     char name[sizeof ds->spec];
@@ -480,8 +485,8 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
         if (!opts) opts = "";
     } else {
         return aj_io_error(d, NULL, 0, 0,
-                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, mnist:K, shakespeare, text:FILE, csv:FILE "
-                           "or reverse:N",
+                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, mnist:K, shakespeare, text:FILE, "
+                           "csv:FILE, reverse:N or graphs:FAMILY",
                            spec);
     }
 

@@ -1045,6 +1045,7 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     long h = img ? strtol(img, &e1, 10) : 0, w = img && *e1 == 'x' ? strtol(e1 + 1, &e2, 10) : 0;
     int64_t per = aj_tensor_numel(&out->x) / n;
     out->image_data = img != NULL;
+    snprintf(out->data, sizeof out->data, "%s", aj_ckpt_meta(ck, "data") ? aj_ckpt_meta(ck, "data") : "");
     if (!img)
         snprintf(out->why, sizeof out->why, "%s records no image size (its data '%s' are not images)", job->ckpt,
                  aj_ckpt_meta(ck, "data") ? aj_ckpt_meta(ck, "data") : "?");

@@ -286,5 +286,19 @@ run 0 train "$TMP/recall.graph" --dims D=6 && has "$OUT" "done: 4 steps"
 run 0 check "$SRC/models/fvsbn.graph" &&
     has "$OUT" "--data mnist-bin --epochs 40 --batch 100 --opt sgd --momentum 0.9 --lr 0.05 --weight-decay 1e-4 --schedule cosine"
 
+# ---------------------------------------------------------------- graphs
+# GraphRNN on its recipe's grids (small dims): samples are edge lists, and
+# graphstats compares them with the family
+G=$SRC/models/graphrnn.graph
+run 0 train "$G" --dims H=4,F=4 --max-steps 2 --batch 8 --valid-examples 8 --save "$TMP/g.ck" && has "$OUT" "done: 2 steps"
+run 0 sample "$G" --ckpt "$TMP/g.ck" -n 3 && has "$OUT" "graph 0: " && has "$OUT" "graph 2: " &&
+    { awk '/^graph/ { next } NF != 2 || $1 >= $2 { bad = 1 } END { exit bad }' "$OUT" || fail "sample: not edge lines 'u v', u < v"; }
+run 0 graphstats "$G" --ckpt "$TMP/g.ck" -n 5 && has "$OUT" "samples of graphs:grid against its test split" &&
+    has "$OUT" "    5 graphs" && has "$OUT" "  100 graphs" && grep -qE '^  degree +[0-9.]+ +[0-9.]+$' "$OUT" &&
+    grep -qE '^  clustering +[0-9.]+ +[0-9.]+$' "$OUT" || fail "graphstats: no degree and clustering MMDs"
+run 1 graphstats "$FVSBN" --ckpt "$CK" && has "$ERR" "was trained on 'mnist', not a graphs: family"
+run 1 train "$G" --data graphs:tree && has "$ERR" "unknown graph family 'graphs:tree'"
+run 1 train "$G" --data graphs:ladder && has "$ERR" "has 175 values per example"
+
 echo "cli_train: $passes passed, $fails failed"
 ((fails == 0))

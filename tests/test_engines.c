@@ -1,4 +1,5 @@
-/* The engines agree: on every model in models/ (FVSBN, NADE, the LSTM, GRU
+/* The engines agree: on every model in models/ (FVSBN, NADE, the linear
+ * Gaussian and MLP autoregressive models, the LSTM, GRU
  * and GPT language models) and tests/models/ (a chain of 20 residual adds),
  * at small dims, every fn the
  * trainer runs (loglik, its gradient grad_loglik, the Adam train_step) and

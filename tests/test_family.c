@@ -2,7 +2,8 @@
  * and orderless models beside them), at small dims:
  *
  * - the autoregressive property: with random parameters, p(x) summed over
- *   every x of a discrete model is 1. A conditional that read its own
+ *   every x of a discrete model is 1 (integrated over a grid for the
+ *   real-valued linear Gaussian and MLP AR). A conditional that read its own
  *   variable or a later one would not normalise (for MADE, a mask letting
  *   output i see x_i), so this fails on any leak. The order-agnostic MADE
  *   is checked under several seeds, each a different mask, and its
@@ -36,7 +37,7 @@ static char models[512], dir[256];
 
 typedef struct {
     const char *file, *dims, *fn;
-    int D, K;       /* variables, values of each (0 .. K-1) */
+    int D, K;       /* variables, values of each (0 .. K-1); K = 0: real, integrated on a grid */
     int seeds;      /* the fn draws (masks): check this many seeds */
 } norm_case;
 
@@ -47,7 +48,16 @@ static const norm_case norm_cases[] = {
     {"made_oa.graph", "D=4,H=6,S=3", "loglik_ens", 4, 2, 2},
     {"softmax_ar.graph", "D=3,K=3", "loglik", 3, 3, 1},
     {"nade_kary.graph", "D=3,K=3,H=4", "loglik", 3, 3, 1},
+    {"linear_gaussian_ar.graph", "D=2", "loglik", 2, 0, 1},
+    {"mlp_ar.graph", "D=2,H=3", "loglik", 2, 0, 1},
 };
+
+/* Real-valued models: the midpoint rule on GRID points per variable over
+ * [-SPAN, SPAN] (the random parameters keep every sigma >= 0.4 and the
+ * means within a few units, so both the rule's and the tails' errors are
+ * far below the test's 1e-4). */
+enum { GRID = 400 };
+#define SPAN 20.0
 
 /* Parameters away from their initialisers (zeros would hide a leak). */
 static aj_tensor *random_params(const aj_module *m, const aj_bind *b) {
@@ -61,11 +71,13 @@ static aj_tensor *random_params(const aj_module *m, const aj_bind *b) {
     return p;
 }
 
-/* Sum of exp(fn(x)) over all K^D vectors x, one batch. */
+/* Sum of exp(fn(x)) over all K^D vectors x (real: GRID^D grid points,
+ * times each cell's volume), one batch. */
 static double total_prob(const norm_case *c, uint64_t seed) {
     char path[1024], dims[128];
-    int64_t n = 1;
-    for (int i = 0; i < c->D; i++) n *= c->K;
+    int64_t n = 1, k = c->K ? c->K : GRID;
+    double h = 2 * SPAN / GRID, cell = 1;
+    for (int i = 0; i < c->D; i++) n *= k, cell *= c->K ? 1 : h;
     snprintf(path, sizeof path, "%s/%s", models, c->file);
     snprintf(dims, sizeof dims, "%s,B=%lld", c->dims, (long long)n);
     aj_diag d = {0};
@@ -76,14 +88,15 @@ static double total_prob(const norm_case *c, uint64_t seed) {
     int64_t shape[2] = {n, c->D};
     aj_tensor x = aj_tensor_new(AJ_F32, 2, shape), ll;
     for (int64_t r = 0; r < n; r++)
-        for (int64_t j = 0, v = r; j < c->D; j++, v /= c->K) ((float *)x.data)[r * c->D + j] = (float)(v % c->K);
+        for (int64_t j = 0, v = r; j < c->D; j++, v /= k)
+            ((float *)x.data)[r * c->D + j] = c->K ? (float)(v % k) : (float)(-SPAN + h * ((double)(v % k) + 0.5));
     aj_tensor *p = random_params(m, &b);
     const aj_graph *fn = aj_module_fn(m, c->fn);
     assert_non_null(fn);
     if (aj_interp_run(m, fn, p, &x, &ll, seed, &d)) aj_diag_print(&d, stderr);
     assert_false(d.set);
     double s = 0;
-    for (int64_t r = 0; r < n; r++) s += exp(((float *)ll.data)[r]);
+    for (int64_t r = 0; r < n; r++) s += exp(((float *)ll.data)[r]) * cell;
     for (int i = 0; i < m->nparam; i++) aj_tensor_free(&p[i]);
     free(p);
     aj_tensor_free(&ll);

@@ -360,6 +360,92 @@ static void test_text(void **state) {
     aj_dataset_free(&tr);
 }
 
+/* ---------------------------------------------------------------- graphs */
+
+/* Nodes reachable from node 0 along g's edges. */
+static int reachable(const aj_edges *g) {
+    int seen[64] = {1}, n = 1;
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int e = 0; e < g->nedge; e++) {
+            int u = g->edge[e][0], v = g->edge[e][1];
+            if (seen[u] != seen[v]) seen[u] = seen[v] = 1, n++, changed = 1;
+        }
+    }
+    return n;
+}
+
+/* Every family: 800/100/100 graphs of (N-1)*M values, the same on every
+ * load; each decodes to a connected graph of the family's size (a grid of
+ * r x c nodes has 2rc - r - c edges; a ladder of k rungs 3k - 2). */
+static void test_graphs(void **state) {
+    (void)state;
+    static const char *const fam[] = {"graphs:grid", "graphs:ladder", "graphs:community"};
+    static const char *const split[] = {"train", "valid", "test"};
+    static const int64_t count[] = {800, 100, 100};
+    for (int f = 0; f < 3; f++) {
+        int64_t nmax, m;
+        assert_int_equal(aj_graphs_shape(fam[f], &nmax, &m), 0);
+        for (int s = 0; s < 3; s++) {
+            aj_dataset ds, again;
+            load_ok(fam[f], split[s], &ds);
+            load_ok(fam[f], split[s], &again);
+            assert_int_equal(ds.n, count[s]);
+            assert_int_equal(ds.d, (nmax - 1) * m);
+            assert_memory_equal(ds.x, again.x, sizeof(float) * (size_t)(ds.n * ds.d));
+            for (int64_t i = 0; i < ds.n; i++) {
+                aj_edges g;
+                assert_int_equal(aj_graph_decode(ds.x + i * ds.d, nmax, m, &g), 0);
+                assert_true(g.n >= 2 && g.n <= nmax);
+                assert_int_equal(reachable(&g), g.n);
+                if (f == 1) assert_int_equal(g.nedge, 3 * (g.n / 2) - 2);
+                if (f == 0) {
+                    int ok = 0;
+                    for (int r = 3; r <= 6; r++)
+                        ok |= g.n % r == 0 && g.n / r >= 3 && g.n / r <= 6 && g.nedge == 2 * g.n - r - g.n / r;
+                    assert_true(ok);
+                }
+                aj_graph_edges_free(&g);
+            }
+            aj_dataset_free(&ds), aj_dataset_free(&again);
+        }
+    }
+    int64_t nmax, m;
+    assert_int_equal(aj_graphs_shape("graphs:tree", &nmax, &m), -1);
+    load_fails("graphs:tree", "train", "unknown graph family 'graphs:tree'");
+}
+
+/* The MMD of a set to itself is 0; grids against ladders it is positive in
+ * degree, and a triangle's clustering differs from a path's. */
+static void test_graph_mmd(void **state) {
+    (void)state;
+    aj_dataset a, b;
+    load_ok("graphs:grid", "test", &a);
+    load_ok("graphs:ladder", "test", &b);
+    aj_edges ga[100], gb[100];
+    int64_t na, ma, nb, mb;
+    aj_graphs_shape("graphs:grid", &na, &ma);
+    aj_graphs_shape("graphs:ladder", &nb, &mb);
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(aj_graph_decode(a.x + i * a.d, na, ma, &ga[i]), 0);
+        assert_int_equal(aj_graph_decode(b.x + i * b.d, nb, mb, &gb[i]), 0);
+    }
+    assert_float_equal(aj_graphs_mmd(ga, 100, ga, 100, AJ_GRAPH_DEGREE), 0, 1e-12);
+    assert_true(aj_graphs_mmd(ga, 100, gb, 100, AJ_GRAPH_DEGREE) > 0.01);
+    for (int i = 0; i < 100; i++) aj_graph_edges_free(&ga[i]), aj_graph_edges_free(&gb[i]);
+    aj_dataset_free(&a), aj_dataset_free(&b);
+    /* S_1 = [1], S_2 = [1, 1]: a triangle (clustering 1); S_2 = [1, 0]: a path (0) */
+    float tri[4] = {1, 0, 1, 1}, path[4] = {1, 0, 1, 0};
+    aj_edges t, p;
+    assert_int_equal(aj_graph_decode(tri, 3, 2, &t), 0);
+    assert_int_equal(aj_graph_decode(path, 3, 2, &p), 0);
+    assert_int_equal(t.nedge, 3);
+    assert_int_equal(p.nedge, 2);
+    /* one graph each: MMD^2 = 2 - 2 exp(-TV^2 / 2), TV = 1 between all-1 and all-0 histograms */
+    assert_float_equal(aj_graphs_mmd(&t, 1, &p, 1, AJ_GRAPH_CLUSTERING), 2 - 2 * exp(-0.5), 1e-12);
+    aj_graph_edges_free(&t), aj_graph_edges_free(&p);
+}
+
 /* ---------------------------------------------------------------- csv */
 
 static void test_csv(void **state) {
@@ -791,6 +877,8 @@ int main(void) {
         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_csv),
+        cmocka_unit_test(test_graphs),
+        cmocka_unit_test(test_graph_mmd),
         cmocka_unit_test(test_batcher),
         cmocka_unit_test(test_checkpoint_round_trip),
         cmocka_unit_test(test_checkpoint_damaged),
