@@ -21,7 +21,7 @@ import common  # noqa: E402
 
 H = W = 28
 D, C, Fh, L = H * W, 64, 32, 5
-VARIANTS = ["layers"]
+VARIANTS = ["vectorised"]
 
 
 def build(torch):
@@ -47,7 +47,7 @@ def nll_fns(torch, p):
     F = torch.nn.functional
     mA, mB = conv_mask(torch, 7, "A"), conv_mask(torch, 3, "B")
 
-    def layers(x):
+    def vectorised(x):
         img = x.view(-1, 1, H, W)
         h = F.conv2d(img, p["Win"] * mA, padding=3) + p["bin"]
         for k in range(L):
@@ -57,9 +57,9 @@ def nll_fns(torch, p):
         o = F.conv2d(F.relu(F.conv2d(F.relu(h), p["Wo1"]) + p["bo1"]), p["Wo2"]) + p["bo2"]
         return F.binary_cross_entropy_with_logits(o.view(-1, D), x, reduction="none").sum(1)
 
-    return {"layers": layers}
+    return {"vectorised": vectorised}
 
 
 if __name__ == "__main__":
-    common.run("pixelcnn", __doc__, D, f"H={H},W={W},C={C},F={Fh},L={L}", VARIANTS, build, nll_fns, "layers",
+    common.run("pixelcnn", __doc__, D, f"H={H},W={W},C={C},F={Fh},L={L}", VARIANTS, build, nll_fns, "vectorised",
                chunk=lambda v: 100)
