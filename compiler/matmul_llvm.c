@@ -469,6 +469,14 @@ static uint32_t conv_lanes(int vw, const aj_conv_spec *s, int64_t qv, int64_t di
     return bits;
 }
 
+/* whether every lane of pixel vector qv is in the image for taps [t0, t1) */
+static int conv_full(int vw, const aj_conv_spec *s, int64_t qv, int t0, int t1) {
+    uint32_t all = (1u << vw) - 1;   /* vw <= 16 */
+    for (int t = t0; t < t1; t++)
+        if (conv_lanes(vw, s, qv, s->di[t], s->dj[t]) != all) return 0;
+    return conv_lanes(vw, s, qv, 0, 0) == all;
+}
+
 /* The lane masks, one vector of vw i32 (-1 on, 0 off) per (row, vector of
  * pixels): row t < ntaps for tap t, row ntaps for the pixels themselves
  * (the image's end). A mask is then one load whose sign bits AVX2's
@@ -584,20 +592,29 @@ static void conv_w_tile(mm_ctx *c, const aj_conv_spec *s, const conv_tiles *t, L
     for (int64_t i = 0; i < mr * nc * nt; i++) vstore(c, LLVMConstNull(c->vty), *acc_at(c, i));
     LLVMValueRef dyb = gep(c, p[0], add(c, mul(c, b, i64c(c, s->M * t->HW)), mul(c, m0, i64c(c, t->HW))));
     LLVMValueRef xb = gep(c, p[1], add(c, mul(c, b, i64c(c, s->K * t->HW)), mul(c, k0, i64c(c, t->HW))));
-    mm_loop ql;
-    loop_begin(c, &ql, i64c(c, 0), i64c(c, t->nqv), i64c(c, 1), "qv");
-    LLVMValueRef q = mul(c, ql.iv, i64c(c, vw)), dy[MAX_MR];
-    LLVMValueRef pm = conv_mask(c, table, add(c, ql.iv, i64c(c, s->ntaps * t->nqv)));
-    for (int64_t r = 0; r < mr; r++) dy[r] = load_lanes(c, gep(c, dyb, add(c, q, i64c(c, r * t->HW))), pm);
-    for (int64_t kk = 0; kk < nc; kk++) {
-        LLVMValueRef xr = gep(c, xb, add(c, q, i64c(c, kk * t->HW)));
-        for (int tp = t0; tp < t1; tp++) {
-            LLVMValueRef m = conv_mask(c, table, add(c, ql.iv, i64c(c, tp * t->nqv)));
-            LLVMValueRef xv = load_lanes(c, shifted(c, xr, tap_off(s, tp)), m);
-            for (int64_t r = 0; r < mr; r++) acc_fma(c, (r * nc + kk) * nt + tp - t0, dy[r], xv);
+    /* the pixel vectors [qa, qb) where every lane of every tap is in the
+     * image (1x1 kernels: all but the image's end) read without masks */
+    int64_t qa = 0, qb;
+    while (qa < t->nqv && !conv_full(c->vw, s, qa, t0, t1)) qa++;
+    for (qb = qa; qb < t->nqv && conv_full(c->vw, s, qb, t0, t1); qb++) {}
+    int64_t from[3] = {0, qa, qb}, to[3] = {qa, qb, t->nqv};
+    for (int part = 0; part < 3; part++) {
+        if (from[part] == to[part]) continue;
+        mm_loop ql;
+        loop_begin(c, &ql, i64c(c, from[part]), i64c(c, to[part]), i64c(c, 1), "qv");
+        LLVMValueRef q = mul(c, ql.iv, i64c(c, vw)), dy[MAX_MR];
+        LLVMValueRef pm = part == 1 ? NULL : conv_mask(c, table, add(c, ql.iv, i64c(c, s->ntaps * t->nqv)));
+        for (int64_t r = 0; r < mr; r++) dy[r] = load_lanes(c, gep(c, dyb, add(c, q, i64c(c, r * t->HW))), pm);
+        for (int64_t kk = 0; kk < nc; kk++) {
+            LLVMValueRef xr = gep(c, xb, add(c, q, i64c(c, kk * t->HW)));
+            for (int tp = t0; tp < t1; tp++) {
+                LLVMValueRef m = part == 1 ? NULL : conv_mask(c, table, add(c, ql.iv, i64c(c, tp * t->nqv)));
+                LLVMValueRef xv = load_lanes(c, shifted(c, xr, tap_off(s, tp)), m);
+                for (int64_t r = 0; r < mr; r++) acc_fma(c, (r * nc + kk) * nt + tp - t0, dy[r], xv);
+            }
         }
+        loop_end(c, &ql);
     }
-    loop_end(c, &ql);
     LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntEQ, b, i64c(c, 0), "");
     LLVMValueRef dwb = gep(c, p[2], add(c, mul(c, m0, i64c(c, s->K * s->K2)), mul(c, k0, i64c(c, s->K2))));
     for (int64_t r = 0; r < mr; r++)
