@@ -412,7 +412,6 @@ int aj_mm_emit(aj_jit *jit, aj_jit_module *m, const aj_mm_spec *spec, aj_diag *d
 
 /* ---------------------------------------------------------------- direct convolutions */
 
-enum { CONV_ACC = 24 };   /* a grad_w tile's accumulators: + its dy vectors and an x vector, within 32 */
 
 /* the largest divisor of n that is at most cap (1 when none is above 1) */
 static int64_t divisor_upto(int64_t n, int64_t cap) {
@@ -424,9 +423,12 @@ static int64_t divisor_upto(int64_t n, int64_t cap) {
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-/* out: tiles of mr outputs x nv vectors of pixels (16 accumulators), nqt
- * tiles an image. grad_w: tiles of mr outputs x nc inputs x tg taps, the
- * taps in ng groups. Tile sizes divide M and K, so every tile is whole. */
+/* out: tiles of mr outputs x nv vectors of pixels, nqt tiles an image.
+ * grad_w: tiles of mr outputs x nc inputs x tg taps, the taps in ng
+ * groups. Tile sizes divide M and K, so every tile is whole. The
+ * accumulators leave registers for the loaded vectors, the broadcast and
+ * masks: with AVX-512's 32 vector registers 16 (out) and 24 (grad_w),
+ * with AVX2's 16, 8 and 10. */
 typedef struct {
     int64_t HW, nqv;   /* pixels; vectors of pixels in the mask table */
     int64_t mr, nv, nqt;
@@ -435,17 +437,17 @@ typedef struct {
 
 static conv_tiles conv_tiles_of(int vw, const aj_conv_spec *s) {
     conv_tiles t = {.HW = s->H * s->W};
-    int64_t nvec = (t.HW + vw - 1) / vw;
+    int64_t nvec = (t.HW + vw - 1) / vw, wide = vw == 16, acc = wide ? 24 : 10;
     if (!s->grad_w) {
-        t.nv = max64(1, min64(4, nvec));
-        t.mr = divisor_upto(s->M, min64(MAX_MR, 16 / t.nv));
+        t.nv = max64(1, min64(wide ? 4 : 2, nvec));
+        t.mr = divisor_upto(s->M, min64(MAX_MR, (wide ? 16 : 8) / t.nv));
         t.nqt = (nvec + t.nv - 1) / t.nv;
         t.nqv = t.nqt * t.nv;
     } else {
-        t.tg = max64(1, min64(s->ntaps, CONV_ACC));
+        t.tg = max64(1, min64(s->ntaps, acc));
         t.ng = max64(1, (s->ntaps + t.tg - 1) / t.tg);
-        t.mr = divisor_upto(s->M, min64(4, max64(1, CONV_ACC / t.tg)));
-        t.nc = divisor_upto(s->K, min64(MAX_MR, max64(1, CONV_ACC / (t.mr * t.tg))));
+        t.mr = divisor_upto(s->M, min64(4, max64(1, acc / t.tg)));
+        t.nc = divisor_upto(s->K, min64(MAX_MR, max64(1, acc / (t.mr * t.tg))));
         t.nqv = nvec;
     }
     return t;
@@ -467,10 +469,21 @@ static uint32_t conv_lanes(int vw, const aj_conv_spec *s, int64_t qv, int64_t di
     return bits;
 }
 
-/* The lane masks, one i32 word per (row, vector of pixels): row t < ntaps
- * for tap t, row ntaps for the pixels themselves (the image's end). */
+/* whether every lane of pixel vector qv is in the image for taps [t0, t1) */
+static int conv_full(int vw, const aj_conv_spec *s, int64_t qv, int t0, int t1) {
+    uint32_t all = (1u << vw) - 1;   /* vw <= 16 */
+    for (int t = t0; t < t1; t++)
+        if (conv_lanes(vw, s, qv, s->di[t], s->dj[t]) != all) return 0;
+    return conv_lanes(vw, s, qv, 0, 0) == all;
+}
+
+/* The lane masks, one vector of vw i32 (-1 on, 0 off) per (row, vector of
+ * pixels): row t < ntaps for tap t, row ntaps for the pixels themselves
+ * (the image's end). A mask is then one load whose sign bits AVX2's
+ * vmaskmovps reads as they are (a bit word would take three instructions
+ * to widen, at every tap of every k). */
 static LLVMValueRef conv_mask_table(mm_ctx *c, const aj_conv_spec *s, int64_t nqv, aj_diag *d) {
-    int64_t n = (s->ntaps + 1) * nqv;
+    int64_t n = (s->ntaps + 1) * nqv * c->vw;
     LLVMValueRef *w = malloc((size_t)max64(n, 1) * sizeof *w);
     if (!w) {
         aj_error(d, 0, 0, "conv: out of memory for the lane masks of %s", s->name);
@@ -478,7 +491,11 @@ static LLVMValueRef conv_mask_table(mm_ctx *c, const aj_conv_spec *s, int64_t nq
     }
     for (int t = 0; t <= s->ntaps; t++) {
         int64_t di = t < s->ntaps ? s->di[t] : 0, dj = t < s->ntaps ? s->dj[t] : 0;
-        for (int64_t qv = 0; qv < nqv; qv++) w[t * nqv + qv] = LLVMConstInt(c->i32, conv_lanes(c->vw, s, qv, di, dj), 0);
+        for (int64_t qv = 0; qv < nqv; qv++) {
+            uint32_t bits = conv_lanes(c->vw, s, qv, di, dj);
+            for (int l = 0; l < c->vw; l++)
+                w[(t * nqv + qv) * c->vw + l] = LLVMConstInt(c->i32, bits >> l & 1 ? ~0ull : 0, 1);
+        }
     }
     char name[256];
     snprintf(name, sizeof name, "%s_masks", s->name);
@@ -486,15 +503,17 @@ static LLVMValueRef conv_mask_table(mm_ctx *c, const aj_conv_spec *s, int64_t nq
     LLVMSetInitializer(g, LLVMConstArray2(c->i32, w, (uint64_t)n));
     LLVMSetGlobalConstant(g, 1);
     LLVMSetLinkage(g, LLVMInternalLinkage);
+    LLVMSetAlignment(g, 64);
     free(w);
     return g;
 }
 
-/* the mask at word idx of the table, as <vw x i1> */
+/* the mask at vector idx of the table, as <vw x i1> */
 static LLVMValueRef conv_mask(mm_ctx *c, LLVMValueRef table, LLVMValueRef idx) {
-    LLVMValueRef w = LLVMBuildLoad2(c->b, c->i32, LLVMBuildInBoundsGEP2(c->b, c->i32, table, &idx, 1, ""), "");
-    w = LLVMBuildTrunc(c->b, w, LLVMIntTypeInContext(c->ctx, (unsigned)c->vw), "");
-    return LLVMBuildBitCast(c->b, w, LLVMVectorType(LLVMInt1TypeInContext(c->ctx), (unsigned)c->vw), "");
+    LLVMValueRef at = mul(c, idx, i64c(c, c->vw));
+    LLVMTypeRef vt = LLVMVectorType(c->i32, (unsigned)c->vw);
+    LLVMValueRef w = LLVMBuildLoad2(c->b, vt, LLVMBuildInBoundsGEP2(c->b, c->i32, table, &at, 1, ""), "");
+    return LLVMBuildICmp(c->b, LLVMIntSLT, w, LLVMConstNull(vt), "");
 }
 
 /* base + off where off may leave the tensor (a tap past the image's edge,
@@ -573,20 +592,29 @@ static void conv_w_tile(mm_ctx *c, const aj_conv_spec *s, const conv_tiles *t, L
     for (int64_t i = 0; i < mr * nc * nt; i++) vstore(c, LLVMConstNull(c->vty), *acc_at(c, i));
     LLVMValueRef dyb = gep(c, p[0], add(c, mul(c, b, i64c(c, s->M * t->HW)), mul(c, m0, i64c(c, t->HW))));
     LLVMValueRef xb = gep(c, p[1], add(c, mul(c, b, i64c(c, s->K * t->HW)), mul(c, k0, i64c(c, t->HW))));
-    mm_loop ql;
-    loop_begin(c, &ql, i64c(c, 0), i64c(c, t->nqv), i64c(c, 1), "qv");
-    LLVMValueRef q = mul(c, ql.iv, i64c(c, vw)), dy[MAX_MR];
-    LLVMValueRef pm = conv_mask(c, table, add(c, ql.iv, i64c(c, s->ntaps * t->nqv)));
-    for (int64_t r = 0; r < mr; r++) dy[r] = load_lanes(c, gep(c, dyb, add(c, q, i64c(c, r * t->HW))), pm);
-    for (int64_t kk = 0; kk < nc; kk++) {
-        LLVMValueRef xr = gep(c, xb, add(c, q, i64c(c, kk * t->HW)));
-        for (int tp = t0; tp < t1; tp++) {
-            LLVMValueRef m = conv_mask(c, table, add(c, ql.iv, i64c(c, tp * t->nqv)));
-            LLVMValueRef xv = load_lanes(c, shifted(c, xr, tap_off(s, tp)), m);
-            for (int64_t r = 0; r < mr; r++) acc_fma(c, (r * nc + kk) * nt + tp - t0, dy[r], xv);
+    /* the pixel vectors [qa, qb) where every lane of every tap is in the
+     * image (1x1 kernels: all but the image's end) read without masks */
+    int64_t qa = 0, qb;
+    while (qa < t->nqv && !conv_full(c->vw, s, qa, t0, t1)) qa++;
+    for (qb = qa; qb < t->nqv && conv_full(c->vw, s, qb, t0, t1); qb++) {}
+    int64_t from[3] = {0, qa, qb}, to[3] = {qa, qb, t->nqv};
+    for (int part = 0; part < 3; part++) {
+        if (from[part] == to[part]) continue;
+        mm_loop ql;
+        loop_begin(c, &ql, i64c(c, from[part]), i64c(c, to[part]), i64c(c, 1), "qv");
+        LLVMValueRef q = mul(c, ql.iv, i64c(c, vw)), dy[MAX_MR];
+        LLVMValueRef pm = part == 1 ? NULL : conv_mask(c, table, add(c, ql.iv, i64c(c, s->ntaps * t->nqv)));
+        for (int64_t r = 0; r < mr; r++) dy[r] = load_lanes(c, gep(c, dyb, add(c, q, i64c(c, r * t->HW))), pm);
+        for (int64_t kk = 0; kk < nc; kk++) {
+            LLVMValueRef xr = gep(c, xb, add(c, q, i64c(c, kk * t->HW)));
+            for (int tp = t0; tp < t1; tp++) {
+                LLVMValueRef m = part == 1 ? NULL : conv_mask(c, table, add(c, ql.iv, i64c(c, tp * t->nqv)));
+                LLVMValueRef xv = load_lanes(c, shifted(c, xr, tap_off(s, tp)), m);
+                for (int64_t r = 0; r < mr; r++) acc_fma(c, (r * nc + kk) * nt + tp - t0, dy[r], xv);
+            }
         }
+        loop_end(c, &ql);
     }
-    loop_end(c, &ql);
     LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntEQ, b, i64c(c, 0), "");
     LLVMValueRef dwb = gep(c, p[2], add(c, mul(c, m0, i64c(c, s->K * s->K2)), mul(c, k0, i64c(c, s->K2))));
     for (int64_t r = 0; r < mr; r++)

@@ -98,7 +98,7 @@ int64_t aj_mm_packed_floats(const aj_mm_spec *s, int64_t n, int64_t k);
  * (image, tile of pixels), all M outputs of each; grad_w's are tiles of
  * (m, k, taps), walked image by image so an image's dy and x stay in cache
  * while every tile reads them. Lane masks come from a table of the taps'
- * in-image lanes, one word per (tap, vector of pixels). */
+ * in-image lanes, a vector per (tap, vector of pixels). */
 typedef struct {
     const char *name;
     int grad_w;

@@ -237,6 +237,21 @@ static const gcase cases[] = {
      "dim B\ndim C = 2\ndim O = 3\ndim T = 7\nparam p : f32[C, T]\nparam w : f32[O, C, 3]\n"
      "fn loss(x : f32[B, C, T]) -> l\n  a = add(x, p)\n  y = conv1d(a, w, pad=causal, dilation=2)\n  l = square(y)\nend\n"},
 
+    /* the direct convolutions' edges: an image of 99 pixels ends inside a
+     * vector and inside a tile of vectors, 4 outputs make a tile of 4 rows
+     * and 3 inputs tiles of 3; 7x7 mask A keeps 24 taps; 49 taps split the
+     * weight gradient into groups of taps, some never meeting a 5x6 image;
+     * a 1x1 mask A keeps no tap at all (y and both gradients are 0) */
+    {"conv2d (mask A, 7x7 kernel, 9x11 image)", "B=2",
+     "dim B\ndim C = 3\ndim O = 4\ndim H = 9\ndim W = 11\nparam p : f32[C, H, W]\nparam w : f32[O, C, 7, 7]\n"
+     "fn loss(x : f32[B, C, H, W]) -> l\n  a = add(x, p)\n  y = conv2d(a, w, mask=A)\n  l = square(y)\nend\n"},
+    {"conv2d (no mask, 7x7 kernel, 5x6 image)", "B=2",
+     "dim B\ndim C = 2\ndim O = 3\ndim H = 5\ndim W = 6\nparam p : f32[C, H, W]\nparam w : f32[O, C, 7, 7]\n"
+     "fn loss(x : f32[B, C, H, W]) -> l\n  a = add(x, p)\n  y = conv2d(a, w)\n  l = square(y)\nend\n"},
+    {"conv2d (mask A, 1x1 kernel: no tap)", "B=2",
+     "dim B\ndim C = 2\ndim O = 3\ndim H = 4\ndim W = 5\nparam p : f32[C, H, W]\nparam w : f32[O, C, 1, 1]\n"
+     "fn loss(x : f32[B, C, H, W]) -> l\n  a = add(x, p)\n  y = conv2d(a, w, mask=A)\n  l = square(y)\nend\n"},
+
     /* recurrences */
     RNN(0), RNN(1),
     /* the inner scan starts from the outer carry, slices the outer slice
