@@ -6,6 +6,8 @@
  * sequence (only x_1 is random), so a model that learned it has NLL near
  * ln V, against T ln V for a uniform one; and its samples count.
  *
+ * BERT's pseudo-log-likelihood falls on the same data.
+ *
  * The encoder-decoder Transformer learns reversal (the task reverse:N:
  * tokens 1..10, x = src backwards; 0 is the start token) and its greedy
  * fn predict reverses new strings.
@@ -150,8 +152,8 @@ static aj_tensor run_fn(const aj_module *m, const char *name, const aj_tensor *p
     return y;
 }
 
-static void learn_and_sample(const char *file, const char *dims) {
-    aj_module *m = load_model(file, dims);
+/* 300 steps on the counter, from a fresh trainer of m */
+static trainer learn_counter(aj_module *m, const char *file) {
     trainer tr = trainer_new(m, 1, B, T);
     uint64_t rng = 42;
     double first = 0, last = 0;
@@ -162,6 +164,12 @@ static void learn_and_sample(const char *file, const char *dims) {
     }
     /* from about T ln V (11.1 nats) to near ln V (1.39) */
     if (!(first > 0.8 * T * log(V) && last < 2.2)) fail_msg("%s: NLL %.3f after 300 steps (first %.3f)", file, last, first);
+    return tr;
+}
+
+static void learn_and_sample(const char *file, const char *dims) {
+    aj_module *m = load_model(file, dims);
+    trainer tr = learn_counter(m, file);
 
     /* its samples count up: every step after the first follows the counter */
     aj_tensor x = run_fn(m, "sample", tr.params, NULL);
@@ -245,6 +253,22 @@ static void test_gpt(void **state) {
     autoregressive("gpt.graph", "B=4,T=8,V=5,E=16,L=2", 5);
 }
 
+/* BERT's pseudo-log-likelihood falls on the counter too (each token is
+ * known from its neighbours: towards 0), and its Gibbs sampler draws
+ * tokens of the vocabulary. */
+static void test_bert(void **state) {
+    (void)state;
+    aj_module *m = load_model("bert.graph", "B=16,T=8,V=4,E=16,L=1,S=2");
+    trainer tr = learn_counter(m, "bert.graph");
+    aj_tensor x = run_fn(m, "sample", tr.params, NULL);
+    assert_int_equal(x.dtype, AJ_I32);
+    assert_int_equal(aj_tensor_numel(&x), B * T);
+    for (int e = 0; e < B * T; e++) assert_true(((int32_t *)x.data)[e] >= 0 && ((int32_t *)x.data)[e] < V);
+    aj_tensor_free(&x);
+    trainer_free(&tr);
+    aj_module_free(m);
+}
+
 /* The Transformer's decoder is autoregressive given the source; it learns
  * to reverse 4 digits and its greedy decoding reverses new ones. */
 static void test_transformer(void **state) {
@@ -279,6 +303,32 @@ static void test_transformer(void **state) {
     aj_module_free(m);
 }
 
+/* What `arjit gradcheck` checks, at small dims: every parameter's gradient
+ * against central differences (in double, on the interpreter). The
+ * Transformer's ReLUs have kinks that a step of 1e-3 crosses, so it gets
+ * 1e-6. */
+static void gradcheck(const char *file, const char *dims, double eps) {
+    aj_module *m = load_model(file, dims);
+    aj_diag d = {0};
+    aj_gradcheck_result *r = calloc((size_t)m->nparam, sizeof *r);
+    int n = 0;
+    if (aj_gradcheck(m, "loglik", 1, 6, eps, r, &n, &d)) {
+        aj_diag_print(&d, stderr);
+        fail_msg("%s: gradcheck did not run", file);
+    }
+    assert_int_equal(n, m->nparam);
+    for (int i = 0; i < n; i++)
+        if (!(r[i].max_rel_err <= 1e-3)) fail_msg("%s: %s: relative error %g", file, r[i].name, r[i].max_rel_err);
+    free(r);
+    aj_module_free(m);
+}
+static void test_gradcheck(void **state) {
+    (void)state;
+    gradcheck("rnn.graph", "B=2,T=5,V=7,E=8,H=5", 1e-3);
+    gradcheck("transformer.graph", "B=2,N=4,E=8,L=2", 1e-6);
+    gradcheck("bert.graph", "B=2,T=5,V=7,E=8,L=2", 1e-3);
+}
+
 int main(void) {
     aj_set_threads(2);
     const struct CMUnitTest tests[] = {
@@ -287,6 +337,8 @@ int main(void) {
         cmocka_unit_test(test_gru),
         cmocka_unit_test(test_gpt),
         cmocka_unit_test(test_transformer),
+        cmocka_unit_test(test_bert),
+        cmocka_unit_test(test_gradcheck),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
