@@ -269,8 +269,8 @@ static int check_order(const options *o, const char *path, int64_t seed)
         return print_diag_in(&d, path);
     printf("  order: ok: each of the %" PRId64 " conditionals depends only on the variables before it (%d random "
            "inputs, %" PRId64 " values of each variable, exact comparisons on the interpreter%s)\n", info.nvar,
-           info.ninput, info.nvalue, info.self ? "" : "; its dependence on itself not checked: not a Bernoulli or "
-           "categorical likelihood");
+           info.ninput, info.nvalue, info.exact ? "" : info.self ? "; on itself: its probabilities sum to 1" :
+           "; its dependence on itself not checked: not a Bernoulli or categorical likelihood");
     return 0;
 }
 

@@ -11,11 +11,15 @@
  *           by multiplying by an exact 0 or not reading an element at all,
  *           so a correct model gives exact equality, not a small change.
  *   j = i   lp_i depends on x_i as the variable of its own distribution,
- *           but its parameters (the logits) must not: then lp_i summed
- *           over the values of x_i, in probability, is 1 for every x_<i.
- *           Done for binary models (bernoulli_nll: x_i in {0, 1}) and
- *           categorical ones (categorical_nll: x_i in 0 .. V-1); a model
- *           with another likelihood gets the j > i check only.
+ *           but its parameters (the logits) must not. When fn loglik's
+ *           likelihood op reads x itself as its target (bernoulli_nll(l, x),
+ *           categorical_nll(l, x)), the probe feeds that operand the
+ *           unchanged x: then lp_i too must stay bit-for-bit the same.
+ *           Otherwise (the op inside a recurrence, NADE) lp_i summed over
+ *           the values of x_i, in probability, must be 1 for every x_<i,
+ *           to 1e-6: done for binary models (bernoulli_nll: x_i in {0, 1})
+ *           and categorical ones (categorical_nll: x_i in 0 .. V-1); a
+ *           model with another likelihood gets the j > i check only.
  *
  * For each of a few random inputs (seeded) and every j, every value of x_j
  * is tried. A probe can only miss a leak whose path is numerically 0 at
@@ -48,6 +52,8 @@ typedef struct {
     int lp;            /* value id of the per-variable terms */
     int last;          /* index of the node that makes lp */
     int64_t D;
+    int target;             /* the top-level likelihood node reading x as its target, or -1 */
+    const aj_tensor *xbase; /* what that operand reads */
 } probe;
 
 /* The per-variable terms: fn's first result is sum(lp, axis=1), possibly
@@ -97,7 +103,7 @@ static int run(const probe *p, const aj_tensor *x, aj_tensor *vals, aj_diag *d) 
         }
         for (int a = 0; a < n->nin; a++) {
             const aj_value *u = &fn->val[n->in[a]];
-            in[a] = u->kind == AJ_VAL_INPUT ? *x : u->kind == AJ_VAL_PARAM ? p->r->params[u->idx] : vals[n->in[a]];
+            in[a] = u->kind == AJ_VAL_INPUT ? (k == p->target && a == 1 ? *p->xbase : *x) : u->kind == AJ_VAL_PARAM ? p->r->params[u->idx] : vals[n->in[a]];
         }
         int rc = aj_interp_node(m, fn, k, in, out, 1, d);
         for (int o = 0; !rc && o < n->nout; o++) vals[n->out[o]] = out[o];
@@ -162,8 +168,8 @@ static int leak(const probe *p, const aj_tensor *base, const aj_tensor *alt, int
 
 int aj_order_check(const char *path, const char *dims, uint64_t seed, aj_order_info *info, aj_diag *d) {
     aj_run r = {0};
-    probe p = {&r, NULL, -1, -1, 0};
-    aj_tensor *base = NULL, *alt = NULL, x = {0};
+    aj_tensor *base = NULL, *alt = NULL, x = {0}, xbase = {0};
+    probe p = {&r, NULL, -1, -1, 0, -1, &xbase};
     double sign;
     int rc = -1;
     memset(info, 0, sizeof *info);
@@ -193,11 +199,14 @@ int aj_order_check(const char *path, const char *dims, uint64_t seed, aj_order_i
         const aj_type *t = &g->val[nll->in[0]].type;
         nv = bound(m, t->dim[t->rank - 1]);
     }
+    if (nll && g == p.fn && p.fn->val[nll->in[1]].kind == AJ_VAL_INPUT) p.target = (int)(nll - p.fn->node);
+    info->exact = p.target >= 0;
     info->nvar = p.D, info->ninput = NBASE, info->nvalue = nv;
     base = calloc((size_t)p.fn->nval + 1, sizeof *base);
     alt = calloc((size_t)p.fn->nval + 1, sizeof *alt);
     x = aj_tensor_new(xv->type.dtype, 2, (int64_t[]){1, p.D});
-    if (!base || !alt || !x.data) {
+    xbase = aj_tensor_new(xv->type.dtype, 2, (int64_t[]){1, p.D});
+    if (!base || !alt || !x.data || !xbase.data) {
         aj_error(d, 0, 0, "out of memory");
         goto out;
     }
@@ -209,6 +218,7 @@ int aj_order_check(const char *path, const char *dims, uint64_t seed, aj_order_i
             if (x.dtype == AJ_F32) xf[k] = (float)v;
             else xi[k] = v;
         }
+        memcpy(xbase.data, x.data, (size_t)p.D * 4);   /* f32 and i32 alike */
         if (run(&p, &x, base, d)) goto out;
         for (int64_t j = 0; j < p.D; j++) {
             int32_t keep = x.dtype == AJ_F32 ? (int32_t)xf[j] : xi[j];
@@ -218,15 +228,16 @@ int aj_order_check(const char *path, const char *dims, uint64_t seed, aj_order_i
                 else xi[j] = v;
                 if (run(&p, &x, alt, d)) goto out;
                 const aj_tensor *lb = &base[p.lp], *la = &alt[p.lp];
-                for (int64_t i = 0; i < j; i++)
+                for (int64_t i = 0; i < j + info->exact; i++)
                     if (!same(lb, la, i)) {
-                        leak(&p, base, alt, i, j, "a later variable", d);
+                        leak(&p, base, alt, i, j, i < j ? "a later variable" : "itself: the logits of its distribution "
+                             "change with it", d);
                         goto out;
                     }
                 total += exp(sign * ((const float *)la->data)[j]);
                 free_vals(&p, alt);
             }
-            if (info->self && fabs(total - 1) > 1e-5) {   /* rerun one other value of x_j for the walk */
+            if (info->self && !info->exact && fabs(total - 1) > 1e-6) {   /* rerun one other value of x_j for the walk */
                 int32_t other = keep == 0 ? 1 : 0;
                 if (x.dtype == AJ_F32) xf[j] = (float)other;
                 else xi[j] = other;
@@ -249,6 +260,7 @@ out:
     if (alt) free_vals(&p, alt);
     free(base), free(alt);
     aj_tensor_free(&x);
+    aj_tensor_free(&xbase);
     if (r.m) aj_run_close(&r);
     return rc;
 }

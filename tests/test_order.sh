@@ -38,6 +38,13 @@ broken made_broken_mask.graph "made_broken_mask.graph:18:13: error: order: the c
     "kind=made_hidden"
 broken fvsbn_broken_order.graph "fvsbn_broken_order.graph:14:11: error: order: the conditional of variable 0 depends on variable 1 (a later variable)"
 
+# NADE whose hidden units already hold x_i when they predict it: the
+# likelihood is inside the recurrence, so the self check is by normalisation
+sed 's/    h = sigmoid(a) .*/    h = sigmoid(a + unsqueeze(xi, axis=1) * wi)/' "$SRC/models/nade.graph" >"$TMP/nade_leak.graph"
+grep -q 'h = sigmoid(a + unsqueeze' "$TMP/nade_leak.graph" || fail "models/nade.graph changed: update the sed"
+run 1 check --order --dims D=7,H=5 "$TMP/nade_leak.graph" &&
+    has "$ERR" "nade_leak.graph:26:11: error: order: the conditional of variable" && has "$ERR" "(itself: its probabilities over x_"
+
 # a model whose loglik is not a sum of per-variable terms is refused, not passed
 cat >"$TMP/notsum.graph" <<'G'
 dim D = 3
