@@ -298,6 +298,12 @@ static int check_order(const options *o, const char *path, int64_t seed)
            "inputs, %" PRId64 " values of each variable, exact comparisons on the interpreter%s)\n", info.nvar,
            info.ninput, info.nvalue, info.exact ? "" : info.self ? "; on itself: its probabilities sum to 1" :
            "; its dependence on itself not checked: not a Bernoulli or categorical likelihood");
+    if (!info.natural) {
+        printf("  order: \"before\" in the order the model draws, not x_0 .. x_%" PRId64 ":", info.nvar - 1);
+        for (int k = 0; k < 8 && k < info.nvar; k++)
+            printf(" x_%" PRId64 "%s", info.start[k], k == 7 || k == info.nvar - 1 ? "" : ",");
+        printf("%s\n", info.nvar > 8 ? ", ..." : "");
+    }
     return 0;
 }
 

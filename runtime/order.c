@@ -54,6 +54,8 @@ typedef struct {
     int64_t D;
     int target;             /* the top-level likelihood node reading x as its target, or -1 */
     const aj_tensor *xbase; /* what that operand reads */
+    int xarg;               /* which fn argument x is; the others (a source sequence) are held at 0 */
+    const aj_tensor *cond;  /* fn argument tensors, cond[xarg] unused */
 } probe;
 
 /* The per-variable terms: fn's first result is sum(lp, axis=1), possibly
@@ -103,7 +105,7 @@ static int run(const probe *p, const aj_tensor *x, aj_tensor *vals, aj_diag *d) 
         }
         for (int a = 0; a < n->nin; a++) {
             const aj_value *u = &fn->val[n->in[a]];
-            in[a] = u->kind == AJ_VAL_INPUT ? (k == p->target && a == 1 ? *p->xbase : *x) : u->kind == AJ_VAL_PARAM ? p->r->params[u->idx] : vals[n->in[a]];
+            in[a] = u->kind == AJ_VAL_INPUT ? (u->idx != p->xarg ? p->cond[u->idx] : k == p->target && a == 1 ? *p->xbase : *x) : u->kind == AJ_VAL_PARAM ? p->r->params[u->idx] : vals[n->in[a]];
         }
         int rc = aj_interp_node(m, fn, k, in, out, 1, d);
         for (int o = 0; !rc && o < n->nout; o++) vals[n->out[o]] = out[o];
@@ -160,16 +162,101 @@ static int leak(const probe *p, const aj_tensor *base, const aj_tensor *alt, int
                 aj_diag *d) {
     const aj_node *n = entry(p, base, alt, j);
     aj_error(d, n->line, n->col,
-             "order: the conditional of variable %lld depends on variable %lld (%s); the dependence enters here",
+             "order: the conditional of variable %lld depends on variable %lld (%s), and no other order of the "
+             "variables makes the model autoregressive; the dependence enters here",
              (long long)i, (long long)j, how);
     aj_diag_site(d, p->r->m, n);
     return -1;
 }
 
+/* Input number s: each value of each variable equally likely. */
+static void random_x(uint64_t seed, int s, int64_t nv, aj_tensor *x) {
+    for (int64_t k = 0; k < x->shape[1]; k++) {
+        int32_t v = (int32_t)(aj_rng_key(seed, (uint64_t)s, (uint64_t)k) % (uint64_t)nv);
+        if (x->dtype == AJ_F32) ((float *)x->data)[k] = (float)v;
+        else ((int32_t *)x->data)[k] = v;
+    }
+}
+
+static void set_x(aj_tensor *x, int64_t j, int32_t v) {
+    if (x->dtype == AJ_F32) ((float *)x->data)[j] = (float)v;
+    else ((int32_t *)x->data)[j] = v;
+}
+
+/* The first dependence against the index order found: input s, x_j = v
+ * makes conditional i change (i = j: by normalisation when total != 1). */
+typedef struct {
+    int found, s;
+    int64_t i, j;
+    int32_t v;
+    double total;
+} first_leak;
+
+/* Probe every x_j on every input: dep[i D + j] = 1 when conditional i
+ * depends on x_j (i = j: its distribution's parameters do). */
+static int probe_all(probe *p, uint64_t seed, int64_t nv, double sign, const aj_order_info *info, aj_tensor *x,
+                     aj_tensor *base, aj_tensor *alt, char *dep, first_leak *fl, aj_diag *d) {
+    const int64_t D = p->D;
+    for (int s = 0; s < info->ninput; s++) {
+        random_x(seed, s, nv, x);
+        memcpy(p->xbase->data, x->data, (size_t)D * 4);   /* f32 and i32 alike */
+        if (run(p, x, base, d)) return -1;
+        for (int64_t j = 0; j < D; j++) {
+            int32_t keep = x->dtype == AJ_F32 ? (int32_t)((float *)x->data)[j] : ((int32_t *)x->data)[j];
+            double total = 0;
+            for (int32_t v = 0; v < nv; v++) {
+                set_x(x, j, v);
+                if (run(p, x, alt, d)) return -1;
+                const aj_tensor *lb = &base[p->lp], *la = &alt[p->lp];
+                for (int64_t i = 0; i < D; i++)
+                    if ((i != j || info->exact) && !same(lb, la, i)) {
+                        dep[i * D + j] = 1;
+                        if (i <= j && !fl->found) *fl = (first_leak){1, s, i, j, v, 0};
+                    }
+                total += exp(sign * ((const float *)la->data)[j]);
+                free_vals(p, alt);
+            }
+            if (info->self && !info->exact && fabs(total - 1) > 1e-6) {
+                dep[j * D + j] = 1;
+                if (!fl->found) *fl = (first_leak){1, s, j, j, keep == 0 ? 1 : 0, total};
+            }
+            set_x(x, j, keep);
+        }
+        free_vals(p, base);
+    }
+    return 0;
+}
+
+/* Whether the dependences order the variables (no cycle, no variable on
+ * itself): Kahn's algorithm; order[0..7] gets the start of one order. */
+static int some_order(const char *dep, int64_t D, int64_t *order) {
+    int64_t *need = calloc((size_t)D + 1, sizeof *need), done = 0;
+    char *out = calloc((size_t)D + 1, 1);
+    if (!need || !out) {
+        free(need), free(out);
+        return -1;
+    }
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = 0; j < D; j++) need[i] += dep[i * D + j];
+    for (int progress = 1; progress;) {
+        progress = 0;
+        for (int64_t i = 0; i < D; i++) {
+            if (out[i] || need[i]) continue;
+            out[i] = 1, progress = 1;
+            if (done < 8) order[done] = i;
+            done++;
+            for (int64_t k = 0; k < D; k++) need[k] -= dep[k * D + i];
+        }
+    }
+    free(need), free(out);
+    return done == D;
+}
+
 int aj_order_check(const char *path, const char *dims, uint64_t seed, aj_order_info *info, aj_diag *d) {
     aj_run r = {0};
-    aj_tensor *base = NULL, *alt = NULL, x = {0}, xbase = {0};
-    probe p = {&r, NULL, -1, -1, 0, -1, &xbase};
+    aj_tensor *base = NULL, *alt = NULL, *cond = NULL, x = {0}, xbase = {0};
+    probe p = {&r, NULL, -1, -1, 0, -1, &xbase, 0, NULL};
+    char *dep = NULL;
     double sign;
     int rc = -1;
     memset(info, 0, sizeof *info);
@@ -180,85 +267,80 @@ int aj_order_check(const char *path, const char *dims, uint64_t seed, aj_order_i
         aj_error(d, 0, 0, "order: the model has no fn loglik");
         goto out;
     }
-    const aj_value *xv = p.fn->nleaf == 1 ? &p.fn->val[p.fn->leaf[0]] : NULL;
+    const aj_graph *g = NULL;
+    const aj_node *nll = find_nll(p.fn, &g);
+    /* x: the argument the likelihood reads as its target, else the last */
+    p.xarg = p.fn->nleaf - 1;
+    if (nll && g == p.fn && p.fn->val[nll->in[1]].kind == AJ_VAL_INPUT) {
+        p.target = (int)(nll - p.fn->node);
+        p.xarg = p.fn->val[nll->in[1]].idx;
+    }
+    const aj_value *xv = p.fn->nleaf ? &p.fn->val[p.fn->leaf[p.xarg]] : NULL;
     if (!xv || xv->type.rank != 2 || (p.lp = find_terms(p.fn, &sign)) < 0 ||
         bound(m, p.fn->val[p.lp].type.dim[1]) != bound(m, xv->type.dim[1])) {
         aj_error(d, p.fn->line, p.fn->col,
-                 "order: fn loglik must take one x : [B, D] and return sum(lp, axis=1) of its D per-variable "
+                 "order: fn loglik must take x : [B, D] and return sum(lp, axis=1) of its D per-variable "
                  "terms lp : [B, D] (negated or not)");
         goto out;
     }
     p.D = bound(m, xv->type.dim[1]);
     p.last = p.fn->val[p.lp].node;
     /* the values each x_i takes: binary, V categories, or (other likelihoods) 0 and 1 with no self check */
-    const aj_graph *g = NULL;
-    const aj_node *nll = find_nll(p.fn, &g);
     int64_t nv = 2;
     info->self = nll != NULL;
     if (nll && nll->op == AJ_OP_CATEGORICAL_NLL) {
         const aj_type *t = &g->val[nll->in[0]].type;
         nv = bound(m, t->dim[t->rank - 1]);
     }
-    if (nll && g == p.fn && p.fn->val[nll->in[1]].kind == AJ_VAL_INPUT) p.target = (int)(nll - p.fn->node);
     info->exact = p.target >= 0;
     info->nvar = p.D, info->ninput = NBASE, info->nvalue = nv;
     base = calloc((size_t)p.fn->nval + 1, sizeof *base);
     alt = calloc((size_t)p.fn->nval + 1, sizeof *alt);
+    cond = calloc((size_t)p.fn->nleaf + 1, sizeof *cond);
+    dep = calloc((size_t)(p.D * p.D) + 1, 1);
     x = aj_tensor_new(xv->type.dtype, 2, (int64_t[]){1, p.D});
     xbase = aj_tensor_new(xv->type.dtype, 2, (int64_t[]){1, p.D});
-    if (!base || !alt || !x.data || !xbase.data) {
+    int ok = base && alt && cond && dep && x.data && xbase.data;
+    for (int a = 0; ok && a < p.fn->nleaf; a++) {   /* conditioning arguments: zeros of their type */
+        const aj_type *t = &p.fn->val[p.fn->leaf[a]].type;
+        int64_t shape[AJ_MAX_RANK];
+        for (int k = 0; k < t->rank; k++) shape[k] = bound(m, t->dim[k]);
+        if (a != p.xarg) ok = (cond[a] = aj_tensor_new(t->dtype, t->rank, shape)).data != NULL;
+    }
+    if (!ok) {
         aj_error(d, 0, 0, "out of memory");
         goto out;
     }
-    for (int s = 0; s < NBASE; s++) {
-        int32_t *xi = x.data;
-        float *xf = x.data;
-        for (int64_t k = 0; k < p.D; k++) {   /* a random x, each value equally likely */
-            int32_t v = (int32_t)(aj_rng_key(seed, (uint64_t)s, (uint64_t)k) % (uint64_t)nv);
-            if (x.dtype == AJ_F32) xf[k] = (float)v;
-            else xi[k] = v;
-        }
-        memcpy(xbase.data, x.data, (size_t)p.D * 4);   /* f32 and i32 alike */
+    p.cond = cond;
+    first_leak fl = {0};
+    if (probe_all(&p, seed, nv, sign, info, &x, base, alt, dep, &fl, d)) goto out;
+    info->natural = !fl.found;
+    int some = fl.found ? some_order(dep, p.D, info->start) : 1;
+    if (some < 0) {
+        aj_error(d, 0, 0, "out of memory");
+        goto out;
+    }
+    if (!some) {   /* rerun the first leak's probe for the walk to its line */
+        random_x(seed, fl.s, nv, &x);
+        memcpy(xbase.data, x.data, (size_t)p.D * 4);
         if (run(&p, &x, base, d)) goto out;
-        for (int64_t j = 0; j < p.D; j++) {
-            int32_t keep = x.dtype == AJ_F32 ? (int32_t)xf[j] : xi[j];
-            double total = 0;
-            for (int32_t v = 0; v < nv; v++) {
-                if (x.dtype == AJ_F32) xf[j] = (float)v;
-                else xi[j] = v;
-                if (run(&p, &x, alt, d)) goto out;
-                const aj_tensor *lb = &base[p.lp], *la = &alt[p.lp];
-                for (int64_t i = 0; i < j + info->exact; i++)
-                    if (!same(lb, la, i)) {
-                        leak(&p, base, alt, i, j, i < j ? "a later variable" : "itself: the logits of its distribution "
-                             "change with it", d);
-                        goto out;
-                    }
-                total += exp(sign * ((const float *)la->data)[j]);
-                free_vals(&p, alt);
-            }
-            if (info->self && !info->exact && fabs(total - 1) > 1e-6) {   /* rerun one other value of x_j for the walk */
-                int32_t other = keep == 0 ? 1 : 0;
-                if (x.dtype == AJ_F32) xf[j] = (float)other;
-                else xi[j] = other;
-                if (run(&p, &x, alt, d)) goto out;
-                char how[96];
-                snprintf(how, sizeof how, "itself: its probabilities over x_%lld sum to %.6g, not 1", (long long)j,
-                         total);
-                leak(&p, base, alt, j, j, how, d);
-                goto out;
-            }
-            if (x.dtype == AJ_F32) xf[j] = (float)keep;
-            else xi[j] = keep;
-        }
-        free_vals(&p, base);
+        set_x(&x, fl.j, fl.v);
+        if (run(&p, &x, alt, d)) goto out;
+        char how[96];
+        if (fl.i < fl.j) snprintf(how, sizeof how, "a later variable");
+        else if (info->exact) snprintf(how, sizeof how, "itself: the logits of its distribution change with it");
+        else snprintf(how, sizeof how, "itself: its probabilities over x_%lld sum to %.6g, not 1", (long long)fl.j,
+                      fl.total);
+        leak(&p, base, alt, fl.i, fl.j, how, d);
+        goto out;
     }
     rc = 0;
 out:
     if (rc && d->line && r.m) aj_diag_source(d, path, r.m->src, r.m->srclen);
     if (base) free_vals(&p, base);
     if (alt) free_vals(&p, alt);
-    free(base), free(alt);
+    for (int a = 0; cond && a < p.fn->nleaf; a++) aj_tensor_free(&cond[a]);
+    free(base), free(alt), free(cond), free(dep);
     aj_tensor_free(&x);
     aj_tensor_free(&xbase);
     if (r.m) aj_run_close(&r);
