@@ -91,6 +91,10 @@ void aj_codegen_free(aj_codegen *cg);
 /* --check-nan: a sampling op keeps a NaN parameter (bernoulli's logit) as
  * its NaN result, so the kernel's check sees what fusion never stores. */
 void aj_codegen_set_nan_check(aj_codegen *cg, int on);
+/* Line tables: the kernels' code at the lines of the graph file `path`
+ * (DWARF line tables; `dump --stage asm` shows them). aj_codegen_free
+ * finalizes them. */
+void aj_codegen_set_source(aj_codegen *cg, const char *path);
 /* Emit kernel `name` (arguments: lo, hi, ctx, then nargs pointers) for ks;
  * *rows is its iteration space. 0, or -1 with d set. */
 int aj_codegen_kernel(aj_codegen *cg, const aj_kspec *ks, const char *name, int nargs, int64_t *rows, aj_diag *d);

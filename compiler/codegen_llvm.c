@@ -49,6 +49,10 @@ struct aj_codegen {
     aj_diag *d;              /* the kernel's diagnostics */
     int vw;                  /* floats in the host's widest vector */
     int nan_check;           /* aj_codegen_set_nan_check */
+    /* line tables (aj_codegen_set_source): every function a subprogram of
+     * the graph file, every op's instructions at its graph line */
+    LLVMDIBuilderRef dib;
+    LLVMMetadataRef difile, difn_type, sp;   /* sp: the function being emitted's */
 };
 
 /* aj_kctx's fields as i64 indices */
@@ -245,6 +249,57 @@ static LLVMValueRef rng_u01(aj_codegen *c, LLVMValueRef key, LLVMValueRef counte
     LLVMValueRef h = rng_mix(c, LLVMBuildXor(c->b, key, rng_mix(c, counter), ""));
     LLVMValueRef bits = LLVMBuildLShr(c->b, h, u64c(c, 40), "");
     return fmul_(c, LLVMBuildUIToFP(c->b, bits, c->f32, ""), f32c(c, 0x1p-24));
+}
+
+/* ---------------------------------------------------------------- line tables */
+
+/* DWARF line tables with the graph file as the source: `dump --stage asm`
+ * marks each op's instructions with `.loc file line col`, and the objects
+ * (also those in the disk cache) carry the graph lines for any tool that
+ * reads them. */
+void aj_codegen_set_source(aj_codegen *c, const char *path) {
+    if (c->dib || !path) return;
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path, *dir = slash ? path : ".";
+    size_t dirlen = slash ? (size_t)(slash - path) : 1;
+    c->dib = LLVMCreateDIBuilder(c->m);
+    c->difile = LLVMDIBuilderCreateFile(c->dib, name, strlen(name), dir, dirlen);
+    LLVMDIBuilderCreateCompileUnit(c->dib, LLVMDWARFSourceLanguageC, c->difile, "arjit", 5, 1, "", 0, 0, "", 0,
+                                   LLVMDWARFEmissionLineTablesOnly, 0, 0, 0, "", 0, "", 0);
+    c->difn_type = LLVMDIBuilderCreateSubroutineType(c->dib, c->difile, NULL, 0, LLVMDIFlagZero);
+    LLVMAddModuleFlag(c->m, LLVMModuleFlagBehaviorWarning, "Debug Info Version", 18,
+                      LLVMValueAsMetadata(LLVMConstInt(c->i32, LLVMDebugMetadataVersion(), 0)));
+    LLVMAddModuleFlag(c->m, LLVMModuleFlagBehaviorWarning, "Dwarf Version", 13,
+                      LLVMValueAsMetadata(LLVMConstInt(c->i32, 5, 0)));
+}
+
+/* what the builders emit from here on is at graph line:col */
+static void at_line(aj_codegen *c, int line, int col) {
+    if (!c->sp) return;
+    LLVMMetadataRef loc = LLVMDIBuilderCreateDebugLocation(c->cx, (unsigned)line, (unsigned)col, c->sp, NULL);
+    LLVMSetCurrentDebugLocation2(c->b, loc);
+    LLVMSetCurrentDebugLocation2(c->eb, loc);
+}
+
+static void at_node(aj_codegen *c, const aj_node *n) {
+    if (n) at_line(c, n->line, n->col);
+}
+
+/* c->fn becomes a subprogram of the graph file at `line` */
+static void describe_fn(aj_codegen *c, const char *name, int line) {
+    if (!c->dib) return;
+    c->sp = LLVMDIBuilderCreateFunction(c->dib, c->difile, name, strlen(name), name, strlen(name), c->difile,
+                                        (unsigned)line, c->difn_type, LLVMGetLinkage(c->fn) == LLVMInternalLinkage,
+                                        1, (unsigned)line, LLVMDIFlagZero, 1);
+    LLVMSetSubprogram(c->fn, c->sp);
+    at_line(c, line, 0);
+}
+
+/* the graph line of ks: its node's, or its group's root's */
+static int spec_line(const aj_kspec *ks) {
+    if (!ks->g) return 0;
+    if (ks->node >= 0) return ks->g->node[ks->node].line;
+    return ks->nnodes ? ks->g->node[ks->nodes[ks->nnodes - 1]].line : 0;
 }
 
 /* ---------------------------------------------------------------- elementwise math */
@@ -975,6 +1030,7 @@ static LLVMValueRef gval(aj_codegen *c, group_elem *u, int v) {
     if (n->op == AJ_OP_CONSTANT) return u->memo[i] = f32c(c, aj_attr_float(n, "value"));
     LLVMValueRef x[AJ_KS_MAX_IN];
     for (int j = 0; j < n->nin; j++) x[j] = gval(c, u, n->in[j]);
+    at_node(c, n);
     return u->memo[i] = check_value(c, n, ew_value(c, n, x, u->flat, u->key[i]));
 }
 
@@ -1793,6 +1849,7 @@ int aj_codegen_reduce_block(const aj_node *n, const aj_type *x_type) {
 
 void aj_codegen_set_nan_check(aj_codegen *c, int on) { c->nan_check = on; }
 
+
 aj_codegen *aj_codegen_new(aj_jit *jit, aj_jit_module *mod) {
     aj_codegen *c = calloc(1, sizeof *c);
     if (!c) return NULL;
@@ -1812,6 +1869,10 @@ aj_codegen *aj_codegen_new(aj_jit *jit, aj_jit_module *mod) {
 
 void aj_codegen_free(aj_codegen *c) {
     if (!c) return;
+    if (c->dib) {
+        LLVMDIBuilderFinalize(c->dib);
+        LLVMDisposeDIBuilder(c->dib);
+    }
     LLVMDisposeBuilder(c->b);
     LLVMDisposeBuilder(c->eb);
     free(c->arg);
@@ -1836,8 +1897,9 @@ static LLVMTypeRef body_type(aj_codegen *c, int nargs) {
 }
 
 /* A kernel body `name` (body_type): internal, inlined into its kernel,
- * every buffer a noalias parameter. 0, or -1 out of memory. */
-static int begin_fn(aj_codegen *c, const char *name, int nargs, aj_diag *d) {
+ * every buffer a noalias parameter, at graph line `line`. 0, or -1 out of
+ * memory. */
+static int begin_fn(aj_codegen *c, const char *name, int nargs, int line, aj_diag *d) {
     LLVMTypeRef ft = body_type(c, nargs);
     if (nargs > c->caparg) {
         LLVMValueRef *a = realloc(c->arg, (size_t)nargs * sizeof *a);
@@ -1857,6 +1919,7 @@ static int begin_fn(aj_codegen *c, const char *name, int nargs, aj_diag *d) {
     c->entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
     LLVMPositionBuilderAtEnd(c->eb, c->entry);
     LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, c->fn, "start"));
+    describe_fn(c, name, line);
     return 0;
 }
 
@@ -1868,6 +1931,7 @@ static void end_fn(aj_codegen *c) {
 static int64_t lower_spec(aj_codegen *c, const aj_kspec *ks, aj_diag *d) {
     const aj_node *n = ks->node >= 0 && ks->g ? &ks->g->node[ks->node] : NULL;
     c->ks = ks, c->d = d;
+    at_line(c, spec_line(ks), 0);
     switch (ks->kind) {
     case AJ_KS_COPY: return lower_elementwise(c, NULL);
     case AJ_KS_MM_PACK:
@@ -1926,13 +1990,13 @@ static int lower_recurrence(aj_codegen *c, const aj_kspec *ks, const char *name,
     for (int k = 0; k < ks->nsub; k++) {
         char sub[112];
         snprintf(sub, sizeof sub, "%s_%d", name, k);
-        if (begin_fn(c, sub, nargs, d)) goto out;
+        if (begin_fn(c, sub, nargs, spec_line(&ks->sub[k]), d)) goto out;
         rows[k] = lower_spec(c, &ks->sub[k], d);
         end_fn(c);
         if (rows[k] < 0) goto out;
         nflush += ks->sub[k].at_flush;
     }
-    if (begin_fn(c, name, nargs, d)) goto out;
+    if (begin_fn(c, name, nargs, spec_line(ks), d)) goto out;
     c->ks = ks;
     LLVMTypeRef kctx = LLVMArrayType(c->i64, CTX_RING + 1);
     LLVMValueRef local = LLVMBuildAlloca(c->eb, kctx, "ctx");
@@ -1982,7 +2046,7 @@ out:
  * is inlined, which keeps that as alias scopes: the loops vectorise as if
  * the kernel took its buffers as arguments, and one libffi signature of
  * four arguments calls a kernel over any number of buffers. */
-static int entry_fn(aj_codegen *c, const char *name, const char *body, int nargs, aj_diag *d) {
+static int entry_fn(aj_codegen *c, const char *name, const char *body, int nargs, int line, aj_diag *d) {
     LLVMTypeRef ft = body_type(c, nargs);
     LLVMValueRef *args = malloc(((size_t)nargs + 3) * sizeof *args);
     if (!ft || !args) {
@@ -1995,6 +2059,7 @@ static int entry_fn(aj_codegen *c, const char *name, const char *body, int nargs
     fn_attr(c, 4, "nocapture");
     fn_attr(c, 4, "readonly");
     LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry"));
+    describe_fn(c, name, line);
     LLVMValueRef tab = LLVMGetParam(c->fn, 3);
     for (int i = 0; i < 3; i++) args[i] = LLVMGetParam(c->fn, (unsigned)i);
     for (int i = 0; i < nargs; i++) {
@@ -2014,10 +2079,10 @@ int aj_codegen_kernel(aj_codegen *c, const aj_kspec *ks, const char *name, int n
         *rows = 1;
         if (lower_recurrence(c, ks, body, nargs, d)) return -1;
     } else {
-        if (begin_fn(c, body, nargs, d)) return -1;
+        if (begin_fn(c, body, nargs, spec_line(ks), d)) return -1;
         *rows = lower_spec(c, ks, d);
         end_fn(c);
         if (*rows < 0) return -1;
     }
-    return entry_fn(c, name, body, nargs, d);
+    return entry_fn(c, name, body, nargs, spec_line(ks), d);
 }

@@ -130,6 +130,7 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         goto fail;
     }
     aj_codegen_set_nan_check(cg, o->nan_check);
+    aj_codegen_set_source(cg, m->path);
     aj_planner pl = {.P = P, .cg = cg, .m = m, .d = d};
     int rc = o->fused ? aj_plan_fused(&pl) : aj_plan_naive(&pl);
     aj_codegen_free(cg);

@@ -159,6 +159,10 @@ for stage in llvm asm; do
         if [ $stage$engine = llvmnaive ]; then has "$OUT" "; k0_broadcast  # $NADE:25  a0 = broadcast"; fi
     done
 done
+# line tables: the fused recurrence's code names nade.graph and h = sigmoid(a)'s line
+line=$(grep -n 'h = sigmoid(a)' "$NADE" | cut -d: -f1)
+run 0 dump --stage asm "$NADE" --dims D=5,H=4,B=3 && has "$OUT" '"nade.graph"' && grep -qE "^\s*\.loc\s+[0-9]+ $line [0-9]" "$OUT" ||
+    fail "dump --stage asm: no .loc at nade.graph:$line"
 run 1 dump --stage fused "$FVSBN" --dims D=4 --fn nope && has "$ERR" "no fn 'nope'"
 run 1 dump --stage fused "$TMP/broken.graph" && has "$ERR" "broken.graph:3:7: error:"
 run 2 dump "$FVSBN" --fn loglik && has "$ERR" "--fn goes with the compiled stages" &&
