@@ -21,11 +21,11 @@ idx() {   # idx FILE COUNT
     done
     printf "$bytes" >"$1"
 }
-mkdir -p "$TMP/data"
 RANDOM=7
-idx "$TMP/data/train-images-idx3-ubyte" 400
-idx "$TMP/data/t10k-images-idx3-ubyte" 100
 export ARJIT_DATA=$TMP/data
+mkdir -p "$ARJIT_DATA" && for split in train-images-idx3-ubyte:400 t10k-images-idx3-ubyte:100; do
+    idx "$ARJIT_DATA/${split%:*}" "${split#*:}"
+done
 
 for m in pixelcnn:H=4,W=4,C=8,F=4,L=2 gated_pixelcnn:H=4,W=4,C=8,L=2 row_lstm:H=4,W=4,C=8 diag_bilstm:H=4,W=4,C=8; do
     name=${m%%:*} dims=${m#*:}
