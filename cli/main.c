@@ -59,6 +59,7 @@ typedef struct {
     /* bench; check_nan also train, eval, sample */
     const char *steps, *json, *profile, *check_nan;
     const char *dir;     /* data fetch */
+    const char *order;   /* check --order */
 } options;
 
 typedef struct {
@@ -286,9 +287,35 @@ static void summarise(const aj_module *m, const aj_bind *b, const char *path)
     }
 }
 
+static int int_value(const char *cmd, const char *flag, const char *s, int64_t dflt, int64_t lo, int64_t hi,
+                     int64_t *out);
+
+/* arjit check --order: the order check of runtime/order.c on one file. */
+static int check_order(const options *o, const char *path, int64_t seed)
+{
+    aj_order_info info;
+    aj_diag d = {0};
+    if (aj_order_check(path, o->dims, (uint64_t)seed, &info, &d))
+        return print_diag_in(&d, path);
+    printf("  order: ok: each of the %" PRId64 " conditionals depends only on the variables before it (%d random "
+           "inputs, %" PRId64 " values of each variable, exact comparisons on the interpreter%s)\n", info.nvar,
+           info.ninput, info.nvalue, info.exact ? "" : info.self ? "; on itself: its probabilities sum to 1" :
+           "; its dependence on itself not checked: not a Bernoulli or categorical likelihood");
+    if (!info.natural) {
+        printf("  order: \"before\" in the order the model draws, not x_0 .. x_%" PRId64 ":", info.nvar - 1);
+        for (int k = 0; k < 8 && k < info.nvar; k++)
+            printf(" x_%" PRId64 "%s", info.start[k], k == 7 || k == info.nvar - 1 ? "" : ",");
+        printf("%s\n", info.nvar > 8 ? ", ..." : "");
+    }
+    return 0;
+}
+
 static int run_check(const options *o)
 {
     int status = 0;
+    int64_t seed;
+    if (int_value("check", "--seed", o->seed, 1, 0, INT64_MAX, &seed))
+        return EXIT_USAGE;
     for (int i = 0; i < o->nfiles; i++) {
         aj_bind b;
         aj_module *m = load(o->files[i], o->dims, &b);
@@ -303,6 +330,8 @@ static int run_check(const options *o)
         else
             status = EXIT_MODEL;
         aj_module_free(m);
+        if (o->order && check_order(o, o->files[i], seed))
+            status = EXIT_MODEL;
     }
     return status;
 }
@@ -1364,7 +1393,12 @@ out:
 
 /* ---------------------------------------------------------------- the table */
 
-static const flag check_flags[] = { FLAG_DIMS, FLAG_END };
+static const flag check_flags[] = {
+    FLAG_DIMS,
+    { "--order", NULL, offsetof(options, order), "also prove each conditional depends only on the variables before it" },
+    FLAG_SEED("--order: parameter init and random inputs; default 1"),
+    FLAG_END,
+};
 static const flag dump_flags[] = {
     { "--stage", "STAGE", offsetof(options, stage), "what to print; default ir. Graph text: ir (the parsed, verified graph),\n"
       "                       grad (with grad_<fn>: loss and gradients), opt (grad with every fn simplified:\n"

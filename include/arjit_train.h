@@ -66,6 +66,29 @@ int aj_run_load_params(aj_run *r, const aj_ckpt *ck, const char *ckpt_path, aj_d
 int aj_run_nll(aj_run *r, const aj_dataset *ds, const char *fn, double *nll,
                const volatile sig_atomic_t *interrupt, aj_diag *d);
 
+/* The autoregressive order check (runtime/order.c, arjit check --order):
+ * model `path` under `dims` (B = 1), parameters from their initialisers
+ * with `seed`. Proves on the interpreter, by exact comparison, that fn
+ * loglik's per-variable term i depends on no x_j with j > i, and (binary
+ * and categorical models: info->self) that its distribution's parameters
+ * do not depend on x_i (exactly, or by normalisation: info->exact). A
+ * model that draws its order (an order-agnostic MADE) passes when its
+ * dependences order the variables some other way (info->natural = 0).
+ * Arguments of fn loglik other than x (the one its likelihood reads as the
+ * target, else the last) are conditioning inputs, held at 0. 0 when it
+ * holds; -1 with d set at the graph line where the first leak (i, j)
+ * enters, or on an error. */
+typedef struct {
+    int64_t nvar;      /* D */
+    int ninput;        /* random inputs tried */
+    int64_t nvalue;    /* values tried for each x_j */
+    int self;          /* whether j = i was checked */
+    int exact;         /* j = i checked exactly (the likelihood's target held), not by normalisation */
+    int natural;       /* autoregressive in the index order x_0 .. x_{D-1}; else in another one */
+    int64_t start[8];  /* !natural: the first variables of such an order */
+} aj_order_info;
+int aj_order_check(const char *path, const char *dims, uint64_t seed, aj_order_info *info, aj_diag *d);
+
 /* ---------------------------------------------------------------- jobs */
 
 typedef enum { AJ_SCHED_CONSTANT, AJ_SCHED_STEP, AJ_SCHED_COSINE } aj_schedule;

@@ -163,7 +163,7 @@ static int compare_module(aj_module *m, const char *what) {
 /* Small values for the dims models use, so the interpreter is quick; B=3
  * so rows split unevenly over threads. A model gets those it declares. */
 static void small_dims(const char *path, char *spec, size_t n) {
-    static const char *small[] = {"B=3", "D=7", "H=5", "T=5", "V=7", "E=8", "L=2", "K=3", "N=4"};
+    static const char *small[] = {"B=3", "D=7", "H=5", "T=5", "V=7", "E=8", "L=2", "K=3", "N=4", "W=4", "C=4", "F=3"};
     aj_diag d = {0};
     aj_module *m = aj_parse_file(path, &d);
     spec[0] = 0;
