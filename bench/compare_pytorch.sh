@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # arjit against eager PyTorch (Debian 12's python3-torch, CPU) on the same
-# training step: NADE (D=784, H=500) and FVSBN (D=784), one Adam step on a
+# training step: NADE (D=784, H=500), FVSBN (D=784) and MADE (D=784, H=500), one Adam step on a
 # batch of binary images, same batch and threads. bench/README.md says what
 # is compared and how.
 #
@@ -8,7 +8,7 @@
 #
 # Installs python3-torch if /usr/bin/python3 cannot import torch, builds
 # arjit if needed, then runs, one at a time, `arjit bench --engine fused`
-# and bench/pytorch/{nade,fvsbn}.py, with glibc's malloc as it comes and
+# and bench/pytorch/{nade,fvsbn,made}.py, with glibc's malloc as it comes and
 # tuned (both sides alike), and prints a table. Exit status: 0
 # done, 1 a failure (build, install, a run, or --check's comparison), 2 a
 # bad command line.
@@ -23,7 +23,7 @@ usage() {
     cat <<EOF
 usage: $ME [FLAGS]
 
-Times one Adam training step of NADE and FVSBN: arjit's fused JIT engine
+Times one Adam training step of NADE, FVSBN and MADE: arjit's fused JIT engine
 (arjit bench) against eager PyTorch (bench/pytorch/*.py), then prints
 ms/step (median of --steps after 2 warm-up steps) and PyTorch/arjit.
 
@@ -122,7 +122,7 @@ if ((check)); then
     { if [[ $test_file == *.gz ]]; then gzip -dc "$test_file"; else cat "$test_file"; fi; } \
         | head -n 1000 >"$tmp/small/binarized_mnist_test.amat" || true
     fails=0
-    for m in nade fvsbn; do
+    for m in nade fvsbn made; do
         lr=3e-3; [[ $m == fvsbn ]] && lr=1e-2
         "$ARJIT" train "models/$m.graph" --data mnist-bin --epochs 1 --max-steps 20 --lr "$lr" \
             --seed 1 --threads 1 --save "$tmp/$m.ckpt" >"$tmp/train.log" 2>&1 \
@@ -157,7 +157,7 @@ fi
 TUNED=4000000000   # as bench/pytorch/common.py
 modes=(default tuned)
 [[ $malloc != both ]] && modes=("$malloc")
-for m in nade fvsbn; do
+for m in nade fvsbn made; do
     for mode in "${modes[@]}"; do
         env=(env -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_) pyflag=()
         if [[ $mode == tuned ]]; then
@@ -184,7 +184,7 @@ try:
 except OSError:
     deb = ""
 rows = []
-for m in ("nade", "fvsbn"):
+for m in ("nade", "fvsbn", "made"):
     for mode in modes:
         a = json.load(open(os.path.join(tmp, f"{m}.{mode}.arjit.json")))
         p = json.loads(open(os.path.join(tmp, f"{m}.{mode}.torch.json")).read())
@@ -217,7 +217,7 @@ for r in [hdr] + table:
     print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
 print("PyTorch/arjit: the faster PyTorch variant's median over arjit's, same malloc (> 1: arjit is faster)")
 if len(modes) > 1:
-    for m in ("nade", "fvsbn"):
+    for m in ("nade", "fvsbn", "made"):
         mine = [r for r in rows if r[0] == m]
         a = min(mine, key=lambda r: r[2]["ms_median"])
         p = min(mine, key=lambda r: r[3]["ms_median"])
