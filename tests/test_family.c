@@ -50,6 +50,7 @@ static const norm_case norm_cases[] = {
     {"made_oa.graph", "D=4,H=6,S=3", "loglik_ens", 4, 2, 2, 0, 1},
     {"softmax_ar.graph", "D=3,K=3", "loglik", 3, 3, 1, 0, 1},
     {"nade_kary.graph", "D=3,K=3,H=4", "loglik", 3, 3, 1, 0, 1},
+    {"orderless_nade.graph", "D=4,H=6,S=2", "loglik_ens", 4, 2, 3, 0, 1},
     /* the midpoint rule on [-12, 12]^2: the components' sigma >= 0.1 */
     {"rnade.graph", "D=2,H=4,K=3", "loglik", 2, 480, 1, -12 + 0.025, 0.05},
 };
@@ -122,6 +123,7 @@ static const train_case train_cases[] = {
     {"softmax_ar.graph", "D=6,K=4", "mnist:4", 2, 0.01},
     {"nade_kary.graph", "D=6,K=4,H=8", "mnist:4", 2, 0.01},
     {"rnade.graph", "D=2,H=8,K=3", "csv:family.csv", 20, 0.05},
+    {"orderless_nade.graph", "D=6,H=16", "mnist", 6, 0.01},
 };
 
 /* Adam on the fused engine: the valid NLL ends well below the first
