@@ -51,6 +51,7 @@ static const norm_case norm_cases[] = {
     {"softmax_ar.graph", "D=3,K=3", "loglik", 3, 3, 1, 0, 1},
     {"nade_kary.graph", "D=3,K=3,H=4", "loglik", 3, 3, 1, 0, 1},
     {"orderless_nade.graph", "D=4,H=6,S=2", "loglik_ens", 4, 2, 3, 0, 1},
+    {"nade_k.graph", "D=4,H=6,K=3,S=2", "loglik_ens", 4, 2, 2, 0, 1},
     /* the midpoint rule on [-12, 12]^2: the components' sigma >= 0.1 */
     {"rnade.graph", "D=2,H=4,K=3", "loglik", 2, 480, 1, -12 + 0.025, 0.05},
 };
@@ -124,6 +125,7 @@ static const train_case train_cases[] = {
     {"nade_kary.graph", "D=6,K=4,H=8", "mnist:4", 2, 0.01},
     {"rnade.graph", "D=2,H=8,K=3", "csv:family.csv", 20, 0.05},
     {"orderless_nade.graph", "D=6,H=16", "mnist", 6, 0.01},
+    {"nade_k.graph", "D=6,H=16,K=3", "mnist", 6, 0.01},
 };
 
 /* Adam on the fused engine: the valid NLL ends well below the first
