@@ -272,6 +272,18 @@ typedef struct {
     int line, col;
 } aj_dimdef;
 
+/* One line `key = value` of a `recipe ... end` block (docs/ir.md,
+ * "Training recipes"): a default for the `arjit train` flag --key (with
+ * '_' for '-': weight_decay is --weight-decay), used unless the flag is
+ * given. The parser knows the keys and whether each takes a number, a name
+ * or a string; `arjit train` checks the value's range as it does the flag's. */
+typedef struct {
+    char *key;
+    char *value;             /* as written; a string without its quotes */
+    int is_str;              /* written as a string ("mnist-bin") */
+    int line, col;           /* of the value */
+} aj_setting;
+
 /* A call of a `def` that the parser inlined: the nodes it made carry its
  * index (aj_node.site), so a diagnostic names the call as well as the line
  * in the def. `parent` is the call it was made from (1 + index; 0 at a fn). */
@@ -293,6 +305,8 @@ struct aj_module {
     /* the binding of the last aj_module_infer: value types are under it */
     aj_bind bind;
     aj_callsite *site; int nsite;   /* the def calls the parser inlined */
+    aj_setting *recipe; int nrecipe; /* the training recipe, in file order */
+    int recipe_line;                 /* where the `recipe` block starts; 0: none */
 };
 
 /* Node/attribute access by the names in the op's spec. */
@@ -374,6 +388,8 @@ aj_graph *aj_module_fn(const aj_module *m, const char *name);
 int aj_module_param_index(const aj_module *m, const char *name);
 /* The extern op named `name`, or -1. */
 int aj_extern_index(const aj_module *m, const char *name);
+/* The recipe's setting for key, or NULL. */
+const aj_setting *aj_recipe_get(const aj_module *m, const char *key);
 
 /* Canonical text; parses back to the same module. */
 void aj_module_print(const aj_module *m, FILE *f);
@@ -426,6 +442,23 @@ int aj_interp_run(const aj_module *m, const aj_graph *fn, const aj_tensor *param
  * fn loglik (the mean NLL), mean(first result) otherwise. m must be inferred
  * (aj_module_infer) first; B/T may stay symbolic. NULL and d set on error. */
 aj_graph *aj_autodiff(aj_module *m, const char *fn, aj_diag *d);
+/* The sampler derived from fn loglik (compiler/sample_step.c,
+ * docs/sampling.md): adds
+ *   fn sample_init(<loglik args>) -> state...          (when there is state)
+ *   fn sample_step(<loglik args>, pos : i32[1], state...) -> logits, state'...
+ * where logits are the conditional of x at position pos given x_<pos ([B, V]
+ * for a categorical_nll of x, [B] for a bernoulli_nll). full = 1 asks for
+ * the full form (the whole graph each step, no state). m inferred with
+ * every dim bound. -1 with d set when loglik has no such conditional. */
+typedef struct {
+    int incremental;   /* 1: each step computes one position; 0: the full form */
+    int two_phase;     /* the state after pos reads x_pos: run the step again once it is drawn */
+    int binary;        /* bernoulli conditionals (logits [B]), else categorical ([B, V]) */
+    int nstate;
+    char why[256];     /* full form asked for incrementally: "line N: op ..." that forced it */
+} aj_step_info;
+int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d);
+
 /* Whether op has a gradient rule (or needs none: constants, sampling). */
 int aj_has_gradient(aj_op op);
 

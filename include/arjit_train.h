@@ -59,7 +59,8 @@ int aj_run_load_params(aj_run *r, const aj_ckpt *ck, const char *ckpt_path, aj_d
 /* The mean NLL in nats per example (-log p(x) from fn `fn`, NULL: loglik,
  * which takes x : f32[B, D] and returns log p(x) per example first) over
  * every example of vector dataset ds, in batches of B; the last batch is
- * padded with zero rows that are not counted. An NLL that is NaN or Inf is
+ * padded with zero rows that are not counted. Text: the examples are the
+ * in-order windows, x : i32[B, T] their last T tokens (docs/training.md). An NLL that is NaN or Inf is
  * an error. Stops early, returning 1, once *interrupt is set (interrupt may
  * be NULL). */
 int aj_run_nll(aj_run *r, const aj_dataset *ds, const char *fn, double *nll,
@@ -111,13 +112,15 @@ typedef struct {
     int interrupted, early_stopped;
 } aj_train_result;
 
-/* Train job->model on job->data (vector data; text models come later). */
+/* Train job->model on job->data: vector data, or text for a model whose
+ * loglik takes token windows i32[B, T] (docs/training.md). */
 int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d);
 
 typedef struct {
     double nll;              /* nats per example */
     double bpd;              /* bits per dimension: nll / (d ln 2) */
     int64_t n, d;            /* examples, values per example */
+    int text;                /* text: n windows of d characters; bpd is bits per character */
     char split[8], data[256];
 } aj_eval_result;
 
@@ -133,6 +136,28 @@ typedef struct {
 
 /* n draws from fn sample (B = n) under checkpoint job->ckpt, seeded by job->seed. */
 int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d);
+
+/* ---------------------------------------------------------------- ancestral sampling */
+
+/* How aj_ancestral samples with the sampler derived from fn loglik. */
+typedef struct {
+    int64_t length;          /* positions to produce; 0: the block size T (more: the window slides) */
+    double temperature;      /* divides the logits; 0: 1 */
+    int top_k;               /* draw among the k likeliest values only; 0: all */
+    const int32_t *prompt;   /* positions 0..nprompt-1 of every row: fed, not drawn */
+    int64_t nprompt;
+    uint64_t seed;           /* a draw is a function of (seed, position, row) */
+    int full;                /* the full form (the whole graph each step), to compare */
+    /* called after each position t with its B values */
+    void (*emit)(void *ctx, const int32_t *tok, int64_t B, int64_t t);
+    void *ctx;
+} aj_ancestral_opts;
+
+/* Derive fn sample_init / sample_step (aj_sample_step) into m (every dim
+ * bound, fn loglik(x : [B, T])) and sample B sequences of o->length values
+ * into *out ([B, length], x's dtype), running the fns on `run`. */
+int aj_ancestral(aj_module *m, aj_engine_run run, const aj_tensor *params, const aj_ancestral_opts *o, aj_tensor *out,
+                 aj_diag *d);
 
 #ifdef __cplusplus
 }
