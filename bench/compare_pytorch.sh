@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # arjit against eager PyTorch (Debian 12's python3-torch, CPU) on the same
-# training step: NADE (D=784, H=500), FVSBN (D=784) and PixelCNN (28x28,
-# 64 channels, 5 blocks), one Adam step on a batch of binary images, same batch and threads. bench/README.md says what
+# training step: NADE (D=784, H=500), FVSBN (D=784), MADE (D=784, H=500) and
+# PixelCNN (28x28, 64 channels, 5 blocks), one Adam step on a batch of binary images, same batch and threads. bench/README.md says what
 # is compared and how.
 #
 #   bench/compare_pytorch.sh [--threads 1] [--batch 100] [--steps 20] [--malloc both] [--check]
 #
 # Installs python3-torch if /usr/bin/python3 cannot import torch, builds
 # arjit if needed, then runs, one at a time, `arjit bench --engine fused`
-# and bench/pytorch/{nade,fvsbn,pixelcnn}.py, with glibc's malloc as it comes and
+# and bench/pytorch/{nade,fvsbn,made,pixelcnn}.py, with glibc's malloc as it comes and
 # tuned (both sides alike), and prints a table. Exit status: 0
 # done, 1 a failure (build, install, a run, or --check's comparison), 2 a
 # bad command line.
@@ -23,7 +23,7 @@ usage() {
     cat <<EOF
 usage: $ME [FLAGS]
 
-Times one Adam training step of NADE, FVSBN and PixelCNN: arjit's fused JIT engine
+Times one Adam training step of NADE, FVSBN, MADE and PixelCNN: arjit's fused JIT engine
 (arjit bench) against eager PyTorch (bench/pytorch/*.py), then prints
 ms/step (median of --steps after 2 warm-up steps) and PyTorch/arjit.
 
@@ -72,7 +72,7 @@ while (($#)); do
     esac
 done
 ARJIT=$build/arjit
-models=(nade fvsbn pixelcnn)
+models=(nade fvsbn made pixelcnn)
 
 # --- PyTorch: Debian's package, installed like tests/setup-deps.sh does ---------
 if ! "$PY" -c 'import torch' 2>/dev/null; then

@@ -1487,6 +1487,8 @@ static const flag sample_flags[] = {
     { "--data", "SPEC", offsetof(options, data), "for a fn sample(x : f32[B, D]) that conditions on data: the dataset\n"
       "                       whose first N examples it gets; default the checkpoint's" },
     { "--split", "NAME", offsetof(options, split), "the split those examples come from: test, valid or train; default test" },
+    { "--fn", "NAME", offsetof(options, fn), "the fn to run, taking no argument or the data as fn sample does\n"
+      "                       (e.g. an inpainting fn); default sample" },
     FLAG_ENGINE,
     FLAG_THREADS,
     FLAG_CHECK_NAN,

@@ -101,7 +101,7 @@ typedef struct {
     const char *data;        /* dataset spec (arjit_runtime.h); NULL: the checkpoint's */
     const char *split;       /* eval: "test" | "valid" | "train"; NULL: test */
     const char *ckpt;        /* eval, sample: the checkpoint to read */
-    const char *fn;          /* eval: the fn scoring log p(x) per example; NULL: loglik */
+    const char *fn;          /* eval: the fn scoring log p(x) per example; NULL: loglik. sample: the fn run; NULL: sample */
     aj_engine_run engine;    /* NULL: the interpreter */
     int64_t batch;           /* B; 0: the checkpoint's (--resume, eval), else 100 */
     uint64_t seed;           /* parameter init and batch order (train), draws (sample) */

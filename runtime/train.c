@@ -1020,9 +1020,10 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     int rc = -1;
     use_threads(job);
     if (open_ckpt(job, job->ckpt, 0, n, &r, &ck, d)) goto out;
-    const aj_graph *fn = aj_module_fn(r.m, "sample");
+    const char *name = job->fn ? job->fn : "sample";
+    const aj_graph *fn = aj_module_fn(r.m, name);
     if (!fn) {
-        aj_io_error(d, job->model, 0, 0, "the model has no fn sample");
+        aj_io_error(d, job->model, 0, 0, "the model has no fn %s", name);
         goto out;
     }
     if (r.bdim < 0 || r.bind.v[r.bdim] != n) {

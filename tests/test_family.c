@@ -2,14 +2,15 @@
  * and orderless models beside them), at small dims:
  *
  * - the autoregressive property: with random parameters, p(x) summed over
- *   every x of a discrete model is 1 (integrated over a grid for the
- *   real-valued linear Gaussian and MLP AR). A conditional that read its own
+ *   every x of a discrete model is 1 (integrated over a fine grid for the
+ *   real-valued RNADE, linear Gaussian and MLP AR). A conditional that read its own
  *   variable or a later one would not normalise (for MADE, a mask letting
  *   output i see x_i), so this fails on any leak. The order-agnostic MADE
  *   is checked under several seeds, each a different mask, and its
  *   ensemble.
  * - training: each model's NLL falls on the fused engine on the synthetic
- *   2x3 images of tests/synthetic_idx.h. */
+ *   2x3 images of tests/synthetic_idx.h (real-valued: points near the
+ *   parabola v = u^2). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,27 +38,26 @@ static char models[512], dir[256];
 
 typedef struct {
     const char *file, *dims, *fn;
-    int D, K;       /* variables, values of each (0 .. K-1); K = 0: real, integrated on a grid */
+    int D, n;       /* variables, values of each: lo + v step, v = 0 .. n-1 */
     int seeds;      /* the fn draws (masks): check this many seeds */
+    double lo, step;
 } norm_case;
 
 static const norm_case norm_cases[] = {
-    {"made.graph", "D=4,H=6", "loglik", 4, 2, 1},
-    {"made2.graph", "D=4,H=6", "loglik", 4, 2, 1},
-    {"made_oa.graph", "D=4,H=6", "loglik", 4, 2, 6},
-    {"made_oa.graph", "D=4,H=6,S=3", "loglik_ens", 4, 2, 2},
-    {"softmax_ar.graph", "D=3,K=3", "loglik", 3, 3, 1},
-    {"nade_kary.graph", "D=3,K=3,H=4", "loglik", 3, 3, 1},
-    {"linear_gaussian_ar.graph", "D=2", "loglik", 2, 0, 1},
-    {"mlp_ar.graph", "D=2,H=3", "loglik", 2, 0, 1},
+    {"made.graph", "D=4,H=6", "loglik", 4, 2, 1, 0, 1},
+    {"made2.graph", "D=4,H=6", "loglik", 4, 2, 1, 0, 1},
+    {"made_oa.graph", "D=4,H=6", "loglik", 4, 2, 6, 0, 1},
+    {"made_oa.graph", "D=4,H=6,S=3", "loglik_ens", 4, 2, 2, 0, 1},
+    {"softmax_ar.graph", "D=3,K=3", "loglik", 3, 3, 1, 0, 1},
+    {"nade_kary.graph", "D=3,K=3,H=4", "loglik", 3, 3, 1, 0, 1},
+    {"orderless_nade.graph", "D=4,H=6,S=2", "loglik_ens", 4, 2, 3, 0, 1},
+    {"nade_k.graph", "D=4,H=6,K=3,S=2", "loglik_ens", 4, 2, 2, 0, 1},
+    /* the midpoint rule on [-12, 12]^2: the components' sigma >= 0.1 */
+    {"rnade.graph", "D=2,H=4,K=3", "loglik", 2, 480, 1, -12 + 0.025, 0.05},
+    /* the midpoint rule on [-20, 20]^2: sigma >= 0.4, means within a few units */
+    {"linear_gaussian_ar.graph", "D=2", "loglik", 2, 400, 1, -20 + 0.05, 0.1},
+    {"mlp_ar.graph", "D=2,H=3", "loglik", 2, 400, 1, -20 + 0.05, 0.1},
 };
-
-/* Real-valued models: the midpoint rule on GRID points per variable over
- * [-SPAN, SPAN] (the random parameters keep every sigma >= 0.4 and the
- * means within a few units, so both the rule's and the tails' errors are
- * far below the test's 1e-4). */
-enum { GRID = 400 };
-#define SPAN 20.0
 
 /* Parameters away from their initialisers (zeros would hide a leak). */
 static aj_tensor *random_params(const aj_module *m, const aj_bind *b) {
@@ -71,13 +71,11 @@ static aj_tensor *random_params(const aj_module *m, const aj_bind *b) {
     return p;
 }
 
-/* Sum of exp(fn(x)) over all K^D vectors x (real: GRID^D grid points,
- * times each cell's volume), one batch. */
+/* Sum of exp(fn(x)) step^D over all n^D grid points x, one batch. */
 static double total_prob(const norm_case *c, uint64_t seed) {
     char path[1024], dims[128];
-    int64_t n = 1, k = c->K ? c->K : GRID;
-    double h = 2 * SPAN / GRID, cell = 1;
-    for (int i = 0; i < c->D; i++) n *= k, cell *= c->K ? 1 : h;
+    int64_t n = 1;
+    for (int i = 0; i < c->D; i++) n *= c->n;
     snprintf(path, sizeof path, "%s/%s", models, c->file);
     snprintf(dims, sizeof dims, "%s,B=%lld", c->dims, (long long)n);
     aj_diag d = {0};
@@ -88,15 +86,15 @@ static double total_prob(const norm_case *c, uint64_t seed) {
     int64_t shape[2] = {n, c->D};
     aj_tensor x = aj_tensor_new(AJ_F32, 2, shape), ll;
     for (int64_t r = 0; r < n; r++)
-        for (int64_t j = 0, v = r; j < c->D; j++, v /= k)
-            ((float *)x.data)[r * c->D + j] = c->K ? (float)(v % k) : (float)(-SPAN + h * ((double)(v % k) + 0.5));
+        for (int64_t j = 0, v = r; j < c->D; j++, v /= c->n)
+            ((float *)x.data)[r * c->D + j] = (float)(c->lo + (double)(v % c->n) * c->step);
     aj_tensor *p = random_params(m, &b);
     const aj_graph *fn = aj_module_fn(m, c->fn);
     assert_non_null(fn);
     if (aj_interp_run(m, fn, p, &x, &ll, seed, &d)) aj_diag_print(&d, stderr);
     assert_false(d.set);
     double s = 0;
-    for (int64_t r = 0; r < n; r++) s += exp(((float *)ll.data)[r]) * cell;
+    for (int64_t r = 0; r < n; r++) s += exp(((float *)ll.data)[r]) * pow(c->step, c->D);
     for (int i = 0; i < m->nparam; i++) aj_tensor_free(&p[i]);
     free(p);
     aj_tensor_free(&ll);
@@ -118,18 +116,23 @@ static void test_normalised(void **state) {
 
 typedef struct {
     const char *file, *dims, *data;
+    int epochs;
+    double lr;
 } train_case;
 
 static const train_case train_cases[] = {
-    {"made.graph", "D=6,H=16", "mnist"},
-    {"made2.graph", "D=6,H=16", "mnist"},
-    {"made_oa.graph", "D=6,H=16", "mnist"},
-    {"softmax_ar.graph", "D=6,K=4", "mnist:4"},
-    {"nade_kary.graph", "D=6,K=4,H=8", "mnist:4"},
+    {"made.graph", "D=6,H=16", "mnist", 2, 0.01},
+    {"made2.graph", "D=6,H=16", "mnist", 2, 0.01},
+    {"made_oa.graph", "D=6,H=16", "mnist", 2, 0.01},
+    {"softmax_ar.graph", "D=6,K=4", "mnist:4", 2, 0.01},
+    {"nade_kary.graph", "D=6,K=4,H=8", "mnist:4", 2, 0.01},
+    {"rnade.graph", "D=2,H=8,K=3", "csv:family.csv", 20, 0.05},
+    {"orderless_nade.graph", "D=6,H=16", "mnist", 6, 0.01},
+    {"nade_k.graph", "D=6,H=16,K=3", "mnist", 6, 0.01},
 };
 
-/* Two epochs of Adam on the fused engine: the valid NLL ends well below
- * the first step's loss. */
+/* Adam on the fused engine: the valid NLL ends well below the first
+ * step's loss. */
 static void test_trains(void **state) {
     const train_case *c = *state;
     char path[1024];
@@ -142,8 +145,8 @@ static void test_trains(void **state) {
     j.engine = aj_engine_find("fused", &d);
     j.batch = 10;
     j.seed = 3;
-    j.epochs = 2;
-    j.lr = 0.01;
+    j.epochs = c->epochs;
+    j.lr = c->lr;
     j.opt = (aj_optim){AJ_OPT_ADAM, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
     aj_train_result r;
     int rc = aj_train(&j, &r, &d);
@@ -190,7 +193,16 @@ static int setup(void **state) {
     setenv("ARJIT_DATA", dir, 1);
     write_synthetic_idx(dir, "train-images-idx3-ubyte", 600, 1);
     write_synthetic_idx(dir, "t10k-images-idx3-ubyte", 100, 2);
-    return 0;
+    char path[512];
+    snprintf(path, sizeof path, "%s/family.csv", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f, "u;v\n");
+    for (int i = 0; i < 600; i++) {
+        double u = sin(12.9898 * i), e = sin(78.233 * i);   /* scattered in [-1, 1] */
+        fprintf(f, "%.6f;%.6f\n", u, u * u + 0.05 * e);
+    }
+    return fclose(f) ? -1 : 0;
 }
 
 static int teardown(void **state) {
