@@ -57,6 +57,8 @@ typedef struct {
     const char *schedule, *step_epochs, *gamma, *tol;
     /* bench; check_nan also train, eval, sample */
     const char *steps, *json, *profile, *check_nan;
+    /* sample, with the sampler derived from fn loglik */
+    const char *prompt, *length, *temperature, *top_k, *naive_sampling;
 } options;
 
 typedef struct {
@@ -533,10 +535,33 @@ static int run_sample(const options *o)
         (rc = int_value("sample", "-n", o->n, 64, 1, 1 << 20, &n)) || (rc = replaceable("sample", "--out", o->out, "")))
         return rc;
     set_nan_check(o, &job);
+    int64_t length, top_k;
+    if (int_value("sample", "--length", o->length, 0, 1, 1 << 24, &length) ||
+        int_value("sample", "--top-k", o->top_k, 0, 1, 1 << 24, &top_k) ||
+        num_value("sample", "--temperature", o->temperature, 1, 0, HUGE_VAL, OPEN_LO, &job.anc.temperature))
+        return EXIT_USAGE;
+    job.anc.length = length, job.anc.top_k = (int)top_k, job.anc.full = o->naive_sampling != NULL;
+    job.anc_given = o->length || o->top_k || o->temperature || o->naive_sampling;
+    job.prompt = o->prompt;
+    job.text = o->out ? NULL : stdout;
     aj_samples s;
     aj_diag d = {0};
     if (aj_sample(&job, n, &s, &d) != 0)
         return print_diag_in(&d, job.model);
+    if (s.nvocab && s.x.dtype == AJ_I32) {
+        /* text: n = 1 was streamed as drawn; more, one line each */
+        FILE *f = o->out ? fopen(o->out, "w") : stdout;
+        const int32_t *x = s.x.data;
+        int64_t len = s.x.shape[1];
+        for (int64_t i = 0; f && i < n; i++) {
+            for (int64_t t = 0; t < len && (n > 1 || o->out); t++)
+                fputc(x[i * len + t] >= 0 && x[i * len + t] < s.nvocab ? s.vocab[x[i * len + t]] : '?', f);
+            fputc('\n', f);
+        }
+        rc = f && (o->out ? fclose(f) : fflush(f)) == 0 ? 0 : (perror(o->out ? o->out : prog), EXIT_MODEL);
+        aj_tensor_free(&s.x);
+        return rc;
+    }
     /* the format: a PNG grid for --out *.png, and without --out for image
      * data; else text. Never text in a .png, nor a silent fallback. */
     int png = o->out ? names_png(o->out) : s.image_data;
@@ -1193,6 +1218,12 @@ static const flag sample_flags[] = {
       "                       Default: samples.png for image data, else stdout. Written as a new file renamed\n"
       "                       over FILE, which must not be a device, FIFO or directory" },
     FLAG_SEED("the sampling draws; default 1"),
+    { "--prompt", "TEXT", offsetof(options, prompt), "text models: the first characters, fed, not drawn" },
+    { "--length", "N", offsetof(options, length), "values per sample; default the block size T (more: the window slides)" },
+    { "--temperature", "X", offsetof(options, temperature), "divide the logits by X (> 0); default 1" },
+    { "--top-k", "K", offsetof(options, top_k), "draw among the K likeliest values only (1: greedy); default all" },
+    { "--naive-sampling", NULL, offsetof(options, naive_sampling), "recompute the whole graph at each position (the full\n"
+      "                       form), to compare with the incremental sampler; the same draws" },
     { "--data", "SPEC", offsetof(options, data), "for a fn sample(x : f32[B, D]) that conditions on data: the dataset\n"
       "                       whose first N examples it gets; default the checkpoint's" },
     { "--split", "NAME", offsetof(options, split), "the split those examples come from: test, valid or train; default test" },
