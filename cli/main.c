@@ -56,7 +56,7 @@ typedef struct {
     const char *opt, *lr, *momentum, *beta1, *beta2, *eps, *rho, *weight_decay, *clip;
     const char *schedule, *step_epochs, *gamma, *tol;
     /* bench; check_nan also train, eval, sample */
-    const char *steps, *json, *profile, *check_nan;
+    const char *steps, *json, *profile, *check_nan, *sample;
     /* sample, with the sampler derived from fn loglik */
     const char *prompt, *length, *temperature, *top_k, *naive_sampling;
 } options;
@@ -1062,6 +1062,56 @@ static void print_bench_json(const bench *b, const char *opt, const bench_memory
     printf("}}\n");
 }
 
+/* bench --sample: ms per sample of B sequences of --length values (default
+ * T - 1) with the derived sampler, incremental and full form, on naive and
+ * fused, in interleaved rounds after a warm-up (the JIT compile). */
+static int bench_sample(const options *o, const aj_job *job, int64_t rounds)
+{
+    static const char *const form[2] = { "incremental", "full" };
+    static const aj_engine_run run[2] = { aj_naive_run, aj_fused_run };
+    static const char *const eng[2] = { "naive", "fused" };
+    aj_run r[2] = {{0}};
+    aj_step_info info[2];
+    aj_diag d = {0};
+    double ms[2][2] = {{0}};
+    int64_t len = 0;
+    int rc = int_value("bench", "--length", o->length, 0, 1, 1 << 24, &len) ? EXIT_USAGE : 0;
+    for (int f = 0; f < 2 && !rc; f++)
+        if (aj_run_open(&r[f], job->model, NULL, NULL, job->dims, job->batch ? job->batch : 1, NULL, &d) ||
+            aj_run_init_params(&r[f], job->seed, &d) || aj_sample_step(r[f].m, f, &info[f], &d))
+            rc = print_diag_in(&d, job->model);
+    if (!rc && !len)
+        len = r[0].tdim >= 0 ? r[0].bind.v[r[0].tdim] - 1 : 1;
+    for (int64_t k = 0; k <= rounds && !rc; k++)
+        for (int f = 0; f < 2 && !rc; f++)
+            for (int e = 0; e < 2 && !rc; e++) {
+                aj_ancestral_opts a = { .length = len, .seed = job->seed, .derived = &info[f] };
+                aj_tensor x;
+                double t0 = now_ms();
+                if (aj_ancestral(r[f].m, run[e], r[f].params, &a, &x, &d))
+                    rc = print_diag_in(&d, job->model);
+                if (k > 0)   /* round 0 compiles */
+                    ms[f][e] += (now_ms() - t0) / (double)rounds;
+                aj_tensor_free(&x);
+            }
+    if (!rc) {
+        printf("sample %s: %" PRId64 " values per sample, B=%" PRId64 ", %" PRId64 " rounds interleaved\n", job->model, len,
+               r[0].bdim >= 0 ? r[0].bind.v[r[0].bdim] : 1, rounds);
+        if (!info[0].incremental)
+            printf("  (the step is the full form: %s)\n", info[0].why);
+        for (int f = 0; f < 2; f++)
+            for (int e = 0; e < 2; e++)
+                printf("  %-12s %-6s %10.2f ms per sample %9.3f ms per value\n", form[f], eng[e], ms[f][e],
+                       ms[f][e] / (double)len);
+        printf("  fused: incremental %.1fx faster than full; incremental: fused %.1fx faster than naive\n",
+               ms[1][1] / ms[0][1], ms[0][0] / ms[0][1]);
+    }
+    for (int f = 0; f < 2; f++)
+        if (r[f].m)
+            aj_run_close(&r[f]);
+    return rc;
+}
+
 static int run_bench(const options *o)
 {
     static const char *const which_words[] = { "all", "interp", "naive", "fused", NULL };
@@ -1076,6 +1126,8 @@ static int run_bench(const options *o)
         return rc ? rc : EXIT_USAGE;
     if (job.threads)
         aj_set_threads(job.threads);
+    if (o->sample)
+        return bench_sample(o, &job, o->steps ? steps : 5);
 
     bench b = { .steps = (int)steps, .nan_check = o->check_nan != NULL, .profile = o->profile != NULL };
     if (!(b.g = open_fn(&b.r, job.model, job.dims, job.batch ? job.batch : DEFAULT_BATCH, NULL, &job.opt)))
@@ -1194,6 +1246,9 @@ static const flag bench_flags[] = {
     { "--engine", "NAME", offsetof(options, engine), "interp, naive, fused or all; default all" },
     { "--opt", "NAME", offsetof(options, opt), "the optimizer in the step: adam, sgd or rmsprop; default adam" },
     { "--json", NULL, offsetof(options, json), "print one JSON object instead of the table" },
+    { "--sample", NULL, offsetof(options, sample), "time the sampler derived from fn loglik instead (B=1 unless --batch):\n"
+      "                       incremental and full form, naive and fused, --steps rounds (default 5)" },
+    { "--length", "N", offsetof(options, length), "--sample: values per sample; default T - 1" },
     { "--profile", NULL, offsetof(options, profile), "time every kernel; print each program's profile after the table" },
     FLAG_CHECK_NAN,
     FLAG_END,

@@ -72,7 +72,8 @@ int aj_ancestral(aj_module *m, aj_engine_run run, const aj_tensor *params, const
     if (ll && ll->nleaf != 1)
         return aj_error(d, ll->line, ll->col, "fn loglik takes %d arguments: the derived sampler feeds it x alone",
                         ll->nleaf);
-    if (aj_sample_step(m, o->full, &info, d)) return -1;
+    if (o->derived) info = *o->derived;
+    else if (aj_sample_step(m, o->full, &info, d)) return -1;
     const aj_graph *step = aj_module_fn(m, "sample_step"), *init = aj_module_fn(m, "sample_init");
     const aj_type *xt = &ll->val[ll->leaf[0]].type;
     int64_t B = aj_dim_bind(xt->dim[0], &m->bind).off, T = aj_dim_bind(xt->dim[1], &m->bind).off;
