@@ -113,6 +113,13 @@ static int print_diag_in(aj_diag *d, const char *path)
 {
     if (!d->file[0])
         snprintf(d->file, sizeof d->file, "%s", path);
+    /* a runtime error at a graph line (a NaN, a bad index) shows the line */
+    char *src = NULL;
+    size_t len;
+    aj_diag ignored = {0};
+    if (d->line > 0 && !d->text[0] && strcmp(d->file, path) == 0 && aj_read_file(path, 1 << 26, &src, &len, &ignored) == 0)
+        aj_diag_source(d, d->file, src, len);
+    free(src);
     return print_diag(d);
 }
 
@@ -159,6 +166,16 @@ static void print_values(const aj_module *m, const aj_graph *g, const int *ids, 
 }
 
 /* ---------------------------------------------------------------- check */
+
+/* The train flag a recipe setting stands for: KEY -> --KEY, '-' for '_'. */
+static void setting_flag(const aj_setting *st, char *buf, size_t n)
+{
+    snprintf(buf, n, "--%s", st->key);
+    for (char *p = buf; *p; p++)
+        *p = *p == '_' ? '-' : *p;
+}
+
+static int recipe_valid(const aj_module *m, const char *path);
 
 static void summarise(const aj_module *m, const aj_bind *b, const char *path)
 {
@@ -220,6 +237,16 @@ static void summarise(const aj_module *m, const aj_bind *b, const char *path)
         printf(" are bound (--dims)\n");
     }
 
+    /* the recipe, as the flags `arjit train` takes from it */
+    if (m->recipe_line) {
+        printf("  recipe (train's defaults):");
+        for (int i = 0; i < m->nrecipe; i++) {
+            setting_flag(&m->recipe[i], buf, sizeof buf);
+            printf(" %s %s", buf, m->recipe[i].value);
+        }
+        printf("%s\n", m->nrecipe ? "" : " (empty)");
+    }
+
     /* functions: signature, parameters used, ops used */
     for (int f = 0; f < m->nfn; f++) {
         const aj_graph *g = m->fn[f];
@@ -270,7 +297,10 @@ static int run_check(const options *o)
         }
         if (i > 0)
             printf("\n");
-        summarise(m, &b, o->files[i]);
+        if (recipe_valid(m, o->files[i]) == 0)
+            summarise(m, &b, o->files[i]);
+        else
+            status = EXIT_MODEL;
         aj_module_free(m);
     }
     return status;
@@ -282,9 +312,24 @@ static int run_check(const options *o)
  * parse whole and lie in range, else a usage hint names flag and value. */
 enum { OPEN_LO = 1, OPEN_HI = 2 };   /* num_value: the bound itself is out */
 
+/* The model whose recipe filled the flags not given (apply_recipe): a bad
+ * value from it is the model's error, at its line; NULL when none did. */
+static const aj_module *recipe_of;
+static int bad_status;   /* what the last bad_value returned */
+
 static int bad_value(const char *cmd, const char *flag, const char *s, const char *want)
 {
-    return usage_error(find_command(cmd), "bad value '%s' for %s: expected %s", s, flag, want);
+    for (int i = 0; recipe_of && i < recipe_of->nrecipe; i++) {
+        const aj_setting *st = &recipe_of->recipe[i];
+        if (st->value != s)
+            continue;
+        aj_diag d = {0};
+        snprintf(d.file, sizeof d.file, "%s", recipe_of->path);
+        aj_error(&d, st->line, st->col, "recipe: bad value '%s' for %s: expected %s", s, st->key, want);
+        aj_diag_source(&d, recipe_of->path, recipe_of->src, recipe_of->srclen);
+        return bad_status = print_diag(&d);
+    }
+    return bad_status = usage_error(find_command(cmd), "bad value '%s' for %s: expected %s", s, flag, want);
 }
 
 static int int_value(const char *cmd, const char *flag, const char *s, int64_t dflt, int64_t lo, int64_t hi,
@@ -394,7 +439,7 @@ static int job_options(const options *o, const char *cmd, aj_job *job)
         num_value(cmd, "--weight-decay", o->weight_decay, 0, 0, HUGE_VAL, 0, &op->weight_decay) ||
         num_value(cmd, "--clip", o->clip, 0, 0, HUGE_VAL, 0, &op->clip) ||
         num_value(cmd, "--gamma", o->gamma, 0.1, 0, HUGE_VAL, OPEN_LO, &job->gamma))
-        return EXIT_USAGE;
+        return bad_status;
     job->seed = (uint64_t)seed;
     job->threads = (int)threads;
     op->kind = opt_kinds[opt];
@@ -441,7 +486,44 @@ static void on_sigint(int sig)
         interrupted = 1;   /* nothing better to do in a handler */
 }
 
-static int run_train(const options *o)
+/* The flags of `train` that o leaves unset, from the model's recipe: its
+ * setting KEY is the flag --KEY ('_' written for '-'). Sets recipe_of. */
+static int apply_recipe(const aj_module *m, options *o)
+{
+    const command *c = find_command("train");
+    recipe_of = m;
+    for (int i = 0; i < m->nrecipe; i++) {
+        char name[80];
+        setting_flag(&m->recipe[i], name, sizeof name);
+        const flag *f = c->flags;
+        while (f->name && strcmp(f->name, name))
+            f++;
+        if (!f->name) {   /* the parser's keys and train's flags disagree */
+            fprintf(stderr, "%s: %s:%d: error: recipe setting '%s' is no flag of train\n", prog, m->path,
+                    m->recipe[i].line, m->recipe[i].key);
+            return EXIT_MODEL;
+        }
+        const char **field = (const char **)((char *)o + f->offset);
+        if (!*field)
+            *field = m->recipe[i].value;
+    }
+    return 0;
+}
+
+/* The train flags the recipe of model `path` fills in (a model read from
+ * standard input is read once, by train: its recipe is not applied). */
+static int recipe_options(const char *path, options *o, aj_module **m)
+{
+    *m = NULL;
+    if (strcmp(path, "-") == 0)
+        return 0;
+    aj_diag d = {0};
+    if (!(*m = aj_parse_file(path, &d)))
+        return print_diag(&d);
+    return apply_recipe(*m, o);
+}
+
+static int train(const options *o)
 {
     aj_job job;
     int rc = job_options(o, "train", &job);
@@ -478,6 +560,32 @@ static int run_train(const options *o)
     return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
 }
 
+/* check: the recipe's values are ones train takes (0, or the exit status
+ * after the error naming the setting's line). */
+static int recipe_valid(const aj_module *m, const char *path)
+{
+    options o = { .files = { path }, .nfiles = 1 };
+    aj_job job;
+    int rc = apply_recipe(m, &o);
+    if (!rc)
+        rc = job_options(&o, "train", &job);
+    recipe_of = NULL;
+    return rc;
+}
+
+/* train with the flags given, then the model's recipe, then the defaults */
+static int run_train(const options *given)
+{
+    options o = *given;
+    aj_module *rm;
+    int rc = recipe_options(given->files[0], &o, &rm);
+    if (!rc)
+        rc = train(&o);
+    recipe_of = NULL;
+    aj_module_free(rm);
+    return rc;
+}
+
 static int run_eval(const options *o)
 {
     aj_job job;
@@ -489,8 +597,11 @@ static int run_eval(const options *o)
     aj_diag d = {0};
     if (aj_eval(&job, &res, &d) != 0)
         return print_diag_in(&d, job.model);
-    printf("%s NLL %.4f nats/example, %.5f bits/dim (%" PRId64 " examples of %" PRId64 " values, %s%s%s)\n",
-           res.split, res.nll, res.bpd, res.n, res.d, res.data, o->fn ? ", fn " : "", o->fn ? o->fn : "");
+    int t = res.text;   /* text: per character, over windows of d characters */
+    printf("%s NLL %.4f nats/%s, %.5f bits/%s (%" PRId64 " %s of %" PRId64 " %s, %s%s%s)\n", res.split,
+           t ? res.nll / (double)res.d : res.nll, t ? "char" : "example", res.bpd, t ? "char" : "dim", res.n,
+           t ? "windows" : "examples", res.d, t ? "characters" : "values", res.data, o->fn ? ", fn " : "",
+           o->fn ? o->fn : "");
     return fflush(stdout) == 0 ? 0 : EXIT_MODEL;
 }
 

@@ -45,6 +45,8 @@ struct aj_codegen {
     LLVMBasicBlockRef entry;
     LLVMBuilderRef eb;       /* at the end of the entry block: allocas, ctx loads */
     int nmm;                 /* matmul helpers emitted so far */
+    int nconv;               /* direct convolutions emitted so far */
+    aj_diag *d;              /* the kernel's diagnostics */
     int vw;                  /* floats in the host's widest vector */
     int nan_check;           /* aj_codegen_set_nan_check */
 };
@@ -928,6 +930,29 @@ static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
 
 /* ---------------------------------------------------------------- fused groups */
 
+/* --check-nan inside a group: a value of n that is NaN or +-Inf (never
+ * stored, so the kernel's own check could only name the group's lines)
+ * calls aj_rt_nan (runtime/program.c), which keeps the run's first and has
+ * it fail after this kernel at n's own line. The values are checked in the
+ * order they are computed, so the first is where the NaN arose. */
+static LLVMValueRef check_value(aj_codegen *c, const aj_node *n, LLVMValueRef v) {
+    if (!c->nan_check || LLVMTypeOf(v) != c->f32) return v;
+    LLVMValueRef bad = LLVMBuildFCmp(c->b, LLVMRealUGE, call1(c, "llvm.fabs", v), f32c(c, INFINITY), "");
+    LLVMBasicBlockRef nan = LLVMAppendBasicBlockInContext(c->cx, c->fn, "nan");
+    LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(c->cx, c->fn, "finite");
+    LLVMBuildCondBr(c->b, bad, nan, ok);
+    LLVMPositionBuilderAtEnd(c->b, nan);
+    LLVMTypeRef pt[4] = {c->i64, c->i64, c->i64, c->i64}, ft = LLVMFunctionType(c->void_, pt, 4, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(c->m, "aj_rt_nan");
+    if (!fn) fn = LLVMAddFunction(c->m, "aj_rt_nan", ft);
+    LLVMValueRef args[4] = {i64c(c, n->op), i64c(c, n->line), i64c(c, n->col),
+                            LLVMBuildZExt(c->b, LLVMBuildFCmp(c->b, LLVMRealUNO, v, v, ""), c->i64, "")};
+    LLVMBuildCall2(c->b, ft, fn, args, 4, "");
+    LLVMBuildBr(c->b, ok);
+    LLVMPositionBuilderAtEnd(c->b, ok);
+    return v;
+}
+
 /* A group is nodes[] of g, the last its root; the others are elementwise
  * producers computed inline at each element of the root's iteration (their
  * results never touch memory). Values from outside come through in[]. */
@@ -950,7 +975,7 @@ static LLVMValueRef gval(aj_codegen *c, group_elem *u, int v) {
     if (n->op == AJ_OP_CONSTANT) return u->memo[i] = f32c(c, aj_attr_float(n, "value"));
     LLVMValueRef x[AJ_KS_MAX_IN];
     for (int j = 0; j < n->nin; j++) x[j] = gval(c, u, n->in[j]);
-    return u->memo[i] = ew_value(c, n, x, u->flat, u->key[i]);
+    return u->memo[i] = check_value(c, n, ew_value(c, n, x, u->flat, u->key[i]));
 }
 
 static const aj_node *group_root(const aj_kspec *ks) { return &ks->g->node[ks->nodes[ks->nnodes - 1]]; }
@@ -1534,6 +1559,40 @@ static LLVMValueRef floordiv(aj_codegen *c, LLVMValueRef a, int64_t d) {
     return d == 1 ? a : LLVMBuildSDiv(c->b, a, i64c(c, d), "");
 }
 
+/* The direct convolution of matmul_llvm.c (register tiles, every masked
+ * tap and every tap that never meets the image left out at compile time)
+ * for dense views: the kept taps (i, j) read the input at offset
+ * (i dh - ph dh, j dw - pw dw), mirrored for _grad_x. */
+static int64_t lower_conv_direct(aj_codegen *c, const aj_node *n, const conv_geom *g) {
+    const aj_kspec *ks = c->ks;
+    int gw = is_conv_grad_w(n->op), gx = is_conv_grad_x(n->op);
+    int64_t K2 = g->kh * g->kw, *tl = malloc((size_t)(3 * K2 + 1) * sizeof *tl);
+    if (!tl) return aj_error(c->d, n->line, n->col, "out of memory in codegen of %s", aj_op_info(n->op)->name);
+    aj_conv_spec s = {.grad_w = gw, .B = g->B, .M = gx ? g->Ci : g->Co, .K = gx ? g->Co : g->Ci, .H = g->H, .W = g->W,
+                      .wm = gx ? K2 : g->Ci * K2, .wk = gx ? g->Ci * K2 : K2, .K2 = K2,
+                      .tap = tl, .di = tl + K2, .dj = tl + 2 * K2};
+    for (int64_t i = 0; i < g->irows; i++)
+        for (int64_t j = 0; j < (i < g->icut ? g->kw : g->jpart); j++) {
+            int64_t di = (i - g->ph) * g->dh * (gx ? -1 : 1), dj = (j - g->pw) * g->dw * (gx ? -1 : 1);
+            if (di <= -g->H || di >= g->H || dj <= -g->W || dj >= g->W) continue;
+            tl[s.ntaps] = i * g->kw + j, tl[K2 + s.ntaps] = di, tl[2 * K2 + s.ntaps] = dj;
+            s.ntaps++;
+        }
+    char name[32];
+    snprintf(name, sizeof name, "conv%d", c->nconv++);
+    s.name = name;
+    int rc = aj_conv_emit(c->jit, c->mod, &s, c->d);
+    free(tl);
+    if (rc) return -1;
+    LLVMValueRef fn = LLVMGetNamedFunction(c->m, name);
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    const aj_view *w = gw ? &ks->in[0] : &ks->in[1], *x = gw ? &ks->in[1] : &ks->in[0], *y = &ks->out[0];
+    LLVMValueRef args[5] = {c->lo, c->hi, fptr(c, vptr(c, w), view_base(c, w)), fptr(c, vptr(c, x), view_base(c, x)),
+                            fptr(c, vptr(c, y), view_base(c, y))};
+    call_fn(c, name, args, 5, (int[]){0, 0, 1, 1, 1});
+    return aj_conv_rows(c->jit, &s);
+}
+
 /* With dilation dh, dw (dh = dw = 1 below: each tap offset i - ph, j - pw
  * is scaled by it, and the tap ranges are the i with y + i dh inside):
  * conv2d, conv1d: y[b, o, py, px] = sum_{c, i, j} w[o, c, i, j] x[b, c, py + i - ph, px + j - pw]
@@ -1542,11 +1601,13 @@ static LLVMValueRef floordiv(aj_codegen *c, LLVMValueRef a, int64_t d) {
  *   over kept taps inside dy; a row (b, c, py).
  * _grad_w: dw[o, c, i, j] = keep(i, j) sum_{b, y, x} dy[b, o, y, x] x[b, c, y + i - ph, x + j - pw]
  *   over y, x inside x; a row (o, c, i) is its kw outputs.
- * Each output is one conv_sum with the loop ranges clipped to the image. */
+ * Each output is one conv_sum with the loop ranges clipped to the image:
+ * the scalar form, for views that are not dense (lower_conv_direct else). */
 static int64_t lower_conv(aj_codegen *c, const aj_node *n) {
     const aj_kspec *ks = c->ks;
     const aj_view *a = &ks->in[0], *b = &ks->in[1], *y = &ks->out[0];
     conv_geom g = conv_geom_of(ks, n);
+    if (aj_view_contiguous(a) && aj_view_contiguous(b) && aj_view_contiguous(y)) return lower_conv_direct(c, n, &g);
     int gw = is_conv_grad_w(n->op), gx = is_conv_grad_x(n->op);
     int64_t HW = g.H * g.W, K2 = g.kh * g.kw;
     /* row r = (r0 mid + r1) last + r2, each of `inner` outputs q */
@@ -1651,6 +1712,29 @@ static int64_t lower_categorical(aj_codegen *c, const aj_node *n) {
     return prod(y->shape, 0, y->rank);
 }
 
+/* argmax: y[r] = the first k of row r whose x[r, k] is greater than the
+ * best before it (x[r, 0] to start: ties go to the lowest k and a NaN is
+ * never greater, as the interpreter; with K = 0, which the interpreter
+ * refuses, 0 without reading). Rows: every row. */
+static int64_t lower_argmax(aj_codegen *c, const aj_node *n) {
+    const aj_view *x = &c->ks->in[0], *y = &c->ks->out[0];
+    int64_t K = x->shape[x->rank - 1];
+    LLVMValueRef xb = view_base(c, x), yb = view_base(c, y);
+    (void)n;
+    loop rl, kl;
+    LLVMValueRef r = loop_open(c, &rl, c->lo, c->hi, "row");
+    row_ref row = {x, add(c, xb, muli(c, r, K))};
+    LLVMValueRef best = acc_new(c, c->f32, K ? term_load(c, &row, i64c(c, 0)) : f32c(c, 0)), at = acc_new(c, c->i64, i64c(c, 0));
+    LLVMValueRef k = loop_open(c, &kl, i64c(c, 1), i64c(c, K), "k");
+    LLVMValueRef v = term_load(c, &row, k), gt = LLVMBuildFCmp(c->b, LLVMRealOGT, v, acc_get(c, best), "");
+    LLVMBuildStore(c->b, sel(c, gt, v, acc_get(c, best)), best);
+    LLVMBuildStore(c->b, sel(c, gt, k, acc_get(c, at)), at);
+    loop_close(c, &kl);
+    store_at(c, y, add(c, yb, r), LLVMBuildTrunc(c->b, acc_get(c, at), c->i32, ""));
+    loop_close(c, &rl);
+    return prod(y->shape, 0, y->rank);
+}
+
 /* mog: per element s, the component k = the pick over softmax(logit_pi) at
  * u01(key, 3s), then y = mu_k + e^{ls_k} z with z = sqrt(-2 ln(1 - u1))
  * cos(2 pi u2) (Box-Muller, as aj_rng_box_muller) of u1, u2 = u01(key,
@@ -1690,7 +1774,7 @@ static const lower_fn lowerings[AJ_OP_COUNT] = {
     [AJ_OP_UNSKEW] = lower_skew, [AJ_OP_ATTENTION] = lower_attention,
     [AJ_OP_CONV2D] = lower_conv, [AJ_OP_CONV1D] = lower_conv, [AJ_OP_CONV2D_GRAD_X] = lower_conv,
     [AJ_OP_CONV2D_GRAD_W] = lower_conv, [AJ_OP_CONV1D_GRAD_X] = lower_conv, [AJ_OP_CONV1D_GRAD_W] = lower_conv,
-    [AJ_OP_CATEGORICAL] = lower_categorical, [AJ_OP_MOG] = lower_mog,
+    [AJ_OP_CATEGORICAL] = lower_categorical, [AJ_OP_MOG] = lower_mog, [AJ_OP_ARGMAX] = lower_argmax,
 };
 
 int aj_codegen_lowers(const aj_node *n) {
@@ -1783,7 +1867,7 @@ static void end_fn(aj_codegen *c) {
 
 static int64_t lower_spec(aj_codegen *c, const aj_kspec *ks, aj_diag *d) {
     const aj_node *n = ks->node >= 0 && ks->g ? &ks->g->node[ks->node] : NULL;
-    c->ks = ks;
+    c->ks = ks, c->d = d;
     switch (ks->kind) {
     case AJ_KS_COPY: return lower_elementwise(c, NULL);
     case AJ_KS_MM_PACK:

@@ -13,6 +13,7 @@
 
 void aj_rt_barrier(void);   /* runtime/program.c */
 void aj_rt_bad_index(int64_t op, int64_t line, int64_t col, int64_t ix, int64_t pos, int64_t n);
+void aj_rt_nan(int64_t op, int64_t line, int64_t col, int64_t is_nan);
 
 static double now_ms(void) {
     struct timespec ts;
@@ -118,7 +119,8 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
     }
     P->fn = P->simplified;
     if (!(P->jit = aj_jit_new(d)) || aj_jit_define(P->jit, "aj_rt_barrier", (void *)aj_rt_barrier, d) ||
-        aj_jit_define(P->jit, "aj_rt_bad_index", (void *)aj_rt_bad_index, d))
+        aj_jit_define(P->jit, "aj_rt_bad_index", (void *)aj_rt_bad_index, d) ||
+        aj_jit_define(P->jit, "aj_rt_nan", (void *)aj_rt_nan, d))
         goto fail;
     aj_jit_module *mod = aj_jit_module_new(P->jit, fn->name);
     aj_codegen *cg = mod ? aj_codegen_new(P->jit, mod) : NULL;
@@ -152,7 +154,7 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         /* v2: kernels take their buffers as a table; the code differs with
          * --check-nan (aj_codegen_set_nan_check) */
         snprintf(flags, sizeof flags, "arjit-program-v2 fused=%d%s", o->fused, o->nan_check ? " nan_check=1" : "");
-        if (o->no_cache ? aj_jit_optimize(P->jit, mod, d) || aj_jit_add(P->jit, mod, d)
+        if (o->no_cache ? aj_jit_add_compiled(P->jit, mod, d)
                         : aj_jit_add_cached(P->jit, mod, flags, &P->cache_hit, d))
             goto fail;
     }

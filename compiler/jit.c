@@ -11,6 +11,8 @@
 #include "arjit_jit.h"
 
 #include <llvm-c/Analysis.h>
+#include <llvm-c/BitReader.h>
+#include <llvm-c/BitWriter.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
@@ -28,6 +30,8 @@
 
 struct aj_jit {
     LLVMOrcLLJITRef lljit;
+    LLVMTargetRef target;       /* the host's: compile threads make their own machines */
+    char *triple;               /* LLVMDisposeMessage */
     LLVMTargetMachineRef tm;
     pthread_mutex_t jit_lock;   /* add + lookup: LLJIT crashed when they raced */
     pthread_mutex_t tm_lock;    /* a TargetMachine is not safe to share */
@@ -89,8 +93,8 @@ static void report_session_error(void *ctx, LLVMErrorRef err) {
     LLVMDisposeErrorMessage(msg);
 }
 
-static LLVMTargetMachineRef host_tm(const aj_jit *jit, LLVMTargetRef target, const char *triple) {
-    return LLVMCreateTargetMachine(target, triple, jit->cpu, jit->features, LLVMCodeGenLevelAggressive,
+static LLVMTargetMachineRef host_tm(const aj_jit *jit) {
+    return LLVMCreateTargetMachine(jit->target, jit->triple, jit->cpu, jit->features, LLVMCodeGenLevelAggressive,
                                    LLVMRelocDefault, LLVMCodeModelJITDefault);
 }
 
@@ -110,19 +114,17 @@ aj_jit *aj_jit_new(aj_diag *d) {
     pthread_mutex_init(&jit->err_lock, NULL);
 
     /* the optimiser's target machine: never a hard-coded CPU name */
-    char *triple = LLVMGetDefaultTargetTriple(), *err = NULL;
-    LLVMTargetRef target;
-    if (LLVMGetTargetFromTriple(triple, &target, &err)) {
+    char *err = NULL;
+    jit->triple = LLVMGetDefaultTargetTriple();
+    if (LLVMGetTargetFromTriple(jit->triple, &jit->target, &err)) {
         msg_error(d, "no target for the host triple", err);
-        LLVMDisposeMessage(triple);
         aj_jit_free(jit);
         return NULL;
     }
     jit->cpu = LLVMGetHostCPUName();
     jit->features = LLVMGetHostCPUFeatures();
-    jit->tm = host_tm(jit, target, triple);
-    LLVMTargetMachineRef jit_tm = host_tm(jit, target, triple);
-    LLVMDisposeMessage(triple);
+    jit->tm = host_tm(jit);
+    LLVMTargetMachineRef jit_tm = host_tm(jit);
     if (!jit->tm || !jit_tm) {
         if (jit_tm) LLVMDisposeTargetMachine(jit_tm);
         aj_error(d, 0, 0, "jit: cannot create a target machine for %s", jit->cpu);
@@ -167,6 +169,7 @@ void aj_jit_free(aj_jit *jit) {
         if (e) LLVMConsumeError(e);   /* nowhere to report it; the memory is gone either way */
     }
     if (jit->tm) LLVMDisposeTargetMachine(jit->tm);
+    LLVMDisposeMessage(jit->triple);
     LLVMDisposeMessage(jit->cpu);
     LLVMDisposeMessage(jit->features);
     pthread_mutex_destroy(&jit->jit_lock);
@@ -228,17 +231,23 @@ int aj_jit_verify(aj_jit_module *m, aj_diag *d) {
     return 0;
 }
 
-int aj_jit_optimize(aj_jit *jit, aj_jit_module *m, aj_diag *d) {
-    if (!m->verified && aj_jit_verify(m, d)) return -1;
+/* default<O3> with vectorisation, unrolling and interleaving, for tm */
+static LLVMErrorRef run_o3(LLVMModuleRef mod, LLVMTargetMachineRef tm) {
     LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
     LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
     LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
     LLVMPassBuilderOptionsSetLoopUnrolling(opts, 1);
     LLVMPassBuilderOptionsSetLoopInterleaving(opts, 1);
-    pthread_mutex_lock(&jit->tm_lock);
-    LLVMErrorRef e = LLVMRunPasses(m->mod, "default<O3>", jit->tm, opts);
-    pthread_mutex_unlock(&jit->tm_lock);
+    LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", tm, opts);
     LLVMDisposePassBuilderOptions(opts);
+    return e;
+}
+
+int aj_jit_optimize(aj_jit *jit, aj_jit_module *m, aj_diag *d) {
+    if (!m->verified && aj_jit_verify(m, d)) return -1;
+    pthread_mutex_lock(&jit->tm_lock);
+    LLVMErrorRef e = run_o3(m->mod, jit->tm);
+    pthread_mutex_unlock(&jit->tm_lock);
     return e ? jit_error(d, "optimizer", e) : 0;
 }
 
@@ -312,20 +321,20 @@ int aj_jit_define(aj_jit *jit, const char *name, void *addr, aj_diag *d) {
 /* ---------------------------------------------------------------- disk cache
  *
  * One file per module, <dir>/<32 hex digits of the key>.o: a header, then
- * the object file as the target machine emitted it. The header lets a
+ * the module's object files (one per compile thread, see below). The header lets a
  * reader reject a file that is truncated, corrupt or (against all odds)
  * another key's, instead of handing LLJIT garbage. */
 
 /* Bump when what a key stands for changes while its inputs do not:
  * aj_jit_optimize's pipeline, the target machines' settings, the format. */
-#define CACHE_VERSION "arjit-cache-1"
+#define CACHE_VERSION "arjit-cache-2"
 #define CACHE_MAGIC "arjitobj"
 
 typedef struct {
     char magic[8];          /* CACHE_MAGIC, no NUL */
     uint64_t key[2];
-    uint64_t size;          /* of the object file that follows */
-    uint64_t checksum;      /* fnv1a of the object file */
+    uint64_t size;          /* of the payload that follows */
+    uint64_t checksum;      /* fnv1a of the payload */
 } cache_header;
 
 /* Two unrelated 64-bit hashes make the 128-bit key: FNV-1a, and a
@@ -406,28 +415,29 @@ static int make_dirs(char *path) {
     }
 }
 
-/* The object file stored at path under key, or NULL when there is none or
- * it is not intact. */
-static LLVMMemoryBufferRef cache_read(const char *path, const uint64_t key[2]) {
+/* The payload stored at path under key (malloc'd, its size in *size), or
+ * NULL when there is none or it is not intact. */
+static char *cache_read(const char *path, const uint64_t key[2], size_t *size) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    LLVMMemoryBufferRef obj = NULL;
+    char *data = NULL;
     cache_header h;
     struct stat st;
     /* the size from the header is trusted only once the file's size agrees */
     if (fread(&h, sizeof h, 1, f) == 1 && memcmp(h.magic, CACHE_MAGIC, sizeof h.magic) == 0 &&
         h.key[0] == key[0] && h.key[1] == key[1] && h.size > 0 && fstat(fileno(f), &st) == 0 &&
-        (uint64_t)st.st_size == sizeof h + h.size) {
-        char *data = malloc(h.size);
-        if (data && fread(data, 1, h.size, f) == h.size && fnv1a(FNV_BASIS, data, h.size) == h.checksum)
-            obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(data, h.size, path);
-        free(data);
+        (uint64_t)st.st_size == sizeof h + h.size && (data = malloc(h.size))) {
+        if (fread(data, 1, h.size, f) != h.size || fnv1a(FNV_BASIS, data, h.size) != h.checksum) {
+            free(data);
+            data = NULL;
+        }
+        *size = h.size;
     }
     fclose(f);
-    return obj;
+    return data;
 }
 
-/* Store an object file at path. It is written to a temporary file beside
+/* Store a payload at path. It is written to a temporary file beside
  * it and renamed over it, so a reader (another process, too) sees the old
  * file, the new one or none, never half of one. No fsync: a file cut short
  * by a crash fails the reader's checks and is rewritten. On failure the
@@ -451,22 +461,217 @@ static void cache_write(const char *path, const uint64_t key[2], const char *dat
     if (!ok || rename(tmp, path) != 0) unlink(tmp);
 }
 
-/* Optimise m and compile it to an object file with `tm`, LLJIT's twin;
- * consumes m. NULL and d set on error. */
-static LLVMMemoryBufferRef emit_object(aj_jit *jit, aj_jit_module *m, aj_diag *d) {
-    LLVMMemoryBufferRef obj = NULL;
-    if (aj_jit_optimize(jit, m, d) == 0) {
-        char *err = NULL;
-        pthread_mutex_lock(&jit->tm_lock);
-        LLVMBool failed = LLVMTargetMachineEmitToMemoryBuffer(jit->tm, m->mod, LLVMObjectFile, &err, &obj);
-        pthread_mutex_unlock(&jit->tm_lock);
-        if (failed) {
-            msg_error(d, "cannot emit an object file", err);
-            obj = NULL;
+/* ------------------------------------------------------ parallel compile
+ *
+ * LLVM optimises and generates code for a module on one thread: a GPT's 47
+ * kernels took 9 s cold. So a module is compiled in parts, one per core:
+ * each part is a bitcode copy of the whole module in a context of its own,
+ * with the other parts' kernels (the module's externally visible
+ * functions) deleted; the internal functions a kernel calls (its body, its
+ * sgemm, vector maths) come along, and O3's dead-code pass drops the rest.
+ * Kernels go largest first (instructions, with those of what they call) to
+ * the lightest part so far. Each part is optimised and emitted by its own
+ * target machine on its own thread; the objects are added one by one, and
+ * stored together in one cache file:
+ *   u64 count, u64 size[count], the objects one after another. */
+
+enum { MAX_PARTS = 16 };
+
+typedef struct {
+    const aj_jit *jit;
+    LLVMMemoryBufferRef bitcode;    /* the whole module, read by every part */
+    const int *part_of;             /* the part of each kernel, in module order */
+    int part;
+    LLVMMemoryBufferRef obj;        /* out */
+    aj_diag d;                      /* out, on error */
+} part_job;
+
+static int is_kernel(LLVMValueRef f) {
+    return !LLVMIsDeclaration(f) && LLVMGetLinkage(f) == LLVMExternalLinkage;
+}
+
+/* Instructions of f and, once each, of the internal functions it calls. */
+static long weigh(LLVMValueRef f, LLVMValueRef *seen, int *nseen, int cap) {
+    for (int i = 0; i < *nseen; i++)
+        if (seen[i] == f) return 0;
+    if (*nseen < cap) seen[(*nseen)++] = f;
+    long w = 0;
+    for (LLVMBasicBlockRef b = LLVMGetFirstBasicBlock(f); b; b = LLVMGetNextBasicBlock(b))
+        for (LLVMValueRef in = LLVMGetFirstInstruction(b); in; in = LLVMGetNextInstruction(in)) {
+            w++;
+            LLVMValueRef callee = LLVMIsACallInst(in) ? LLVMGetCalledValue(in) : NULL;
+            if (callee && LLVMIsAFunction(callee) && !LLVMIsDeclaration(callee) &&
+                LLVMGetLinkage(callee) == LLVMInternalLinkage)
+                w += weigh(callee, seen, nseen, cap);
         }
+    return w;
+}
+
+static void *compile_part(void *arg) {
+    part_job *job = arg;
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMContextSetDiagnosticHandler(ctx, on_diagnostic, NULL);
+    LLVMModuleRef mod = NULL;
+    LLVMTargetMachineRef tm = NULL;
+    char *err = NULL;
+    if (LLVMParseBitcodeInContext2(ctx, job->bitcode, &mod)) {
+        aj_error(&job->d, 0, 0, "jit: cannot read back the module's bitcode");
+        goto out;
     }
+    int k = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod), next; f; f = next) {
+        next = LLVMGetNextFunction(f);
+        if (is_kernel(f) && job->part_of[k++] != job->part) LLVMDeleteFunction(f);
+    }
+    LLVMErrorRef e;
+    if (!(tm = host_tm(job->jit))) {
+        aj_error(&job->d, 0, 0, "jit: cannot create a target machine for %s", job->jit->cpu);
+    } else if ((e = run_o3(mod, tm))) {
+        jit_error(&job->d, "optimizer", e);
+    } else if (LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &err, &job->obj)) {
+        msg_error(&job->d, "cannot emit an object file", err);
+        job->obj = NULL;
+    }
+out:
+    if (tm) LLVMDisposeTargetMachine(tm);
+    if (mod) LLVMDisposeModule(mod);
+    LLVMContextDispose(ctx);
+    return NULL;
+}
+
+/* One part per core ($ARJIT_COMPILE_THREADS overrides), at most one per
+ * kernel and MAX_PARTS. */
+static int compile_parts_count(int nkern) {
+    const char *env = getenv("ARJIT_COMPILE_THREADS");
+    long cpus = env && *env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    int n = cpus < 1 ? 1 : cpus > MAX_PARTS ? MAX_PARTS : (int)cpus;
+    return n < nkern ? n : nkern > 0 ? nkern : 1;
+}
+
+/* Optimise and compile m (consumed) into *nobj objects in objs[MAX_PARTS].
+ * 0, or -1 with d set. */
+static int compile_objects(aj_jit *jit, aj_jit_module *m, LLVMMemoryBufferRef *objs, int *nobj, aj_diag *d) {
+    *nobj = 0;
+    if (!m->verified && aj_jit_verify(m, d)) {
+        aj_jit_module_free(m);
+        return -1;
+    }
+    int nkern = 0, nfn = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(m->mod); f; f = LLVMGetNextFunction(f), nfn++) nkern += is_kernel(f);
+    int nparts = compile_parts_count(nkern), rc = 0;
+    int *part_of = calloc((size_t)nkern + 1, sizeof *part_of);
+    long *w = calloc((size_t)nkern + 1, sizeof *w), load[MAX_PARTS] = {0};
+    LLVMValueRef *kern = calloc((size_t)nkern + 1, sizeof *kern), *seen = calloc((size_t)nfn + 1, sizeof *seen);
+    part_job job[MAX_PARTS] = {{0}};
+    pthread_t tid[MAX_PARTS];
+    LLVMMemoryBufferRef bitcode = NULL;
+    if (!part_of || !w || !kern || !seen) {
+        rc = aj_error(d, 0, 0, "jit: out of memory");
+        goto out;
+    }
+    int k = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(m->mod); f; f = LLVMGetNextFunction(f))
+        if (is_kernel(f)) {
+            int nseen = 0;
+            kern[k] = f;
+            w[k++] = weigh(f, seen, &nseen, nfn);
+        }
+    /* largest first, each to the lightest part */
+    for (int done = 0; done < nkern; done++) {
+        int big = -1, light = 0;
+        for (int i = 0; i < nkern; i++)
+            if (kern[i] && (big < 0 || w[i] > w[big])) big = i;
+        for (int p = 1; p < nparts; p++)
+            if (load[p] < load[light]) light = p;
+        part_of[big] = light, load[light] += w[big], kern[big] = NULL;
+    }
+    bitcode = LLVMWriteBitcodeToMemoryBuffer(m->mod);
     aj_jit_module_free(m);
-    return obj;
+    m = NULL;
+    if (!bitcode) {
+        rc = aj_error(d, 0, 0, "jit: cannot write the module's bitcode");
+        goto out;
+    }
+    int started = 0;
+    for (int p = 0; p < nparts; p++) job[p] = (part_job){.jit = jit, .bitcode = bitcode, .part_of = part_of, .part = p};
+    for (int p = 1; p < nparts && pthread_create(&tid[p], NULL, compile_part, &job[p]) == 0; p++) started = p;
+    compile_part(&job[0]);
+    for (int p = 1; p <= started; p++) pthread_join(tid[p], NULL);
+    for (int p = started + 1; p < nparts; p++) compile_part(&job[p]);   /* no thread to be had */
+    for (int p = 0; p < nparts; p++) {
+        if (job[p].d.set && !rc) {
+            *d = job[p].d;
+            rc = -1;
+        }
+        if (job[p].obj) objs[(*nobj)++] = job[p].obj;
+    }
+    if (rc) {
+        for (int i = 0; i < *nobj; i++) LLVMDisposeMemoryBuffer(objs[i]);
+        *nobj = 0;
+    }
+out:
+    if (m) aj_jit_module_free(m);
+    if (bitcode) LLVMDisposeMemoryBuffer(bitcode);
+    free(part_of), free(w), free(kern), free(seen);
+    return rc;
+}
+
+/* objs into one cache payload (the layout above); NULL when out of memory */
+static char *pack_objects(LLVMMemoryBufferRef *objs, int nobj, size_t *size) {
+    size_t head = (1 + (size_t)nobj) * sizeof(uint64_t), n = head;
+    for (int i = 0; i < nobj; i++) n += LLVMGetBufferSize(objs[i]);
+    char *p = malloc(n);
+    if (!p) return NULL;
+    uint64_t u = (uint64_t)nobj;
+    memcpy(p, &u, sizeof u);
+    size_t at = head;
+    for (int i = 0; i < nobj; i++) {
+        u = LLVMGetBufferSize(objs[i]);
+        memcpy(p + (1 + i) * sizeof u, &u, sizeof u);
+        memcpy(p + at, LLVMGetBufferStart(objs[i]), u);
+        at += u;
+    }
+    *size = n;
+    return p;
+}
+
+/* A payload back into objects; -1 when its layout does not add up. */
+static int unpack_objects(const char *p, size_t size, const char *path, LLVMMemoryBufferRef *objs, int *nobj) {
+    uint64_t n, len;
+    *nobj = 0;
+    if (size < sizeof n) return -1;
+    memcpy(&n, p, sizeof n);
+    if (n < 1 || n > MAX_PARTS || size < (1 + n) * sizeof n) return -1;
+    size_t at = (1 + n) * sizeof n;
+    for (uint64_t i = 0; i < n; i++) {
+        memcpy(&len, p + (1 + i) * sizeof len, sizeof len);
+        if (len == 0 || len > size - at) break;
+        objs[(*nobj)++] = LLVMCreateMemoryBufferWithMemoryRangeCopy(p + at, len, path);
+        at += len;
+    }
+    if ((uint64_t)*nobj == n && at == size) return 0;
+    for (int i = 0; i < *nobj; i++) LLVMDisposeMemoryBuffer(objs[i]);
+    *nobj = 0;
+    return -1;
+}
+
+/* Hand objects to LLJIT, which takes each buffer, also on error. */
+static int add_objects(aj_jit *jit, LLVMMemoryBufferRef *objs, int nobj, aj_diag *d) {
+    int rc = 0;
+    pthread_mutex_lock(&jit->jit_lock);
+    for (int i = 0; i < nobj; i++) {
+        LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(jit->lljit, LLVMOrcLLJITGetMainJITDylib(jit->lljit), objs[i]);
+        if (e && !rc) rc = jit_error(d, "cannot add object file", e);
+        else if (e) LLVMConsumeError(e);
+    }
+    pthread_mutex_unlock(&jit->jit_lock);
+    return rc;
+}
+
+int aj_jit_add_compiled(aj_jit *jit, aj_jit_module *m, aj_diag *d) {
+    LLVMMemoryBufferRef objs[MAX_PARTS];
+    int nobj;
+    return compile_objects(jit, m, objs, &nobj, d) ? -1 : add_objects(jit, objs, nobj, d);
 }
 
 int aj_jit_add_cached(aj_jit *jit, aj_jit_module *m, const char *flags, int *hit, aj_diag *d) {
@@ -480,25 +685,20 @@ int aj_jit_add_cached(aj_jit *jit, aj_jit_module *m, const char *flags, int *hit
         use_cache = snprintf(path + n, sizeof path - n, "/%016llx%016llx.o", (unsigned long long)key[0],
                              (unsigned long long)key[1]) < (int)(sizeof path - n);
     }
-    if (!use_cache) {
-        if (aj_jit_optimize(jit, m, d)) {
-            aj_jit_module_free(m);
-            return -1;
-        }
-        return aj_jit_add(jit, m, d);
-    }
+    if (!use_cache) return aj_jit_add_compiled(jit, m, d);
 
-    LLVMMemoryBufferRef obj = cache_read(path, key);
-    if (obj) {
+    LLVMMemoryBufferRef objs[MAX_PARTS];
+    int nobj = 0;
+    size_t size = 0;
+    char *payload = cache_read(path, key, &size);
+    if (payload && unpack_objects(payload, size, path, objs, &nobj) == 0) {
         aj_jit_module_free(m);
         if (hit) *hit = 1;
     } else {
-        if (!(obj = emit_object(jit, m, d))) return -1;
-        cache_write(path, key, LLVMGetBufferStart(obj), LLVMGetBufferSize(obj));
+        free(payload);
+        if (compile_objects(jit, m, objs, &nobj, d)) return -1;
+        if ((payload = pack_objects(objs, nobj, &size))) cache_write(path, key, payload, size);
     }
-    /* LLJIT takes the buffer, also on error */
-    pthread_mutex_lock(&jit->jit_lock);
-    LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(jit->lljit, LLVMOrcLLJITGetMainJITDylib(jit->lljit), obj);
-    pthread_mutex_unlock(&jit->jit_lock);
-    return e ? jit_error(d, "cannot add object file", e) : 0;
+    free(payload);
+    return add_objects(jit, objs, nobj, d);
 }

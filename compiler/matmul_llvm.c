@@ -21,6 +21,7 @@
 #include "compiler/ir_loop.h"
 #include "compiler/vecmath.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 enum { MAX_MR = 8, MAX_NV = 8 };
@@ -379,6 +380,19 @@ int64_t aj_mm_packed_floats(const aj_mm_spec *s, int64_t n, int64_t k) {
     return aj_mm_panels(s, n) * aj_mm_panel_width(s) * k;
 }
 
+static mm_ctx ctx_new(aj_jit_module *m, const aj_mm_spec *s) {
+    mm_ctx c = {.s = s, .vw = s->vw, .mr = s->mr, .nv = s->nv, .packed = aj_mm_packs_b(s)};
+    c.ctx = aj_jit_module_context(m);
+    c.mod = aj_jit_module_llvm(m);
+    c.b = LLVMCreateBuilderInContext(c.ctx);
+    c.f32 = LLVMFloatTypeInContext(c.ctx);
+    c.i32 = LLVMInt32TypeInContext(c.ctx);
+    c.i64 = LLVMInt64TypeInContext(c.ctx);
+    c.ptr = LLVMPointerTypeInContext(c.ctx, 0);
+    c.vty = LLVMVectorType(c.f32, (unsigned)s->vw);
+    return c;
+}
+
 int aj_mm_emit(aj_jit *jit, aj_jit_module *m, const aj_mm_spec *spec, aj_diag *d) {
     aj_mm_spec s = aj_mm_resolve(jit, spec);
     if (!s.name || !*s.name || strlen(s.name) > 200) return aj_error(d, 0, 0, "matmul: the kernel needs a name");
@@ -389,17 +403,285 @@ int aj_mm_emit(aj_jit *jit, aj_jit_module *m, const aj_mm_spec *spec, aj_diag *d
     if (s.nextra < 0 || s.nextra > AJ_MM_MAX_EXTRA)
         return aj_error(d, 0, 0, "matmul: %d extra arguments (at most %d)", s.nextra, AJ_MM_MAX_EXTRA);
 
-    mm_ctx c = {.s = &s, .vw = s.vw, .mr = s.mr, .nv = s.nv, .packed = aj_mm_packs_b(&s)};
-    c.ctx = aj_jit_module_context(m);
-    c.mod = aj_jit_module_llvm(m);
-    c.b = LLVMCreateBuilderInContext(c.ctx);
-    c.f32 = LLVMFloatTypeInContext(c.ctx);
-    c.i32 = LLVMInt32TypeInContext(c.ctx);
-    c.i64 = LLVMInt64TypeInContext(c.ctx);
-    c.ptr = LLVMPointerTypeInContext(c.ctx, 0);
-    c.vty = LLVMVectorType(c.f32, (unsigned)s.vw);
+    mm_ctx c = ctx_new(m, &s);
     emit_kernel(&c);
     if (c.packed) emit_pack(&c);
     LLVMDisposeBuilder(c.b);
     return 0;
+}
+
+/* ---------------------------------------------------------------- direct convolutions */
+
+enum { CONV_ACC = 24 };   /* a grad_w tile's accumulators: + its dy vectors and an x vector, within 32 */
+
+/* the largest divisor of n that is at most cap (1 when none is above 1) */
+static int64_t divisor_upto(int64_t n, int64_t cap) {
+    for (int64_t d = cap < n ? cap : n; d > 1; d--)
+        if (n % d == 0) return d;
+    return 1;
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* out: tiles of mr outputs x nv vectors of pixels (16 accumulators), nqt
+ * tiles an image. grad_w: tiles of mr outputs x nc inputs x tg taps, the
+ * taps in ng groups. Tile sizes divide M and K, so every tile is whole. */
+typedef struct {
+    int64_t HW, nqv;   /* pixels; vectors of pixels in the mask table */
+    int64_t mr, nv, nqt;
+    int64_t nc, tg, ng;
+} conv_tiles;
+
+static conv_tiles conv_tiles_of(int vw, const aj_conv_spec *s) {
+    conv_tiles t = {.HW = s->H * s->W};
+    int64_t nvec = (t.HW + vw - 1) / vw;
+    if (!s->grad_w) {
+        t.nv = max64(1, min64(4, nvec));
+        t.mr = divisor_upto(s->M, min64(MAX_MR, 16 / t.nv));
+        t.nqt = (nvec + t.nv - 1) / t.nv;
+        t.nqv = t.nqt * t.nv;
+    } else {
+        t.tg = max64(1, min64(s->ntaps, CONV_ACC));
+        t.ng = max64(1, (s->ntaps + t.tg - 1) / t.tg);
+        t.mr = divisor_upto(s->M, min64(4, max64(1, CONV_ACC / t.tg)));
+        t.nc = divisor_upto(s->K, min64(MAX_MR, max64(1, CONV_ACC / (t.mr * t.tg))));
+        t.nqv = nvec;
+    }
+    return t;
+}
+
+int64_t aj_conv_rows(const aj_jit *jit, const aj_conv_spec *s) {
+    conv_tiles t = conv_tiles_of(aj_jit_vector_width(jit), s);
+    return s->grad_w ? s->M / t.mr * (s->K / t.nc) * t.ng : s->B * t.nqt;
+}
+
+/* the lanes of pixel vector qv whose pixel q and q + di W + dj are both
+ * in the image */
+static uint32_t conv_lanes(int vw, const aj_conv_spec *s, int64_t qv, int64_t di, int64_t dj) {
+    uint32_t bits = 0;
+    for (int l = 0; l < vw; l++) {
+        int64_t q = qv * vw + l, y = q / s->W + di, x = q % s->W + dj;
+        if (q < s->H * s->W && y >= 0 && y < s->H && x >= 0 && x < s->W) bits |= 1u << l;
+    }
+    return bits;
+}
+
+/* The lane masks, one i32 word per (row, vector of pixels): row t < ntaps
+ * for tap t, row ntaps for the pixels themselves (the image's end). */
+static LLVMValueRef conv_mask_table(mm_ctx *c, const aj_conv_spec *s, int64_t nqv, aj_diag *d) {
+    int64_t n = (s->ntaps + 1) * nqv;
+    LLVMValueRef *w = malloc((size_t)max64(n, 1) * sizeof *w);
+    if (!w) {
+        aj_error(d, 0, 0, "conv: out of memory for the lane masks of %s", s->name);
+        return NULL;
+    }
+    for (int t = 0; t <= s->ntaps; t++) {
+        int64_t di = t < s->ntaps ? s->di[t] : 0, dj = t < s->ntaps ? s->dj[t] : 0;
+        for (int64_t qv = 0; qv < nqv; qv++) w[t * nqv + qv] = LLVMConstInt(c->i32, conv_lanes(c->vw, s, qv, di, dj), 0);
+    }
+    char name[256];
+    snprintf(name, sizeof name, "%s_masks", s->name);
+    LLVMValueRef g = LLVMAddGlobal(c->mod, LLVMArrayType2(c->i32, (uint64_t)n), name);
+    LLVMSetInitializer(g, LLVMConstArray2(c->i32, w, (uint64_t)n));
+    LLVMSetGlobalConstant(g, 1);
+    LLVMSetLinkage(g, LLVMInternalLinkage);
+    free(w);
+    return g;
+}
+
+/* the mask at word idx of the table, as <vw x i1> */
+static LLVMValueRef conv_mask(mm_ctx *c, LLVMValueRef table, LLVMValueRef idx) {
+    LLVMValueRef w = LLVMBuildLoad2(c->b, c->i32, LLVMBuildInBoundsGEP2(c->b, c->i32, table, &idx, 1, ""), "");
+    w = LLVMBuildTrunc(c->b, w, LLVMIntTypeInContext(c->ctx, (unsigned)c->vw), "");
+    return LLVMBuildBitCast(c->b, w, LLVMVectorType(LLVMInt1TypeInContext(c->ctx), (unsigned)c->vw), "");
+}
+
+/* base + off where off may leave the tensor (a tap past the image's edge,
+ * whose lanes the mask turns off): a plain, not inbounds, GEP */
+static LLVMValueRef shifted(mm_ctx *c, LLVMValueRef base, int64_t off) {
+    LLVMValueRef o = i64c(c, off);
+    return LLVMBuildGEP2(c->b, c->f32, base, &o, 1, "");
+}
+
+static int64_t tap_off(const aj_conv_spec *s, int t) { return s->di[t] * s->W + s->dj[t]; }
+
+static LLVMValueRef *acc_at(mm_ctx *c, int64_t i) { return &c->acc[i / MAX_NV][i % MAX_NV]; }
+
+static void acc_fma(mm_ctx *c, int64_t i, LLVMValueRef a, LLVMValueRef x) {
+    LLVMValueRef p = *acc_at(c, i);
+    vstore(c, aj_vm_fma(c->b, a, x, LLVMBuildLoad2(c->b, c->vty, p, "")), p);
+}
+
+/* out: row = (image b, tile qt of nv vectors of pixels); for each tile of
+ * mr outputs m0..: acc[r][v] = sum_k sum_t A(m0 + r, k, t) x[b, k, q + off_t] */
+static void emit_conv_out(mm_ctx *c, const aj_conv_spec *s, const conv_tiles *t, LLVMValueRef table) {
+    LLVMValueRef A = param(c, 2, "w"), X = param(c, 3, "x"), Y = param(c, 4, "y");
+    int nv = (int)t->nv, mr = (int)t->mr, vw = c->vw;
+    mm_loop rl, ml, kl;
+    loop_begin(c, &rl, param(c, 0, "lo"), param(c, 1, "hi"), i64c(c, 1), "row");
+    LLVMValueRef b = LLVMBuildSDiv(c->b, rl.iv, i64c(c, t->nqt), ""), qt = LLVMBuildSRem(c->b, rl.iv, i64c(c, t->nqt), "");
+    LLVMValueRef qv0 = mul(c, qt, i64c(c, nv)), q0 = mul(c, qv0, i64c(c, vw));
+    LLVMValueRef xb = gep(c, X, add(c, mul(c, b, i64c(c, s->K * t->HW)), q0));
+    LLVMValueRef yb = gep(c, Y, add(c, mul(c, b, i64c(c, s->M * t->HW)), q0));
+    loop_begin(c, &ml, i64c(c, 0), i64c(c, s->M), i64c(c, mr), "m");
+    for (int i = 0; i < mr * nv; i++) vstore(c, LLVMConstNull(c->vty), *acc_at(c, i));
+    loop_begin(c, &kl, i64c(c, 0), i64c(c, s->K), i64c(c, 1), "k");
+    LLVMValueRef xk = gep(c, xb, mul(c, kl.iv, i64c(c, t->HW)));
+    LLVMValueRef wk = gep(c, A, add(c, mul(c, ml.iv, i64c(c, s->wm)), mul(c, kl.iv, i64c(c, s->wk))));
+    for (int tp = 0; tp < s->ntaps; tp++) {
+        LLVMValueRef xv[MAX_NV];
+        for (int v = 0; v < nv; v++) {
+            LLVMValueRef m = conv_mask(c, table, add(c, qv0, i64c(c, tp * t->nqv + v)));
+            xv[v] = load_lanes(c, shifted(c, xk, (int64_t)v * vw + tap_off(s, tp)), m);
+        }
+        for (int r = 0; r < mr; r++) {
+            LLVMValueRef a = LLVMBuildLoad2(c->b, c->f32, gep(c, wk, i64c(c, r * s->wm + s->tap[tp])), "");
+            a = broadcast(c, a);
+            for (int v = 0; v < nv; v++) acc_fma(c, r * nv + v, a, xv[v]);
+        }
+    }
+    loop_end(c, &kl);
+    LLVMValueRef ym = gep(c, yb, mul(c, ml.iv, i64c(c, t->HW)));
+    for (int v = 0; v < nv; v++) {
+        LLVMValueRef m = conv_mask(c, table, add(c, qv0, i64c(c, s->ntaps * t->nqv + v)));
+        for (int r = 0; r < mr; r++) {
+            LLVMValueRef val = LLVMBuildLoad2(c->b, c->vty, *acc_at(c, r * nv + v), "");
+            store_lanes(c, val, gep(c, ym, i64c(c, r * t->HW + (int64_t)v * vw)), m);
+        }
+    }
+    loop_end(c, &ml);
+    loop_end(c, &rl);
+}
+
+/* the sum of v's lanes, in any order */
+static LLVMValueRef hsum(mm_ctx *c, LLVMValueRef v) {
+    static const char name[] = "llvm.vector.reduce.fadd";
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMValueRef f = LLVMGetIntrinsicDeclaration(c->mod, id, &c->vty, 1), args[2] = {LLVMConstReal(c->f32, -0.0), v};
+    LLVMValueRef r = LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, &c->vty, 1), f, args, 2, "");
+    LLVMSetFastMathFlags(r, LLVMFastMathAllowReassoc);
+    return r;
+}
+
+/* grad_w, the tile (m0.., k0.., taps t0..t1) at image b: lane sums of
+ * dy[b, m, q] x[b, k, q + off_t] over the pixel vectors, then added into
+ * dw (stored at b = 0) */
+static void conv_w_tile(mm_ctx *c, const aj_conv_spec *s, const conv_tiles *t, LLVMValueRef table, const LLVMValueRef *p,
+                        LLVMValueRef b, LLVMValueRef m0, LLVMValueRef k0, int t0, int t1) {
+    int64_t mr = t->mr, nc = t->nc, nt = t1 - t0, vw = c->vw;
+    for (int64_t i = 0; i < mr * nc * nt; i++) vstore(c, LLVMConstNull(c->vty), *acc_at(c, i));
+    LLVMValueRef dyb = gep(c, p[0], add(c, mul(c, b, i64c(c, s->M * t->HW)), mul(c, m0, i64c(c, t->HW))));
+    LLVMValueRef xb = gep(c, p[1], add(c, mul(c, b, i64c(c, s->K * t->HW)), mul(c, k0, i64c(c, t->HW))));
+    mm_loop ql;
+    loop_begin(c, &ql, i64c(c, 0), i64c(c, t->nqv), i64c(c, 1), "qv");
+    LLVMValueRef q = mul(c, ql.iv, i64c(c, vw)), dy[MAX_MR];
+    LLVMValueRef pm = conv_mask(c, table, add(c, ql.iv, i64c(c, s->ntaps * t->nqv)));
+    for (int64_t r = 0; r < mr; r++) dy[r] = load_lanes(c, gep(c, dyb, add(c, q, i64c(c, r * t->HW))), pm);
+    for (int64_t kk = 0; kk < nc; kk++) {
+        LLVMValueRef xr = gep(c, xb, add(c, q, i64c(c, kk * t->HW)));
+        for (int tp = t0; tp < t1; tp++) {
+            LLVMValueRef m = conv_mask(c, table, add(c, ql.iv, i64c(c, tp * t->nqv)));
+            LLVMValueRef xv = load_lanes(c, shifted(c, xr, tap_off(s, tp)), m);
+            for (int64_t r = 0; r < mr; r++) acc_fma(c, (r * nc + kk) * nt + tp - t0, dy[r], xv);
+        }
+    }
+    loop_end(c, &ql);
+    LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntEQ, b, i64c(c, 0), "");
+    LLVMValueRef dwb = gep(c, p[2], add(c, mul(c, m0, i64c(c, s->K * s->K2)), mul(c, k0, i64c(c, s->K2))));
+    for (int64_t r = 0; r < mr; r++)
+        for (int64_t kk = 0; kk < nc; kk++)
+            for (int tp = t0; tp < t1; tp++) {
+                LLVMValueRef sum = hsum(c, LLVMBuildLoad2(c->b, c->vty, *acc_at(c, (r * nc + kk) * nt + tp - t0), ""));
+                LLVMValueRef at = gep(c, dwb, i64c(c, (r * s->K + kk) * s->K2 + s->tap[tp]));
+                LLVMValueRef old = LLVMBuildLoad2(c->b, c->f32, at, "");
+                LLVMBuildStore(c->b, LLVMBuildSelect(c->b, first, sum, LLVMBuildFAdd(c->b, old, sum, ""), ""), at);
+            }
+}
+
+static int tap_kept(const aj_conv_spec *s, int64_t z) {
+    for (int t = 0; t < s->ntaps; t++)
+        if (s->tap[t] == z) return 1;
+    return 0;
+}
+
+/* then-block of `if (cond)`; *after is where both ways meet */
+static void if_begin(mm_ctx *c, LLVMValueRef cond, LLVMBasicBlockRef *after) {
+    LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "then");
+    *after = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "endif");
+    LLVMBuildCondBr(c->b, cond, then, *after);
+    LLVMPositionBuilderAtEnd(c->b, then);
+}
+
+static void if_end(mm_ctx *c, LLVMBasicBlockRef after) {
+    LLVMBuildBr(c->b, after);
+    LLVMPositionBuilderAtEnd(c->b, after);
+}
+
+/* grad_w's row = (mt, kt, g) */
+static void tile_of(mm_ctx *c, const conv_tiles *t, int64_t nkt, LLVMValueRef row, LLVMValueRef *mt, LLVMValueRef *kt,
+                    LLVMValueRef *g) {
+    *mt = LLVMBuildSDiv(c->b, row, i64c(c, nkt * t->ng), "");
+    *kt = LLVMBuildSRem(c->b, LLVMBuildSDiv(c->b, row, i64c(c, t->ng), ""), i64c(c, nkt), "");
+    *g = LLVMBuildSRem(c->b, row, i64c(c, t->ng), "");
+}
+
+/* grad_w: row = (tile of mr outputs, tile of nc inputs, group g of taps);
+ * the taps no group computes are zeroed by the rows of group 0; then,
+ * image by image, every row of [lo, hi) adds that image's sums */
+static void emit_conv_grad_w(mm_ctx *c, const aj_conv_spec *s, const conv_tiles *t, LLVMValueRef table) {
+    LLVMValueRef lo = param(c, 0, "lo"), hi = param(c, 1, "hi");
+    LLVMValueRef p[3] = {param(c, 2, "dy"), param(c, 3, "x"), param(c, 4, "dw")};
+    int64_t nkt = s->K / t->nc;
+    mm_loop rl, bl;
+    LLVMValueRef mt, kt, g;
+    if (s->ntaps < s->K2) {
+        loop_begin(c, &rl, lo, hi, i64c(c, 1), "zrow");
+        tile_of(c, t, nkt, rl.iv, &mt, &kt, &g);
+        LLVMBasicBlockRef after;
+        if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, g, i64c(c, 0), ""), &after);
+        LLVMValueRef dwb = gep(c, p[2], add(c, mul(c, mt, i64c(c, t->mr * s->K * s->K2)), mul(c, kt, i64c(c, t->nc * s->K2))));
+        for (int64_t r = 0; r < t->mr; r++)
+            for (int64_t kk = 0; kk < t->nc; kk++)
+                for (int64_t z = 0; z < s->K2; z++)
+                    if (!tap_kept(s, z))
+                        LLVMBuildStore(c->b, LLVMConstReal(c->f32, 0), gep(c, dwb, i64c(c, (r * s->K + kk) * s->K2 + z)));
+        if_end(c, after);
+        loop_end(c, &rl);
+    }
+    if (s->ntaps == 0) return;
+    loop_begin(c, &bl, i64c(c, 0), i64c(c, s->B), i64c(c, 1), "b");
+    loop_begin(c, &rl, lo, hi, i64c(c, 1), "row");
+    tile_of(c, t, nkt, rl.iv, &mt, &kt, &g);
+    LLVMValueRef m0 = mul(c, mt, i64c(c, t->mr)), k0 = mul(c, kt, i64c(c, t->nc));
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "tiled");
+    LLVMValueRef sw = LLVMBuildSwitch(c->b, g, done, (unsigned)t->ng);
+    for (int gi = 0; gi < t->ng; gi++) {
+        LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "group");
+        LLVMAddCase(sw, i64c(c, gi), bb);
+        LLVMPositionBuilderAtEnd(c->b, bb);
+        int t0 = gi * (int)t->tg;
+        conv_w_tile(c, s, t, table, p, bl.iv, m0, k0, t0, (int)min64(s->ntaps, t0 + t->tg));
+        LLVMBuildBr(c->b, done);
+    }
+    LLVMPositionBuilderAtEnd(c->b, done);
+    loop_end(c, &rl);
+    loop_end(c, &bl);
+}
+
+int aj_conv_emit(aj_jit *jit, aj_jit_module *m, const aj_conv_spec *s, aj_diag *d) {
+    aj_mm_spec sp = aj_mm_resolve(jit, &(aj_mm_spec){.name = s->name});
+    mm_ctx c = ctx_new(m, &sp);
+    conv_tiles t = conv_tiles_of(c.vw, s);
+    LLVMValueRef table = conv_mask_table(&c, s, t.nqv, d);
+    if (table) {
+        declare(&c, s->name, (int[]){0, 0, 1, 1, 1}, 5, 2);
+        for (int r = 0; r < MAX_MR; r++)
+            for (int v = 0; v < MAX_NV; v++) c.acc[r][v] = LLVMBuildAlloca(c.b, c.vty, "acc");
+        if (s->grad_w) emit_conv_grad_w(&c, s, &t, table);
+        else emit_conv_out(&c, s, &t, table);
+        LLVMBuildRetVoid(c.b);
+    }
+    LLVMDisposeBuilder(c.b);
+    return table ? 0 : -1;
 }

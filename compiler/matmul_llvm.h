@@ -81,4 +81,36 @@ int64_t aj_mm_panel_width(const aj_mm_spec *s);
 int64_t aj_mm_panels(const aj_mm_spec *s, int64_t n);
 int64_t aj_mm_packed_floats(const aj_mm_spec *s, int64_t n, int64_t k);
 
+/* A direct convolution on the same register tiles (no im2col buffer): per
+ * image b, over the flattened pixels q = y W + x of an H x W image, and the
+ * kept taps t (the rest cost nothing: they are not in the list), each
+ * reading the input at q + di[t] W + dj[t] (0 outside the image):
+ *
+ *   out:    y[b, m, q] = sum_{k, t} A[m wm + k wk + tap[t]] x[b, k, q + off_t]
+ *           (a convolution, wm = K kh kw, wk = kh kw; its data gradient
+ *           with the taps mirrored, wm = kh kw, wk = M kh kw)
+ *   grad_w: dw[(m K + k) K2 + tap[t]] = sum_{b, q} A[b, m, q] x[b, k, q + off_t],
+ *           0 at the K2 taps that are not in the list
+ *
+ * A: the kernel (out) or dy (grad_w), [B, M, H, W]; x: [B, K, H, W]; all
+ * dense. Emits `void <name>(i64 lo, i64 hi, const float *A, const float *x,
+ * float *out)` computing rows [lo, hi) of aj_conv_rows(): out's rows are
+ * (image, tile of pixels), all M outputs of each; grad_w's are tiles of
+ * (m, k, taps), walked image by image so an image's dy and x stay in cache
+ * while every tile reads them. Lane masks come from a table of the taps'
+ * in-image lanes, one word per (tap, vector of pixels). */
+typedef struct {
+    const char *name;
+    int grad_w;
+    int64_t B, M, K, H, W;
+    int64_t wm, wk;             /* out: A's strides */
+    int64_t K2;                 /* grad_w: taps per (m, k) */
+    int ntaps;
+    const int64_t *tap, *di, *dj;
+} aj_conv_spec;
+
+int64_t aj_conv_rows(const aj_jit *jit, const aj_conv_spec *s);
+/* Add the kernel to m. 0, or -1 with d set (out of memory). */
+int aj_conv_emit(aj_jit *jit, aj_jit_module *m, const aj_conv_spec *s, aj_diag *d);
+
 #endif

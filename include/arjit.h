@@ -272,6 +272,18 @@ typedef struct {
     int line, col;
 } aj_dimdef;
 
+/* One line `key = value` of a `recipe ... end` block (docs/ir.md,
+ * "Training recipes"): a default for the `arjit train` flag --key (with
+ * '_' for '-': weight_decay is --weight-decay), used unless the flag is
+ * given. The parser knows the keys and whether each takes a number, a name
+ * or a string; `arjit train` checks the value's range as it does the flag's. */
+typedef struct {
+    char *key;
+    char *value;             /* as written; a string without its quotes */
+    int is_str;              /* written as a string ("mnist-bin") */
+    int line, col;           /* of the value */
+} aj_setting;
+
 /* A call of a `def` that the parser inlined: the nodes it made carry its
  * index (aj_node.site), so a diagnostic names the call as well as the line
  * in the def. `parent` is the call it was made from (1 + index; 0 at a fn). */
@@ -293,6 +305,8 @@ struct aj_module {
     /* the binding of the last aj_module_infer: value types are under it */
     aj_bind bind;
     aj_callsite *site; int nsite;   /* the def calls the parser inlined */
+    aj_setting *recipe; int nrecipe; /* the training recipe, in file order */
+    int recipe_line;                 /* where the `recipe` block starts; 0: none */
 };
 
 /* Node/attribute access by the names in the op's spec. */
@@ -374,6 +388,8 @@ aj_graph *aj_module_fn(const aj_module *m, const char *name);
 int aj_module_param_index(const aj_module *m, const char *name);
 /* The extern op named `name`, or -1. */
 int aj_extern_index(const aj_module *m, const char *name);
+/* The recipe's setting for key, or NULL. */
+const aj_setting *aj_recipe_get(const aj_module *m, const char *key);
 
 /* Canonical text; parses back to the same module. */
 void aj_module_print(const aj_module *m, FILE *f);

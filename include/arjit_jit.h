@@ -8,8 +8,8 @@
  *   ... build functions in aj_jit_module_llvm(m) with LLVMBuilderRef ...
  *   aj_jit_optimize(jit, m, &d);                      // default<O3>, vectorised
  *   aj_jit_add(jit, m, &d);                           // m is consumed
- *   (or both at once through the disk cache of object files:
- *    aj_jit_add_cached(jit, m, "engine options", &hit, &d))
+ *   (or both at once, compiled on all cores, through the disk cache of
+ *    object files: aj_jit_add_cached(jit, m, "engine options", &hit, &d))
  *   void (*f)(float *) = aj_jit_lookup(jit, "k", &d); // compiled here
  *   ...
  *   aj_jit_free(jit);                                 // f is dangling now
@@ -70,19 +70,24 @@ void *aj_jit_lookup(aj_jit *jit, const char *name, aj_diag *d);
  * that kernels call, e.g. the team barrier). 0, or -1 with d set. */
 int aj_jit_define(aj_jit *jit, const char *name, void *addr, aj_diag *d);
 
-/* Optimise m and add it as machine code, through the disk cache, so that a
- * second run of the same model skips the optimiser and code generator. Pass
- * m unoptimised: the key is a 128-bit hash of m's IR text as given, the
- * host CPU name and features, the LLVM version and `flags` (the caller's
- * say in the key, e.g. engine and options; NULL is ""). On a hit the cached
- * object file is added; on a miss m is optimised (aj_jit_optimize),
- * compiled to an object file by the host target machine, stored (temp file
- * + rename) and added. m is consumed either way; *hit (if hit is not NULL)
- * tells which. A missing, truncated or corrupt cache file is a miss and is
+/* Optimise m and add it as machine code, compiled on one thread per core:
+ * its kernels (externally visible functions) are split into parts, each
+ * optimised and emitted by its own target machine from a copy of the module
+ * (with the internal functions it calls). m is consumed. 0, or -1 with d
+ * set. */
+int aj_jit_add_compiled(aj_jit *jit, aj_jit_module *m, aj_diag *d);
+/* aj_jit_add_compiled through the disk cache, so that a second run of the
+ * same model skips the optimiser and code generator. Pass m unoptimised:
+ * the key is a 128-bit hash of m's IR text as given, the host CPU name and
+ * features, the LLVM version and `flags` (the caller's say in the key, e.g.
+ * engine and options; NULL is ""). On a hit the cached object files are
+ * added; on a miss they are compiled, stored together (temp file + rename)
+ * and added. m is consumed either way; *hit (if hit is not NULL) tells
+ * which. A missing, truncated or corrupt cache file is a miss and is
  * rewritten. With the cache off (ARJIT_CACHE empty or "off") this is
- * aj_jit_optimize + aj_jit_add; a cache directory that cannot be created
- * or written is skipped, silently. Callable from several threads, like
- * optimize + add (file I/O runs outside the locks). 0, or -1 with d set. */
+ * aj_jit_add_compiled; a cache directory that cannot be created or written
+ * is skipped, silently. Callable from several threads (file I/O runs
+ * outside the locks). 0, or -1 with d set. */
 int aj_jit_add_cached(aj_jit *jit, aj_jit_module *m, const char *flags, int *hit, aj_diag *d);
 /* The cache directory from the environment: $ARJIT_CACHE, else
  * $XDG_CACHE_HOME/arjit, else $HOME/.cache/arjit. NULL when the cache is

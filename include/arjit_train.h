@@ -59,7 +59,8 @@ int aj_run_load_params(aj_run *r, const aj_ckpt *ck, const char *ckpt_path, aj_d
 /* The mean NLL in nats per example (-log p(x) from fn `fn`, NULL: loglik,
  * which takes x : f32[B, D] and returns log p(x) per example first) over
  * every example of vector dataset ds, in batches of B; the last batch is
- * padded with zero rows that are not counted. An NLL that is NaN or Inf is
+ * padded with zero rows that are not counted. Text: the examples are the
+ * in-order windows, x : i32[B, T] their last T tokens (docs/training.md). An NLL that is NaN or Inf is
  * an error. Stops early, returning 1, once *interrupt is set (interrupt may
  * be NULL). */
 int aj_run_nll(aj_run *r, const aj_dataset *ds, const char *fn, double *nll,
@@ -142,13 +143,15 @@ typedef struct {
     int interrupted, early_stopped;
 } aj_train_result;
 
-/* Train job->model on job->data (vector data; text models come later). */
+/* Train job->model on job->data: vector data, or text for a model whose
+ * loglik takes token windows i32[B, T] (docs/training.md). */
 int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d);
 
 typedef struct {
     double nll;              /* nats per example */
     double bpd;              /* bits per dimension: nll / (d ln 2) */
     int64_t n, d;            /* examples, values per example */
+    int text;                /* text: n windows of d characters; bpd is bits per character */
     char split[8], data[256];
 } aj_eval_result;
 

@@ -151,6 +151,12 @@ int aj_extern_index(const aj_module *m, const char *name) {
     return -1;
 }
 
+const aj_setting *aj_recipe_get(const aj_module *m, const char *key) {
+    for (int i = 0; i < m->nrecipe; i++)
+        if (!strcmp(m->recipe[i].key, key)) return &m->recipe[i];
+    return NULL;
+}
+
 int aj_dim_index(const aj_module *m, const char *name) {
     for (int i = 0; i < m->ndim; i++)
         if (!strcmp(m->dim[i].name, name)) return i;
@@ -169,7 +175,8 @@ void aj_module_free(aj_module *m) {
     }
     for (int i = 0; i < m->nfn; i++) aj_graph_free(m->fn[i]), free(m->fn_arg_type[i]);
     for (int i = 0; i < m->nsite; i++) free(m->site[i].def);
-    free(m->site);
+    for (int i = 0; i < m->nrecipe; i++) free(m->recipe[i].key), free(m->recipe[i].value);
+    free(m->site), free(m->recipe);
     free(m->param), free(m->ext), free(m->fn), free(m->fn_arg_type), free(m->path), free(m->src);
     free(m);
 }

@@ -1333,6 +1333,64 @@ static int parse_extern(parser *p) {
     return 0;
 }
 
+/* The keys of a recipe: arjit train's flags without "--", '_' for '-'
+ * (docs/training.md), and what each takes: a number, a name, or a dataset
+ * spec (a string, or a name). Ranges are train's to check. */
+static const struct { const char *key; char kind; } recipe_keys[] = {
+    {"data", 's'}, {"epochs", 'n'}, {"batch", 'n'}, {"opt", 'w'}, {"lr", 'n'}, {"momentum", 'n'},
+    {"beta1", 'n'}, {"beta2", 'n'}, {"rho", 'n'}, {"eps", 'n'}, {"weight_decay", 'n'}, {"clip", 'n'},
+    {"schedule", 'w'}, {"step_epochs", 'n'}, {"gamma", 'n'}, {"seed", 'n'}, {"max_steps", 'n'},
+    {"patience", 'n'}, {"valid_examples", 'n'},
+};
+#define NRECIPE_KEYS ((int)(sizeof recipe_keys / sizeof recipe_keys[0]))
+
+static int unknown_setting(parser *p, const char *key, int line, int col) {
+    const char *best = NULL;
+    int bd = 3;
+    for (int i = 0; i < NRECIPE_KEYS; i++) {
+        int dd = edit_distance(key, recipe_keys[i].key);
+        if (dd < bd) bd = dd, best = recipe_keys[i].key;
+    }
+    if (best) return aj_error(p->d, line, col, "unknown recipe setting '%s' (did you mean '%s'?)", key, best);
+    return aj_error(p->d, line, col, "unknown recipe setting '%s' (the settings are train's flags: docs/training.md)", key);
+}
+
+/* recipe NL (key = value NL)* end: the defaults of `arjit train`. */
+static int parse_recipe(parser *p) {
+    int line = p->tok.line;
+    if (p->m->recipe_line)
+        return aj_error(p->d, line, p->tok.col, "a second recipe (the first is at line %d)", p->m->recipe_line);
+    p->m->recipe_line = line;
+    if (next(p) || expect_nl(p)) return -1;
+    for (;;) {
+        while (p->tok.kind == T_NL)
+            if (next(p)) return -1;
+        if (p->tok.kind == T_EOF) return aj_error(p->d, p->tok.line, p->tok.col, "recipe (line %d) has no 'end'", line);
+        if (tok_is(p, "end")) return next(p) || expect_nl(p) ? -1 : 0;
+        char key[64];
+        int kline = p->tok.line, kcol = p->tok.col;
+        if (take_name(p, key, sizeof key, "a setting (lr = 1e-3) or 'end'")) return -1;
+        int k = 0;
+        while (k < NRECIPE_KEYS && strcmp(key, recipe_keys[k].key)) k++;
+        if (k == NRECIPE_KEYS) return unknown_setting(p, key, kline, kcol);
+        const aj_setting *was = aj_recipe_get(p->m, key);
+        if (was) return aj_error(p->d, kline, kcol, "recipe sets '%s' twice (first at line %d)", key, was->line);
+        if (expect_punct(p, '=')) return -1;
+        char kind = recipe_keys[k].kind;
+        token t = p->tok;
+        if (kind == 'n' ? t.kind != T_NUM : kind == 'w' ? t.kind != T_NAME : t.kind != T_NAME && t.kind != T_STR)
+            return expected(p, kind == 'n' ? "a number" : kind == 'w' ? "a name" : "a dataset spec (\"mnist-bin\")");
+        int is_str = t.kind == T_STR;
+        if (is_str && t.len == 2) return aj_error(p->d, t.line, t.col, "empty %s", key);
+        aj_setting *ns = realloc(p->m->recipe, sizeof *ns * (size_t)(p->m->nrecipe + 1));
+        if (!ns) return aj_error(p->d, t.line, t.col, "out of memory");
+        p->m->recipe = ns;
+        ns[p->m->nrecipe++] = (aj_setting){strdup(key), strndup(t.s + is_str, (size_t)(t.len - 2 * is_str)), is_str,
+                                           t.line, t.col};
+        if (next(p) || expect_nl(p)) return -1;
+    }
+}
+
 /* `) -> r1, r2, ...` closing a def's or fn's header: the result names */
 static int parse_results(parser *p, lhs_list *res, const char *what) {
     if (next(p)) return -1;
@@ -1519,7 +1577,8 @@ aj_module *aj_parse_string(const char *src, size_t len, const char *path, aj_dia
         else if (tok_is(&p, "extern")) r = parse_extern(&p);
         else if (tok_is(&p, "fn")) r = parse_fn(&p);
         else if (tok_is(&p, "def")) r = parse_def(&p);
-        else r = expected(&p, "'dim', 'param', 'extern', 'def' or 'fn' at the start of a line");
+        else if (tok_is(&p, "recipe")) r = parse_recipe(&p);
+        else r = expected(&p, "'dim', 'param', 'extern', 'def', 'fn' or 'recipe' at the start of a line");
         if (r) goto fail;
     }
     if (m->nfn == 0) {

@@ -196,6 +196,12 @@ void aj_module_print(const aj_module *m, FILE *f) {
         if (e->grad) fprintf(f, ", grad %s", e->grad);
         fputc('\n', f);
     }
+    if (m->recipe_line) fputs("\nrecipe\n", f);
+    for (int i = 0; i < m->nrecipe; i++) {
+        const aj_setting *st = &m->recipe[i];
+        fprintf(f, st->is_str ? "  %s = \"%s\"\n" : "  %s = %s\n", st->key, st->value);
+    }
+    if (m->recipe_line) fputs("end\n", f);
     for (int i = 0; i < m->nfn; i++) {
         const aj_graph *g = m->fn[i];
         fprintf(f, "\nfn %s(", g->name);

@@ -690,6 +690,16 @@ AJ_SHAPE_RULE(shape_categorical) {
     return 0;
 }
 
+/* argmax: x f32 [..., K] -> i32 [...]; an empty last axis has no index. */
+AJ_SHAPE_RULE(shape_argmax) {
+    if (want_dtype(m, n, in, 0, AJ_F32, bad_input, d) || want_rank(m, n, in, 0, 1, AJ_MAX_RANK, bad_input, d))
+        return -1;
+    if (aj_dim_eq(in[0].dim[in[0].rank - 1], aj_dim_const(0)))
+        return fail(n, 0, bad_input, d, "the last axis is empty: no entry is the largest");
+    drop_last(&in[0], AJ_I32, &out[0]);
+    return 0;
+}
+
 /* mog: logit_pi/mu/log_sigma [..., K] -> f32 [...]. */
 AJ_SHAPE_RULE(shape_mog_sample) {
     if (mixture_args(m, n, in, 0, bad_input, d)) return -1;

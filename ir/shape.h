@@ -38,6 +38,7 @@ AJ_SHAPE_RULE(shape_layer_norm);
 AJ_SHAPE_RULE(shape_categorical_nll);
 AJ_SHAPE_RULE(shape_mog);
 AJ_SHAPE_RULE(shape_categorical);
+AJ_SHAPE_RULE(shape_argmax);
 AJ_SHAPE_RULE(shape_mog_sample);
 AJ_SHAPE_RULE(shape_extern);
 /* ir/infer.c: needs the body graph */

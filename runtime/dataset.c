@@ -125,15 +125,41 @@ static int is_sep(const table_format *fmt, char c) {
     return fmt->sep ? c == fmt->sep : c == ' ' || c == '\t';
 }
 
+/* Field k (from 0) of a ';'-separated header line, blanks and quotes
+ * stripped, as [*a, *b); 0 when the line has fewer fields. */
+static int header_field(const char *h, size_t n, int64_t k, size_t *a, size_t *b) {
+    size_t i = 0;
+    for (; k > 0 && i <= n; k--) {
+        while (i < n && h[i] != ';') i++;
+        i++;
+    }
+    if (i > n) return 0;
+    *a = i, *b = i;
+    while (*b < n && h[*b] != ';') (*b)++;
+    while (*a < *b && (isspace((unsigned char)h[*a]) || h[*a] == '"')) (*a)++;
+    while (*b > *a && (isspace((unsigned char)h[*b - 1]) || h[*b - 1] == '"')) (*b)--;
+    return 1;
+}
+
+/* " (column 'name')": column k's header name, for messages; "" without a header. */
+static const char *column_name(const char *head, size_t hlen, int64_t k, char *buf, size_t n) {
+    size_t a, b;
+    char q[96];
+    if (!head || !header_field(head, hlen, k, &a, &b)) return "";
+    snprintf(buf, n, " (column '%s')", quote(head + a, b - a, q, sizeof q));
+    return buf;
+}
+
 /* Parse the remaining lines of `it`: each must hold exactly ncol values,
  * written row-major into out (NULL: only validate and count, so the caller
- * can allocate exactly). Returns the number of rows, or -1. */
-static int64_t read_table(const char *path, lines it, const table_format *fmt, int64_t ncol,
-                          float *out, aj_diag *d) {
+ * can allocate exactly). head: the header line naming the columns in
+ * errors, or NULL. Returns the number of rows, or -1. */
+static int64_t read_table(const char *path, lines it, const table_format *fmt, int64_t ncol, const char *head,
+                          size_t hlen, float *out, aj_diag *d) {
     int64_t rows = 0;
     const char *s;
     size_t n;
-    char q[128];
+    char q[128], name[128];
     while (next_line(&it, &s, &n)) {
         if (n == 0 && fmt->skip_blank) continue;
         int64_t k = 0;
@@ -146,12 +172,17 @@ static int64_t read_table(const char *path, lines it, const table_format *fmt, i
             while (i < n && !is_sep(fmt, s[i])) i++;
             float v;
             if (k < ncol && fmt->value(s + a, i - a, &v) != 0)
-                return aj_io_error(d, path, it.line, (int)a + 1, "value %lld is '%s', expected %s",
-                                   (long long)k + 1, quote(s + a, i - a, q, sizeof q), fmt->what);
+                return aj_io_error(d, path, it.line, (int)a + 1, "value %lld%s is '%s', expected %s",
+                                   (long long)k + 1, column_name(head, hlen, k, name, sizeof name),
+                                   quote(s + a, i - a, q, sizeof q), fmt->what);
             if (k < ncol && out) out[rows * ncol + k] = v;
             k++;
             if (fmt->sep && i++ == n) break;
         }
+        if (k < ncol && head)
+            return aj_io_error(d, path, it.line, (int)n + 1, "%lld values, expected %lld: no value %lld%s",
+                               (long long)k, (long long)ncol, (long long)k + 1,
+                               column_name(head, hlen, k, name, sizeof name));
         if (k != ncol)
             return aj_io_error(d, path, it.line, 0, "%lld values, expected %lld", (long long)k,
                                (long long)ncol);
@@ -187,9 +218,9 @@ static int load_amat(aj_dataset *ds, const char *buf, size_t len, aj_diag *d) {
     lines it = {buf, len, 0, 0};
     ds->d = MNIST_PIXELS;
     ds->h = ds->w = 28;
-    int64_t n = read_table(ds->path, it, &amat_format, ds->d, NULL, d);
+    int64_t n = read_table(ds->path, it, &amat_format, ds->d, NULL, 0, NULL, d);
     if (n < 0 || alloc_rows(ds, n, d)) return -1;
-    return read_table(ds->path, it, &amat_format, ds->d, ds->x, d) < 0 ? -1 : 0;
+    return read_table(ds->path, it, &amat_format, ds->d, NULL, 0, ds->x, d) < 0 ? -1 : 0;
 }
 
 static uint32_t be32(const unsigned char *p) {
@@ -198,8 +229,10 @@ static uint32_t be32(const unsigned char *p) {
 
 /* IDX3 images (big-endian magic 0x803, count, rows, cols, then the pixels).
  * The train file gives train (all but its last sixth) and valid (the last
- * sixth: 50000 / 10000 of 60000); binarized at pixel >= 128 unless gray. */
-static int load_idx(aj_dataset *ds, int gray, const char *buf, size_t len, aj_diag *d) {
+ * sixth: 50000 / 10000 of 60000). Pixel p becomes level floor(p K / 256)
+ * in 0 .. K-1 for K = levels (K = 2: binarized at p >= 128), or p / 255 for
+ * levels = 0 (grey values). */
+static int load_idx(aj_dataset *ds, int levels, const char *buf, size_t len, aj_diag *d) {
     const unsigned char *p = (const unsigned char *)buf;
     if (len < 16) return aj_io_error(d, ds->path, 0, 0, "truncated IDX header: %zu bytes, need 16", len);
     if (be32(p) != 0x803)
@@ -223,7 +256,7 @@ static int load_idx(aj_dataset *ds, int gray, const char *buf, size_t len, aj_di
     if (alloc_rows(ds, n, d)) return -1;
     const unsigned char *px = p + 16 + first * ds->d;
     for (int64_t i = 0; i < n * ds->d; i++)
-        ds->x[i] = gray ? px[i] / 255.0f : (float)(px[i] >= 128);
+        ds->x[i] = levels ? (float)(px[i] * levels / 256) : px[i] / 255.0f;
     return 0;
 }
 
@@ -238,6 +271,20 @@ static void vocab_index(const unsigned char *vocab, int nvocab, int16_t inv[256]
  * of train, and a valid byte that train lacks is an error. */
 static int load_text(aj_dataset *ds, const char *buf, size_t len, aj_diag *d) {
     size_t cut = len * 9 / 10;
+    if (len == 0) return aj_io_error(d, ds->path, 0, 0, "empty file: text: needs a text file to train on");
+    /* text is any bytes but NUL and the control characters that are not
+     * layout (tab, newline, vertical tab, form feed, carriage return) */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if ((c < 32 && (c < '\t' || c > '\r')) || c == 127) {
+            int line = 1;
+            size_t bol = 0;
+            for (size_t k = 0; k < i; k++)
+                if (buf[k] == '\n') line++, bol = k + 1;
+            return aj_io_error(d, ds->path, line, (int)(i - bol) + 1, "byte 0x%02x at offset %zu: a binary file, not "
+                               "text (text: takes bytes other than NUL and control characters)", c, i);
+        }
+    }
     if (cut == 0 || cut == len)
         return aj_io_error(d, ds->path, 0, 0, "too short to split into train and valid (%zu bytes)", len);
     int seen[256] = {0};
@@ -267,17 +314,11 @@ static int load_text(aj_dataset *ds, const char *buf, size_t len, aj_diag *d) {
     return 0;
 }
 
-/* The header's column names: fields split at ';', blanks and quotes stripped. */
+/* The header column named `want`, or -1. */
 static int csv_find_column(const char *h, size_t n, const char *want) {
-    int col = 0;
-    for (size_t i = 0; i <= n; col++) {
-        size_t a = i;
-        while (i < n && h[i] != ';') i++;
-        size_t b = i++;
-        while (a < b && (isspace((unsigned char)h[a]) || h[a] == '"')) a++;
-        while (b > a && (isspace((unsigned char)h[b - 1]) || h[b - 1] == '"')) b--;
+    size_t a, b;
+    for (int col = 0; header_field(h, n, col, &a, &b); col++)
         if (b - a == strlen(want) && !memcmp(h + a, want, b - a)) return col;
-    }
     return -1;
 }
 
@@ -311,12 +352,12 @@ static int load_csv(aj_dataset *ds, const char *opts, const char *buf, size_t le
         else keep[col] = 0;
         o += n + 1;
     }
-    int64_t n = rc ? -1 : read_table(ds->path, it, &csv_format, ncol, NULL, d);
+    int64_t n = rc ? -1 : read_table(ds->path, it, &csv_format, ncol, head, hlen, NULL, d);
     float *all = n > 0 ? malloc((size_t)n * (size_t)ncol * sizeof(float)) : NULL;
     int64_t *order = n > 0 ? malloc((size_t)n * sizeof(int64_t)) : NULL;
     if (n >= 0 && n < 10) rc = aj_io_error(d, ds->path, 0, 0, "%lld rows: too few to split 80/10/10", (long long)n);
     else if (n > 0 && (!all || !order)) rc = aj_io_error(d, ds->path, 0, 0, "out of memory");
-    else if (n < 0 || read_table(ds->path, it, &csv_format, ncol, all, d) < 0) rc = -1;
+    else if (n < 0 || read_table(ds->path, it, &csv_format, ncol, head, hlen, all, d) < 0) rc = -1;
     for (int64_t j = 0; j < ncol; j++) ds->d += keep[j];
     if (rc == 0 && ds->d == 0) rc = aj_io_error(d, ds->spec, 0, 0, "every column dropped");
     if (rc == 0) {
@@ -372,19 +413,31 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
     snprintf(ds->split, sizeof ds->split, "%s", split);
 
     /* which file, and how to read it */
-    enum { AMAT, IDX, IDX_GRAY, TEXT, CSV } kind;
+    enum { AMAT, IDX, TEXT, CSV } kind;
     char name[sizeof ds->spec];
     const char *opts = "";
+    int levels = 2;   /* IDX: grey levels, 0 for values in [0, 1] */
     int test = !strcmp(split, "test");
     if (!strcmp(spec, "mnist-bin")) {
         kind = AMAT;
         snprintf(name, sizeof name, "binarized_mnist_%s.amat", split);
-    } else if (!strcmp(spec, "mnist") || !strcmp(spec, "mnist-gray")) {
-        kind = strcmp(spec, "mnist") ? IDX_GRAY : IDX;
+    } else if (!strcmp(spec, "mnist") || !strcmp(spec, "mnist-gray") || !strncmp(spec, "mnist:", 6)) {
+        kind = IDX;
+        if (!strcmp(spec, "mnist-gray")) levels = 0;
+        if (spec[5] == ':') {
+            char *end;
+            long k = strtol(spec + 6, &end, 10);
+            if (end == spec + 6 || *end || k < 2 || k > 256)
+                return aj_io_error(d, NULL, 0, 0, "bad dataset '%s': mnist:K needs K grey levels, 2 to 256", spec);
+            levels = (int)k;
+        }
         snprintf(name, sizeof name, "%s-images-idx3-ubyte", test ? "t10k" : "train");
     } else if (!strncmp(spec, "text:", 5) && spec[5]) {
         kind = TEXT;
         snprintf(name, sizeof name, "%s", spec + 5);
+    } else if (!strcmp(spec, "shakespeare")) {
+        kind = TEXT;
+        snprintf(name, sizeof name, "tinyshakespeare.txt");
     } else if (!strncmp(spec, "csv:", 4) && spec[4] && spec[4] != ',') {
         kind = CSV;
         opts = strchr(spec + 4, ',');
@@ -393,7 +446,7 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
         if (!opts) opts = "";
     } else {
         return aj_io_error(d, NULL, 0, 0,
-                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, text:FILE or csv:FILE",
+                           "unknown dataset '%s': expected mnist-bin, mnist, mnist-gray, mnist:K, shakespeare, text:FILE or csv:FILE",
                            spec);
     }
 
@@ -406,8 +459,7 @@ int aj_dataset_load(const char *spec, const char *split, aj_dataset *ds, aj_diag
     int rc;
     switch (kind) {
     case AMAT: rc = load_amat(ds, buf, len, d); break;
-    case IDX: rc = load_idx(ds, 0, buf, len, d); break;
-    case IDX_GRAY: rc = load_idx(ds, 1, buf, len, d); break;
+    case IDX: rc = load_idx(ds, levels, buf, len, d); break;
     case TEXT: rc = load_text(ds, buf, len, d); break;
     default: rc = load_csv(ds, opts, buf, len, d); break;
     }
@@ -460,8 +512,9 @@ int aj_batcher_init(aj_batcher *b, const aj_dataset *ds, int64_t batch, int64_t 
         return aj_io_error(d, NULL, 0, 0, "batches of an empty dataset");
     }
     if ((flags & AJ_BATCH_DROP_LAST) && b->nexamples < batch)
-        return aj_io_error(d, ds->path, 0, 0, "the %s split has %lld examples, fewer than one batch of %lld",
-                           ds->split, (long long)b->nexamples, (long long)batch);
+        return aj_io_error(d, ds->path, 0, 0, "the %s split has %lld examples%s, fewer than one batch of %lld",
+                           ds->split, (long long)b->nexamples, ds->tok ? " (windows of T + 1 tokens, T apart)" : "",
+                           (long long)batch);
     if (ds->x && (flags & AJ_BATCH_SHUFFLE)) {
         b->order = malloc((size_t)ds->n * sizeof(int64_t));
         if (!b->order) return aj_io_error(d, ds->path, 0, 0, "out of memory");

@@ -50,11 +50,15 @@ static int eval_loss(const aj_module *m, const aj_graph *fn, const aj_tensor *pa
 }
 
 /* The first node of g (or of a recurrence body in it) that draws random
- * numbers; NULL when none does. */
+ * numbers from a distribution with inputs; NULL when none does. A draw
+ * without inputs (uniform: MADE's random masks) is a fixed function of the
+ * seed, the same in the gradient and in every finite difference, so the
+ * loss stays a smooth function of the parameters; a draw from logits
+ * (bernoulli) jumps as they move, and has no gradient. */
 static const aj_node *find_random(const aj_graph *g) {
     for (int i = 0; i < g->nnode; i++) {
         const aj_node *n = &g->node[i], *r;
-        if (aj_op_info(n->op)->flags & AJ_RAND) return n;
+        if ((aj_op_info(n->op)->flags & AJ_RAND) && n->nin) return n;
         if (n->rec && n->rec->body && (r = find_random(n->rec->body))) return r;
     }
     return NULL;

@@ -807,6 +807,22 @@ static int k_mog_nll(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *
     return 0;
 }
 
+/* y[r] = the first k with x[r, k] greater than every x[r, j], j < k, and
+ * not less than any after it: ties go to the lowest index, and a NaN is
+ * never greater, so it is chosen only at k = 0 (as the compiled engines) */
+static int k_argmax(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
+    int64_t K = in[0].shape[in[0].rank - 1], R = aj_tensor_numel(out);
+    if (K == 0 && R > 0) return fail(c, n, "the last axis is empty: no entry is the largest");
+    for (int64_t r = 0; r < R; r++) {
+        const real *x = fdata(&in[0]) + r * K;
+        int64_t best = 0;
+        for (int64_t k = 1; k < K; k++)
+            if (x[k] > x[best]) best = k;
+        idata(out)[r] = (int32_t)best;
+    }
+    return 0;
+}
+
 /* y[r] = k drawn from softmax(l / temperature) over row r (counter r) */
 static int k_categorical(ictx *c, const aj_node *n, const aj_tensor *in, aj_tensor *out) {
     int64_t K = in[0].shape[in[0].rank - 1], R = aj_tensor_numel(out);
@@ -884,7 +900,7 @@ static const interp_fn kernels[AJ_OP_COUNT] = {
     [AJ_OP_RESHAPE] = k_copy, [AJ_OP_TRANSPOSE] = k_transpose, [AJ_OP_SLICE] = k_slice,
     [AJ_OP_CONCAT] = k_concat, [AJ_OP_BROADCAST] = k_broadcast, [AJ_OP_UNSQUEEZE] = k_copy,
     [AJ_OP_GATHER] = k_gather, [AJ_OP_ONE_HOT] = k_one_hot, [AJ_OP_SHIFT] = k_shift, [AJ_OP_PAD] = k_pad,
-    [AJ_OP_SKEW] = k_skew, [AJ_OP_UNSKEW] = k_skew, [AJ_OP_CAST] = k_cast,
+    [AJ_OP_SKEW] = k_skew, [AJ_OP_UNSKEW] = k_skew, [AJ_OP_CAST] = k_cast, [AJ_OP_ARGMAX] = k_argmax,
     [AJ_OP_LAYER_NORM] = k_layer_norm,
     [AJ_OP_CATEGORICAL_NLL] = k_categorical_nll, [AJ_OP_MOG_NLL] = k_mog_nll,
     [AJ_OP_CATEGORICAL] = k_categorical, [AJ_OP_MOG] = k_mog,

@@ -36,10 +36,12 @@ static int n_threads;
 typedef struct {
     _Atomic int arrived, sense;
     int nth;
-    /* the first index out of range a kernel met (aj_rt_bad_index): the
-     * kernel's number in the run, INT64_MAX while none; its arguments */
+    /* the first fault a kernel met: an index out of range (aj_rt_bad_index)
+     * or, under --check-nan, a NaN or Inf inside a fused kernel (aj_rt_nan);
+     * the kernel's number in the run, INT64_MAX while none; its arguments */
     _Atomic int bad;
     _Atomic int64_t bad_kernel;
+    enum { FAULT_INDEX, FAULT_NAN } fault;
     int64_t bad_at[6];
 } team;
 
@@ -74,12 +76,22 @@ void aj_rt_barrier(void) {
  * run_kernel reports it after the kernel, as the interpreter would. The
  * kernel's number tells the threads still leaving the barrier before it
  * (a fast thread may already be in the next kernel) to go on to it. */
-void aj_rt_bad_index(int64_t op, int64_t line, int64_t col, int64_t ix, int64_t pos, int64_t n) {
+static void fault(int kind, const int64_t at[6]) {
     team *t = my_team;
     if (!t || atomic_exchange_explicit(&t->bad, 1, memory_order_relaxed)) return;
-    int64_t at[6] = {op, line, col, ix, pos, n};
-    memcpy(t->bad_at, at, sizeof at);
+    t->fault = kind;
+    memcpy(t->bad_at, at, sizeof t->bad_at);
     atomic_store_explicit(&t->bad_kernel, my_kernel, memory_order_release);
+}
+
+void aj_rt_bad_index(int64_t op, int64_t line, int64_t col, int64_t ix, int64_t pos, int64_t n) {
+    fault(FAULT_INDEX, (int64_t[6]){op, line, col, ix, pos, n});
+}
+
+/* Called under --check-nan by a fused kernel whose op (at line:col) made a
+ * NaN (is_nan) or an Inf: reported like a bad index, at the op's line. */
+void aj_rt_nan(int64_t op, int64_t line, int64_t col, int64_t is_nan) {
+    fault(FAULT_NAN, (int64_t[6]){op, line, col, is_nan, 0, 0});
 }
 
 void aj_set_threads(int n) { n_threads = n > 0 ? n : 0; }
@@ -128,6 +140,14 @@ static int run_host(runner *r, const aj_kernel *k) {
     return 0;
 }
 
+/* " at step t=.. of its recurrence" into buf (empty outside one) */
+static const char *step_at(const runner *r, char *buf, size_t size) {
+    buf[0] = 0;
+    if (r->ctx.depth)
+        snprintf(buf, size, " at step t=%lld of its recurrence", (long long)r->ctx.t[r->ctx.depth - 1]);
+    return buf;
+}
+
 /* the first NaN or Inf in kernel k's outputs: an error naming it */
 static int check_finite(runner *r, const aj_kernel *k) {
     for (int o = 0; o < k->nout; o++) {
@@ -136,9 +156,8 @@ static int check_finite(runner *r, const aj_kernel *k) {
         const float *x = resolve(r, k->arg[o]);
         for (int64_t i = 0; i < b->numel; i++)
             if (!isfinite(x[i])) {
-                char at[96] = "";
-                if (r->ctx.depth)
-                    snprintf(at, sizeof at, " at step t=%lld of its recurrence", (long long)r->ctx.t[r->ctx.depth - 1]);
+                char at[96];
+                step_at(r, at, sizeof at);
                 char lines[48] = "";   /* a fused kernel: the NaN came from one of its lines */
                 if (k->line_end > k->line) snprintf(lines, sizeof lines, "lines %d-%d: ", k->line, k->line_end);
                 return aj_error(r->d, k->line, 0, "nan check: kernel %s (%s%s) wrote %s to %s[%lld]%s", k->name, lines,
@@ -174,7 +193,12 @@ static void run_kernel(runner *r, int ki) {
     aj_rt_barrier();
     if (atomic_load_explicit(&my_team->bad_kernel, memory_order_acquire) <= my_kernel) {   /* all stop here */
         const int64_t *a = my_team->bad_at;
-        if (r->ith == 0) aj_index_error(r->d, (aj_op)a[0], (int)a[1], (int)a[2], a[3], a[4], a[5]);
+        if (r->ith == 0 && my_team->fault == FAULT_INDEX)
+            aj_index_error(r->d, (aj_op)a[0], (int)a[1], (int)a[2], a[3], a[4], a[5]);
+        else if (r->ith == 0)
+            aj_error(r->d, (int)a[1], (int)a[2], "nan check: kernel %s (lines %d-%d: %s): %s made %s%s", k->name,
+                     k->line, k->line_end, k->what, aj_op_info((aj_op)a[0])->name, a[3] ? "NaN" : "+-Inf",
+                     step_at(r, (char[96]){0}, 96));
         *r->failed = 1;
         return;
     }

@@ -183,32 +183,36 @@ int aj_run_load_params(aj_run *r, const aj_ckpt *ck, const char *ckpt_path, aj_d
 }
 
 /* fn `name` (loglik or another log p(x) per example), after checking that
- * it reads one example per row of ds: its one argument must be f32[B, d].
- * Errors point at the argument. */
-static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, const char *name, aj_diag *d) {
+ * it reads one example per row of ds: its one argument must be f32[B, d]
+ * for vector data, i32[B, T] token windows for text (then *width = T, else
+ * d). Errors point at the argument. */
+static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, const char *name, int64_t *width,
+                                 aj_diag *d) {
     const aj_module *m = r->m;
     const aj_graph *fn = aj_module_fn(m, name);
     if (!fn) return aj_io_error(d, m->path, 0, 0, "the model has no fn %s (log p(x) per example)", name), NULL;
     if (r->bdim < 0)
         return aj_io_error(d, m->path, 0, 0, "the model has no batch dim: declare `dim B` and use it as the first axis of %s's input", name), NULL;
-    if (ds->tok)
-        return aj_io_error(d, ds->path, 0, 0, "'%s' is a text dataset: models of token windows (i32[B, T] inputs) "
-                           "arrive in a later issue; vector datasets are mnist-bin, mnist, mnist-gray and csv:FILE",
-                           ds->spec), NULL;
     if (fn->nleaf != 1)
         return aj_io_error(d, m->path, fn->line, fn->col, "fn %s takes %d arguments; it is fed one, the data "
-                           "x : f32[B, D]", name, fn->nleaf), NULL;
+                           "x : %s", name, fn->nleaf, ds->tok ? "i32[B, T]" : "f32[B, D]"), NULL;
     const aj_value *x = &fn->val[fn->leaf[0]];
     aj_tensor probe = {x->type.dtype, x->type.rank, {0}, NULL};
     for (int k = 0; k < x->type.rank; k++) probe.shape[k] = x->type.dim[k].off;
-    if (x->type.dtype == AJ_I32 || probe.rank != 2 || probe.shape[0] != r->bind.v[r->bdim] || probe.shape[1] != ds->d) {
+    int text = ds->tok != NULL;
+    int64_t want = text ? probe.shape[1] : ds->d;
+    if (x->type.dtype != (text ? AJ_I32 : AJ_F32) || probe.rank != 2 || probe.shape[0] != r->bind.v[r->bdim] ||
+        probe.shape[1] != want || want < 1) {
         int fi = 0;
         while (m->fn[fi] != fn) fi++;
         char decl[128], here[128];
         aj_type_str(m, &m->fn_arg_type[fi][0], decl, sizeof decl);
-        if (x->type.dtype == AJ_I32)
-            aj_io_error(d, m->path, x->line, x->col, "%s's input %s : %s holds tokens: text models arrive in a "
-                        "later issue", name, x->name, decl);
+        if (text)
+            aj_io_error(d, m->path, x->line, x->col, "'%s' is text: %s's input %s : %s must be token windows "
+                        "i32[B, T]", ds->spec, name, x->name, decl);
+        else if (x->type.dtype == AJ_I32)
+            aj_io_error(d, m->path, x->line, x->col, "%s's input %s : %s holds tokens: give it text data "
+                        "(shakespeare or text:FILE), not '%s'", name, x->name, decl, ds->spec);
         else
             aj_io_error(d, m->path, x->line, x->col, "the dataset '%s' has %" PRId64 " values per example, but "
                         "%s's input %s : %s is %s here (bind the model's dims with --dims to match)",
@@ -216,19 +220,67 @@ static const aj_graph *loglik_fn(const aj_run *r, const aj_dataset *ds, const ch
         aj_diag_source(d, m->path, m->src, m->srclen);
         return NULL;
     }
+    if (text) {   /* token ids index the model's vocabulary dim V */
+        if (ds->ntok < want + 1)
+            return aj_io_error(d, ds->path, 0, 0, "the %s split has %" PRId64 " characters, fewer than one window "
+                               "of T + 1 = %" PRId64 " tokens (%s : i32[B, T]): give a smaller --dims T or more "
+                               "text", ds->split, ds->ntok, want + 1, x->name), NULL;
+        int v = aj_dim_index(m, "V");
+        if (v < 0)
+            return aj_io_error(d, m->path, 0, 0, "a text model names its vocabulary size `dim V`; the data '%s' "
+                               "has %d distinct bytes", ds->spec, ds->nvocab), NULL;
+        if (r->bind.v[v] < ds->nvocab)
+            return aj_io_error(d, m->path, m->dim[v].line, m->dim[v].col, "the model's vocabulary V = %" PRId64
+                               " is smaller than the %d distinct bytes of '%s' (%s): give --dims V=%d",
+                               r->bind.v[v], ds->nvocab, ds->spec, ds->path, ds->nvocab), NULL;
+    }
+    *width = want;
     return fn;
+}
+
+/* Examples per epoch: rows, or windows of width + 1 tokens (aj_batcher). */
+static int64_t nexamples(const aj_dataset *ds, int64_t width) {
+    return ds->tok ? (ds->ntok - 1) / width : ds->n;
+}
+
+/* A batch tensor of B examples of `width`: f32 rows, or i32 token windows
+ * (room for the batcher's T + 1 tokens each; next_batch keeps T). */
+static aj_tensor batch_tensor(const aj_dataset *ds, int64_t B, int64_t width) {
+    aj_tensor x = aj_tensor_new(ds->tok ? AJ_I32 : AJ_F32, 2, (int64_t[]){B, width + (ds->tok != NULL)});
+    x.shape[1] = width;
+    return x;
+}
+
+/* The next batch into x, as aj_batcher_next; zero rows pad a short one.
+ * Text: the batcher gives windows w_0 .. w_T; the models shift their input
+ * internally (position t is predicted from a start token and x_<t), so x
+ * gets w_1 .. w_T, the window's next-token targets: in order, the windows
+ * then score every token of the split once (docs/training.md). */
+static int next_batch(aj_batcher *bt, aj_tensor *x, int64_t *count) {
+    int64_t B = x->shape[0], w = x->shape[1];
+    int more;
+    if (x->dtype == AJ_I32) {
+        int32_t *t = x->data;
+        more = aj_batcher_next_tokens(bt, t, count);
+        for (int64_t i = 0; i < *count; i++) memmove(t + i * w, t + i * (w + 1) + 1, (size_t)w * sizeof *t);
+    } else {
+        more = aj_batcher_next(bt, x->data, count);
+    }
+    memset((char *)x->data + *count * w * 4, 0, (size_t)((B - *count) * w) * 4);
+    return more;
 }
 
 int aj_run_nll(aj_run *r, const aj_dataset *ds, const char *name, double *nll,
                const volatile sig_atomic_t *interrupt, aj_diag *d) {
     if (!name) name = "loglik";
-    const aj_graph *fn = loglik_fn(r, ds, name, d);
+    int64_t width;
+    const aj_graph *fn = loglik_fn(r, ds, name, &width, d);
     if (!fn) return -1;
     int64_t B = r->bind.v[r->bdim];
     aj_batcher bt;
-    if (aj_batcher_init(&bt, ds, B, 0, 0, 0, d)) return -1;
-    int64_t shape[2] = {B, ds->d}, count, seen = 0;
-    aj_tensor x = aj_tensor_new(AJ_F32, 2, shape);
+    if (aj_batcher_init(&bt, ds, B, width, 0, 0, d)) return -1;
+    int64_t count, seen = 0;
+    aj_tensor x = batch_tensor(ds, B, width);
     aj_tensor *res = calloc((size_t)fn->nresult, sizeof *res);
     int rc = -1;
     double sum = 0;
@@ -236,13 +288,11 @@ int aj_run_nll(aj_run *r, const aj_dataset *ds, const char *name, double *nll,
         aj_io_error(d, ds->path, 0, 0, "out of memory for a batch of %" PRId64, B);
         goto out;
     }
-    while (aj_batcher_next(&bt, x.data, &count) == 1) {
+    while (next_batch(&bt, &x, &count) == 1) {   /* a padded last batch's extra rows are dropped */
         if (interrupt && *interrupt) {
             rc = 1;
             goto out;
         }
-        /* zero rows pad the last batch; their log-likelihoods are dropped */
-        memset((float *)x.data + count * ds->d, 0, (size_t)((B - count) * ds->d) * sizeof(float));
         if (r->run(r->m, fn, r->params, &x, res, 0, d)) goto out;
         int ok = res[0].dtype == AJ_F32 && aj_tensor_numel(&res[0]) == B;
         for (int64_t i = 0; ok && i < count; i++) sum -= ((const float *)res[0].data)[i];
@@ -297,7 +347,7 @@ static void state_name(const aj_run *r, const aj_optim *o, const step_fn *s, int
     snprintf(buf, n, "%s_%s", aj_optim_state_name(o, st), r->m->param[s->pidx[k]].name);
 }
 
-static int step_build(step_fn *s, aj_run *r, const aj_optim *o, int64_t dim, aj_diag *d) {
+static int step_build(step_fn *s, aj_run *r, const aj_optim *o, const aj_dataset *ds, int64_t width, aj_diag *d) {
     memset(s, 0, sizeof *s);
     aj_graph *g = aj_train_step(r->m, "loglik", o, d);
     if (!g) return in_file(d, r->m->path);
@@ -319,9 +369,8 @@ static int step_build(step_fn *s, aj_run *r, const aj_optim *o, int64_t dim, aj_
                            g->nleaf, g->nresult, nin, 1 + s->np * (1 + s->ns));
     s->in = calloc((size_t)nin, sizeof *s->in);
     s->res = calloc((size_t)g->nresult, sizeof *s->res);
-    int64_t xshape[2] = {r->bind.v[r->bdim], dim};
     if (s->in && s->res) {
-        s->in[0] = aj_tensor_new(AJ_F32, 2, xshape);
+        s->in[0] = batch_tensor(ds, r->bind.v[r->bdim], width);
         s->in[1] = aj_tensor_new(AJ_F32, 0, NULL);
         s->in[2] = aj_tensor_new(AJ_F32, 0, NULL);
         for (int st = 0; st < s->ns; st++)
@@ -426,6 +475,8 @@ static int save_ckpt(const aj_job *job, const aj_run *r, step_fn *s, const train
     bad = bad || aj_ckpt_set_meta(ck, "model", r->m->path) || aj_ckpt_set_meta(ck, "model_hash", r->hash) ||
           aj_ckpt_set_meta(ck, "dims", r->dims) || aj_ckpt_set_meta(ck, "data", ds->spec) ||
           aj_ckpt_set_meta(ck, "optimizer", buf) || aj_ckpt_set_meta(ck, "opt", opt_names[job->opt.kind]);
+    if (!bad && ds->tok)   /* the sampler and eval decode and encode with it */
+        bad = aj_ckpt_set_meta_bytes(ck, "vocab", ds->vocab, (size_t)ds->nvocab) != 0;
     if (!bad && ds->h > 0) {
         snprintf(buf, sizeof buf, "%" PRId64 "x%" PRId64, ds->h, ds->w);
         bad = aj_ckpt_set_meta(ck, "image", buf) != 0;
@@ -474,10 +525,10 @@ static int bad_state(aj_diag *d, const char *path, const char *field, int64_t v,
 /* A loop state no run reaches, in a checkpoint whose CRC holds, is refused
  * by name rather than resumed from. Every step takes B >= 1 examples and
  * every epoch at least one step (a split of fewer than B examples is
- * refused), so 0 <= pos <= n (the train split's examples; pos = n when
+ * refused), so 0 <= pos <= n (the train split's examples or windows; pos = n when
  * stopped during validation), epoch_loss_n <= pos with both 0 or neither,
  * and step >= epoch + epoch_loss_n. */
-static int check_state(const train_state *st, const aj_dataset *train, const char *path, aj_diag *d) {
+static int check_state(const train_state *st, const aj_dataset *train, int64_t n, const char *path, aj_diag *d) {
     static const struct {
         const char *name;
         size_t off;
@@ -491,8 +542,8 @@ static int check_state(const train_state *st, const aj_dataset *train, const cha
         if (v < 0) return bad_state(d, path, counts[i].name, v, "below 0");
     }
     if (st->batch < 1 || st->batch > MAX_BATCH) return bad_state(d, path, "batch", st->batch, "outside 1..2^24");
-    if (st->pos > train->n) {
-        snprintf(why, sizeof why, "past the %" PRId64 " examples of the train split of '%s'", train->n, train->spec);
+    if (st->pos > n) {
+        snprintf(why, sizeof why, "past the %" PRId64 " examples of the train split of '%s'", n, train->spec);
         return bad_state(d, path, "pos", st->pos, why);
     }
     if (st->loss_n > st->pos || (st->loss_n == 0) != (st->pos == 0)) {
@@ -514,7 +565,7 @@ static int check_state(const train_state *st, const aj_dataset *train, const cha
 
 /* The optimizer states and loop state of a training checkpoint. */
 static int restore(const aj_job *job, const aj_run *r, step_fn *s, train_state *st, const aj_ckpt *ck,
-                   const aj_dataset *train, aj_diag *d) {
+                   const aj_dataset *train, int64_t n, aj_diag *d) {
     const char *opt = aj_ckpt_meta(ck, "opt");
     if (!opt || strcmp(opt, opt_names[job->opt.kind]))
         return aj_io_error(d, job->resume, 0, 0, "it holds %s optimizer state, but --opt is %s",
@@ -534,7 +585,7 @@ static int restore(const aj_job *job, const aj_run *r, step_fn *s, train_state *
             return aj_io_error(d, job->resume, 0, 0, "not a training checkpoint: it has no '%s'", state_fields[i].name);
         memcpy((char *)st + state_fields[i].off, &v, sizeof v);
     }
-    return check_state(st, train, job->resume, d);
+    return check_state(st, train, n, job->resume, d);
 }
 
 /* ---------------------------------------------------------------- schedule */
@@ -622,6 +673,30 @@ static void trainer_free(trainer *t) {
     aj_run_close(&t->r);
 }
 
+/* Text data encoded with the vocabulary checkpoint ck (at path) was trained
+ * with, its "vocab" bytes, so that token ids mean what they meant then. */
+static int ckpt_vocab(const aj_ckpt *ck, const char *path, aj_dataset *ds, aj_diag *d) {
+    size_t n;
+    const char *v = aj_ckpt_meta_bytes(ck, "vocab", &n);
+    if (!ds->tok)
+        return v ? aj_io_error(d, path, 0, 0, "it was trained on text (it records a vocabulary), but '%s' is not "
+                               "text", ds->spec) : 0;
+    if (!v)
+        return aj_io_error(d, path, 0, 0, "it records no vocabulary (metadata 'vocab'): it was not trained on text "
+                           "like '%s'", ds->spec);
+    /* a byte of the data's vocabulary (its train split's bytes) that the
+     * checkpoint's lacks is refused even where this split lacks it too */
+    for (int i = 0; i < ds->nvocab; i++) {
+        unsigned char c = ds->vocab[i];
+        char q[8] = "";
+        if (memchr(v, c, n)) continue;
+        if (c > 32 && c < 127) snprintf(q, sizeof q, " '%c'", c);
+        return aj_io_error(d, ds->path, 0, 0, "its vocabulary differs from the %zu bytes %s was trained with: it has "
+                           "byte 0x%02x%s, which that lacks", n, path, c, q);
+    }
+    return aj_dataset_set_vocab(ds, (const unsigned char *)v, n <= 256 ? (int)n : 0, d);
+}
+
 /* Everything up to the first step: model, data, train_step, and the state
  * either fresh or from --resume. */
 static int trainer_open(trainer *t, const aj_job *job, train_state *st, aj_diag *d) {
@@ -639,13 +714,21 @@ static int trainer_open(trainer *t, const aj_job *job, train_state *st, aj_diag 
         return aj_io_error(d, job->model, 0, 0, "the model has no batch dim: declare `dim B` and use it as the first "
                            "axis of loglik's input");
     if (aj_dataset_load(data, "train", &t->train, d) || aj_dataset_load(data, "valid", &t->valid, d)) return -1;
-    if (job->valid_examples && job->valid_examples < t->valid.n) t->valid.n = job->valid_examples;   /* its first N */
-    if (!loglik_fn(&t->r, &t->train, "loglik", d) || step_build(&t->s, &t->r, &job->opt, t->train.d, d)) return -1;
+    if (job->resume && (ckpt_vocab(t->ck, job->resume, &t->train, d) || ckpt_vocab(t->ck, job->resume, &t->valid, d)))
+        return -1;
+    int64_t width;
+    if (!loglik_fn(&t->r, &t->train, "loglik", &width, d) || !loglik_fn(&t->r, &t->valid, "loglik", &width, d) ||
+        step_build(&t->s, &t->r, &job->opt, &t->train, width, d))
+        return -1;
+    if (job->valid_examples && job->valid_examples < nexamples(&t->valid, width)) {   /* its first N */
+        if (t->valid.tok) t->valid.ntok = job->valid_examples * width + 1;
+        else t->valid.n = job->valid_examples;
+    }
 
     int64_t B = t->r.bind.v[t->r.bdim];
     *st = (train_state){.best = INFINITY, .seed = job->seed, .batch = B};
     if (job->resume) {
-        if (restore(job, &t->r, &t->s, st, t->ck, &t->train, d)) return -1;
+        if (restore(job, &t->r, &t->s, st, t->ck, &t->train, nexamples(&t->train, width), d)) return -1;
         /* what makes the run differ from the one it continues */
         const char *ck_data = aj_ckpt_meta(t->ck, "data"), *ck_opt = aj_ckpt_meta(t->ck, "optimizer");
         char opt[512];
@@ -662,7 +745,7 @@ static int trainer_open(trainer *t, const aj_job *job, train_state *st, aj_diag 
                     " (it fixes the batch order)\n", job->seed, st->seed);
         st->batch = B;
     }
-    if (aj_batcher_init(&t->bt, &t->train, B, 0, st->seed, AJ_BATCH_SHUFFLE | AJ_BATCH_DROP_LAST, d)) return -1;
+    if (aj_batcher_init(&t->bt, &t->train, B, width, st->seed, AJ_BATCH_SHUFFLE | AJ_BATCH_DROP_LAST, d)) return -1;
     if (job->save) snprintf(t->last, sizeof t->last, "%s.last", job->save);
     return 0;
 }
@@ -706,7 +789,7 @@ int aj_train(const aj_job *job, aj_train_result *res, aj_diag *d) {
         aj_batcher_seek(&t.bt, st.epoch, st.pos);
         while (st.pos < end && !interrupted(job) && !(job->max_steps && st.step >= job->max_steps)) {
             int64_t count;
-            aj_batcher_next(&t.bt, t.s.in[0].data, &count);
+            next_batch(&t.bt, &t.s.in[0], &count);
             double lr = scheduled_lr(job, &st, total), loss;
             float lr_t = (float)lr;
             if (o->kind == AJ_OPT_ADAM) {   /* bias correction, t = this step, from 1 */
@@ -791,10 +874,14 @@ int aj_eval(const aj_job *job, aj_eval_result *res, aj_diag *d) {
         aj_io_error(d, job->ckpt, 0, 0, "no dataset recorded: give one with --data");
         goto out;
     }
-    if (aj_dataset_load(data, split, &ds, d) || aj_run_nll(&r, &ds, job->fn, &res->nll, NULL, d)) goto out;
-    res->n = ds.n;
-    res->d = ds.d;
-    res->bpd = res->nll / ((double)ds.d * M_LN2);
+    int64_t width;
+    if (aj_dataset_load(data, split, &ds, d) || ckpt_vocab(ck, job->ckpt, &ds, d) ||
+        !loglik_fn(&r, &ds, job->fn ? job->fn : "loglik", &width, d) || aj_run_nll(&r, &ds, job->fn, &res->nll, NULL, d))
+        goto out;
+    res->n = nexamples(&ds, width);
+    res->d = width;
+    res->text = ds.tok != NULL;
+    res->bpd = res->nll / ((double)width * M_LN2);
     snprintf(res->split, sizeof res->split, "%s", split);
     snprintf(res->data, sizeof res->data, "%s", data);
     rc = 0;

@@ -150,6 +150,11 @@ static const gcase cases[] = {
      "dim B\ndim T = 3\ndim V = 3\ndim E = 2\nparam emb : f32[V, E]\nparam v1 : f32[V]\n"
      "fn loss(t : i32[B, T]) -> l\n  e = gather(emb, t)\n  s = gather(v1, t)\n  su = unsqueeze(s, axis=-1)\n"
      "  y = mul(e, su)\n  z = add(y, e)\n  l = square(z)\nend\n"},
+    /* argmax of the 0/1 data (ties: the lowest index wins) picks embedding
+     * rows; the data alone decides the pick, so the gradient is gather's */
+    {"argmax (ties) into an embedding", "B=2",
+     "dim B\ndim T = 3\ndim K = 4\ndim E = 2\nparam emb : f32[K, E]\n"
+     "fn loss(x : f32[B, T, K]) -> l\n  k = argmax(x)\n  e = gather(emb, k)\n  l = square(e)\nend\n"},
     {"shift", "B=3",
      HEAD_BD "fn loss(x : f32[B, D]) -> l\n  a = add(x, p)\n  y1 = shift(a, axis=1)\n"
              "  y2 = shift(a, axis=-1, by=-2)\n  y3 = shift(a, axis=0, by=1)\n  y = concat(y1, y2, y3, axis=1)\n"

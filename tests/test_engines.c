@@ -222,6 +222,9 @@ static const gcase forward_cases[] = {
      "dim B\ndim T = 5\ndim D = 4\ndim K = 6\nparam W : f32[D, K]\n"
      "fn sample(x : f32[B, T, D]) -> s, t\n  h = matmul(x, W)\n  s = categorical(h)\n"
      "  t = categorical(h, temperature=0.5)\nend\n"},
+    {"argmax (rank 3, rank 1)", "B=3",
+     "dim B\ndim T = 5\ndim D = 4\ndim K = 6\nparam W : f32[D, K]\nparam p : f32[K]\n"
+     "fn f(x : f32[B, T, D]) -> a, b\n  h = matmul(x, W)\n  a = argmax(h)\n  b = argmax(p)\nend\n"},
     {"mog (sampling)", "B=3",
      "dim B\ndim D = 5\ndim K = 3\nparam A : f32[D, K]\nparam M : f32[D, K]\nparam S : f32[D, K]\n"
      "fn sample(x : f32[B, D]) -> s\n  xk = unsqueeze(x, axis=2)\n  pi = add(xk, A)\n  mu = mul(xk, M)\n"

@@ -532,6 +532,53 @@ static void test_cache(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---------------------------------------------------------------- parallel compile */
+
+/* Five kernels k<i>(x) = sq(x) + i sharing one internal helper sq, compiled
+ * in 1, 3 and (capped at one per kernel) 16 parts: every kernel resolves
+ * and computes its own result wherever its part put it. */
+static void test_parallel_compile(void **state) {
+    (void)state;
+    char *saved = getenv("ARJIT_COMPILE_THREADS") ? strdup(getenv("ARJIT_COMPILE_THREADS")) : NULL;
+    const char *threads[] = {"1", "3", "16"};
+    for (int t = 0; t < 3; t++) {
+        setenv("ARJIT_COMPILE_THREADS", threads[t], 1);
+        aj_diag d = {0};
+        aj_jit *j = aj_jit_new(&d);
+        assert_non_null(j);
+        aj_jit_module *m = aj_jit_module_new(j, "parts");
+        LLVMContextRef ctx = aj_jit_module_context(m);
+        LLVMModuleRef mod = aj_jit_module_llvm(m);
+        LLVMTypeRef f32 = LLVMFloatTypeInContext(ctx), ft = LLVMFunctionType(f32, &f32, 1, 0);
+        LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+        LLVMValueRef sq = LLVMAddFunction(mod, "sq", ft);
+        LLVMSetLinkage(sq, LLVMInternalLinkage);
+        LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, sq, "entry"));
+        LLVMBuildRet(b, LLVMBuildFMul(b, LLVMGetParam(sq, 0), LLVMGetParam(sq, 0), ""));
+        for (int i = 0; i < 5; i++) {
+            char name[8];
+            snprintf(name, sizeof name, "k%d", i);
+            LLVMValueRef fn = LLVMAddFunction(mod, name, ft), x = LLVMGetParam(fn, 0);
+            LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+            LLVMValueRef y = LLVMBuildCall2(b, ft, sq, &x, 1, "");
+            LLVMBuildRet(b, LLVMBuildFAdd(b, y, LLVMConstReal(f32, i), ""));
+        }
+        LLVMDisposeBuilder(b);
+        if (aj_jit_add_compiled(j, m, &d)) fail_msg("%s", d.msg);
+        for (int i = 0; i < 5; i++) {
+            char name[8];
+            snprintf(name, sizeof name, "k%d", i);
+            float (*k)(float) = (float (*)(float))aj_jit_lookup(j, name, &d);
+            if (!k) fail_msg("%s threads: %s", threads[t], d.msg);
+            assert_true(k(3.0f) == 9.0f + (float)i);
+        }
+        aj_jit_free(j);
+    }
+    if (saved) setenv("ARJIT_COMPILE_THREADS", saved, 1);
+    else unsetenv("ARJIT_COMPILE_THREADS");
+    free(saved);
+}
+
 /* ---------------------------------------------------------------- matmul */
 
 static float frand(uint64_t *s) {
@@ -753,6 +800,7 @@ int main(void) {
         cmocka_unit_test(test_vecmath_accuracy),
         cmocka_unit_test(test_vecmath_special),
         cmocka_unit_test(test_cache),
+        cmocka_unit_test(test_parallel_compile),
         cmocka_unit_test(test_matmul_nn),
         cmocka_unit_test(test_matmul_transposed),
         cmocka_unit_test(test_matmul_variants),

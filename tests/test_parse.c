@@ -215,7 +215,7 @@ static const bad_case bad_cases[] = {
     {"empty_file", "", 0, 1, 1, "no fn in this file"},
     {"only_comments", "# nothing\n   # but comments\n", 0, 3, 1, "no fn in this file"},
     {"statement_outside_fn", "dim D = 4\ny = neg(x)\n", 0, 2, 1,
-     "expected 'dim', 'param', 'extern', 'def' or 'fn' at the start of a line, found 'y'"},
+     "expected 'dim', 'param', 'extern', 'def', 'fn' or 'recipe' at the start of a line, found 'y'"},
     {"trailing_garbage", FN1("y = neg(x) extra"), 0, 2, 14, "expected end of line, found 'extra'"},
 
     /* ---- bytes and numbers */
@@ -366,6 +366,18 @@ static const bad_case bad_cases[] = {
      "act: argument 2 is f32[4, 5] but argument 1 is f32[2, 3]"},
     {"extern_called_directly", FN1("y = extern(x, fn=0)"), 0, 2, 7, "unknown op 'extern'"},
     {"string_outside_extern", "dim D = \"4\"\n", 0, 1, 9, "expected an integer, found '\"4\"'"},
+
+    /* ---- training recipes (their values' ranges: tests/test_cli_train.sh) */
+    {"recipe_unknown_key", "recipe\n  learning_rate = 1\nend\n", 0, 2, 3, "unknown recipe setting 'learning_rate'"},
+    {"recipe_misspelt_key", "recipe\n  epoch = 3\nend\n", 0, 2, 3, "(did you mean 'epochs'?)"},
+    {"recipe_twice_set", "recipe\n  lr = 1\n  lr = 2\nend\n", 0, 3, 3, "recipe sets 'lr' twice (first at line 2)"},
+    {"recipe_number_as_name", "recipe\n  lr = fast\nend\n", 0, 2, 8, "expected a number, found 'fast'"},
+    {"recipe_name_as_number", "recipe\n  opt = 1\nend\n", 0, 2, 9, "expected a name, found '1'"},
+    {"recipe_data_unquoted", "recipe\n  data = mnist-bin\nend\n", 0, 2, 15, "expected end of line, found '-'"},
+    {"recipe_data_empty", "recipe\n  data = \"\"\nend\n", 0, 2, 10, "empty data"},
+    {"recipe_no_end", "recipe\n  lr = 1\n", 0, 3, 1, "recipe (line 1) has no 'end'"},
+    {"recipe_two", "recipe\nend\nrecipe\nend\n", 0, 3, 1, "a second recipe (the first is at line 1)"},
+    {"recipe_missing_equals", "recipe\n  lr 1\nend\n", 0, 2, 6, "expected '=', found '1'"},
 };
 
 static void test_bad_case(void **state) {

@@ -372,13 +372,36 @@ static void test_csv(void **state) {
 
     memcpy(strstr(text, "\n3;") + 1, "x;", 2);
     write_str("wine.csv", text);
-    aj_diag d = load_fails("csv:wine.csv", "train", "value 1 is 'x', expected a finite number");
+    aj_diag d = load_fails("csv:wine.csv", "train", "value 1 (column 'a') is 'x', expected a finite number");
     assert_int_equal(d.line, 5);
+    assert_int_equal(d.col, 1);
     memcpy(strstr(text, "\nx;") + 1, "3;", 2);
     memcpy(strstr(text, "\n7;14.5;5"), "\n7;14.5 ", 8);
     write_str("wine.csv", text);
-    d = load_fails("csv:wine.csv", "train", "value 2 is '14.5 5', expected a finite number");
+    d = load_fails("csv:wine.csv", "train", "value 2 (column 'b') is '14.5 5', expected a finite number");
     assert_int_equal(d.line, 9);
+    assert_int_equal(d.col, 3);
+    /* a NaN, an infinity and a missing column, each at its line and column */
+    static const struct { const char *row, *msg; int col; } bad[] = {
+        {"\n7;nan;5", "value 2 (column 'b') is 'nan', expected a finite number", 3},
+        {"\n7;-inf;5", "value 2 (column 'b') is '-inf', expected a finite number", 3},
+        {"\n7;1e39;5", "value 2 (column 'b') is '1e39', expected a finite number", 3},
+        {"\n7;14.5\r\n", "2 values, expected 3: no value 3 (column 'quality')", 7},
+        {"\n7;;5", "value 2 (column 'b') is '', expected a finite number", 3},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char t[2048];
+        int len = snprintf(t, sizeof t, "%s", text);
+        char *row = strstr(t, "\n7;14.5 5");
+        assert_non_null(row);
+        char *rest = strchr(row + 1, '\n');
+        snprintf(row, sizeof t - (size_t)(row - t), "%s%s", bad[i].row, rest);
+        assert_true(len > 0);
+        write_str("wine.csv", t);
+        d = load_fails("csv:wine.csv", "valid", bad[i].msg);
+        assert_int_equal(d.line, 9);
+        assert_int_equal(d.col, bad[i].col);
+    }
     write_str("wine.csv", "a;b\n1;2\n");
     load_fails("csv:wine.csv", "train", "1 rows: too few");
     remove_tmp("wine.csv");

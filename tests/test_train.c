@@ -288,7 +288,7 @@ static void test_data_errors(void **state) {
     j.data = "mnist-bin";   /* 784 values per example, the model takes 6 */
     expect_train_error(&j, "has 784 values per example", "f32[B, D]");
     j.data = "text:chars.txt";
-    expect_train_error(&j, "text dataset", "later issue");
+    expect_train_error(&j, "is text", "must be token windows i32[B, T]");   /* an f32[B, D] model */
     j.data = "csv:missing.csv";
     expect_train_error(&j, "cannot find missing.csv", NULL);
     j.data = "mnist";

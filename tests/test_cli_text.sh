@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# `arjit train | eval` on text: a tiny LSTM and GRU trained for a few steps
+# on a small generated text, eval in nats and bits per character, an exact
+# resume, the checkpoint's vocabulary, and bad files named in errors.
+#
+#   tests/test_cli_text.sh path/to/arjit     (ctest runs it as `cli_text`)
+set -uo pipefail
+
+. "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh" "${1:-}"
+LSTM=$SRC/models/lstm.graph
+SMALL=(--dims T=8,H=16,E=8 --batch 4 --engine interp)
+
+# 3200 bytes of lines over a 16-byte alphabet (train 2880, valid 320)
+for ((i = 0; i < 160; i++)); do echo "a cat sat $((i % 7)) on mats"; done >"$TMP/cats.txt"
+TEXT=text:$TMP/cats.txt
+
+# ---------------------------------------------------------------- train, eval, resume
+run 0 train "$LSTM" --data "$TEXT" "${SMALL[@]}" --max-steps 6 --lr 0.01 --save "$TMP/l.ck" &&
+    has "$OUT" "(6/89 steps): train NLL" && has "$OUT" "valid NLL"
+run 0 eval "$LSTM" --ckpt "$TMP/l.ck" --engine interp && has "$OUT" "nats/char" && has "$OUT" "bits/char" &&
+    has "$OUT" "(39 windows of 8 characters, $TEXT)"
+# bits = nats / ln 2, and a few Adam steps already beat the uniform log 65
+awk '{ n = $3; b = $5; if (b * log(2) - n > 1e-3 || n - b * log(2) > 1e-3 || n >= log(65)) exit 1 }' "$OUT" ||
+    fail "eval: bits/char is not nats/char / ln 2, or no better than uniform"
+
+# 6 steps, then 4 more resumed, end exactly where 10 straight steps do
+run 0 train "$LSTM" --resume "$TMP/l.ck.last" --max-steps 10 --engine interp --lr 0.01 --save "$TMP/r.ck" &&
+    has "$ERR" "resuming $TMP/l.ck.last at epoch 1, example 24 (step 6)"
+run 0 train "$LSTM" --data "$TEXT" "${SMALL[@]}" --max-steps 10 --lr 0.01 --save "$TMP/s.ck"
+run 0 eval "$LSTM" --ckpt "$TMP/r.ck.last" --engine interp && cp "$OUT" "$TMP/resumed"
+run 0 eval "$LSTM" --ckpt "$TMP/s.ck.last" --engine interp && cmp -s "$OUT" "$TMP/resumed" ||
+    fail "a resumed run differs from an uninterrupted one: $(cat "$TMP/resumed")"
+
+run 0 train "$SRC/models/gru.graph" --data "$TEXT" "${SMALL[@]}" --max-steps 3 && has "$OUT" "valid NLL"
+if [[ -f $SRC/../shared/data/tinyshakespeare.txt ]]; then
+    run 0 train "$LSTM" --data shakespeare --dims T=8,H=8,E=4 --batch 2 --engine interp --max-steps 1 \
+        --valid-examples 2 && has "$OUT" "epoch 1 (1/"
+fi
+
+# ---------------------------------------------------------------- the checkpoint's vocabulary
+# text with a byte the checkpoint lacks ('Z'); with fewer bytes it is re-encoded
+{ echo "a Zebra"; cat "$TMP/cats.txt"; } >"$TMP/zebra.txt"
+run 1 eval "$LSTM" --ckpt "$TMP/l.ck" --engine interp --data "text:$TMP/zebra.txt" &&
+    has "$ERR" "$TMP/zebra.txt: error: its vocabulary differs from the 16 bytes $TMP/l.ck was trained with: it has byte 0x5a 'Z'"
+head -c 1000 "$TMP/cats.txt" | tr -d 0-9 >"$TMP/nodigits.txt"
+run 0 eval "$LSTM" --ckpt "$TMP/l.ck" --engine interp --data "text:$TMP/nodigits.txt" --split train && has "$OUT" "nats/char"
+run 1 train "$LSTM" --resume "$TMP/l.ck.last" --engine interp --data "text:$TMP/zebra.txt" && has "$ERR" "byte 0x5a 'Z'"
+run 1 eval "$LSTM" --ckpt "$TMP/l.ck" --engine interp --data mnist-bin && has "$ERR" "$TMP/l.ck: error: it was trained on text"
+
+# ---------------------------------------------------------------- errors naming the file
+run 1 train "$LSTM" --data "$TEXT" "${SMALL[@]}" --dims T=8,H=16,E=8,V=12 &&
+    has "$ERR" "vocabulary V = 12 is smaller than the 16 distinct bytes of '$TEXT' ($TMP/cats.txt): give --dims V=16"
+: >"$TMP/empty.txt"
+run 1 train "$LSTM" --data "text:$TMP/empty.txt" "${SMALL[@]}" && has "$ERR" "$TMP/empty.txt: error: empty file"
+printf 'ab\ncd\0ef' >"$TMP/nul.bin"
+run 1 train "$LSTM" --data "text:$TMP/nul.bin" "${SMALL[@]}" && has "$ERR" "$TMP/nul.bin:2:3: error: byte 0x00 at offset 5: a binary file"
+run 1 train "$LSTM" --data "$TEXT" --dims T=500,H=16,E=8 --batch 4 --engine interp &&
+    has "$ERR" "$TMP/cats.txt: error: the valid split has 320 characters, fewer than one window of T + 1 = 501"
+run 1 train "$LSTM" --data "$TEXT" --dims T=300,H=16,E=8 --batch 20 --engine interp &&
+    has "$ERR" "$TMP/cats.txt: error: the train split has 9 examples (windows of T + 1 tokens, T apart), fewer than one batch of 20"
+run 1 train "$SRC/models/fvsbn.graph" --data "$TEXT" --dims D=8 && has "$ERR" "'$TEXT' is text: loglik's input x" &&
+    has "$ERR" "must be token windows i32[B, T]"
+
+echo "cli_text: $passes passed, $fails failed"
+((fails == 0))
