@@ -112,11 +112,11 @@ int aj_ancestral(aj_module *m, aj_engine_run run, const aj_tensor *params, const
             wpos = (int)keep;
         }
         if (run_step(m, run, step, params, in, wpos, res, d)) goto done;
-        int64_t V = res[0].rank == 2 ? res[0].shape[1] : 1;
+        int64_t V = res[0].rank == 2 ? res[0].shape[1] : 1, nv = V > 1 && o->ncat > 0 && o->ncat < V ? o->ncat : V;
         uint64_t key = aj_rng_key(o->seed, (uint64_t)t, 0);
         for (int64_t b = 0; b < B; b++) {
             tok[b] = t < o->nprompt ? o->prompt[t]
-                                    : draw((float *)res[0].data + b * V, V, temp, o->top_k, aj_rng_u01(key, (uint64_t)b));
+                                    : draw((float *)res[0].data + b * V, nv, temp, o->top_k, aj_rng_u01(key, (uint64_t)b));
             if (xt->dtype == AJ_I32) ((int32_t *)in[0].data)[b * T + wpos] = tok[b], ((int32_t *)out->data)[b * len + t] = tok[b];
             else ((float *)in[0].data)[b * T + wpos] = (float)tok[b], ((float *)out->data)[b * len + t] = (float)tok[b];
         }

@@ -952,7 +952,8 @@ static int derived_sample(const aj_job *job, aj_run *r, aj_samples *out, const c
         }
         prompt[i] = (int32_t)(at - out->vocab);
     }
-    a.seed = job->seed, a.prompt = prompt, a.nprompt = (int64_t)np;
+    /* tokens past the vocabulary mean nothing: never drawn */
+    a.seed = job->seed, a.prompt = prompt, a.nprompt = (int64_t)np, a.ncat = out->nvocab;
     if (job->text && out->nvocab && r->bind.v[r->bdim] == 1) a.emit = emit_text, a.ctx = &ts;
     int rc = aj_ancestral(r->m, r->run, r->params, &a, &out->x, d);
     free(prompt);

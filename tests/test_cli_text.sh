@@ -61,5 +61,18 @@ run 1 train "$LSTM" --data "$TEXT" --dims T=300,H=16,E=8 --batch 20 --engine int
 run 1 train "$SRC/models/fvsbn.graph" --data "$TEXT" --dims D=8 && has "$ERR" "'$TEXT' is text: loglik's input x" &&
     has "$ERR" "must be token windows i32[B, T]"
 
+# ---------------------------------------------------------------- sampling text
+# the sampler derived from fn loglik: the prompt kept and streamed, the same
+# text from the full form, bytes outside the vocabulary named
+run 0 sample "$LSTM" --ckpt "$TMP/l.ck" -n 1 --prompt "a cat" --length 12 --engine interp --seed 4 &&
+    [[ $(head -c 5 "$OUT") == "a cat" ]] && [[ $(wc -c <"$OUT") == 13 ]] && cp "$OUT" "$TMP/inc.txt" ||
+    fail "sample --prompt: not 12 characters starting with the prompt: '$(cat "$OUT")'"
+run 0 sample "$LSTM" --ckpt "$TMP/l.ck" -n 1 --prompt "a cat" --length 12 --engine interp --seed 4 --naive-sampling &&
+    cmp -s "$OUT" "$TMP/inc.txt" || fail "--naive-sampling drew other text: '$(cat "$OUT")'"
+run 0 sample "$LSTM" --ckpt "$TMP/l.ck" -n 3 --length 20 --engine interp --out "$TMP/three.txt" &&
+    [[ $(wc -c <"$TMP/three.txt") == 63 ]] || fail "sample -n 3 --length 20: not 3 times 20 characters and a newline"
+run 1 sample "$LSTM" --ckpt "$TMP/l.ck" -n 1 --prompt "a dog" --engine interp &&
+    has "$ERR" "--prompt: error: byte 3 (0x64) is not in the vocabulary of $TMP/l.ck"
+
 echo "cli_text: $passes passed, $fails failed"
 ((fails == 0))
