@@ -28,6 +28,8 @@
  * and masks the rows after pos with -1e30. A recurrence over the positions
  * (an RNN) is its body once: its carries become state. A recurrence over
  * something else (GPT's layers) is unrolled, so each layer has its caches.
+ * Values that depend on no input (weights sliced per layer) are hoisted
+ * into fn sample_hoist, run once; the step takes them as inputs.
  * When the logits come out BAD the step is the "full form": the whole
  * loglik graph each step, and row pos of L; info.why names the line that
  * forced it.
@@ -562,7 +564,7 @@ static void unrolled_recurrence(ctx *c, const aj_graph *g, vals *V, const aj_nod
 static void walk(ctx *c, const aj_graph *g, vals *V, int depth) {
     for (int i = 0; i < g->nnode && !c->e.d->set; i++) {
         const aj_node *n = &g->node[i];
-        int bad = bad_input(V, n), any = 0, lag = NO_LAG;
+        int bad = bad_input(V, n), any = 0, lag = NO_LAG, first = c->e.g->nnode;
         for (int j = 0; j < n->nin; j++) {
             any |= xdep(V, n->in[j]);
             if (V->lag[n->in[j]] < lag) lag = V->lag[n->in[j]];
@@ -588,6 +590,7 @@ static void walk(ctx *c, const aj_graph *g, vals *V, int depth) {
             position_recurrence(c, g, V, n);
         else
             unrolled_recurrence(c, g, V, n, depth);
+        em_lines_from(&c->e, first, n->line, n->col);   /* the nodes made for n are named after its line */
     }
 }
 
@@ -602,6 +605,58 @@ static void set_results(aj_graph *g, const int *v, int n) {
     g->result = xrealloc_(g->result, sizeof(int) * (size_t)(n + 1));
     memcpy(g->result, v, sizeof(int) * (size_t)n);
     g->nresult = n;
+}
+
+/* Loop-invariant hoisting: the values of the step that depend on no input
+ * (x, pos, the state), computed from parameters alone, and read by ones that
+ * do (GPT's layer slices of its weights, copied out each step otherwise),
+ * become inputs of the step; fn sample_hoist computes them once. Returns
+ * sample_hoist (NULL when there is nothing to hoist). */
+static aj_graph *hoist(ctx *c) {
+    aj_graph *g = c->e.g;
+    int nval = g->nval;   /* the inputs added below come after */
+    char *dep = calloc((size_t)nval + 1, 1), *inv = calloc((size_t)nval + 1, 1);
+    int *to = NULL, nh = 0, *res = NULL;
+    for (int k = 0; k < g->nleaf; k++) dep[g->leaf[k]] = 1;
+    for (int i = 0; i < g->nnode; i++) {
+        const aj_node *n = &g->node[i];
+        int d = 0;
+        for (int j = 0; j < n->nin; j++) d |= dep[n->in[j]];
+        for (int j = 0; j < n->nout; j++) dep[n->out[j]] = (char)d;
+        for (int j = 0; j < n->nin && d; j++) {
+            const aj_value *v = &g->val[n->in[j]];
+            const aj_node *p = v->kind == AJ_VAL_NODE ? &g->node[v->node] : NULL;
+            /* constants and masks stay: the compiler folds them into kernels */
+            if (!dep[n->in[j]] && p && p->nin && !(aj_op_info(p->op)->flags & AJ_RAND)) inv[n->in[j]] = 1;
+        }
+    }
+    aj_graph *h = NULL;
+    for (int v = 0; v < nval; v++) nh += inv[v];
+    if (nh) {
+        h = aj_graph_clone(g);
+        free(h->name);
+        h->name = dupstr("sample_hoist");
+        to = xrealloc_(NULL, sizeof(int) * (size_t)nval);
+        res = xrealloc_(NULL, sizeof(int) * (size_t)nh);
+        nh = 0;
+        for (int v = 0; v < nval; v++)
+            if (inv[v]) {
+                char name[96];
+                aj_type t = g->val[v].type;   /* step_input moves g->val */
+                snprintf(name, sizeof name, "inv_%s", g->val[v].name);
+                res[nh++] = v;
+                to[v] = step_input(c, name, &t);
+            }
+        for (int i = 0; i < g->nnode; i++) {
+            aj_node *n = &g->node[i];
+            for (int j = 0; j < n->nin && n->nout && dep[n->out[0]]; j++)
+                if (inv[n->in[j]]) n->in[j] = to[n->in[j]];
+        }
+        set_results(h, res, nh);
+    }
+    c->info->ninv = nh;
+    free(dep), free(inv), free(to), free(res);
+    return h;
 }
 
 /* The incremental step into c->e.g, or 1 (info->why says why) when the
@@ -693,7 +748,8 @@ int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d) {
     info->incremental = !full && !info->why[0];
     info->binary = c.lbin;
     info->nstate = c.nstate;
-    aj_graph *step = rc ? NULL : c.e.g, *init = NULL;
+    aj_graph *step = rc ? NULL : c.e.g, *init = NULL, *hoisted = NULL;
+    if (step && info->incremental) hoisted = hoist(&c);
     if (step && c.nstate) {
         /* sample_init: loglik's values that start the state, zeros for the caches */
         init = aj_graph_clone(ll);
@@ -708,15 +764,19 @@ int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d) {
         set_results(init, res, c.nstate);
         free(res);
     }
-    if (step && (aj_simplify(m, step, NULL, d) || (init && aj_simplify(m, init, NULL, d)))) rc = -1;
+    if (step && (aj_simplify(m, step, NULL, d) || (init && aj_simplify(m, init, NULL, d)) ||
+                 (hoisted && aj_simplify(m, hoisted, NULL, d))))
+        rc = -1;
     if (rc) {
         if (step) aj_graph_free(step);
         if (init) aj_graph_free(init);
+        if (hoisted) aj_graph_free(hoisted);
     } else {
         aj_type *at = xrealloc_(NULL, sizeof(aj_type) * (size_t)(step->nleaf + 1));
         memcpy(at, m->fn_arg_type[li], sizeof(aj_type) * (size_t)ll->nleaf);
         for (int k = ll->nleaf; k < step->nleaf; k++) at[k] = step->val[step->leaf[k]].type;
         if (init) aj_module_add_fn(m, init, at);
+        if (hoisted) aj_module_add_fn(m, hoisted, at);
         aj_module_add_fn(m, step, at);
         free(at);
     }

@@ -49,7 +49,7 @@ static void free_all(aj_tensor *t, int n) {
     for (int i = 0; i < n; i++) aj_tensor_free(&t[i]);
 }
 
-/* fn g on (x, pos, state): its results into res (logits, state'...). */
+/* fn g on (x, pos, state, invariants): its results into res (logits, state'...). */
 static int run_step(aj_module *m, aj_engine_run run, const aj_graph *g, const aj_tensor *params, aj_tensor *in,
                     int64_t pos, aj_tensor *res, aj_diag *d) {
     ((int32_t *)in[1].data)[0] = (int32_t)pos;
@@ -74,14 +74,15 @@ int aj_ancestral(aj_module *m, aj_engine_run run, const aj_tensor *params, const
                         ll->nleaf);
     if (o->derived) info = *o->derived;
     else if (aj_sample_step(m, o->full, &info, d)) return -1;
-    const aj_graph *step = aj_module_fn(m, "sample_step"), *init = aj_module_fn(m, "sample_init");
+    const aj_graph *step = aj_module_fn(m, "sample_step"), *init = aj_module_fn(m, "sample_init"),
+                   *hoisted = aj_module_fn(m, "sample_hoist");
     const aj_type *xt = &ll->val[ll->leaf[0]].type;
     int64_t B = aj_dim_bind(xt->dim[0], &m->bind).off, T = aj_dim_bind(xt->dim[1], &m->bind).off;
     int64_t len = o->length ? o->length : T, keep = T / 2 > 0 ? T / 2 : 1;
     double temp = o->temperature > 0 ? o->temperature : 1;
     if (o->nprompt > len) return aj_error(d, 0, 0, "the prompt has %lld tokens, more than the %lld asked for",
                                           (long long)o->nprompt, (long long)len);
-    int nin = 2 + info.nstate, wpos = 0, rc = -1;
+    int nin = 2 + info.nstate + info.ninv, wpos = 0, rc = -1;
     aj_tensor *in = calloc((size_t)nin, sizeof *in), *res = calloc((size_t)nin, sizeof *res);
     int32_t *tok = calloc((size_t)B, sizeof *tok);
     *out = aj_tensor_new(xt->dtype, 2, (int64_t[]){B, len});
@@ -91,7 +92,9 @@ int aj_ancestral(aj_module *m, aj_engine_run run, const aj_tensor *params, const
         aj_error(d, 0, 0, "out of memory");
         goto done;
     }
-    if (restart(m, run, init, params, in, info.nstate, d)) goto done;
+    if (restart(m, run, init, params, in, info.nstate, d) ||
+        (hoisted && run(m, hoisted, params, in, in + 2 + info.nstate, 0, d)))
+        goto done;
     for (int64_t t = 0; t < len; t++) {
         if (wpos == T) {
             /* slide: the last `keep` tokens to the front, fed again from a fresh state */

@@ -89,12 +89,15 @@ static aj_tensor random_x(const model *r, int64_t V) {
  * engine e: with the state carried when there is one. */
 static float *step_logits(model *r, const aj_tensor *x, aj_engine_run e, int64_t *V) {
     aj_diag d = {0};
-    const aj_graph *step = aj_module_fn(r->m, "sample_step"), *init = aj_module_fn(r->m, "sample_init");
-    int n = step->nleaf;
+    const aj_graph *step = aj_module_fn(r->m, "sample_step"), *init = aj_module_fn(r->m, "sample_init"),
+                   *hoisted = aj_module_fn(r->m, "sample_hoist");
+    /* step(x, pos, state..., invariants...) -> logits, state'... */
+    int n = step->nleaf, nstate = step->nresult - 1;
     aj_tensor *in = calloc((size_t)n, sizeof *in), *res = calloc((size_t)step->nresult, sizeof *res);
     in[0] = *x;
     in[1] = aj_tensor_new(AJ_I32, 1, (int64_t[]){1});
     if (init && e(r->m, init, r->params, in, in + 2, 0, &d)) aj_diag_print(&d, stderr), fail();
+    if (hoisted && e(r->m, hoisted, r->params, in, in + 2 + nstate, 0, &d)) aj_diag_print(&d, stderr), fail();
     float *out = NULL;
     for (int64_t t = 0; t < r->T; t++) {
         ((int32_t *)in[1].data)[0] = (int32_t)t;
@@ -103,7 +106,7 @@ static float *step_logits(model *r, const aj_tensor *x, aj_engine_run e, int64_t
         if (!out) out = calloc((size_t)(r->T * r->B * *V), sizeof *out);
         memcpy(out + t * r->B * *V, res[0].data, sizeof(float) * (size_t)(r->B * *V));
         aj_tensor_free(&res[0]);
-        for (int k = 2; k < n; k++) aj_tensor_free(&in[k]), in[k] = res[k - 1];
+        for (int k = 2; k < 2 + nstate; k++) aj_tensor_free(&in[k]), in[k] = res[k - 1];
     }
     for (int k = 1; k < n; k++) aj_tensor_free(&in[k]);
     free(in), free(res);
