@@ -10,8 +10,8 @@
  *   fn sample_step(<loglik args>, pos : i32[1], state...) -> logits, state'...
  *
  * where logits are L at position pos ([B, V], or [B] for a bernoulli) and
- * the state carries what earlier positions computed. Position axis p is
- * axis 1 of x. Every value of loglik gets one of these forms in the step:
+ * the state carries what earlier positions computed. x is loglik's
+ * argument named x (else its first); position axis p is its axis 1. Every value of loglik gets one of these forms in the step:
  *
  *   INV   it does not depend on x along p (parameters, and the values
  *         inside a recurrence over positions, which are at one position):
@@ -596,6 +596,14 @@ static void walk(ctx *c, const aj_graph *g, vals *V, int depth) {
 
 /* ------------------------------------------------------------ the fns */
 
+/* x: loglik's argument named x, else its first (an encoder-decoder's
+ * loglik(src, x) conditions on src) */
+static int x_leaf(const aj_graph *ll) {
+    for (int k = 0; k < ll->nleaf; k++)
+        if (!strcmp(ll->val[ll->leaf[k]].name, "x")) return ll->leaf[k];
+    return ll->leaf[0];
+}
+
 static char *dupstr(const char *s) {
     char *p = xrealloc_(NULL, strlen(s) + 1);
     return strcpy(p, s);
@@ -670,7 +678,7 @@ static int incremental(ctx *c, const aj_graph *ll) {
         V.map[v] = step_input(c, ll->val[v].name, &ll->val[v].type);
     }
     c->pos = step_input(c, "pos", &(aj_type){AJ_I32, 1, {aj_dim_const(1)}});
-    int x = ll->leaf[0];
+    int x = x_leaf(ll);
     V.kind[x] = K_FULL, V.pax[x] = 1, V.lag[x] = 0, V.isx[x] = 1;
     for (int v = 0; v < ll->nval; v++)
         if (ll->val[v].kind == AJ_VAL_PARAM) {
@@ -699,7 +707,7 @@ static int incremental(ctx *c, const aj_graph *ll) {
  * the categorical_nll / bernoulli_nll that scores x (or its cast). */
 static int full_form(ctx *c, const aj_graph *ll) {
     aj_graph *g = c->e.g;
-    int x = ll->leaf[0], L = -1;
+    int x = x_leaf(ll), L = -1;
     c->pos = step_input(c, "pos", &(aj_type){AJ_I32, 1, {aj_dim_const(1)}});
     for (int i = 0; i < g->nnode && L < 0; i++) {
         const aj_node *n = &g->node[i];
@@ -725,9 +733,9 @@ int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d) {
         return aj_error(d, 0, 0, "the model already has a fn sample_step or sample_init");
     int li = 0;
     while (m->fn[li] != ll) li++;
-    const aj_type *xt = ll->nleaf ? &ll->val[ll->leaf[0]].type : NULL;
+    const aj_type *xt = ll->nleaf ? &ll->val[x_leaf(ll)].type : NULL;
     if (!xt || xt->rank != 2)
-        return aj_error(d, ll->line, ll->col, "fn loglik's first argument is not x : [B, T]: no sampler can be derived");
+        return aj_error(d, ll->line, ll->col, "fn loglik's x is not [B, T]: no sampler can be derived");
     ctx c = {.info = info, .logits = -1, .lbad = -1, .T = xt->dim[1]};
     c.e = (aj_emit){m, NULL, d, NULL};
     c.nT = aj_dim_bind(c.T, &m->bind).off;
@@ -746,6 +754,8 @@ int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d) {
         if ((rc = full_form(&c, ll))) aj_graph_free(c.e.g);
     }
     info->incremental = !full && !info->why[0];
+    for (int k = 0; k < ll->nleaf; k++)
+        if (ll->leaf[k] == x_leaf(ll)) info->x = k;
     info->binary = c.lbin;
     info->nstate = c.nstate;
     aj_graph *step = rc ? NULL : c.e.g, *init = NULL, *hoisted = NULL;

@@ -79,6 +79,8 @@ typedef struct {
     int full;                /* the full form (the whole graph each step), to compare */
     const aj_step_info *derived; /* the sampler aj_sample_step already put in m; NULL: derive it now */
     int64_t ncat;            /* categorical draws among values below it only (a vocabulary's size); 0: all */
+    const aj_tensor *args;   /* loglik's arguments other than x, in order (an encoder-decoder's source) */
+    int nargs;
     /* called after each position t with its B values */
     void (*emit)(void *ctx, const int32_t *tok, int64_t B, int64_t t);
     void *ctx;
