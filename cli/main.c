@@ -57,9 +57,11 @@ typedef struct {
     const char *opt, *lr, *momentum, *beta1, *beta2, *eps, *rho, *weight_decay, *clip;
     const char *schedule, *step_epochs, *gamma, *tol;
     /* bench; check_nan also train, eval, sample */
-    const char *steps, *json, *profile, *check_nan;
+    const char *steps, *json, *profile, *check_nan, *sample;
     const char *dir;     /* data fetch */
     const char *order;   /* check --order */
+    /* sample, with the sampler derived from fn loglik */
+    const char *prompt, *length, *temperature, *top_k, *naive_sampling;
 } options;
 
 typedef struct {
@@ -746,10 +748,33 @@ static int run_sample(const options *o)
         (rc = int_value("sample", "-n", o->n, 64, 1, 1 << 20, &n)) || (rc = replaceable("sample", "--out", o->out, "")))
         return rc;
     set_nan_check(o, &job);
+    int64_t length, top_k;
+    if (int_value("sample", "--length", o->length, 0, 1, 1 << 24, &length) ||
+        int_value("sample", "--top-k", o->top_k, 0, 1, 1 << 24, &top_k) ||
+        num_value("sample", "--temperature", o->temperature, 1, 0, HUGE_VAL, OPEN_LO, &job.anc.temperature))
+        return EXIT_USAGE;
+    job.anc.length = length, job.anc.top_k = (int)top_k, job.anc.full = o->naive_sampling != NULL;
+    job.anc_given = o->length || o->top_k || o->temperature || o->naive_sampling;
+    job.prompt = o->prompt;
+    job.text = o->out ? NULL : stdout;
     aj_samples s;
     aj_diag d = {0};
     if (aj_sample(&job, n, &s, &d) != 0)
         return print_diag_in(&d, job.model);
+    if (s.nvocab && s.x.dtype == AJ_I32) {
+        /* text: n = 1 was streamed as drawn; more, one line each */
+        FILE *f = o->out ? fopen(o->out, "w") : stdout;
+        const int32_t *x = s.x.data;
+        int64_t len = s.x.shape[1];
+        for (int64_t i = 0; f && i < n; i++) {
+            for (int64_t t = 0; t < len && (n > 1 || o->out); t++)
+                fputc(x[i * len + t] >= 0 && x[i * len + t] < s.nvocab ? s.vocab[x[i * len + t]] : '?', f);
+            fputc('\n', f);
+        }
+        rc = f && (o->out ? fclose(f) : fflush(f)) == 0 ? 0 : (perror(o->out ? o->out : prog), EXIT_MODEL);
+        aj_tensor_free(&s.x);
+        return rc;
+    }
     /* the format: a PNG grid for --out *.png, and without --out for image
      * data; else text. Never text in a .png, nor a silent fallback. */
     int png = o->out ? names_png(o->out) : s.image_data;
@@ -1313,6 +1338,56 @@ static void print_bench_json(const bench *b, const char *opt, const bench_memory
     printf("}}\n");
 }
 
+/* bench --sample: ms per sample of B sequences of --length values (default
+ * T - 1) with the derived sampler, incremental and full form, on naive and
+ * fused, in interleaved rounds after a warm-up (the JIT compile). */
+static int bench_sample(const options *o, const aj_job *job, int64_t rounds)
+{
+    static const char *const form[2] = { "incremental", "full" };
+    static const aj_engine_run run[2] = { aj_naive_run, aj_fused_run };
+    static const char *const eng[2] = { "naive", "fused" };
+    aj_run r[2] = {{0}};
+    aj_step_info info[2];
+    aj_diag d = {0};
+    double ms[2][2] = {{0}};
+    int64_t len = 0;
+    int rc = int_value("bench", "--length", o->length, 0, 1, 1 << 24, &len) ? EXIT_USAGE : 0;
+    for (int f = 0; f < 2 && !rc; f++)
+        if (aj_run_open(&r[f], job->model, NULL, NULL, job->dims, job->batch ? job->batch : 1, NULL, &d) ||
+            aj_run_init_params(&r[f], job->seed, &d) || aj_sample_step(r[f].m, f, &info[f], &d))
+            rc = print_diag_in(&d, job->model);
+    if (!rc && !len)
+        len = r[0].tdim >= 0 ? r[0].bind.v[r[0].tdim] - 1 : 1;
+    for (int64_t k = 0; k <= rounds && !rc; k++)
+        for (int f = 0; f < 2 && !rc; f++)
+            for (int e = 0; e < 2 && !rc; e++) {
+                aj_ancestral_opts a = { .length = len, .seed = job->seed, .derived = &info[f] };
+                aj_tensor x;
+                double t0 = now_ms();
+                if (aj_ancestral(r[f].m, run[e], r[f].params, &a, &x, &d))
+                    rc = print_diag_in(&d, job->model);
+                if (k > 0)   /* round 0 compiles */
+                    ms[f][e] += (now_ms() - t0) / (double)rounds;
+                aj_tensor_free(&x);
+            }
+    if (!rc) {
+        printf("sample %s: %" PRId64 " values per sample, B=%" PRId64 ", %" PRId64 " rounds interleaved\n", job->model, len,
+               r[0].bdim >= 0 ? r[0].bind.v[r[0].bdim] : 1, rounds);
+        if (!info[0].incremental)
+            printf("  (the step is the full form: %s)\n", info[0].why);
+        for (int f = 0; f < 2; f++)
+            for (int e = 0; e < 2; e++)
+                printf("  %-12s %-6s %10.2f ms per sample %9.3f ms per value\n", form[f], eng[e], ms[f][e],
+                       ms[f][e] / (double)len);
+        printf("  fused: incremental %.1fx faster than full; incremental: fused %.1fx faster than naive\n",
+               ms[1][1] / ms[0][1], ms[0][0] / ms[0][1]);
+    }
+    for (int f = 0; f < 2; f++)
+        if (r[f].m)
+            aj_run_close(&r[f]);
+    return rc;
+}
+
 static int run_bench(const options *o)
 {
     static const char *const which_words[] = { "all", "interp", "naive", "fused", NULL };
@@ -1327,6 +1402,8 @@ static int run_bench(const options *o)
         return rc ? rc : EXIT_USAGE;
     if (job.threads)
         aj_set_threads(job.threads);
+    if (o->sample)
+        return bench_sample(o, &job, o->steps ? steps : 5);
 
     bench b = { .steps = (int)steps, .nan_check = o->check_nan != NULL, .profile = o->profile != NULL };
     if (!(b.g = open_fn(&b.r, job.model, job.dims, job.batch ? job.batch : DEFAULT_BATCH, NULL, &job.opt)))
@@ -1450,6 +1527,9 @@ static const flag bench_flags[] = {
     { "--engine", "NAME", offsetof(options, engine), "interp, naive, fused or all; default all" },
     { "--opt", "NAME", offsetof(options, opt), "the optimizer in the step: adam, sgd or rmsprop; default adam" },
     { "--json", NULL, offsetof(options, json), "print one JSON object instead of the table" },
+    { "--sample", NULL, offsetof(options, sample), "time the sampler derived from fn loglik instead (B=1 unless --batch):\n"
+      "                       incremental and full form, naive and fused, --steps rounds (default 5)" },
+    { "--length", "N", offsetof(options, length), "--sample: values per sample; default T - 1" },
     { "--profile", NULL, offsetof(options, profile), "time every kernel; print each program's profile after the table" },
     FLAG_CHECK_NAN,
     FLAG_END,
@@ -1484,6 +1564,12 @@ static const flag sample_flags[] = {
       "                       Default: samples.png for image data, else stdout. Written as a new file renamed\n"
       "                       over FILE, which must not be a device, FIFO or directory" },
     FLAG_SEED("the sampling draws; default 1"),
+    { "--prompt", "TEXT", offsetof(options, prompt), "text models: the first characters, fed, not drawn" },
+    { "--length", "N", offsetof(options, length), "values per sample; default the block size T (more: the window slides)" },
+    { "--temperature", "X", offsetof(options, temperature), "divide the logits by X (> 0); default 1" },
+    { "--top-k", "K", offsetof(options, top_k), "draw among the K likeliest values only (1: greedy); default all" },
+    { "--naive-sampling", NULL, offsetof(options, naive_sampling), "recompute the whole graph at each position (the full\n"
+      "                       form), to compare with the incremental sampler; the same draws" },
     { "--data", "SPEC", offsetof(options, data), "for a fn sample(x : f32[B, D]) that conditions on data: the dataset\n"
       "                       whose first N examples it gets; default the checkpoint's" },
     { "--split", "NAME", offsetof(options, split), "the split those examples come from: test, valid or train; default test" },

@@ -10,8 +10,8 @@
  *   fn sample_step(<loglik args>, pos : i32[1], state...) -> logits, state'...
  *
  * where logits are L at position pos ([B, V], or [B] for a bernoulli) and
- * the state carries what earlier positions computed. Position axis p is
- * axis 1 of x. Every value of loglik gets one of these forms in the step:
+ * the state carries what earlier positions computed. x is loglik's
+ * argument named x (else its first); position axis p is its axis 1. Every value of loglik gets one of these forms in the step:
  *
  *   INV   it does not depend on x along p (parameters, and the values
  *         inside a recurrence over positions, which are at one position):
@@ -28,6 +28,8 @@
  * and masks the rows after pos with -1e30. A recurrence over the positions
  * (an RNN) is its body once: its carries become state. A recurrence over
  * something else (GPT's layers) is unrolled, so each layer has its caches.
+ * Values that depend on no input (weights sliced per layer) are hoisted
+ * into fn sample_hoist, run once; the step takes them as inputs.
  * When the logits come out BAD the step is the "full form": the whole
  * loglik graph each step, and row pos of L; info.why names the line that
  * forced it.
@@ -562,7 +564,7 @@ static void unrolled_recurrence(ctx *c, const aj_graph *g, vals *V, const aj_nod
 static void walk(ctx *c, const aj_graph *g, vals *V, int depth) {
     for (int i = 0; i < g->nnode && !c->e.d->set; i++) {
         const aj_node *n = &g->node[i];
-        int bad = bad_input(V, n), any = 0, lag = NO_LAG;
+        int bad = bad_input(V, n), any = 0, lag = NO_LAG, first = c->e.g->nnode;
         for (int j = 0; j < n->nin; j++) {
             any |= xdep(V, n->in[j]);
             if (V->lag[n->in[j]] < lag) lag = V->lag[n->in[j]];
@@ -588,10 +590,19 @@ static void walk(ctx *c, const aj_graph *g, vals *V, int depth) {
             position_recurrence(c, g, V, n);
         else
             unrolled_recurrence(c, g, V, n, depth);
+        em_lines_from(&c->e, first, n->line, n->col);   /* the nodes made for n are named after its line */
     }
 }
 
 /* ------------------------------------------------------------ the fns */
+
+/* x: loglik's argument named x, else its first (an encoder-decoder's
+ * loglik(src, x) conditions on src) */
+static int x_leaf(const aj_graph *ll) {
+    for (int k = 0; k < ll->nleaf; k++)
+        if (!strcmp(ll->val[ll->leaf[k]].name, "x")) return ll->leaf[k];
+    return ll->leaf[0];
+}
 
 static char *dupstr(const char *s) {
     char *p = xrealloc_(NULL, strlen(s) + 1);
@@ -602,6 +613,58 @@ static void set_results(aj_graph *g, const int *v, int n) {
     g->result = xrealloc_(g->result, sizeof(int) * (size_t)(n + 1));
     memcpy(g->result, v, sizeof(int) * (size_t)n);
     g->nresult = n;
+}
+
+/* Loop-invariant hoisting: the values of the step that depend on no input
+ * (x, pos, the state), computed from parameters alone, and read by ones that
+ * do (GPT's layer slices of its weights, copied out each step otherwise),
+ * become inputs of the step; fn sample_hoist computes them once. Returns
+ * sample_hoist (NULL when there is nothing to hoist). */
+static aj_graph *hoist(ctx *c) {
+    aj_graph *g = c->e.g;
+    int nval = g->nval;   /* the inputs added below come after */
+    char *dep = calloc((size_t)nval + 1, 1), *inv = calloc((size_t)nval + 1, 1);
+    int *to = NULL, nh = 0, *res = NULL;
+    for (int k = 0; k < g->nleaf; k++) dep[g->leaf[k]] = 1;
+    for (int i = 0; i < g->nnode; i++) {
+        const aj_node *n = &g->node[i];
+        int d = 0;
+        for (int j = 0; j < n->nin; j++) d |= dep[n->in[j]];
+        for (int j = 0; j < n->nout; j++) dep[n->out[j]] = (char)d;
+        for (int j = 0; j < n->nin && d; j++) {
+            const aj_value *v = &g->val[n->in[j]];
+            const aj_node *p = v->kind == AJ_VAL_NODE ? &g->node[v->node] : NULL;
+            /* constants and masks stay: the compiler folds them into kernels */
+            if (!dep[n->in[j]] && p && p->nin && !(aj_op_info(p->op)->flags & AJ_RAND)) inv[n->in[j]] = 1;
+        }
+    }
+    aj_graph *h = NULL;
+    for (int v = 0; v < nval; v++) nh += inv[v];
+    if (nh) {
+        h = aj_graph_clone(g);
+        free(h->name);
+        h->name = dupstr("sample_hoist");
+        to = xrealloc_(NULL, sizeof(int) * (size_t)nval);
+        res = xrealloc_(NULL, sizeof(int) * (size_t)nh);
+        nh = 0;
+        for (int v = 0; v < nval; v++)
+            if (inv[v]) {
+                char name[96];
+                aj_type t = g->val[v].type;   /* step_input moves g->val */
+                snprintf(name, sizeof name, "inv_%s", g->val[v].name);
+                res[nh++] = v;
+                to[v] = step_input(c, name, &t);
+            }
+        for (int i = 0; i < g->nnode; i++) {
+            aj_node *n = &g->node[i];
+            for (int j = 0; j < n->nin && n->nout && dep[n->out[0]]; j++)
+                if (inv[n->in[j]]) n->in[j] = to[n->in[j]];
+        }
+        set_results(h, res, nh);
+    }
+    c->info->ninv = nh;
+    free(dep), free(inv), free(to), free(res);
+    return h;
 }
 
 /* The incremental step into c->e.g, or 1 (info->why says why) when the
@@ -615,7 +678,7 @@ static int incremental(ctx *c, const aj_graph *ll) {
         V.map[v] = step_input(c, ll->val[v].name, &ll->val[v].type);
     }
     c->pos = step_input(c, "pos", &(aj_type){AJ_I32, 1, {aj_dim_const(1)}});
-    int x = ll->leaf[0];
+    int x = x_leaf(ll);
     V.kind[x] = K_FULL, V.pax[x] = 1, V.lag[x] = 0, V.isx[x] = 1;
     for (int v = 0; v < ll->nval; v++)
         if (ll->val[v].kind == AJ_VAL_PARAM) {
@@ -644,7 +707,7 @@ static int incremental(ctx *c, const aj_graph *ll) {
  * the categorical_nll / bernoulli_nll that scores x (or its cast). */
 static int full_form(ctx *c, const aj_graph *ll) {
     aj_graph *g = c->e.g;
-    int x = ll->leaf[0], L = -1;
+    int x = x_leaf(ll), L = -1;
     c->pos = step_input(c, "pos", &(aj_type){AJ_I32, 1, {aj_dim_const(1)}});
     for (int i = 0; i < g->nnode && L < 0; i++) {
         const aj_node *n = &g->node[i];
@@ -670,9 +733,9 @@ int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d) {
         return aj_error(d, 0, 0, "the model already has a fn sample_step or sample_init");
     int li = 0;
     while (m->fn[li] != ll) li++;
-    const aj_type *xt = ll->nleaf ? &ll->val[ll->leaf[0]].type : NULL;
+    const aj_type *xt = ll->nleaf ? &ll->val[x_leaf(ll)].type : NULL;
     if (!xt || xt->rank != 2)
-        return aj_error(d, ll->line, ll->col, "fn loglik's first argument is not x : [B, T]: no sampler can be derived");
+        return aj_error(d, ll->line, ll->col, "fn loglik's x is not [B, T]: no sampler can be derived");
     ctx c = {.info = info, .logits = -1, .lbad = -1, .T = xt->dim[1]};
     c.e = (aj_emit){m, NULL, d, NULL};
     c.nT = aj_dim_bind(c.T, &m->bind).off;
@@ -691,9 +754,12 @@ int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d) {
         if ((rc = full_form(&c, ll))) aj_graph_free(c.e.g);
     }
     info->incremental = !full && !info->why[0];
+    for (int k = 0; k < ll->nleaf; k++)
+        if (ll->leaf[k] == x_leaf(ll)) info->x = k;
     info->binary = c.lbin;
     info->nstate = c.nstate;
-    aj_graph *step = rc ? NULL : c.e.g, *init = NULL;
+    aj_graph *step = rc ? NULL : c.e.g, *init = NULL, *hoisted = NULL;
+    if (step && info->incremental) hoisted = hoist(&c);
     if (step && c.nstate) {
         /* sample_init: loglik's values that start the state, zeros for the caches */
         init = aj_graph_clone(ll);
@@ -708,15 +774,19 @@ int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d) {
         set_results(init, res, c.nstate);
         free(res);
     }
-    if (step && (aj_simplify(m, step, NULL, d) || (init && aj_simplify(m, init, NULL, d)))) rc = -1;
+    if (step && (aj_simplify(m, step, NULL, d) || (init && aj_simplify(m, init, NULL, d)) ||
+                 (hoisted && aj_simplify(m, hoisted, NULL, d))))
+        rc = -1;
     if (rc) {
         if (step) aj_graph_free(step);
         if (init) aj_graph_free(init);
+        if (hoisted) aj_graph_free(hoisted);
     } else {
         aj_type *at = xrealloc_(NULL, sizeof(aj_type) * (size_t)(step->nleaf + 1));
         memcpy(at, m->fn_arg_type[li], sizeof(aj_type) * (size_t)ll->nleaf);
         for (int k = ll->nleaf; k < step->nleaf; k++) at[k] = step->val[step->leaf[k]].type;
         if (init) aj_module_add_fn(m, init, at);
+        if (hoisted) aj_module_add_fn(m, hoisted, at);
         aj_module_add_fn(m, step, at);
         free(at);
     }

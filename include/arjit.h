@@ -444,8 +444,10 @@ int aj_interp_run(const aj_module *m, const aj_graph *fn, const aj_tensor *param
 aj_graph *aj_autodiff(aj_module *m, const char *fn, aj_diag *d);
 /* The sampler derived from fn loglik (compiler/sample_step.c,
  * docs/sampling.md): adds
- *   fn sample_init(<loglik args>) -> state...          (when there is state)
- *   fn sample_step(<loglik args>, pos : i32[1], state...) -> logits, state'...
+ *   fn sample_init(<loglik args>) -> state...          (when there is state;
+ *                                                        x: the arg named x, else the first)
+ *   fn sample_hoist(<loglik args>, pos, state...) -> invariants... (when any)
+ *   fn sample_step(<loglik args>, pos : i32[1], state..., invariants...) -> logits, state'...
  * where logits are the conditional of x at position pos given x_<pos ([B, V]
  * for a categorical_nll of x, [B] for a bernoulli_nll). full = 1 asks for
  * the full form (the whole graph each step, no state). m inferred with
@@ -455,6 +457,8 @@ typedef struct {
     int two_phase;     /* the state after pos reads x_pos: run the step again once it is drawn */
     int binary;        /* bernoulli conditionals (logits [B]), else categorical ([B, V]) */
     int nstate;
+    int ninv;          /* invariants sample_hoist computes once for every step */
+    int x;             /* which of loglik's arguments is x: the one named x, else the first */
     char why[256];     /* full form asked for incrementally: "line N: op ..." that forced it */
 } aj_step_info;
 int aj_sample_step(aj_module *m, int full, aj_step_info *info, aj_diag *d);

@@ -89,6 +89,32 @@ typedef struct {
 } aj_order_info;
 int aj_order_check(const char *path, const char *dims, uint64_t seed, aj_order_info *info, aj_diag *d);
 
+/* ---------------------------------------------------------------- ancestral sampling */
+
+/* How aj_ancestral samples with the sampler derived from fn loglik. */
+typedef struct {
+    int64_t length;          /* positions to produce; 0: the block size T (more: the window slides) */
+    double temperature;      /* divides the logits; 0: 1 */
+    int top_k;               /* draw among the k likeliest values only; 0: all */
+    const int32_t *prompt;   /* positions 0..nprompt-1 of every row: fed, not drawn */
+    int64_t nprompt;
+    uint64_t seed;           /* a draw is a function of (seed, position, row) */
+    int full;                /* the full form (the whole graph each step), to compare */
+    const aj_step_info *derived; /* the sampler aj_sample_step already put in m; NULL: derive it now */
+    int64_t ncat;            /* categorical draws among values below it only (a vocabulary's size); 0: all */
+    const aj_tensor *args;   /* loglik's arguments other than x, in order (an encoder-decoder's source) */
+    int nargs;
+    /* called after each position t with its B values */
+    void (*emit)(void *ctx, const int32_t *tok, int64_t B, int64_t t);
+    void *ctx;
+} aj_ancestral_opts;
+
+/* Derive fn sample_init / sample_step (aj_sample_step) into m (every dim
+ * bound, fn loglik(x : [B, T])) and sample B sequences of o->length values
+ * into *out ([B, length], x's dtype), running the fns on `run`. */
+int aj_ancestral(aj_module *m, aj_engine_run run, const aj_tensor *params, const aj_ancestral_opts *o, aj_tensor *out,
+                 aj_diag *d);
+
 /* ---------------------------------------------------------------- jobs */
 
 typedef enum { AJ_SCHED_CONSTANT, AJ_SCHED_STEP, AJ_SCHED_COSINE } aj_schedule;
@@ -125,6 +151,14 @@ typedef struct {
     int live;                /* progress as one line redrawn with \r (a terminal) */
     const volatile sig_atomic_t *interrupt; /* set (by SIGINT): finish the step,
                                                save SAVE.last and stop */
+
+    /* sample, with the sampler derived from fn loglik (a model without fn
+     * sample): length, temperature, top_k, full as aj_ancestral takes them
+     * (its seed is job->seed, its prompt `prompt`) */
+    aj_ancestral_opts anc;
+    int anc_given;           /* one of them was given: an error for a model with its own fn sample */
+    const char *prompt;      /* bytes, each in the checkpoint's vocabulary ("vocab"); NULL: none */
+    FILE *text;              /* stream sample 0's text there as it is drawn (n = 1, a vocabulary); NULL: none */
 } aj_job;
 
 typedef struct {
@@ -158,32 +192,15 @@ typedef struct {
     int image_data;          /* the checkpoint records an image size (its data were images) */
     char why[256];           /* h = 0: why the samples cannot be drawn as images */
     char data[256];          /* the dataset spec the checkpoint was trained on ("" if none) */
+
+    unsigned char vocab[256];/* the checkpoint's vocabulary: token i is byte vocab[i] */
+    int nvocab;              /* 0: none (the samples are not text) */
 } aj_samples;
 
-/* n draws from fn sample (B = n) under checkpoint job->ckpt, seeded by job->seed. */
+/* n draws from fn sample (B = n) under checkpoint job->ckpt, seeded by
+ * job->seed; from the sampler derived from fn loglik when the model has no
+ * fn sample (docs/sampling.md). */
 int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d);
-
-/* ---------------------------------------------------------------- ancestral sampling */
-
-/* How aj_ancestral samples with the sampler derived from fn loglik. */
-typedef struct {
-    int64_t length;          /* positions to produce; 0: the block size T (more: the window slides) */
-    double temperature;      /* divides the logits; 0: 1 */
-    int top_k;               /* draw among the k likeliest values only; 0: all */
-    const int32_t *prompt;   /* positions 0..nprompt-1 of every row: fed, not drawn */
-    int64_t nprompt;
-    uint64_t seed;           /* a draw is a function of (seed, position, row) */
-    int full;                /* the full form (the whole graph each step), to compare */
-    /* called after each position t with its B values */
-    void (*emit)(void *ctx, const int32_t *tok, int64_t B, int64_t t);
-    void *ctx;
-} aj_ancestral_opts;
-
-/* Derive fn sample_init / sample_step (aj_sample_step) into m (every dim
- * bound, fn loglik(x : [B, T])) and sample B sequences of o->length values
- * into *out ([B, length], x's dtype), running the fns on `run`. */
-int aj_ancestral(aj_module *m, aj_engine_run run, const aj_tensor *params, const aj_ancestral_opts *o, aj_tensor *out,
-                 aj_diag *d);
 
 #ifdef __cplusplus
 }

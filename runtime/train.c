@@ -1012,6 +1012,43 @@ static int cond_input(const aj_job *job, aj_run *r, const aj_ckpt *ck, const aj_
     return rc;
 }
 
+/* sample 0's new byte, streamed as it is drawn */
+typedef struct { FILE *f; const aj_samples *s; } text_stream;
+static void emit_text(void *ctx, const int32_t *tok, int64_t B, int64_t t) {
+    text_stream *ts = ctx;
+    if (tok[0] >= 0 && tok[0] < ts->s->nvocab) fputc(ts->s->vocab[tok[0]], ts->f);
+    fflush(ts->f);
+}
+
+/* The sampler derived from fn loglik: the prompt's bytes as tokens of the
+ * vocabulary, streamed text when asked for and there is a vocabulary. */
+static int derived_sample(const aj_job *job, aj_run *r, aj_samples *out, const char *ckpt, aj_diag *d) {
+    aj_ancestral_opts a = job->anc;
+    text_stream ts = {job->text, out};
+    size_t np = job->prompt ? strlen(job->prompt) : 0;
+    int32_t *prompt = calloc(np + 1, sizeof *prompt);
+    if (!prompt) return aj_io_error(d, job->model, 0, 0, "out of memory");
+    if (np && !out->nvocab) {
+        free(prompt);
+        return aj_io_error(d, ckpt, 0, 0, "records no vocabulary (\"vocab\"): a --prompt needs one");
+    }
+    for (size_t i = 0; i < np; i++) {
+        const unsigned char *at = memchr(out->vocab, (unsigned char)job->prompt[i], (size_t)out->nvocab);
+        if (!at) {
+            free(prompt);
+            return aj_io_error(d, "--prompt", 0, 0, "byte %zu (0x%02x) is not in the vocabulary of %s", i + 1,
+                               (unsigned char)job->prompt[i], ckpt);
+        }
+        prompt[i] = (int32_t)(at - out->vocab);
+    }
+    /* tokens past the vocabulary mean nothing: never drawn */
+    a.seed = job->seed, a.prompt = prompt, a.nprompt = (int64_t)np, a.ncat = out->nvocab;
+    if (job->text && out->nvocab && r->bind.v[r->bdim] == 1) a.emit = emit_text, a.ctx = &ts;
+    int rc = aj_ancestral(r->m, r->run, r->params, &a, &out->x, d);
+    free(prompt);
+    return rc;
+}
+
 int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     memset(out, 0, sizeof *out);
     aj_run r;
@@ -1020,10 +1057,11 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     int rc = -1;
     use_threads(job);
     if (open_ckpt(job, job->ckpt, 0, n, &r, &ck, d)) goto out;
-    const char *name = job->fn ? job->fn : "sample";
-    const aj_graph *fn = aj_module_fn(r.m, name);
-    if (!fn) {
-        aj_io_error(d, job->model, 0, 0, "the model has no fn %s", name);
+    /* --fn names another fn to run; without it fn sample, or (none in the
+     * model) the sampler derived from fn loglik */
+    const aj_graph *fn = aj_module_fn(r.m, job->fn ? job->fn : "sample");
+    if (!fn && job->fn) {
+        aj_io_error(d, job->model, 0, 0, "the model has no fn %s", job->fn);
         goto out;
     }
     if (r.bdim < 0 || r.bind.v[r.bdim] != n) {
@@ -1031,15 +1069,26 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
                     r.bdim < 0 ? "the model has none" : "do not bind B with --dims, use -n");
         goto out;
     }
-    if (fn->nleaf && cond_input(job, &r, ck, fn, n, &cond, d)) goto out;
-    if (!(res = calloc((size_t)fn->nresult, sizeof *res))) {
-        aj_io_error(d, job->model, 0, 0, "out of memory");
+    size_t nv = 0;
+    const char *voc = aj_ckpt_meta_bytes(ck, "vocab", &nv);
+    if (voc && nv <= sizeof out->vocab) memcpy(out->vocab, voc, nv), out->nvocab = (int)nv;
+    if (!fn) {
+        if (derived_sample(job, &r, out, job->ckpt, d)) goto out;
+    } else if (job->anc_given || job->prompt) {
+        aj_io_error(d, job->model, fn->line, fn->col, "the model has its own fn sample: --prompt, --length, "
+                    "--temperature, --top-k and --naive-sampling go with the sampler derived from fn loglik");
         goto out;
+    } else {
+        if (fn->nleaf && cond_input(job, &r, ck, fn, n, &cond, d)) goto out;
+        if (!(res = calloc((size_t)fn->nresult, sizeof *res))) {
+            aj_io_error(d, job->model, 0, 0, "out of memory");
+            goto out;
+        }
+        if (r.run(r.m, fn, r.params, fn->nleaf ? &cond : NULL, res, job->seed, d)) goto out;
+        out->x = res[0];
+        res[0].data = NULL;
+        for (int i = 1; i < fn->nresult; i++) aj_tensor_free(&res[i]);
     }
-    if (r.run(r.m, fn, r.params, fn->nleaf ? &cond : NULL, res, job->seed, d)) goto out;
-    out->x = res[0];
-    res[0].data = NULL;
-    for (int i = 1; i < fn->nresult; i++) aj_tensor_free(&res[i]);
     /* images when the training data were ("HxW", whole), and every sample is one; else say why not */
     const char *img = aj_ckpt_meta(ck, "image");
     char *e1 = NULL, *e2 = NULL;

@@ -80,5 +80,18 @@ run 1 train "$COPY" --data reverse:1 --dims V=9 --batch 50 --engine interp &&
     has "$ERR" "vocabulary V = 9 is smaller than the 11 distinct tokens of 'reverse:1'"
 run 1 train "$COPY" --data reverse:0 && has "$ERR" "bad dataset 'reverse:0': reverse:N takes a length N from 1 to 256"
 
+# ---------------------------------------------------------------- sampling text
+# the sampler derived from fn loglik: the prompt kept and streamed, the same
+# text from the full form, bytes outside the vocabulary named
+run 0 sample "$LSTM" --ckpt "$TMP/l.ck" -n 1 --prompt "a cat" --length 12 --engine interp --seed 4 &&
+    [[ $(head -c 5 "$OUT") == "a cat" ]] && [[ $(wc -c <"$OUT") == 13 ]] && cp "$OUT" "$TMP/inc.txt" ||
+    fail "sample --prompt: not 12 characters starting with the prompt: '$(cat "$OUT")'"
+run 0 sample "$LSTM" --ckpt "$TMP/l.ck" -n 1 --prompt "a cat" --length 12 --engine interp --seed 4 --naive-sampling &&
+    cmp -s "$OUT" "$TMP/inc.txt" || fail "--naive-sampling drew other text: '$(cat "$OUT")'"
+run 0 sample "$LSTM" --ckpt "$TMP/l.ck" -n 3 --length 20 --engine interp --out "$TMP/three.txt" &&
+    [[ $(wc -c <"$TMP/three.txt") == 63 ]] || fail "sample -n 3 --length 20: not 3 times 20 characters and a newline"
+run 1 sample "$LSTM" --ckpt "$TMP/l.ck" -n 1 --prompt "a dog" --engine interp &&
+    has "$ERR" "--prompt: error: byte 3 (0x64) is not in the vocabulary of $TMP/l.ck"
+
 echo "cli_text: $passes passed, $fails failed"
 ((fails == 0))

@@ -108,6 +108,26 @@ run 0 train "$TMP/fvcond.graph" --dims D=6 --data mnist --epochs 1 --batch 10 --
     [[ $(wc -l <"$TMP/c_test.txt") == 3 ]] && ! cmp -s "$TMP/c_test.txt" "$TMP/c_valid.txt" ||
     fail "sample with a conditioning input: not 3 examples, or the same for test and valid"
 run 1 sample "$TMP/fvcond.graph" --ckpt "$TMP/fvcond.ck" -n 100000 && has "$ERR" "fewer than the 100000 samples asked for"
+# the sampler derived from fn loglik (docs/sampling.md): NADE's without its fn
+# sample is incremental, FVSBN's the full form either way, so the same draws
+sed '/^fn sample/,$d' "$SRC/models/nade.graph" >"$TMP/naded.graph"
+sed '/^fn sample/,$d' "$FVSBN" >"$TMP/fvd.graph"
+run 0 train "$TMP/naded.graph" --dims D=6,H=4 --data mnist --epochs 1 --batch 10 --save "$TMP/naded.ck" &&
+    run 0 sample "$TMP/naded.graph" --ckpt "$TMP/naded.ck" -n 4 --out "$TMP/d1.txt" --seed 3 &&
+    [[ $(wc -l <"$TMP/d1.txt") == 4 ]] && [[ $(head -1 "$TMP/d1.txt" | wc -w) == 6 ]] ||
+    fail "derived sampler: not 4 samples of 6 values"
+run 0 sample "$TMP/naded.graph" --ckpt "$TMP/naded.ck" -n 4 --out "$TMP/g1.txt" --top-k 1 --seed 1 &&
+    run 0 sample "$TMP/naded.graph" --ckpt "$TMP/naded.ck" -n 4 --out "$TMP/g2.txt" --top-k 1 --seed 2 &&
+    cmp -s "$TMP/g1.txt" "$TMP/g2.txt" || fail "--top-k 1 is not greedy: another seed drew otherwise"
+run 0 sample "$TMP/fvd.graph" --ckpt "$CK" -n 3 --out "$TMP/f1.txt" --temperature 0.5 &&
+    run 0 sample "$TMP/fvd.graph" --ckpt "$CK" -n 3 --out "$TMP/f2.txt" --temperature 0.5 --naive-sampling --engine naive &&
+    cmp -s "$TMP/f1.txt" "$TMP/f2.txt" || fail "--naive-sampling drew otherwise"
+usage sample "$TMP/naded.graph" --ckpt "$TMP/naded.ck" --temperature 0 "bad value '0' for --temperature"
+usage sample "$TMP/naded.graph" --ckpt "$TMP/naded.ck" --top-k 0 "bad value '0' for --top-k"
+usage sample "$TMP/naded.graph" --ckpt "$TMP/naded.ck" --length x "bad value 'x' for --length"
+run 1 sample "$TMP/naded.graph" --ckpt "$TMP/naded.ck" --naive-sampling && has "$ERR" "has no full-form sampler"
+run 1 sample "$TMP/naded.graph" --ckpt "$TMP/naded.ck" --prompt ab && has "$ERR" "records no vocabulary"
+run 1 sample "$FVSBN" --ckpt "$CK" --top-k 1 && has "$ERR" "the model has its own fn sample"
 # resuming a finished run has nothing to do; one more epoch continues it
 run 0 train "$FVSBN" --resume "$CK.last" --epochs 2 && has "$ERR" "nothing to do"
 run 0 train "$FVSBN" --resume "$CK.last" --epochs 3 --lr 0.05 && has "$OUT" "epoch 3: train NLL" &&

@@ -7,6 +7,7 @@
  * - Draws: the same seed gives the same sample on every engine and in both
  *   forms; a prompt is kept; top_k = 1 is greedy; past the block size the
  *   window slides and the continuation is what the kept tokens give.
+ * - The encoder-decoder samples targets for a given source.
  * - FVSBN's conditionals are one masked product over the whole input: its
  *   step is the full form, naming that line.
  */
@@ -89,12 +90,15 @@ static aj_tensor random_x(const model *r, int64_t V) {
  * engine e: with the state carried when there is one. */
 static float *step_logits(model *r, const aj_tensor *x, aj_engine_run e, int64_t *V) {
     aj_diag d = {0};
-    const aj_graph *step = aj_module_fn(r->m, "sample_step"), *init = aj_module_fn(r->m, "sample_init");
-    int n = step->nleaf;
+    const aj_graph *step = aj_module_fn(r->m, "sample_step"), *init = aj_module_fn(r->m, "sample_init"),
+                   *hoisted = aj_module_fn(r->m, "sample_hoist");
+    /* step(x, pos, state..., invariants...) -> logits, state'... */
+    int n = step->nleaf, nstate = step->nresult - 1;
     aj_tensor *in = calloc((size_t)n, sizeof *in), *res = calloc((size_t)step->nresult, sizeof *res);
     in[0] = *x;
     in[1] = aj_tensor_new(AJ_I32, 1, (int64_t[]){1});
     if (init && e(r->m, init, r->params, in, in + 2, 0, &d)) aj_diag_print(&d, stderr), fail();
+    if (hoisted && e(r->m, hoisted, r->params, in, in + 2 + nstate, 0, &d)) aj_diag_print(&d, stderr), fail();
     float *out = NULL;
     for (int64_t t = 0; t < r->T; t++) {
         ((int32_t *)in[1].data)[0] = (int32_t)t;
@@ -103,7 +107,7 @@ static float *step_logits(model *r, const aj_tensor *x, aj_engine_run e, int64_t
         if (!out) out = calloc((size_t)(r->T * r->B * *V), sizeof *out);
         memcpy(out + t * r->B * *V, res[0].data, sizeof(float) * (size_t)(r->B * *V));
         aj_tensor_free(&res[0]);
-        for (int k = 2; k < n; k++) aj_tensor_free(&in[k]), in[k] = res[k - 1];
+        for (int k = 2; k < 2 + nstate; k++) aj_tensor_free(&in[k]), in[k] = res[k - 1];
     }
     for (int k = 1; k < n; k++) aj_tensor_free(&in[k]);
     free(in), free(res);
@@ -250,6 +254,31 @@ static void test_prompt_greedy_window(void **state) {
     aj_tensor_free(&s);
 }
 
+/* The encoder-decoder's loglik(src, x) conditions on src: the caller gives
+ * it; the incremental (self-attention caches, cross-attention on the
+ * encoder's memory) and the full form draw the same targets, on interp and
+ * fused, and another source gives other targets. */
+static void test_transformer_source(void **state) {
+    const char *dims = "B=3,N=5,E=8,L=2";
+    aj_tensor src = aj_tensor_new(AJ_I32, 2, (int64_t[]){3, 5});
+    for (int i = 0; i < 15; i++) ((int32_t *)src.data)[i] = 1 + (i * 7) % 10;
+    aj_ancestral_opts o = {.seed = 3, .args = &src, .nargs = 1};
+    aj_tensor ref = sample("transformer.graph", dims, aj_interp_run, o);
+    for (int full = 0; full < 2; full++) {
+        o.full = full;
+        aj_tensor s = sample("transformer.graph", dims, aj_fused_run, o);
+        same(&ref, &s, full ? "transformer, full form" : "transformer, fused");
+        aj_tensor_free(&s);
+    }
+    for (int i = 0; i < 15; i++) ((int32_t *)src.data)[i] = 1 + (i * 3) % 10;
+    o.full = 0;
+    aj_tensor s = sample("transformer.graph", dims, aj_interp_run, o);
+    assert_true(memcmp(ref.data, s.data, 4 * 15) != 0);
+    aj_tensor_free(&s);
+    aj_tensor_free(&ref);
+    aj_tensor_free(&src);
+}
+
 /* FVSBN's logits are one masked product over all of x: the full form. */
 static void test_fvsbn_full(void **state) {
     model r = open_model("fvsbn.graph", "B=2,D=6");
@@ -275,6 +304,7 @@ int main(void) {
         cmocka_unit_test(test_nade),
         cmocka_unit_test(test_draws_agree),
         cmocka_unit_test(test_prompt_greedy_window),
+        cmocka_unit_test(test_transformer_source),
         cmocka_unit_test(test_fvsbn_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

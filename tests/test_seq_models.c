@@ -26,6 +26,7 @@
 
 #include "arjit.h"
 #include "arjit_compile.h"
+#include "arjit_train.h"
 
 enum { B = 16, T = 8, V = 4 };
 
@@ -172,7 +173,12 @@ static void learn_and_sample(const char *file, const char *dims) {
     trainer tr = learn_counter(m, file);
 
     /* its samples count up: every step after the first follows the counter */
-    aj_tensor x = run_fn(m, "sample", tr.params, NULL);
+    aj_diag d = {0};
+    aj_tensor x;
+    if (aj_ancestral(m, aj_fused_run, tr.params, &(aj_ancestral_opts){.seed = 5}, &x, &d)) {
+        aj_diag_print(&d, stderr);
+        fail_msg("%s: the derived sampler failed on the fused engine", file);
+    }
     assert_int_equal(x.dtype, AJ_I32);
     int ok = 0;
     for (int b = 0; b < B; b++)
