@@ -36,6 +36,11 @@
  * is what remains: below 1e-6 on every case at a step of 1e-4. */
 #define EPS 1e-4
 #define TOL 1e-5
+/* Whole models go through many more ops (the diagonal BiLSTM's skewed
+ * steps, the gated PixelCNN's stacks) and reach 1.7e-5 at this step, an
+ * error that shrinks as the step grows (5.6e-6 at 3e-4), so rounding, not
+ * the rule; a wrong rule is off by O(1), which this still fails. */
+#define MODEL_TOL 1e-4
 #define PROBES 24
 #define SEED 11
 
@@ -52,7 +57,7 @@ static aj_module *load(const char *src, size_t len, const char *path, const char
 
 /* Gradient-check fn of m; every parameter it uses must be probed and agree
  * within TOL. Prints one line per parameter; returns the number failing. */
-static int check(aj_module *m, const char *fn, const char *what) {
+static int check(aj_module *m, const char *fn, const char *what, double tol) {
     aj_gradcheck_result *res = calloc((size_t)m->nparam + 1, sizeof *res);
     int nres = 0, bad = 0;
     aj_diag d = {0};
@@ -66,7 +71,7 @@ static int check(aj_module *m, const char *fn, const char *what) {
     if (nres == 0) fprintf(stderr, "%s: no parameter was checked\n", what);
     for (int i = 0; i < nres; i++) {
         const aj_gradcheck_result *r = &res[i];
-        int ok = r->probes > 0 && r->max_rel_err < TOL;
+        int ok = r->probes > 0 && r->max_rel_err < tol;
         printf("  %-28s %-6s %3d/%-4lld probes  max rel err %.2e%s\n", what, r->name, r->probes,
                (long long)r->numel, r->max_rel_err, ok ? "" : "  FAIL");
         if (!ok)
@@ -169,7 +174,7 @@ static void test_case(void **state) {
     if (!m) fail_msg("%s: the graph does not load", c->name);
     char grad[96];
     snprintf(grad, sizeof grad, "grad_%s", m->fn[0]->name);
-    int bad = check(m, m->fn[0]->name, c->name);
+    int bad = check(m, m->fn[0]->name, c->name, TOL);
     if (!bad) roundtrip(m, grad, c->dims, c->name);
     if (!bad) {
         interp_modes_agree(m, m->fn[0], c->name);
@@ -267,7 +272,7 @@ static void test_many_parameters(void **state) {
     assert_true(len < sizeof src);
     aj_module *m = load(src, len, "chain.graph", "B=3");
     assert_non_null(m);
-    assert_int_equal(check(m, "loss", "70 parameters"), 0);
+    assert_int_equal(check(m, "loss", "70 parameters", TOL), 0);
     aj_module_free(m);
 }
 
@@ -318,7 +323,7 @@ static void test_model_gradcheck(void **state) {
     m = small;
     if (!m) fail_msg("%s: does not load with small dims (last tried %s)", path, spec);
     printf("  %s with %s\n", path, spec);
-    int bad = check(m, "loglik", path);
+    int bad = check(m, "loglik", path, MODEL_TOL);
     aj_module_free(m);
     free(src);
     if (bad) fail_msg("%s: %d parameter(s) fail the gradient check", path, bad);
