@@ -29,7 +29,7 @@ done
 
 for m in pixelcnn:H=4,W=4,C=8,F=4,L=2 gated_pixelcnn:H=4,W=4,C=8,L=2 row_lstm:H=4,W=4,C=8 diag_bilstm:H=4,W=4,C=8; do
     name=${m%%:*} dims=${m#*:}
-    run 0 train "$SRC/models/$name.graph" --data mnist --dims "$dims" --epochs 20 --batch 20 --lr 0.01 --threads 1 \
+    run 0 train "$SRC/models/$name.graph" --data mnist --dims "$dims" --epochs 20 --batch 20 --lr 0.01 --schedule constant --patience 20 --threads 1 \
         --save "$TMP/$name.ck" || continue
     nll=$(sed -n 's/.*best valid NLL \([0-9.]*\).*/\1/p' "$OUT")
     awk -v x="$nll" 'BEGIN { exit !(x != "" && x < 2.5) }' || fail "$name: valid NLL '$nll', expected < 2.5"

@@ -556,7 +556,7 @@ static void test_parallel_compile(void **state) {
         LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, sq, "entry"));
         LLVMBuildRet(b, LLVMBuildFMul(b, LLVMGetParam(sq, 0), LLVMGetParam(sq, 0), ""));
         for (int i = 0; i < 5; i++) {
-            char name[8];
+            char name[16];
             snprintf(name, sizeof name, "k%d", i);
             LLVMValueRef fn = LLVMAddFunction(mod, name, ft), x = LLVMGetParam(fn, 0);
             LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
@@ -566,7 +566,7 @@ static void test_parallel_compile(void **state) {
         LLVMDisposeBuilder(b);
         if (aj_jit_add_compiled(j, m, &d)) fail_msg("%s", d.msg);
         for (int i = 0; i < 5; i++) {
-            char name[8];
+            char name[16];
             snprintf(name, sizeof name, "k%d", i);
             float (*k)(float) = (float (*)(float))aj_jit_lookup(j, name, &d);
             if (!k) fail_msg("%s threads: %s", threads[t], d.msg);
