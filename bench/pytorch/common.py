@@ -1,9 +1,12 @@
-"""Shared code of the PyTorch baselines (nade.py, fvsbn.py).
+"""Shared code of the PyTorch baselines: the binary-image models (nade.py,
+fvsbn.py, made.py, pixelcnn.py: run()) and the byte-level sequence models
+(rnn.py, lstm.py, gru.py, gpt.py: run_text()).
 
 The command line, the thread setup (done before torch is imported, so that
 OpenMP and OpenBLAS start with the right pool sizes), the data (random 0/1 or
-binarized MNIST .amat[.gz] files), the arjit checkpoint reader
-(docs/checkpoint.md) and the timing loop. Run with Debian's python3
+binarized MNIST .amat[.gz] files; random tokens or windows of a text file as
+arjit's text: datasets), the arjit checkpoint reader (docs/checkpoint.md) and
+the timing loop. Run with Debian's python3
 (/usr/bin/python3, package python3-torch); nothing here needs pip.
 """
 
@@ -47,19 +50,33 @@ def probability(s):
     return v
 
 
-def parse_args(model, variants, doc):
+def parse_args(model, variants, doc, batch=100, text=False):
     """Parses the command line; then sets the thread count in the
-    environment and imports torch. Returns (args, torch)."""
+    environment and imports torch. Returns (args, torch). text: the model
+    reads byte tokens (--data is a text file, --limit counts windows)."""
+    if text:
+        data_help = ("a text file, split as arjit's text:FILE (the first 90%% of the bytes train, the "
+                     "rest test); without PATH, tinyshakespeare.txt in $ARJIT_DATA, ./data or "
+                     "<repo>/../shared/data. Timing: the first --batch windows of the training split "
+                     "(default: random tokens in [0, V)); --ckpt: every window of the test split")
+        check = ("Checking: --ckpt FILE loads an arjit checkpoint (train --save) into the "
+                 "PyTorch parameters and prints the mean NLL per character of the test split "
+                 "of a text file, windows of T + 1 bytes T apart as `arjit eval` scores them, "
+                 "the bytes encoded with the checkpoint's vocabulary.")
+    else:
+        data_help = ("binarized MNIST .amat or .amat.gz; without PATH, "
+                     "binarized_mnist_train.amat.gz (timing) or _test (--ckpt) in $ARJIT_DATA, "
+                     "./data or <repo>/../shared/data. Default for timing: random 0/1 with --p")
+        check = ("Checking: --ckpt FILE loads an arjit checkpoint (train --save) into the "
+                 "PyTorch parameters and prints the mean NLL of a data file (default: the "
+                 "binarized MNIST test split), to compare with `arjit eval`.")
     p = argparse.ArgumentParser(
         prog=f"{model}.py", description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Timing: one Adam training step (zero_grad, forward, loss = mean NLL, backward, "
                f"opt.step) per iteration; {WARMUP} warm-up steps, then median/min/max ms over "
-               "--steps. Prints one JSON line.\n"
-               "Checking: --ckpt FILE loads an arjit checkpoint (train --save) into the "
-               "PyTorch parameters and prints the mean NLL of a data file (default: the "
-               "binarized MNIST test split), to compare with `arjit eval`.")
-    p.add_argument("--batch", type=positive_int, default=100, help="examples per batch (default 100)")
+               "--steps. Prints one JSON line.\n" + check)
+    p.add_argument("--batch", type=positive_int, default=batch, help=f"examples per batch (default {batch})")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch.set_num_threads and OMP_NUM_THREADS (default 1)")
     p.add_argument("--blas-threads", type=positive_int, default=1,
@@ -69,12 +86,10 @@ def parse_args(model, variants, doc):
     p.add_argument("--steps", type=positive_int, default=20, help="timed steps after the warm-up (default 20)")
     p.add_argument("--variant", choices=variants + ["all"], default="all",
                    help=f"which formulation to time or check (default all: {', '.join(variants)})")
-    p.add_argument("--data", nargs="?", const="", default=None, metavar="PATH",
-                   help="binarized MNIST .amat or .amat.gz; without PATH, "
-                        "binarized_mnist_train.amat.gz (timing) or _test (--ckpt) in $ARJIT_DATA, "
-                        "./data or <repo>/../shared/data. Default for timing: random 0/1 with --p")
-    p.add_argument("--p", type=probability, default=0.13,
-                   help="P(x=1) of the random batch (default 0.13, binarized MNIST's mean)")
+    p.add_argument("--data", nargs="?", const="", default=None, metavar="PATH", help=data_help)
+    if not text:
+        p.add_argument("--p", type=probability, default=0.13,
+                       help="P(x=1) of the random batch (default 0.13, binarized MNIST's mean)")
     p.add_argument("--seed", type=int, default=1, help="torch seed: random data and the init (default 1)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, as arjit bench)")
     p.add_argument("--tuned-malloc", action="store_true",
@@ -82,7 +97,8 @@ def parse_args(model, variants, doc):
                         "keeps freed big tensors instead of unmapping them (no page faults per op)")
     p.add_argument("--ckpt", metavar="FILE", help="load an arjit checkpoint and print the mean NLL")
     p.add_argument("--limit", type=positive_int, default=None,
-                   help="--ckpt: only the first N examples of the data file (default all)")
+                   help=f"--ckpt: only the first N {'windows' if text else 'examples'} of the data "
+                        "file (default all)")
     args = p.parse_args()
     if args.ckpt is not None and args.data is None:
         args.data = ""
@@ -161,10 +177,11 @@ def batch_x(args, torch, d):
 
 # --- arjit checkpoints (docs/checkpoint.md) -----------------------------------
 
-def read_ckpt(path):
+def read_ckpt(path, raw_meta=False):
     """Returns (params, meta): the parameters section as {name: numpy
-    array} and the metadata strings. Checks what the C loader checks:
-    magic, version, length, CRC, every record, nothing left over."""
+    array} and the metadata strings (raw_meta: bytes, as the vocabulary
+    is). Checks what the C loader checks: magic, version, length, CRC,
+    every record, nothing left over."""
     import numpy as np
     try:
         with open(path, "rb") as f:
@@ -226,7 +243,8 @@ def read_ckpt(path):
         take("<Q")
     for _ in range(nmeta):
         key = take_bytes(take("<I")[0]).decode()
-        meta[key] = take_bytes(take("<I")[0]).decode(errors="replace")
+        value = take_bytes(take("<I")[0])
+        meta[key] = value if raw_meta else value.decode(errors="replace")
     if off != end:
         die(f"{path}: corrupt checkpoint: {end - off} bytes left over after the last record")
     return params, meta
@@ -234,8 +252,10 @@ def read_ckpt(path):
 
 def load_ckpt_into(path, torch, named, model):
     """Copies the checkpoint's parameters into the tensors of `named`
-    ({name: tensor}); the names and shapes must match exactly."""
-    params, meta = read_ckpt(path)
+    ({name: tensor}); the names and shapes must match exactly. Returns the
+    metadata, its values as bytes."""
+    params, raw = read_ckpt(path, raw_meta=True)
+    meta = {k: v.decode(errors="replace") for k, v in raw.items()}
     if meta.get("model") and os.path.basename(meta["model"]) != f"{model}.graph":
         print(f"warning: {path} was trained on {meta['model']}, not {model}.graph", file=sys.stderr)
     for name, t in named.items():
@@ -249,7 +269,7 @@ def load_ckpt_into(path, torch, named, model):
     extra = set(params) - set(named)
     if extra:
         die(f"{path}: parameters this model does not have: {', '.join(sorted(extra))}")
-    return meta
+    return raw
 
 
 # --- timing -----------------------------------------------------------------
@@ -304,6 +324,7 @@ def check_ckpt(args, torch, model, d, variants, build, nll_fns, ref, chunk):
     moves it); chunk(v) examples at a time."""
     p = build(torch)
     meta = load_ckpt_into(args.ckpt, torch, p, model)
+    meta = {k: v.decode(errors="replace") for k, v in meta.items()}
     path = args.data or find_data("binarized_mnist_test.amat")
     xs = torch.from_numpy(load_amat(path, limit=args.limit, d=d))
     out = {"model": model, "ckpt": args.ckpt, "ckpt_dims": meta.get("dims"),
@@ -337,7 +358,138 @@ def run(model, doc, d, dims, variants, build, nll_fns, ref, chunk=lambda v: 1000
         p = build(torch)
         step = train_step_fn(torch, list(p.values()), x, nll_fns(torch, p)[v], args.lr)
         out["variants"][v] = time_steps(torch, step, args.steps)
+        out["variants"][v]["params"] = numel(p.values())
     best = min(out["variants"], key=lambda v: out["variants"][v]["ms_median"])
     out["best"] = best
     out["ms_median"] = out["variants"][best]["ms_median"]
+    report(out)
+
+
+# --- byte-level sequence models (rnn.py, lstm.py, gru.py, gpt.py) -----------------
+#
+# A model script gives build(torch) -> {graph name: tensor}, the graph's
+# parameters with its init, and variant(torch, p, name) -> (trainable
+# tensors, nll, frozen): nll(x) is the NLL of each row of tokens x : [B, T]
+# (int64), summed over the T positions; frozen counts the elements of module
+# tensors kept fixed (a second bias held at zero). A "module" variant builds
+# a torch.nn module from p (copies): Adam then updates the module's tensors.
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            buf = f.read()
+    except OSError as e:
+        die(f"{path}: {e}")
+    if buf[:2] == b"\x1f\x8b":
+        buf = gzip.decompress(buf)
+    return buf
+
+
+def text_tokens(path, split, V, vocab=None):
+    """The tokens of one split of a text file as arjit's text:FILE makes
+    them (datasets.md): train = the first floor(0.9 n) bytes, valid = test
+    = the rest; token i is byte vocab[i], vocab by default the sorted
+    distinct bytes of the training split. Returns (int64 numpy array, vocab)."""
+    import numpy as np
+    buf = read_text(path)
+    cut = len(buf) * 9 // 10
+    if cut == 0 or cut == len(buf):
+        die(f"{path}: too short to split into train and test ({len(buf)} bytes)")
+    if vocab is None:
+        vocab = bytes(sorted(set(buf[:cut])))
+    if len(vocab) > V:
+        die(f"{path}: {len(vocab)} distinct bytes, more than the model's V = {V}")
+    inv = np.full(256, -1, dtype=np.int64)
+    inv[np.frombuffer(vocab, dtype=np.uint8)] = np.arange(len(vocab))
+    part = buf[:cut] if split == "train" else buf[cut:]
+    tok = inv[np.frombuffer(part, dtype=np.uint8)]
+    if (tok < 0).any():
+        i = int(np.argmax(tok < 0))
+        die(f"{path}: byte 0x{part[i]:02x} (offset {i + (0 if split == 'train' else cut)}) of the "
+            f"{split} split is not in the vocabulary")
+    return tok, vocab
+
+
+def text_windows(tok, T, limit=None):
+    """arjit's windows in order: window i is tokens i T .. i T + T, the
+    model gets the last T of them ((ntok - 1) // T windows)."""
+    import numpy as np
+    n = (len(tok) - 1) // T
+    if limit is not None:
+        n = min(n, limit)
+    if n < 1:
+        die(f"{len(tok)} tokens: not one window of T + 1 = {T + 1}")
+    return tok[np.arange(n)[:, None] * T + np.arange(1, T + 1)[None, :]]
+
+
+def shift_tokens(torch, x):
+    """The graph's shift(x, axis=1): position t sees x_<t, token 0 first."""
+    return torch.cat([x.new_zeros(x.shape[0], 1), x[:, :-1]], 1)
+
+
+def token_nll(torch, logits, x):
+    """sum over T of categorical_nll(logits, x): [B, T, V], [B, T] -> [B]"""
+    V = logits.shape[-1]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, V), x.reshape(-1),
+                                             reduction="none").view(x.shape).sum(1)
+
+
+def numel(ts):
+    return sum(t.numel() for t in ts)
+
+
+def check_text(args, torch, model, V, T, variants, build, variant, ref, chunk):
+    """--ckpt: the mean NLL per character of the test split of a text file
+    under an arjit checkpoint, as `arjit eval` computes it, for each variant
+    and for variant `ref` in float64."""
+    p = build(torch)
+    raw = load_ckpt_into(args.ckpt, torch, p, model)
+    path = args.data or find_data("tinyshakespeare.txt")
+    tok, vocab = text_tokens(path, "test", V, raw.get("vocab"))
+    xs = torch.from_numpy(text_windows(tok, T, args.limit))
+    out = {"model": model, "ckpt": args.ckpt, "ckpt_dims": raw.get("dims", b"").decode(errors="replace"),
+           "data": path, "vocab": len(vocab), "vocab_from": "ckpt" if "vocab" in raw else "data",
+           "windows": xs.shape[0], "T": T, "threads": args.threads, "nll": {}}
+    p64 = {k: v.detach().double() for k, v in p.items()}
+    for v in variants + [ref + "_f64"]:
+        fn = variant(torch, p64, ref)[1] if v.endswith("_f64") else variant(torch, p, v)[1]
+        total = 0.0
+        with torch.no_grad():
+            for s in range(0, xs.shape[0], chunk):
+                total += float(fn(xs[s:s + chunk]).double().sum())
+        out["nll"][v] = round(total / (xs.shape[0] * T), 6)   # per character, as arjit eval
+    report(out)
+
+
+def run_text(model, doc, V, T, dims, variants, build, variant, ref, chunk=500, batch=32):
+    """A sequence model script's main: time every variant's training step on
+    a batch of token rows [B, T] (the best median is the model's time), or
+    check a checkpoint (--ckpt)."""
+    args, torch = parse_args(model, variants, doc, batch=batch, text=True)
+    chosen = variants if args.variant == "all" else [args.variant]
+    if args.ckpt:
+        return check_text(args, torch, model, V, T, chosen, build, variant, ref, chunk)
+    if args.data is None:
+        x, data = torch.randint(0, V, (args.batch, T)), f"random tokens in [0, {V})"
+    else:
+        path = args.data or find_data("tinyshakespeare.txt")
+        x = torch.from_numpy(text_windows(text_tokens(path, "train", V)[0], T, args.batch))
+        if x.shape[0] < args.batch:
+            die(f"{path}: {x.shape[0]} windows of {T + 1} bytes, fewer than --batch {args.batch}")
+        data = os.path.basename(path)
+    out = header(args, torch, model, dims, data)
+    out["T"] = T
+    out["variants"] = {}
+    for v in chosen:
+        torch.manual_seed(args.seed)
+        params, fn, frozen = variant(torch, build(torch), v)
+        with torch.no_grad():
+            loss0 = float(fn(x).mean())
+        step = train_step_fn(torch, params, x, fn, args.lr)
+        out["variants"][v] = time_steps(torch, step, args.steps)
+        out["variants"][v].update(params=numel(params), frozen=frozen, loss0=round(loss0, 4))
+    best = min(out["variants"], key=lambda v: out["variants"][v]["ms_median"])
+    out["best"] = best
+    out["ms_median"] = out["variants"][best]["ms_median"]
+    out["params"] = out["variants"][best]["params"]
     report(out)
