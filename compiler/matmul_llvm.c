@@ -2,16 +2,21 @@
  *
  * Loop nest of the kernel, NR = nv * vw columns per panel:
  *
- *   for j0 in full panels (step NR):            B panel: K x NR, stays in L2
+ *   for k0 in [0, K) step KC:                   A block: rows x KC, stays in L2
+ *    for j0 in full panels (step NR):           B block: KC x NR, stays in L1
  *     for i0 in [m0, m1) step mr:  tile(i0, j0, mr rows, nv vectors)
  *     for the < mr rows left:      tile(i,  j0, 1 row,   nv vectors)
- *   last partial panel of t = ceil(rem / vw) vectors (a switch on t):
+ *    last partial panel of t = ceil(rem / vw) vectors (a switch on t):
  *     same two loops with t vectors, the last one masked
  *
  *   tile: acc[r][v] = 0
- *         for k: b[v] = B(k, j0 + v vw)             (vector loads)
- *                acc[r][v] += A(i0 + r, k) * b[v]   (broadcast + FMA)
- *         C(i0 + r, j0 + v vw) = epilogue(acc[r][v] (+ C))
+ *         for k in [k0, k0 + KC): b[v] = B(k, j0 + v vw)             (vector loads)
+ *                                 acc[r][v] += A(i0 + r, k) * b[v]   (broadcast + FMA)
+ *         C(i0 + r, j0 + v vw) = epilogue(acc[r][v] (+ C))   (k0 > 0: + C, always)
+ *
+ * Blocking K keeps a long-K product (a weight gradient over B T rows,
+ * K = 2048) from streaming all of A once per panel; an epilogue, which
+ * must see the whole sum, keeps K in one block.
  *
  * Accumulators live in allocas that SROA turns into registers; every
  * index is an i64 and strides are runtime values, so one kernel serves all
@@ -24,7 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_MR = 8, MAX_NV = 8 };
+/* MM_KC: the K block, KC x NR floats of B (64 KiB at NR = 64) */
+enum { MAX_MR = 8, MAX_NV = 8, MM_KC = 256 };
 
 typedef struct {
     const aj_mm_spec *s;
@@ -35,6 +41,8 @@ typedef struct {
     LLVMTypeRef f32, i32, i64, ptr, vty;
     int vw, mr, nv, packed;
     LLVMValueRef m0, m1, n, k, a, lda, bm, ldb, c, ldc;
+    LLVMValueRef k0, k1;                /* the K block [k0, k1) */
+    LLVMValueRef first_block;           /* k0 == 0 */
     LLVMValueRef extra[AJ_MM_MAX_EXTRA];
     LLVMValueRef acc[MAX_MR][MAX_NV];   /* allocas */
 } mm_ctx;
@@ -138,7 +146,7 @@ static void emit_tile(mm_ctx *c, LLVMValueRef i0, LLVMValueRef j0, int mr, int n
         for (int v = 0; v < nv; v++) vstore(c, zero, c->acc[r][v]);
 
     mm_loop kl;
-    loop_begin(c, &kl, i64c(c, 0), c->k, i64c(c, 1), "k");
+    loop_begin(c, &kl, c->k0, c->k1, i64c(c, 1), "k");
     LLVMValueRef brow = b_row(c, j0, kl.iv), bv[MAX_NV];
     for (int v = 0; v < nv; v++) {
         /* packed panels are zero-padded: only a direct B needs the mask */
@@ -161,7 +169,9 @@ static void emit_tile(mm_ctx *c, LLVMValueRef i0, LLVMValueRef j0, int mr, int n
             LLVMValueRef m = v == nv - 1 ? mask : NULL;
             LLVMValueRef p = gep(c, crow, i64c(c, (int64_t)v * c->vw));
             LLVMValueRef val = LLVMBuildLoad2(c->b, c->vty, c->acc[r][v], "");
-            if (s->accumulate) val = LLVMBuildFAdd(c->b, val, load_lanes(c, p, m), "");
+            LLVMValueRef sum = LLVMBuildFAdd(c->b, val, load_lanes(c, p, m), "");
+            /* C += after the first K block; in it, as the spec says */
+            val = s->accumulate ? sum : LLVMBuildSelect(c->b, c->first_block, val, sum, "");
             if (s->epilogue) {
                 aj_mm_tile t = {c->b, c->vty, c->vw, row, add(c, j0, i64c(c, (int64_t)v * c->vw)), m, c->n, c->extra};
                 val = s->epilogue(s->epilogue_user, &t, val);
@@ -235,6 +245,15 @@ static void emit_kernel(mm_ctx *c) {
     int64_t nr = (int64_t)c->nv * c->vw;
     LLVMValueRef nfull = LLVMBuildSDiv(c->b, c->n, i64c(c, nr), "");
     LLVMValueRef jfull = mul(c, nfull, i64c(c, nr));
+    /* K blocks of KC (under an epilogue, one block of all K) */
+    LLVMValueRef kmax = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, c->k, i64c(c, 1), ""), c->k, i64c(c, 1), "");
+    LLVMValueRef kc = c->s->epilogue ? kmax : i64c(c, MM_KC);
+    mm_loop kb;   /* K = 0 too runs one block: it writes C's zeros */
+    loop_begin(c, &kb, i64c(c, 0), kmax, kc, "kb");
+    c->k0 = kb.iv;
+    LLVMValueRef kend = add(c, kb.iv, kc);
+    c->k1 = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, kend, c->k, ""), kend, c->k, "k1");
+    c->first_block = LLVMBuildICmp(c->b, LLVMIntEQ, kb.iv, i64c(c, 0), "first");
     mm_loop jl;
     loop_begin(c, &jl, i64c(c, 0), jfull, i64c(c, nr), "j");
     emit_rows(c, jl.iv, c->nv, NULL);
@@ -255,6 +274,7 @@ static void emit_kernel(mm_ctx *c) {
         LLVMBuildBr(c->b, done);
     }
     LLVMPositionBuilderAtEnd(c->b, done);
+    loop_end(c, &kb);
     LLVMBuildRetVoid(c->b);
 }
 
