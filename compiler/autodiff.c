@@ -621,19 +621,27 @@ static int copy_nodes(aj_emit *c, const aj_graph *src, int *map) {
     return 0;
 }
 
-/* Carries c whose update is next c = c + u (either order, same type), u
- * depending on no carry: inv[k] = u's value in the body, else -1. */
-static int invertible_carries(const aj_recur *r, int *inv) {
-    const aj_graph *b = r->body;
+/* Per value of body b: whether it depends on one of its first nleaf leaves
+ * (the carries; with the slices, what changes from step to step). */
+static char *step_dependent(const aj_graph *b, int nleaf) {
     char *dep = calloc((size_t)b->nval + 1, 1);
-    if (!dep) return -1;
-    for (int k = 0; k < r->ncarry; k++) dep[b->leaf[k]] = 1;
+    if (!dep) return NULL;
+    for (int k = 0; k < nleaf; k++) dep[b->leaf[k]] = 1;
     for (int i = 0; i < b->nnode; i++) {
         const aj_node *n = &b->node[i];
         int any = 0;
         for (int j = 0; j < n->nin; j++) any |= dep[n->in[j]];
         for (int j = 0; j < n->nout; j++) dep[n->out[j]] = (char)any;
     }
+    return dep;
+}
+
+/* Carries c whose update is next c = c + u (either order, same type), u
+ * depending on no carry: inv[k] = u's value in the body, else -1. */
+static int invertible_carries(const aj_recur *r, int *inv) {
+    const aj_graph *b = r->body;
+    char *dep = step_dependent(b, r->ncarry);
+    if (!dep) return -1;
     for (int k = 0; k < r->ncarry; k++) {
         const aj_value *nv = &b->val[b->result[k]];
         const aj_node *n = nv->kind == AJ_VAL_NODE ? &b->node[nv->node] : NULL;
@@ -662,25 +670,38 @@ static int copy_cone(aj_emit *c, const aj_graph *src, int want, int *map, char *
 
 /* The recurrence's VJP: a reverse recurrence over the same steps.
  * Forward:  (c, s_t, u) -> (c', y_t)   for t in order
+ *           and stacks the results p_t of its costly ops (AJ_SAVE)
  * Backward: carries dc (the adjoint of c) and du (summed adjoints of u);
- *           slices the kept carries h_t, the s_t and the adjoints dy_t;
- *           recomputes step t from h_t, differentiates it, and stacks ds_t. */
+ *           slices the kept carries h_t, the p_t, the s_t and the adjoints
+ *           dy_t; recomputes the rest of step t from h_t and p_t,
+ *           differentiates it, and stacks ds_t. */
 static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     aj_graph *g = c->g;
     aj_recur *r = g->node[node].rec;
     const int C = r->ncarry, S = r->nslice, U = r->nuse, K = r->nstack;
     aj_node n = g->node[node];
+    /* the costly results that change from step to step: kept, not recomputed */
+    char *varies = step_dependent(r->body, C + S);
+    int P = 0;
+    for (int i = 0; varies && i < r->body->nnode; i++) {
+        const aj_node *b = &r->body->node[i];
+        P += (aj_op_info(b->op)->flags & AJ_SAVE) && b->nout == 1 && varies[b->out[0]];
+    }
     /* per carry: its history, its update's increment (invertible), its
      * adjoint dc and recovered value in the backward body; per use: du and
      * its index among du; per stacked output: dy's slice; per slice: its
-     * index among the stacked ds; the backward node's inputs and body results */
-    const int NIN = 3 * C + S + K + 2 * U, NRES = 2 * C + U + S;
-    int *work = malloc(sizeof(int) * (size_t)(4 * C + 2 * U + K + S + NIN + NRES + 1));
+     * index among the stacked ds; per kept product: its value in the forward
+     * body, its history and its slice in the backward body; the backward
+     * node's inputs and body results */
+    const int NIN = 3 * C + S + K + 2 * U + P, NRES = 2 * C + U + S;
+    int *work = malloc(sizeof(int) * (size_t)(4 * C + 2 * U + K + S + 3 * P + NIN + NRES + 1));
     int *hist = work, *inv = hist + C, *dc = inv + C, *rev = dc + C, *du = rev + C, *use_acc = du + U;
     int *dys = use_acc + U, *stacked_of = dys + K, *ins = stacked_of + S, *res = ins + NIN;
+    int *kept = res + NRES, *kept_hist = kept + P, *kept_leaf = kept_hist + P;
     char *in_needs = malloc((size_t)n.nin + 1), *bneeds = calloc((size_t)r->body->nval + 1, 1);
-    if (!work || !in_needs || !bneeds || invertible_carries(r, inv))
-        return free(work), free(in_needs), free(bneeds), aj_error(c->d, n.line, n.col, "out of memory");
+    if (!varies || !work || !in_needs || !bneeds || invertible_carries(r, inv))
+        return free(varies), free(work), free(in_needs), free(bneeds),
+               aj_error(c->d, n.line, n.col, "out of memory");
     for (int i = 0; i < n.nin; i++) in_needs[i] = c->needs[n.in[i]];
     body_needs(r, in_needs, bneeds);
     free(in_needs);
@@ -709,11 +730,28 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         fn->out[fn->nout++] = v;
         hist[k] = v;
     }
+    fn->out = realloc(fn->out, sizeof(int) * (size_t)(fn->nout + P));
+    for (int i = 0, p = 0; i < fb->nnode; i++) {   /* and each kept product */
+        const aj_node *b = &fb->node[i];
+        if (!(aj_op_info(b->op)->flags & AJ_SAVE) || b->nout != 1 || !varies[b->out[0]]) continue;
+        kept[p] = b->out[0];
+        fb->result = realloc(fb->result, sizeof(int) * (size_t)(fb->nresult + 1));
+        fb->result[fb->nresult++] = kept[p];
+        aj_recur_add_stack(r, 0, b->line, b->col);
+        int v = aj_graph_add_value(g, NULL, AJ_VAL_NODE, node, fn->nout);
+        char nm[96];
+        snprintf(nm, sizeof nm, "%s_kept", fb->val[kept[p]].name);
+        aj_value_rename(g, v, nm);
+        fn = &g->node[node];
+        fn->out[fn->nout++] = v;
+        kept_hist[p++] = v;
+    }
+    free(varies);
     if (aj_graph_infer_node(c->m, g, node, c->d)) return free(work), free(bneeds), -1;
 
     /* 2. the backward body's leaves; br has room for the most of each */
     aj_graph *bb = aj_graph_new("body");
-    aj_recur *br = aj_recur_new(2 * C + U, C + S + K, U, S);
+    aj_recur *br = aj_recur_new(2 * C + U, C + P + S + K, U, S);
     int nin = 0, nu = 0, map_size = fb->nval;
     int *map = malloc(sizeof(int) * (size_t)map_size);
     int rc = -1;
@@ -750,6 +788,13 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
                                     fb->val[fb->leaf[k]].line);
         br->slice_axis[ns++] = 0;
         ins[nin++] = hist[k];
+    }
+    for (int p = 0; p < P; p++) {   /* slices: the kept products */
+        char nm[96];
+        snprintf(nm, sizeof nm, "%s_kept", fb->val[kept[p]].name);
+        kept_leaf[p] = add_leaf(bb, nm, AJ_VAL_SLICE, ns, fb->val[kept[p]].type, fb->val[kept[p]].line);
+        br->slice_axis[ns++] = 0;
+        ins[nin++] = kept_hist[p];
     }
     for (int s = 0; s < S; s++) {   /* slices: the forward's own */
         map[fb->leaf[C + s]] = add_leaf(bb, fb->val[fb->leaf[C + s]].name, AJ_VAL_SLICE, ns,
@@ -808,6 +853,18 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         em_lines_from(&inner, first, r->res_line[k], r->res_col[k]);
     }
     if (backprop(&inner, nfwd, adj, needs)) goto out2;
+    /* the kept products stand in for their recomputation, which is left
+     * dead (simplify prunes it: a matmul's VJP does not read its result) */
+    int nsub = bb->nval, *sub = malloc(sizeof(int) * (size_t)nsub);
+    if (!sub) goto out2;
+    for (int v = 0; v < nsub; v++) sub[v] = v;
+    for (int p = 0; p < P; p++) sub[map[kept[p]]] = kept_leaf[p];
+    for (int i = 0; i < bb->nnode; i++)
+        for (int k = 0; k < bb->node[i].nin; k++) bb->node[i].in[k] = sub[bb->node[i].in[k]];
+    for (int v = 0; v < nval; v++)
+        if (adj[v] >= 0) adj[v] = sub[adj[v]];
+    for (int i = 0; i < fb->nval; i++) map[i] = sub[map[i]];
+    free(sub);
 
     /* 4. results: next dc, next du, stacked ds */
     int nres = 0;   /* each result on the line of the forward statement it answers */

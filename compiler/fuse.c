@@ -869,8 +869,15 @@ static int plan_nodes(fctx *f, body_targets *bt) {
                 ks.in[j] = f->vv[n->in[j]];
             }
             for (int o = 0; o < n->nout; o++) {
-                if (f->vbuf[n->out[o]] < 0 && (f->vbuf[n->out[o]] = new_buffer(f, n->out[o])) < 0) return -1;
-                ks.out[o] = whole(f, f->vbuf[n->out[o]], &g->val[n->out[o]].type);
+                aj_view at;
+                int end, k = n->op == AJ_OP_MATMUL ? in_place(f, bt, v, &at, &end) : -1;
+                if (k >= 0 && end == v && at.swap_arg < 0 && aj_view_contiguous(&at)) {
+                    bt->done[k] = 1;   /* a product stacked as it is (a kept one): written into its slab */
+                } else {
+                    if (f->vbuf[n->out[o]] < 0 && (f->vbuf[n->out[o]] = new_buffer(f, n->out[o])) < 0) return -1;
+                    at = whole(f, f->vbuf[n->out[o]], &g->val[n->out[o]].type);
+                }
+                ks.out[o] = at;
                 f->vv[n->out[o]] = ks.out[o], f->has[n->out[o]] = 1;
             }
             if (n->op == AJ_OP_MATMUL) {

@@ -110,7 +110,7 @@ int aj_type_eq(const aj_type *a, const aj_type *b);
 /* ---------------------------------------------------------------- ops */
 
 /* an op's kinds (ir/ops.def says what each means) */
-enum { AJ_EW = 1, AJ_RAND = 2, AJ_NODIFF = 4, AJ_VIEW = 8, AJ_REDUCE = 16, AJ_HOST = 32 };
+enum { AJ_EW = 1, AJ_RAND = 2, AJ_NODIFF = 4, AJ_VIEW = 8, AJ_REDUCE = 16, AJ_HOST = 32, AJ_SAVE = 64 };
 
 typedef enum {
 #define AJ_OP(id, name, min_in, max_in, nout, flags, attrs, shape) AJ_OP_##id,
