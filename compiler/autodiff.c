@@ -636,6 +636,32 @@ static char *step_dependent(const aj_graph *b, int nleaf) {
     return dep;
 }
 
+/* The values of body b the forward stacks for the backward (into kept,
+ * room for b->nnode; their count, or -1): the results of its costly ops
+ * (AJ_SAVE) that change from step to step, each moved down through adds
+ * and subs that are its one use (their VJPs read no input): an LSTM's
+ * gates z = x Wx + h Wh + b are kept as z, not as the two products. */
+static int kept_values(const aj_graph *b, int ncs, int *kept) {
+    char *varies = step_dependent(b, ncs);
+    int *uses = calloc((size_t)b->nval + 1, sizeof(int)), *user = malloc(sizeof(int) * ((size_t)b->nval + 1)), P = 0;
+    if (!varies || !uses || !user) return free(varies), free(uses), free(user), -1;
+    for (int i = 0; i < b->nnode; i++)
+        for (int k = 0; k < b->node[i].nin; k++) uses[b->node[i].in[k]]++, user[b->node[i].in[k]] = i;
+    for (int k = 0; k < b->nresult; k++) uses[b->result[k]] += 2;   /* a result is kept as it is */
+    for (int i = 0; i < b->nnode; i++) {
+        const aj_node *n = &b->node[i];
+        if (!(aj_op_info(n->op)->flags & AJ_SAVE) || n->nout != 1 || !varies[n->out[0]]) continue;
+        int v = n->out[0];
+        while (uses[v] == 1 && (b->node[user[v]].op == AJ_OP_ADD || b->node[user[v]].op == AJ_OP_SUB))
+            v = b->node[user[v]].out[0];
+        int seen = 0;
+        for (int p = 0; p < P; p++) seen |= kept[p] == v;
+        if (!seen) kept[P++] = v;
+    }
+    free(varies), free(uses), free(user);
+    return P;
+}
+
 /* Carries c whose update is next c = c + u (either order, same type), u
  * depending on no carry: inv[k] = u's value in the body, else -1. */
 static int invertible_carries(const aj_recur *r, int *inv) {
@@ -681,12 +707,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
     const int C = r->ncarry, S = r->nslice, U = r->nuse, K = r->nstack;
     aj_node n = g->node[node];
     /* the costly results that change from step to step: kept, not recomputed */
-    char *varies = step_dependent(r->body, C + S);
-    int P = 0;
-    for (int i = 0; varies && i < r->body->nnode; i++) {
-        const aj_node *b = &r->body->node[i];
-        P += (aj_op_info(b->op)->flags & AJ_SAVE) && b->nout == 1 && varies[b->out[0]];
-    }
+    int *kept = malloc(sizeof(int) * ((size_t)r->body->nnode + 1)), P = kept ? kept_values(r->body, C + S, kept) : -1;
     /* per carry: its history, its update's increment (invertible), its
      * adjoint dc and recovered value in the backward body; per use: du and
      * its index among du; per stacked output: dy's slice; per slice: its
@@ -694,13 +715,13 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
      * body, its history and its slice in the backward body; the backward
      * node's inputs and body results */
     const int NIN = 3 * C + S + K + 2 * U + P, NRES = 2 * C + U + S;
-    int *work = malloc(sizeof(int) * (size_t)(4 * C + 2 * U + K + S + 3 * P + NIN + NRES + 1));
+    int *work = malloc(sizeof(int) * (size_t)(4 * C + 2 * U + K + S + 2 * P + NIN + NRES + 1));
     int *hist = work, *inv = hist + C, *dc = inv + C, *rev = dc + C, *du = rev + C, *use_acc = du + U;
     int *dys = use_acc + U, *stacked_of = dys + K, *ins = stacked_of + S, *res = ins + NIN;
-    int *kept = res + NRES, *kept_hist = kept + P, *kept_leaf = kept_hist + P;
+    int *kept_hist = res + NRES, *kept_leaf = kept_hist + P;
     char *in_needs = malloc((size_t)n.nin + 1), *bneeds = calloc((size_t)r->body->nval + 1, 1);
-    if (!varies || !work || !in_needs || !bneeds || invertible_carries(r, inv))
-        return free(varies), free(work), free(in_needs), free(bneeds),
+    if (P < 0 || !work || !in_needs || !bneeds || invertible_carries(r, inv))
+        return free(kept), free(work), free(in_needs), free(bneeds),
                aj_error(c->d, n.line, n.col, "out of memory");
     for (int i = 0; i < n.nin; i++) in_needs[i] = c->needs[n.in[i]];
     body_needs(r, in_needs, bneeds);
@@ -731,23 +752,20 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
         hist[k] = v;
     }
     fn->out = realloc(fn->out, sizeof(int) * (size_t)(fn->nout + P));
-    for (int i = 0, p = 0; i < fb->nnode; i++) {   /* and each kept product */
-        const aj_node *b = &fb->node[i];
-        if (!(aj_op_info(b->op)->flags & AJ_SAVE) || b->nout != 1 || !varies[b->out[0]]) continue;
-        kept[p] = b->out[0];
+    for (int p = 0; p < P; p++) {   /* and each kept value */
+        const aj_value *kv = &fb->val[kept[p]];
         fb->result = realloc(fb->result, sizeof(int) * (size_t)(fb->nresult + 1));
         fb->result[fb->nresult++] = kept[p];
-        aj_recur_add_stack(r, 0, b->line, b->col);
+        aj_recur_add_stack(r, 0, kv->line, kv->col);
         int v = aj_graph_add_value(g, NULL, AJ_VAL_NODE, node, fn->nout);
         char nm[96];
         snprintf(nm, sizeof nm, "%s_kept", fb->val[kept[p]].name);
         aj_value_rename(g, v, nm);
         fn = &g->node[node];
         fn->out[fn->nout++] = v;
-        kept_hist[p++] = v;
+        kept_hist[p] = v;
     }
-    free(varies);
-    if (aj_graph_infer_node(c->m, g, node, c->d)) return free(work), free(bneeds), -1;
+    if (aj_graph_infer_node(c->m, g, node, c->d)) return free(kept), free(work), free(bneeds), -1;
 
     /* 2. the backward body's leaves; br has room for the most of each */
     aj_graph *bb = aj_graph_new("body");
@@ -922,7 +940,7 @@ static int vjp_recurrence(aj_emit *c, int node, const int *dy, int *dx) {
 out2:
     free(adj), free(needs);
 out:
-    free(map), free(bneeds), free(work);
+    free(map), free(bneeds), free(work), free(kept);
     aj_recur_free(br);
     aj_graph_free(bb);
     return rc;

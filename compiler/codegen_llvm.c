@@ -44,7 +44,6 @@ struct aj_codegen {
     int caparg;
     LLVMBasicBlockRef entry;
     LLVMBuilderRef eb;       /* at the end of the entry block: allocas, ctx loads */
-    int nmm;                 /* matmul helpers emitted so far */
     int nconv;               /* direct convolutions emitted so far */
     aj_diag *d;              /* the kernel's diagnostics */
     int vw;                  /* floats in the host's widest vector */
@@ -920,15 +919,15 @@ static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
     const aj_kspec *ks = c->ks;
     mm_shape s;
     mm_shape_of(ks, n, &s);
-    char name[80] = "";
+    /* one sgemm (and packer) per transposition in the module, shared by
+     * every product that has it: shapes and strides are its arguments */
+    char name[80];
+    snprintf(name, sizeof name, "mm_ta%d_tb%d", s.ta, s.tb);
     aj_mm_spec sp = mm_spec_of(c, &s, name);
     /* a B of no values (K or N = 0) gets no pack kernel: the sgemm reads
      * none of it and only writes C's zeros (K = 0), if anything */
     int packs = aj_mm_packs_b(&sp), packed = packs && (ks->kind == AJ_KS_MM_PACK || ks->nin == 3);
-    /* the sgemm is emitted once: by the pack kernel when B is packed (the
-     * planner puts it right before its matmul kernel), else here */
-    if (ks->kind == AJ_KS_MM_PACK || !packed) {
-        snprintf(name, sizeof name, "mm%d", c->nmm++);
+    if (!LLVMGetNamedFunction(c->m, name)) {
         if (aj_mm_emit(c->jit, c->mod, &sp, d)) return -1;
         LLVMSetLinkage(LLVMGetNamedFunction(c->m, name), LLVMInternalLinkage);
         if (packs) {
@@ -936,8 +935,6 @@ static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
             snprintf(pn, sizeof pn, "%s_pack", name);
             LLVMSetLinkage(LLVMGetNamedFunction(c->m, pn), LLVMInternalLinkage);
         }
-    } else {
-        snprintf(name, sizeof name, "mm%d", c->nmm - 1);
     }
     const aj_view *a = &ks->in[0], *b = &ks->in[1];
     int64_t lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N, pf = packed ? aj_mm_packed_floats(&sp, s.N, s.K) : 0;
@@ -947,7 +944,7 @@ static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
         LLVMValueRef r = loop_open(c, &L, c->lo, c->hi, "bp");
         LLVMValueRef bi = LLVMBuildSDiv(c->b, r, i64c(c, np), ""), p = LLVMBuildSRem(c->b, r, i64c(c, np), "");
         /* B's batch bi (B's own batches, dense) */
-        LLVMValueRef bsrc = fptr(c, c->arg[b->arg], add(c, view_base(c, b), muli(c, bi, s.K * s.N)));
+        LLVMValueRef bsrc = fptr(c, vptr(c, b), add(c, view_base(c, b), muli(c, bi, s.K * s.N)));
         LLVMValueRef dst = fptr(c, c->arg[ks->out[0].arg], muli(c, bi, pf));
         char pn[96];
         snprintf(pn, sizeof pn, "%s_pack", name);
@@ -968,15 +965,15 @@ static int64_t lower_matmul(aj_codegen *c, const aj_node *n, aj_diag *d) {
     LLVMValueRef m1 = LLVMBuildNSWSub(c->b, LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, c->hi, r1, ""), c->hi, r1, ""), r0, "");
     LLVMValueRef ao, bo;
     mm_batch_offsets(c, &s, bi, &ao, &bo);
-    LLVMValueRef A = fptr(c, c->arg[a->arg], add(c, ab, ao));
+    LLVMValueRef A = fptr(c, vptr(c, a), add(c, ab, ao));   /* vptr: a carry's buffer this step */
     LLVMValueRef B;
     if (packed) {   /* B's batch index of C's batch bi: bo / (K N) since B is dense */
         LLVMValueRef bbi = LLVMBuildSDiv(c->b, bo, i64c(c, s.K * s.N), "");
         B = fptr(c, c->arg[ks->in[2].arg], muli(c, bbi, pf));
     } else {
-        B = fptr(c, c->arg[b->arg], add(c, bb, bo));
+        B = fptr(c, vptr(c, b), add(c, bb, bo));
     }
-    LLVMValueRef C = fptr(c, c->arg[y->arg], add(c, yb, muli(c, bi, s.M * s.N)));
+    LLVMValueRef C = fptr(c, vptr(c, y), add(c, yb, muli(c, bi, s.M * s.N)));
     LLVMValueRef args[10] = {m0, m1, i64c(c, s.N), i64c(c, s.K), A, i64c(c, lda), B, i64c(c, ldb), C, i64c(c, s.N)};
     call_fn(c, name, args, 10, (int[]){0, 0, 0, 0, 1, 0, 1, 0, 1, 0});
     loop_close(c, &L);

@@ -862,8 +862,9 @@ static int plan_nodes(fctx *f, body_targets *bt) {
         if (f->sub) {
             aj_kspec ks = {.kind = AJ_KS_NODE, .m = pl->m, .g = g, .node = i, .depth = f->depth, .nin = n->nin,
                            .nout = n->nout};
-            for (int j = 0; j < n->nin; j++) {
-                if (!f->has[n->in[j]] || !aj_view_contiguous(&f->vv[n->in[j]]) || f->vv[n->in[j]].swap_arg >= 0) {
+            for (int j = 0; j < n->nin; j++) {   /* a product reads a carry where it is, this step's buffer */
+                const aj_view *in = &f->vv[n->in[j]];
+                if (!f->has[n->in[j]] || !aj_view_contiguous(in) || (in->swap_arg >= 0 && n->op != AJ_OP_MATMUL)) {
                     if (materialise(f, n->in[j]) < 0) return -1;
                 }
                 ks.in[j] = f->vv[n->in[j]];
@@ -886,10 +887,19 @@ static int plan_nodes(fctx *f, body_targets *bt) {
                     aj_type st = {.dtype = AJ_F32, .rank = 1, .dim = {aj_dim_const(packed)}};
                     int sb = aj_plan_buffer(pl, AJ_BUF_ARENA, 0, &st, f->level, "packed");
                     if (sb < 0) return -1;
-                    aj_kspec pk = ks;
+                    aj_kspec pk = ks, *sub = f->sub;
                     pk.kind = AJ_KS_MM_PACK, pk.nout = 1;
                     pk.out[0] = whole(f, sb, &st);
-                    if (emit(f, pk)) return -1;
+                    /* a weight the steps share is packed once, before the
+                     * recurrence, not again every step */
+                    int shared = g->val[n->in[1]].kind == AJ_VAL_USE;
+                    if (shared) {
+                        f->sub = NULL, pk.depth = f->level, f->line = f->line_end = n->line;
+                        snprintf(f->what, sizeof f->what, "pack %s for every step", g->val[n->in[1]].name);
+                    }
+                    int bad = emit(f, pk);
+                    f->sub = sub;
+                    if (bad) return -1;
                     ks.in[2] = pk.out[0], ks.nin = 3;
                 }
                 ks.kind = AJ_KS_MM;

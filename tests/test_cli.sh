@@ -119,6 +119,21 @@ for engine in naive fused; do
         if grep -q 'nade.graph:0[ -]' "$OUT"; then fail "a $engine kernel on line 0"; fi
 done
 run 0 dump --stage fused "$FVSBN" --dims D=4 --fn grad_loglik && has "$OUT" "program grad_loglik (fused)"
+# An LSTM's gradient keeps the gates z = x Wx + h Wh + b from the forward
+# (one stack, not the two products) and its reverse step computes only the
+# products of the backward: d_h = dz Wh^T, d_x = dz Wx^T and the two weight
+# gradients, never h Wh again. Its fused step reads the carry h in place and
+# packs each shared weight once, before the recurrence.
+LSTM=$SRC/models/lstm.graph
+if run 0 dump --stage opt "$LSTM" && has "$OUT" "lstm_z_kept = recurrence" && has "$OUT" "slice lstm_z_kept = lstm_z_kept"; then
+    body=$(sed -n '/recurrence(steps=T, reverse=1)/,/^  }/p' "$OUT")
+    grep -q "matmul(h, Wh)" <<<"$body" && fail "the LSTM's reverse step recomputes h Wh"
+    [[ $(grep -c "matmul(" <<<"$body") == 4 ]] || fail "the LSTM's reverse step has $(grep -c "matmul(" <<<"$body") products, not 4"
+fi
+if run 0 dump --stage fused "$LSTM" --dims B=4 && has "$OUT" "pack Wh for every step" && has "$OUT" "pack Wx for every step"; then
+    fwd=$(sed -n '/^k[0-9]*_recurrence/,/^k[0-9]*_/p' "$OUT")   # the forward recurrence, its steps as "| ..."
+    grep -q "| copy h " <<<"$fwd" && fail "the LSTM's forward step copies its carry h for the product"
+fi
 # what the fused planner cannot fuse it plans another way, and says so
 run 0 dump --stage fused "$SRC/tests/models/residual20.graph" --fn loglik --dims B=3 &&
     has "$OUT" "y6 = add (split off s's group: at most 16 inputs, 64 ops)"
