@@ -183,13 +183,7 @@ def read_ckpt(path, raw_meta=False):
     is). Checks what the C loader checks: magic, version, length, CRC,
     every record, nothing left over."""
     import numpy as np
-    try:
-        with open(path, "rb") as f:
-            buf = f.read()
-    except OSError as e:
-        die(f"{path}: {e}")
-    if buf[:2] == b"\x1f\x8b":
-        buf = gzip.decompress(buf)
+    buf = read_file(path)
     if buf[:8] != b"ARJITCK1":
         die(f"{path}: not an arjit checkpoint")
     if len(buf) < 40:
@@ -374,7 +368,8 @@ def run(model, doc, d, dims, variants, build, nll_fns, ref, chunk=lambda v: 1000
 # tensors kept fixed (a second bias held at zero). A "module" variant builds
 # a torch.nn module from p (copies): Adam then updates the module's tensors.
 
-def read_text(path):
+def read_file(path):
+    """The bytes of path, gunzipped if it is gzip."""
     try:
         with open(path, "rb") as f:
             buf = f.read()
@@ -391,7 +386,7 @@ def text_tokens(path, split, V, vocab=None):
     = the rest; token i is byte vocab[i], vocab by default the sorted
     distinct bytes of the training split. Returns (int64 numpy array, vocab)."""
     import numpy as np
-    buf = read_text(path)
+    buf = read_file(path)
     cut = len(buf) * 9 // 10
     if cut == 0 or cut == len(buf):
         die(f"{path}: too short to split into train and test ({len(buf)} bytes)")
