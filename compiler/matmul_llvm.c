@@ -137,6 +137,26 @@ static LLVMValueRef a_elem(mm_ctx *c, LLVMValueRef i, LLVMValueRef k) {
     return LLVMBuildLoad2(c->b, c->f32, gep(c, c->a, idx), "");
 }
 
+/* C(i0 + r, j0 + v vw) = epilogue(acc[r][v] (+ C when add_c)) */
+static void store_tile(mm_ctx *c, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, LLVMValueRef mask, int add_c) {
+    const aj_mm_spec *s = c->s;
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef row = add(c, i0, i64c(c, r));
+        LLVMValueRef crow = gep(c, c->c, add(c, mul(c, row, c->ldc), j0));
+        for (int v = 0; v < nv; v++) {
+            LLVMValueRef m = v == nv - 1 ? mask : NULL;
+            LLVMValueRef p = gep(c, crow, i64c(c, (int64_t)v * c->vw));
+            LLVMValueRef val = LLVMBuildLoad2(c->b, c->vty, c->acc[r][v], "");
+            if (add_c) val = LLVMBuildFAdd(c->b, val, load_lanes(c, p, m), "");
+            if (s->epilogue) {
+                aj_mm_tile t = {c->b, c->vty, c->vw, row, add(c, j0, i64c(c, (int64_t)v * c->vw)), m, c->n, c->extra};
+                val = s->epilogue(s->epilogue_user, &t, val);
+            }
+            store_lanes(c, val, p, m);
+        }
+    }
+}
+
 /* rows [i0, i0 + mr) x vectors [0, nv) at column j0; `mask` (or NULL) covers
  * the last vector's lanes */
 static void emit_tile(mm_ctx *c, LLVMValueRef i0, LLVMValueRef j0, int mr, int nv, LLVMValueRef mask) {
@@ -162,23 +182,23 @@ static void emit_tile(mm_ctx *c, LLVMValueRef i0, LLVMValueRef j0, int mr, int n
     }
     loop_end(c, &kl);
 
-    for (int r = 0; r < mr; r++) {
-        LLVMValueRef row = add(c, i0, i64c(c, r));
-        LLVMValueRef crow = gep(c, c->c, add(c, mul(c, row, c->ldc), j0));
-        for (int v = 0; v < nv; v++) {
-            LLVMValueRef m = v == nv - 1 ? mask : NULL;
-            LLVMValueRef p = gep(c, crow, i64c(c, (int64_t)v * c->vw));
-            LLVMValueRef val = LLVMBuildLoad2(c->b, c->vty, c->acc[r][v], "");
-            LLVMValueRef sum = LLVMBuildFAdd(c->b, val, load_lanes(c, p, m), "");
-            /* C += after the first K block; in it, as the spec says */
-            val = s->accumulate ? sum : LLVMBuildSelect(c->b, c->first_block, val, sum, "");
-            if (s->epilogue) {
-                aj_mm_tile t = {c->b, c->vty, c->vw, row, add(c, j0, i64c(c, (int64_t)v * c->vw)), m, c->n, c->extra};
-                val = s->epilogue(s->epilogue_user, &t, val);
-            }
-            store_lanes(c, val, p, m);
-        }
+    /* C = acc, or C += acc after the first K block (always, if the spec
+     * accumulates): a branch per tile, so a one-block product never reads C */
+    if (s->accumulate) {
+        store_tile(c, i0, j0, mr, nv, mask, 1);
+        return;
     }
+    LLVMBasicBlockRef set = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "cset");
+    LLVMBasicBlockRef acc = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "cacc");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "cdone");
+    LLVMBuildCondBr(c->b, c->first_block, set, acc);
+    LLVMPositionBuilderAtEnd(c->b, set);
+    store_tile(c, i0, j0, mr, nv, mask, 0);
+    LLVMBuildBr(c->b, done);
+    LLVMPositionBuilderAtEnd(c->b, acc);
+    store_tile(c, i0, j0, mr, nv, mask, 1);
+    LLVMBuildBr(c->b, done);
+    LLVMPositionBuilderAtEnd(c->b, done);
 }
 
 /* all rows [m0, m1) of the panel at j0 with nv vectors: mr-row tiles, then
