@@ -739,6 +739,14 @@ static int names_png(const char *path)
     return n >= 4 && strcasecmp(path + n - 4, ".png") == 0;
 }
 
+/* Row i of token tensor t as the vocabulary's bytes ('?' outside it). */
+static void put_tokens(FILE *f, const aj_samples *s, const aj_tensor *t, int64_t i)
+{
+    const int32_t *x = (const int32_t *)t->data + i * t->shape[1];
+    for (int64_t j = 0; j < t->shape[1]; j++)
+        fputc(x[j] >= 0 && x[j] < s->nvocab ? s->vocab[x[j]] : '?', f);
+}
+
 static int run_sample(const options *o)
 {
     aj_job job;
@@ -762,17 +770,17 @@ static int run_sample(const options *o)
     if (aj_sample(&job, n, &s, &d) != 0)
         return print_diag_in(&d, job.model);
     if (s.nvocab && s.x.dtype == AJ_I32) {
-        /* text: n = 1 was streamed as drawn; more, one line each */
+        /* text: n = 1 was streamed as drawn (unless fn sample had a
+         * source); more, one line each, "source -> sample" with a source */
         FILE *f = o->out ? fopen(o->out, "w") : stdout;
-        const int32_t *x = s.x.data;
-        int64_t len = s.x.shape[1];
+        int streamed = n == 1 && !o->out && !s.src.data;
         for (int64_t i = 0; f && i < n; i++) {
-            for (int64_t t = 0; t < len && (n > 1 || o->out); t++)
-                fputc(x[i * len + t] >= 0 && x[i * len + t] < s.nvocab ? s.vocab[x[i * len + t]] : '?', f);
+            if (s.src.data) put_tokens(f, &s, &s.src, i), fputs(" -> ", f);
+            if (!streamed) put_tokens(f, &s, &s.x, i);
             fputc('\n', f);
         }
         rc = f && (o->out ? fclose(f) : fflush(f)) == 0 ? 0 : (perror(o->out ? o->out : prog), EXIT_MODEL);
-        aj_tensor_free(&s.x);
+        aj_tensor_free(&s.x), aj_tensor_free(&s.src);
         return rc;
     }
     /* the format: a PNG grid for --out *.png, and without --out for image
@@ -791,7 +799,7 @@ static int run_sample(const options *o)
         int64_t nmax, m;
         rc = aj_graphs_shape(s.data, &nmax, &m) == 0 ? print_graphs(&s, n, o->out) : print_samples(&s.x, n, o->out);
     }
-    aj_tensor_free(&s.x);
+    aj_tensor_free(&s.x), aj_tensor_free(&s.src);
     return rc;
 }
 

@@ -188,6 +188,7 @@ int aj_eval(const aj_job *job, aj_eval_result *res, aj_diag *d);
 
 typedef struct {
     aj_tensor x;             /* fn sample's first result: n examples (free it) */
+    aj_tensor src;           /* the i32 source sequences fn sample was given (free it); none: data NULL */
     int h, w;                /* image size the checkpoint's data had; 0: not drawable as images */
     int image_data;          /* the checkpoint records an image size (its data were images) */
     char why[256];           /* h = 0: why the samples cannot be drawn as images */

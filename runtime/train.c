@@ -981,32 +981,74 @@ out:
     return rc;
 }
 
-/* A sampler that conditions on data, fn sample(x : f32[B, D]), gets the
- * first n examples of a split (job->split, default test) of job->data or
- * the checkpoint's data: inpainting the bottom half of test digits, say. */
-static int cond_input(const aj_job *job, aj_run *r, const aj_ckpt *ck, const aj_graph *fn, int64_t n, aj_tensor *x,
-                      aj_diag *d) {
+/* The bytes of --prompt as token ids of the checkpoint's vocabulary
+ * (*ids holds np + 1, zeroed; free it). */
+static int encode_prompt(const char *prompt, const aj_samples *out, const char *ckpt, int32_t **ids, aj_diag *d) {
+    size_t np = prompt ? strlen(prompt) : 0;
+    if (np && !out->nvocab) return aj_io_error(d, ckpt, 0, 0, "records no vocabulary (\"vocab\"): a --prompt needs one");
+    if (!(*ids = calloc(np + 1, sizeof **ids))) return aj_io_error(d, ckpt, 0, 0, "out of memory");
+    for (size_t i = 0; i < np; i++) {
+        const unsigned char *at = memchr(out->vocab, (unsigned char)prompt[i], (size_t)out->nvocab);
+        if (!at) {
+            free(*ids), *ids = NULL;
+            return aj_io_error(d, "--prompt", 0, 0, "byte %zu (0x%02x) is not in the vocabulary of %s", i + 1,
+                               (unsigned char)prompt[i], ckpt);
+        }
+        (*ids)[i] = (int32_t)(at - out->vocab);
+    }
+    return 0;
+}
+
+/* A sampler that conditions on an input, fn sample(x), gets
+ * - x : f32[B, D]: the first n examples of a split (job->split, default
+ *   test) of job->data or the checkpoint's data: inpainting the bottom half
+ *   of test digits, say;
+ * - x : i32[B, N], a source sequence (the encoder-decoder's): --prompt's N
+ *   bytes for every sample, or else the first N tokens of the split's first
+ *   n rows (reverse:N's rows are N source then N target tokens). */
+static int cond_input(const aj_job *job, aj_run *r, const aj_ckpt *ck, const aj_graph *fn, const aj_samples *out,
+                      int64_t n, aj_tensor *x, aj_diag *d) {
     const aj_value *a = &fn->val[fn->leaf[0]];
-    if (fn->nleaf != 1 || a->type.dtype != AJ_F32 || a->type.rank != 2)
+    int tok = a->type.dtype == AJ_I32;
+    if (fn->nleaf != 1 || (a->type.dtype != AJ_F32 && !tok) || a->type.rank != 2)
         return aj_io_error(d, job->model, fn->line, fn->col,
-                           "fn sample takes %d argument%s: arjit sample gives it one, f32[B, D] examples of the data",
-                           fn->nleaf, fn->nleaf == 1 ? "" : "s");
+                           "fn sample takes %d argument%s: arjit sample gives it one, f32[B, D] examples of the data or "
+                           "an i32[B, N] source sequence", fn->nleaf, fn->nleaf == 1 ? "" : "s");
+    int64_t dim = aj_dim_bind(a->type.dim[1], &r->bind).off;
+    if (tok && job->prompt) {
+        int32_t *ids;
+        if (strlen(job->prompt) != (size_t)dim)
+            return aj_io_error(d, "--prompt", 0, 0, "has %zu bytes: fn sample's source '%s' is %" PRId64 " tokens",
+                               strlen(job->prompt), a->name, dim);
+        if (encode_prompt(job->prompt, out, job->ckpt, &ids, d)) return -1;
+        *x = aj_tensor_new(AJ_I32, 2, (int64_t[]){n, dim});
+        for (int64_t i = 0; x->data && i < n; i++) memcpy((int32_t *)x->data + i * dim, ids, sizeof *ids * (size_t)dim);
+        free(ids);
+        return x->data ? 0 : aj_io_error(d, job->model, 0, 0, "out of memory");
+    }
     const char *data = job->data ? job->data : aj_ckpt_meta(ck, "data");
     const char *split = job->split ? job->split : "test";
-    if (!data) return aj_io_error(d, job->ckpt, 0, 0, "fn sample conditions on data: give it with --data");
+    if (!data)
+        return aj_io_error(d, job->ckpt, 0, 0, "fn sample conditions on data: give it with --data%s",
+                           tok ? " or --prompt" : "");
     aj_dataset ds = {0};
     int rc = aj_dataset_load(data, split, &ds, d);
-    int64_t dim = aj_dim_bind(a->type.dim[1], &r->bind).off;
-    if (!rc && ds.d != dim)
-        rc = aj_io_error(d, job->model, a->line, a->col, "fn sample's '%s' has %" PRId64 " values per example, %s has %" PRId64,
-                         a->name, dim, data, ds.d);
+    int rows = ds.tok && ds.d;   /* token rows (reverse:N), not vectors or a text stream */
+    if (!rc && tok && !rows)
+        rc = aj_io_error(d, job->model, a->line, a->col, "fn sample's '%s' is a source sequence, i32[B, %" PRId64 "]; "
+                         "%s has no rows of tokens to take it from (give --prompt)", a->name, dim, data);
+    else if (!rc && (tok ? ds.d < dim : ds.d != dim))
+        rc = aj_io_error(d, job->model, a->line, a->col, "fn sample's '%s' is %s[B, %" PRId64 "]; %s has %s of %" PRId64,
+                         a->name, tok ? "i32" : "f32", dim, data, tok ? "rows" : "vectors", ds.d);
     if (!rc && ds.n < n)
         rc = aj_io_error(d, data, 0, 0, "the %s split has %" PRId64 " examples, fewer than the %" PRId64 " samples asked for",
                          split, ds.n, n);
     if (!rc) {
-        *x = aj_tensor_new(AJ_F32, 2, (int64_t[]){n, ds.d});
+        *x = aj_tensor_new(tok ? AJ_I32 : AJ_F32, 2, (int64_t[]){n, dim});
         if (!x->data) rc = aj_io_error(d, data, 0, 0, "out of memory");
-        else memcpy(x->data, ds.x, sizeof(float) * (size_t)(n * ds.d));
+        for (int64_t i = 0; x->data && i < n; i++)
+            if (tok) memcpy((int32_t *)x->data + i * dim, ds.tok + i * ds.d, sizeof(int32_t) * (size_t)dim);
+            else memcpy((float *)x->data + i * dim, ds.x + i * ds.d, sizeof(float) * (size_t)dim);
     }
     aj_dataset_free(&ds);
     return rc;
@@ -1026,21 +1068,8 @@ static int derived_sample(const aj_job *job, aj_run *r, aj_samples *out, const c
     aj_ancestral_opts a = job->anc;
     text_stream ts = {job->text, out};
     size_t np = job->prompt ? strlen(job->prompt) : 0;
-    int32_t *prompt = calloc(np + 1, sizeof *prompt);
-    if (!prompt) return aj_io_error(d, job->model, 0, 0, "out of memory");
-    if (np && !out->nvocab) {
-        free(prompt);
-        return aj_io_error(d, ckpt, 0, 0, "records no vocabulary (\"vocab\"): a --prompt needs one");
-    }
-    for (size_t i = 0; i < np; i++) {
-        const unsigned char *at = memchr(out->vocab, (unsigned char)job->prompt[i], (size_t)out->nvocab);
-        if (!at) {
-            free(prompt);
-            return aj_io_error(d, "--prompt", 0, 0, "byte %zu (0x%02x) is not in the vocabulary of %s", i + 1,
-                               (unsigned char)job->prompt[i], ckpt);
-        }
-        prompt[i] = (int32_t)(at - out->vocab);
-    }
+    int32_t *prompt;
+    if (encode_prompt(job->prompt, out, ckpt, &prompt, d)) return -1;
     /* tokens past the vocabulary mean nothing: never drawn */
     a.seed = job->seed, a.prompt = prompt, a.nprompt = (int64_t)np, a.ncat = out->nvocab;
     if (job->text && out->nvocab && r->bind.v[r->bdim] == 1) a.emit = emit_text, a.ctx = &ts;
@@ -1074,12 +1103,13 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     if (voc && nv <= sizeof out->vocab) memcpy(out->vocab, voc, nv), out->nvocab = (int)nv;
     if (!fn) {
         if (derived_sample(job, &r, out, job->ckpt, d)) goto out;
-    } else if (job->anc_given || job->prompt) {
-        aj_io_error(d, job->model, fn->line, fn->col, "the model has its own fn sample: --prompt, --length, "
-                    "--temperature, --top-k and --naive-sampling go with the sampler derived from fn loglik");
+    } else if (job->anc_given || (job->prompt && !(fn->nleaf == 1 && fn->val[fn->leaf[0]].type.dtype == AJ_I32))) {
+        aj_io_error(d, job->model, fn->line, fn->col, "the model has its own fn sample: --length, --temperature, "
+                    "--top-k and --naive-sampling go with the sampler derived from fn loglik, --prompt with it or a "
+                    "fn sample of a source sequence (i32[B, N])");
         goto out;
     } else {
-        if (fn->nleaf && cond_input(job, &r, ck, fn, n, &cond, d)) goto out;
+        if (fn->nleaf && cond_input(job, &r, ck, fn, out, n, &cond, d)) goto out;
         if (!(res = calloc((size_t)fn->nresult, sizeof *res))) {
             aj_io_error(d, job->model, 0, 0, "out of memory");
             goto out;
@@ -1087,6 +1117,7 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
         if (r.run(r.m, fn, r.params, fn->nleaf ? &cond : NULL, res, job->seed, d)) goto out;
         out->x = res[0];
         res[0].data = NULL;
+        if (cond.dtype == AJ_I32) out->src = cond, cond.data = NULL;
         for (int i = 1; i < fn->nresult; i++) aj_tensor_free(&res[i]);
     }
     /* images when the training data were ("HxW", whole), and every sample is one; else say why not */

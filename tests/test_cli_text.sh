@@ -74,6 +74,16 @@ run 0 eval "$COPY" --ckpt "$TMP/c.ck" --engine interp --dims N=2 --data reverse:
 run 0 train "$SRC/models/transformer.graph" --data reverse:3 --dims N=3,E=8,L=1 --batch 20 --max-steps 2 \
     --valid-examples 40 --engine interp --save "$TMP/t.ck" && has "$OUT" "valid NLL"
 run 0 eval "$SRC/models/transformer.graph" --ckpt "$TMP/t.ck" --engine interp --split valid && has "$OUT" "valid exact match"
+# the encoder-decoder's fn sample(src): sources from the data's rows, or --prompt's
+run 0 sample "$SRC/models/transformer.graph" --ckpt "$TMP/t.ck" -n 2 --engine interp --split valid &&
+    grep -Eqx '[0-9]{3} -> [0-9^]{3}' "$OUT" && [[ $(wc -l <"$OUT") == 2 ]] ||
+    fail "sample of the encoder-decoder: not 2 lines 'source -> sample': $(cat "$OUT")"
+run 0 sample "$SRC/models/transformer.graph" --ckpt "$TMP/t.ck" -n 2 --engine interp --prompt 907 &&
+    [[ $(grep -c '^907 -> ' "$OUT") == 2 ]] || fail "sample --prompt 907: not the prompt as both sources: $(cat "$OUT")"
+run 1 sample "$SRC/models/transformer.graph" --ckpt "$TMP/t.ck" -n 1 --engine interp --prompt 90 &&
+    has "$ERR" "--prompt: error: has 2 bytes: fn sample's source 'src' is 3 tokens"
+run 1 sample "$SRC/models/transformer.graph" --ckpt "$TMP/t.ck" -n 1 --engine interp --data "$TEXT" &&
+    has "$ERR" "fn sample's 'src' is a source sequence, i32[B, 3]; $TEXT has no rows of tokens to take it from"
 run 1 train "$COPY" --data reverse:2 --batch 50 --engine interp &&
     has "$ERR" "'reverse:2' has examples of 4 tokens: loglik's inputs must be i32[B, k] whose k add up to that"
 run 1 train "$COPY" --data reverse:1 --dims V=9 --batch 50 --engine interp &&
