@@ -164,6 +164,7 @@ aj_program *aj_program_compile(const aj_module *m, const aj_graph *fn, const aj_
         if (kn->node < 0 && !(kn->fn = aj_jit_lookup(P->jit, kn->name, d))) goto fail;
         if (prepare_call(kn, d)) goto fail;
     }
+    aj_jit_loaded();
     aj_plan_memory(P);
     if (!(P->prof_ns = calloc((size_t)P->nkern + 1, 2 * sizeof *P->prof_ns))) {
         aj_error(d, 0, 0, "out of memory");

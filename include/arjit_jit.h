@@ -65,6 +65,10 @@ int aj_jit_add(aj_jit *jit, aj_jit_module *m, aj_diag *d);
 /* The address of a function (or global) added earlier; NULL and d set when
  * it is unknown or fails to compile/link. */
 void *aj_jit_lookup(aj_jit *jit, const char *name, aj_diag *d);
+/* Called once a program's kernels are looked up, so linked (and, with
+ * ARJIT_JIT_DEBUG=gdb, registered with gdb): gdb resolves no breakpoint on
+ * a kernel before that, so `break aj_jit_loaded`, run, then break on it. */
+void aj_jit_loaded(void);
 
 /* Make `name` resolve to addr in code added from now on (runtime helpers
  * that kernels call, e.g. the team barrier). 0, or -1 with d set. */

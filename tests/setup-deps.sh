@@ -10,9 +10,10 @@
 
 # Build and test: compiler, CMake, LLVM 19 (JIT), libffi (kernel calls),
 # CMocka (tests), zlib and libpng (datasets, sample images), libcurl (data
-# fetch). OpenMP is gcc's libgomp, which build-essential brings.
+# fetch), gdb (the JIT's kernels in a debugger, tests/test_jit_debug.sh).
+# OpenMP is gcc's libgomp, which build-essential brings.
 ARJIT_PKGS=(build-essential cmake pkg-config llvm-19-dev libffi-dev libcmocka-dev
-            zlib1g-dev libpng-dev libcurl4-openssl-dev)
+            zlib1g-dev libpng-dev libcurl4-openssl-dev gdb)
 # The fuzzer: Debian 12's clang is 14; its libFuzzer is in libclang-rt-14-dev.
 ARJIT_FUZZ_PKGS=(clang libclang-rt-14-dev)
 ARJIT_LIBFUZZER=/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
