@@ -364,8 +364,11 @@ static int conv_keep(int64_t i, int64_t j, int64_t kh, int64_t kw, int with_cent
     return i < kh / 2 || (i == kh / 2 && (j < kw / 2 || (with_centre && j == kw / 2)));
 }
 
-/* MADE degree of hidden unit k with n variables: (k mod (n-1)) + 1. */
-static int64_t made_degree(int64_t k, int64_t n) { return k % (n - 1) + 1; }
+/* MADE degree of hidden unit k of a layer of h with n variables, spread
+ * evenly over 1..n-1: 1 + floor(k (n-1) / h). (Cycling, k mod (n-1) + 1,
+ * left degrees above h unused when h < n-1: a 500-unit MADE on 784 pixels
+ * never read pixels past 500.) */
+static int64_t made_degree(int64_t k, int64_t n, int64_t h) { return 1 + k * (n - 1) / h; }
 
 static void mask_fill(aj_mask_kind kind, int64_t nvars, const int64_t *shape, real *out) {
     if (kind == AJ_MASK_CONV_A || kind == AJ_MASK_CONV_B) {
@@ -385,11 +388,11 @@ static void mask_fill(aj_mask_kind kind, int64_t nvars, const int64_t *shape, re
             case AJ_MASK_UPPER: v = c >= r; break;
             case AJ_MASK_STRICT_UPPER: v = c > r; break;
             /* input d (degree d+1) feeds unit c when m(c) >= d+1 */
-            case AJ_MASK_MADE_IN: v = made_degree(c, nvars) >= r + 1; break;
+            case AJ_MASK_MADE_IN: v = made_degree(c, nvars, shape[1]) >= r + 1; break;
             /* unit r feeds unit c when m(c) >= m(r) */
-            case AJ_MASK_MADE_HIDDEN: v = made_degree(c, nvars) >= made_degree(r, nvars); break;
+            case AJ_MASK_MADE_HIDDEN: v = made_degree(c, nvars, shape[1]) >= made_degree(r, nvars, shape[0]); break;
             /* unit r feeds output d = c when d+1 > m(r) */
-            case AJ_MASK_MADE_OUT: v = c + 1 > made_degree(r, nvars); break;
+            case AJ_MASK_MADE_OUT: v = c + 1 > made_degree(r, nvars, shape[0]); break;
             case AJ_MASK_CONV_A: case AJ_MASK_CONV_B: break;
             }
             out[r * shape[1] + c] = (real)v;

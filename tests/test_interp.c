@@ -345,7 +345,7 @@ static void test_masks_triangular(void **state) {
     done(&r);
 }
 
-/* n = 3 variables, 4 hidden units of degrees m = [1, 2, 1, 2]. */
+/* n = 3 variables, 4 hidden units of degrees m = 1 + floor(2j / 4) = [1, 1, 2, 2]. */
 static void test_masks_made(void **state) {
     static const char *src =
         "dim N = 3\n"
@@ -355,9 +355,9 @@ static void test_masks_made(void **state) {
         "  mo = mask(kind=made_out, shape=[4, N], n=N)\n"
         "end\n";
     run_t r = ok(src, "", 0, NULL);
-    EXPECT_F(&r.res[0], SHAPE(3, 4), F32(1, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0));
-    EXPECT_F(&r.res[1], SHAPE(4, 4), F32(1, 1, 1, 1, 0, 1, 0, 1, 1, 1, 1, 1, 0, 1, 0, 1));
-    EXPECT_F(&r.res[2], SHAPE(4, 3), F32(0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 0, 1));
+    EXPECT_F(&r.res[0], SHAPE(3, 4), F32(1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0));
+    EXPECT_F(&r.res[1], SHAPE(4, 4), F32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1));
+    EXPECT_F(&r.res[2], SHAPE(4, 3), F32(0, 1, 1, 0, 1, 1, 0, 0, 1, 0, 0, 1));
     done(&r);
 }
 

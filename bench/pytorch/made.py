@@ -3,7 +3,7 @@
 
 One hidden layer of ReLUs with the natural-order masks of Germain et al.
 (2015), as the graph's mask kinds made_in / made_out: input k has degree
-k + 1, hidden unit j degree (j mod (D - 1)) + 1; W keeps m(j) >= k + 1, V
+k + 1, hidden unit j degree 1 + floor(j (D - 1) / H); W keeps m(j) >= k + 1, V
 keeps i + 1 > m(j). h = relu(x @ (W * M_W) + c), logit = h @ (V * M_V) + b,
 log p(x) = -sum_i bernoulli_nll(logit_i, x_i). The loss is the mean NLL,
 as arjit's train_step. Use /usr/bin/python3 (Debian's python3-torch).
@@ -31,7 +31,7 @@ def nll_fns(torch, p):
     F = torch.nn.functional
     W, c, V, b = p["W"], p["c"], p["V"], p["b"]
     m_in = torch.arange(1, D + 1, dtype=W.dtype)                 # input degrees 1..D
-    m_h = torch.arange(H, dtype=W.dtype) % (D - 1) + 1           # hidden degrees 1..D-1
+    m_h = 1 + torch.div(torch.arange(H) * (D - 1), H, rounding_mode='floor').to(W.dtype)   # hidden degrees 1..D-1, evenly
     mask_w = (m_h[None, :] >= m_in[:, None]).to(W.dtype)         # [D, H]
     mask_v = (m_in[None, :] > m_h[:, None]).to(W.dtype)          # [H, D]
 
