@@ -110,8 +110,9 @@ static LLVMTargetMachineRef host_tm(const aj_jit *jit) {
  * one; unset, nothing changes. */
 static int debug_listeners(aj_jit *jit, aj_diag *d) {
     const char *env = getenv("ARJIT_JIT_DEBUG");
-    for (const char *p = env; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
-        size_t n = strcspn(p, ",");
+    size_t n;
+    for (const char *p = env; p && *p; p += n + (p[n] == ',')) {
+        n = strcspn(p, ",");
         if (n == 3 && !strncmp(p, "gdb", n)) jit->gdb = LLVMCreateGDBRegistrationListener();
         else if (n != 4 || strncmp(p, "perf", n))
             return aj_error(d, 0, 0, "ARJIT_JIT_DEBUG: unknown '%.*s' in '%s' (a list of gdb, perf)", (int)n, p, env);
@@ -323,6 +324,10 @@ void *aj_jit_lookup(aj_jit *jit, const char *name, aj_diag *d) {
     if (e) return NULL;
     return (void *)(uintptr_t)addr;
 }
+
+/* A place for gdb to stop (arjit_jit.h): kept out of line, and not empty
+ * so that it is not folded into another function. */
+__attribute__((noinline)) void aj_jit_loaded(void) { __asm__ volatile(""); }
 
 void aj_jit_dump_ir(const aj_jit_module *m, FILE *f) {
     char *s = LLVMPrintModuleToString(m->mod);
@@ -691,8 +696,6 @@ static int unpack_objects(const char *p, size_t size, const char *path, LLVMMemo
     *nobj = 0;
     return -1;
 }
-
-__attribute__((noinline)) void aj_jit_loaded(void) { __asm__ volatile(""); }
 
 /* Hand objects to LLJIT, which takes each buffer, also on error. */
 static int add_objects(aj_jit *jit, LLVMMemoryBufferRef *objs, int nobj, aj_diag *d) {

@@ -999,6 +999,12 @@ static int encode_prompt(const char *prompt, const aj_samples *out, const char *
     return 0;
 }
 
+/* fn sample(src : i32[B, N]): a sampler of a source sequence, the
+ * encoder-decoder's, which --prompt feeds (cond_input) */
+static int takes_source(const aj_graph *fn) {
+    return fn->nleaf == 1 && fn->val[fn->leaf[0]].type.dtype == AJ_I32;
+}
+
 /* A sampler that conditions on an input, fn sample(x), gets
  * - x : f32[B, D]: the first n examples of a split (job->split, default
  *   test) of job->data or the checkpoint's data: inpainting the bottom half
@@ -1009,7 +1015,7 @@ static int encode_prompt(const char *prompt, const aj_samples *out, const char *
 static int cond_input(const aj_job *job, aj_run *r, const aj_ckpt *ck, const aj_graph *fn, const aj_samples *out,
                       int64_t n, aj_tensor *x, aj_diag *d) {
     const aj_value *a = &fn->val[fn->leaf[0]];
-    int tok = a->type.dtype == AJ_I32;
+    int tok = takes_source(fn);
     if (fn->nleaf != 1 || (a->type.dtype != AJ_F32 && !tok) || a->type.rank != 2)
         return aj_io_error(d, job->model, fn->line, fn->col,
                            "fn sample takes %d argument%s: arjit sample gives it one, f32[B, D] examples of the data or "
@@ -1103,7 +1109,7 @@ int aj_sample(const aj_job *job, int64_t n, aj_samples *out, aj_diag *d) {
     if (voc && nv <= sizeof out->vocab) memcpy(out->vocab, voc, nv), out->nvocab = (int)nv;
     if (!fn) {
         if (derived_sample(job, &r, out, job->ckpt, d)) goto out;
-    } else if (job->anc_given || (job->prompt && !(fn->nleaf == 1 && fn->val[fn->leaf[0]].type.dtype == AJ_I32))) {
+    } else if (job->anc_given || (job->prompt && !takes_source(fn))) {
         aj_io_error(d, job->model, fn->line, fn->col, "the model has its own fn sample: --length, --temperature, "
                     "--top-k and --naive-sampling go with the sampler derived from fn loglik, --prompt with it or a "
                     "fn sample of a source sequence (i32[B, N])");
